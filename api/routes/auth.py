@@ -1,0 +1,74 @@
+"""Sign-in by SMS one-time code, then short-lived access tokens and rotating refresh tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from api.deps import Config, Conn
+from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
+from domain.errors import InvalidInput
+from domain.identity import refresh, users
+from domain.identity.tokens import issue_access_token
+from domain.phone import normalize
+from infra.config import Settings
+from infra.db import Connection
+from sms import texts
+
+_PUBLIC = {"exclude_from_auth": True}
+
+
+async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id: Any,
+                      refresh_token: str) -> TokenPair:
+    settings: Settings = request.app.state.settings
+    principal = await users.load_principal(conn, user_id)
+    access = issue_access_token(principal, request.app.state.secret_key, settings.access_token_ttl_s)
+    return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl_s)
+
+
+class AuthController(Controller):
+    path = "/v1/auth"
+    tags = ["auth"]
+
+    @post("/otp", status_code=HTTP_202_ACCEPTED, opt=_PUBLIC, summary="Send a one-time sign-in code by SMS")
+    async def request_code(self, request: Request[Any, Any, Any], data: JSONBody[OtpRequest], settings: Config,
+                           conn: Conn) -> OtpSent:
+        phone = normalize(data.phone, settings.default_region)
+        client_ip = request.client.host if request.client else "unknown"
+        code = await request.app.state.otp.issue(phone, client_ip)
+        language = await conn.fetchval(
+            "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at LIMIT 1", phone
+        ) or texts.language_for_phone(phone)
+        message = texts.text(language, "login_code", code=code, minutes=settings.otp_ttl_s // 60)
+        await request.app.state.sms_sender.send(phone, message)
+        return OtpSent(phone=phone, expires_in=settings.otp_ttl_s)
+
+    @post("/token", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Exchange a one-time code for tokens")
+    async def exchange_code(self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], settings: Config,
+                            conn: Conn) -> TokenPair:
+        phone = normalize(data.phone, settings.default_region)
+        code = data.code.strip()
+        if not (len(code) == 6 and code.isdigit()):
+            raise InvalidInput("invalid_code_format", "the code is 6 digits", field="code")
+        await request.app.state.otp.verify(phone, code)
+        user_id = await users.login(conn, phone)
+        token = await refresh.issue(conn, user_id, settings.refresh_token_ttl_s)
+        return await _token_pair(conn, request, user_id, token)
+
+    @post("/refresh", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Rotate a refresh token")
+    async def refresh_tokens(self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], settings: Config,
+                             conn: Conn) -> TokenPair:
+        try:
+            user_id, token = await refresh.rotate(conn, data.refresh_token, settings.refresh_token_ttl_s)
+        except refresh.RefreshTokenReused as reused:
+            async with request.app.state.pool.acquire() as own, own.transaction():
+                await refresh.revoke_family(own, reused.family_id)
+            raise
+        return await _token_pair(conn, request, user_id, token)
+
+    @post("/logout", status_code=HTTP_204_NO_CONTENT, opt=_PUBLIC, summary="Revoke a session")
+    async def logout(self, data: JSONBody[RefreshRequest], conn: Conn) -> None:
+        await refresh.revoke(conn, data.refresh_token)

@@ -1,0 +1,56 @@
+"""Liveness, readiness and Prometheus metrics: unauthenticated, for load balancers and scrapers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_PUBLIC = {"exclude_from_auth": True}
+
+
+class Health(msgspec.Struct):
+    status: str
+    checks: dict[str, str] = {}
+
+
+@get("/health", opt=_PUBLIC, tags=["ops"], summary="Liveness")
+async def health() -> Health:
+    return Health(status="ok")
+
+
+@get("/ready", opt=_PUBLIC, tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
+    state = request.app.state
+    checks: dict[str, str] = {}
+
+    async def postgres() -> None:
+        async with state.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def redis() -> None:
+        await state.redis.ping()
+
+    for name, probe in (("postgres", postgres), ("redis", redis)):
+        try:
+            await asyncio.wait_for(probe(), timeout=2)
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+            checks[name] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
+
+
+@get("/metrics", opt=_PUBLIC, tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response[bytes]:
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several workers: aggregate what every process wrote to the shared folder.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,106 @@
+"""Who may see and change what: every authorisation rule of the domain, in one place.
+
+- A patient login reaches the patients linked to it (a shared family phone may hold several).
+- A CHW, clinician or facility admin reaches the patients whose home facility is theirs.
+- A specialist reaches their own schedule and appointments, and the patients booked with them.
+- A facility admin also reaches the appointments held at their facility.
+- A system admin reaches everything (and is audited like everyone else).
+
+The SQL fragments below are the same rules as queries, so lists are filtered in the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from domain.errors import Forbidden, NotFound
+from domain.principal import Principal
+from infra.db import Connection
+
+# Placeholders: $1 everything, $2 home facilities, $3 user id, $4 practitioner id, and for
+# appointments $5 administered facilities (see patient_args, appointment_args). Queries number
+# their own parameters after these.
+PATIENT_VISIBLE = """(
+    $1::boolean
+    OR p.home_facility_id = ANY($2::uuid[])
+    OR EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3::uuid)
+    OR ($4::uuid IS NOT NULL AND EXISTS (
+        SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $4::uuid))
+)"""
+
+APPOINTMENT_VISIBLE = """(
+    $1::boolean
+    OR p.home_facility_id = ANY($2::uuid[])
+    OR EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = a.patient_id AND pa.user_id = $3::uuid)
+    OR a.practitioner_id = $4::uuid
+    OR a.facility_id = ANY($5::uuid[])
+)"""
+
+
+def patient_args(principal: Principal) -> tuple[object, ...]:
+    return (
+        principal.is_system_admin,
+        list(principal.facilities_with("chw", "clinician", "facility_admin")),
+        principal.user_id,
+        principal.practitioner_id,
+    )
+
+
+def appointment_args(principal: Principal) -> tuple[object, ...]:
+    return (*patient_args(principal), list(principal.facilities_with("facility_admin")))
+
+
+async def require_can_read_patient(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
+    """Return the patient's home facility, or refuse."""
+    row = await conn.fetchrow(
+        f"SELECT p.home_facility_id, {PATIENT_VISIBLE} AS allowed FROM patients p WHERE p.id = $5",
+        *patient_args(principal), patient_id,
+    )
+    if row is None:
+        raise NotFound("patient_not_found", "no such patient", field="patient_id")
+    if not row["allowed"]:
+        raise Forbidden("patient_access_denied", "you may not access this patient's data")
+    home: uuid.UUID = row["home_facility_id"]
+    return home
+
+
+def require_system_admin(principal: Principal) -> None:
+    if not principal.is_system_admin:
+        raise Forbidden("role_required", "only a system administrator may do this")
+
+
+def require_facility_admin(principal: Principal, facility_id: uuid.UUID) -> None:
+    if not (principal.is_system_admin or principal.has_role("facility_admin", facility_id)):
+        raise Forbidden("role_required", "only an administrator of this facility may do this")
+
+
+def require_patient_registrar(principal: Principal, facility_id: uuid.UUID) -> None:
+    """Health workers register patients at their own facility."""
+    if principal.is_system_admin:
+        return
+    if facility_id not in principal.facilities_with("chw", "clinician", "facility_admin"):
+        raise Forbidden("role_required", "only a CHW, clinician or admin of this facility may register its patients")
+
+
+async def require_can_manage_schedule(conn: Connection, principal: Principal, practitioner_id: uuid.UUID,
+                                      facility_id: uuid.UUID | None) -> None:
+    """The practitioner themself, or an admin of a facility they work at."""
+    facilities = {
+        r["facility_id"]
+        for r in await conn.fetch(
+            """SELECT m.facility_id FROM practitioners p JOIN memberships m ON m.user_id = p.user_id
+               WHERE p.id = $1 AND m.role IN ('specialist', 'clinician')""",
+            practitioner_id,
+        )
+    }
+    exists = facilities or await conn.fetchval("SELECT 1 FROM practitioners WHERE id = $1", practitioner_id)
+    if not exists:
+        raise NotFound("practitioner_not_found", "no such practitioner", field="practitioner_id")
+    if facility_id is not None and facility_id not in facilities:
+        raise Forbidden("not_a_member", "the practitioner does not consult at this facility", field="facility_id")
+    if principal.is_system_admin or principal.practitioner_id == practitioner_id:
+        return
+    admin_of = principal.facilities_with("facility_admin")
+    if (facility_id is not None and facility_id in admin_of) or (facility_id is None and facilities & admin_of):
+        return
+    raise Forbidden("schedule_access_denied", "only the practitioner or their facility admin may change this")

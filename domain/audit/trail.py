@@ -1,0 +1,36 @@
+"""Appends audit events in the caller's transaction, so an act and its record commit together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Literal
+
+from domain.principal import Principal
+from infra.db import Connection
+
+Action = Literal["read", "search", "create", "update", "book", "reschedule", "cancel", "check_in", "no_show"]
+
+
+async def record(
+    conn: Connection,
+    principal: Principal,
+    *,
+    action: Action,
+    resource_type: str,
+    resource_id: str | uuid.UUID | None,
+    patient_ids: Iterable[uuid.UUID | None],
+    facility_id: uuid.UUID | None = None,
+    outcome: str = "success",
+    purpose: str | None = None,
+) -> None:
+    """One event per patient touched, so a patient's access log lists every read of their data."""
+    patients = list(dict.fromkeys(patient_ids)) or [None]
+    await conn.execute(
+        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action,
+                                     resource_type, resource_id, purpose, channel, outcome, request_id)
+           SELECT $1, $2, $3, p, $4, $5, $6, $7, $8, $9, $10 FROM unnest($11::uuid[]) AS p""",
+        principal.user_id, principal.primary_role, facility_id, action, resource_type,
+        None if resource_id is None else str(resource_id), purpose, principal.channel, outcome,
+        principal.request_id, patients,
+    )

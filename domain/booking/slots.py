@@ -1,0 +1,91 @@
+"""Expanding weekly availability rules into concrete slots. Pure: no I/O.
+
+Rules are written in the facility's wall-clock time; a slot is the UTC instant that wall-clock
+time denotes on that date. Across a DST change a local time that does not exist (spring forward)
+yields no slot, and one that occurs twice (fall back) yields its first occurrence, so a rule
+"09:00-12:00 every Monday" means 09:00 local all year round.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    practitioner_id: uuid.UUID
+    facility_id: uuid.UUID
+    timezone: str
+    weekday: int  # ISO: 1 = Monday
+    start_local: time
+    end_local: time
+    slot_minutes: int
+    modes: tuple[str, ...]
+    valid_from: date
+    valid_until: date | None = None
+
+
+class Busy(msgspec.Struct, frozen=True):
+    """A UTC interval when no slot may start or run: leave, a holiday, a booked appointment."""
+
+    start: datetime
+    end: datetime
+
+
+class Slot(msgspec.Struct, frozen=True, kw_only=True):
+    practitioner_id: uuid.UUID
+    facility_id: uuid.UUID
+    start: datetime  # UTC
+    end: datetime  # UTC
+    timezone: str
+    modes: tuple[str, ...]
+
+
+def _local_dates(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def _instant(day: date, at: time, zone: ZoneInfo) -> datetime | None:
+    """The UTC instant of a wall-clock time, or None if the clocks skip over it that day."""
+    local = datetime.combine(day, at, tzinfo=zone)
+    as_utc = local.astimezone(UTC)
+    if as_utc.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+        return None
+    return as_utc
+
+
+def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterable[Busy] = ()) -> list[Slot]:
+    """Slots of `rules` whose local date lies in [first_day, last_day], minus any overlapping `busy`."""
+    blocked = sorted(busy, key=lambda b: b.start)
+    slots: list[Slot] = []
+    for rule in rules:
+        zone = ZoneInfo(rule.timezone)
+        step = timedelta(minutes=rule.slot_minutes)
+        span_start = datetime.combine(date.min, rule.start_local)
+        span_end = datetime.combine(date.min, rule.end_local)
+        for day in _local_dates(max(first_day, rule.valid_from), min(last_day, rule.valid_until or last_day)):
+            if day.isoweekday() != rule.weekday:
+                continue
+            cursor = span_start
+            while cursor + step <= span_end:
+                start = _instant(day, cursor.time(), zone)
+                cursor += step
+                if start is None:
+                    continue
+                end = start + step
+                if not any(b.start < end and start < b.end for b in blocked):
+                    slots.append(Slot(practitioner_id=rule.practitioner_id, facility_id=rule.facility_id,
+                                      start=start, end=end, timezone=rule.timezone, modes=rule.modes))
+    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    return slots
+
+
+def local_day(instant: datetime, timezone: str) -> date:
+    return instant.astimezone(ZoneInfo(timezone)).date()

@@ -1,0 +1,271 @@
+"""Patients: registered by a health worker at their facility, or by themself from a phone."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from datetime import UTC, date, datetime
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from domain import access
+from domain.audit import trail
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.phone import normalize
+from domain.principal import Principal
+from infra.db import Connection
+
+Language = Literal["km", "vi", "fr", "en"]
+PatientChannel = Literal["app", "sms", "ussd"]
+Sex = Literal["female", "male", "other", "unknown"]
+
+
+class HumanName(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A name in any script; `lang` tags the script or language (e.g. km, km-Latn, vi)."""
+
+    text: str
+    family: str | None = None
+    given: list[str] = []
+    use: Literal["official", "usual", "nickname", "maiden"] = "official"
+    lang: str | None = None
+
+
+class Identifier(msgspec.Struct, frozen=True):
+    system: str
+    value: str
+
+
+class PatientIn(msgspec.Struct, kw_only=True):
+    names: list[HumanName]
+    home_facility_id: uuid.UUID
+    birth_date: date | None = None
+    birth_year: int | None = None
+    sex: Sex = "unknown"
+    phone: str | None = None
+    preferred_language: Language = "km"
+    preferred_channel: PatientChannel = "sms"
+    identifiers: list[Identifier] = []
+
+
+class PatientPatch(msgspec.Struct, kw_only=True):
+    names: list[HumanName] | None = None
+    birth_date: date | None = None
+    birth_year: int | None = None
+    sex: Sex | None = None
+    phone: str | None = None
+    preferred_language: Language | None = None
+    preferred_channel: PatientChannel | None = None
+    identifiers: list[Identifier] | None = None
+
+
+class Patient(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    names: list[HumanName]
+    birth_date: date | None
+    birth_year: int | None
+    sex: Sex | None
+    phone: str | None
+    preferred_language: Language
+    preferred_channel: PatientChannel
+    home_facility_id: uuid.UUID
+    identifiers: list[Identifier]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+_SELECT = """SELECT p.*, coalesce(jsonb_agg(jsonb_build_array(i.system, i.value) ORDER BY i.system, i.value)
+                     FILTER (WHERE i.system IS NOT NULL), '[]') AS identifiers
+             FROM patients p LEFT JOIN patient_identifiers i ON i.patient_id = p.id"""
+
+
+def _to_patient(row: asyncpg.Record) -> Patient:
+    return Patient(
+        id=row["id"], names=msgspec.convert(row["names"], list[HumanName]), birth_date=row["birth_date"],
+        birth_year=row["birth_year"], sex=row["sex"], phone=row["phone"],
+        preferred_language=row["preferred_language"], preferred_channel=row["preferred_channel"],
+        home_facility_id=row["home_facility_id"], identifiers=[Identifier(s, v) for s, v in row["identifiers"]],
+        created_at=row["created_at"], updated_at=row["updated_at"], version=row["version"],
+    )
+
+
+def _fold(text: str) -> str:
+    """Search form: NFKC and case-folded, so Khmer, Vietnamese and Latin names match as typed."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def search_text_of(names: list[HumanName]) -> str:
+    parts: list[str] = []
+    for name in names:
+        parts.append(name.text)
+        if name.family:
+            parts.append(name.family)
+        parts.extend(name.given)
+    return _fold(" ".join(parts))
+
+
+def _check_names(names: list[HumanName]) -> None:
+    if not names:
+        raise InvalidInput("name_required", "give at least one name", field="names")
+    for i, name in enumerate(names):
+        if not 1 <= len(name.text.strip()) <= 200:
+            raise InvalidInput("invalid_name", "a name is 1 to 200 characters", field=f"names[{i}].text")
+
+
+def _check_birth(birth_date: date | None, birth_year: int | None) -> int | None:
+    today = datetime.now(UTC).date()
+    if birth_date is not None:
+        if birth_date > today:
+            raise InvalidInput("birth_date_in_future", "the birth date is in the future", field="birth_date")
+        if birth_date.year < 1880:
+            raise InvalidInput("out_of_range", "the birth date is too far in the past", field="birth_date")
+        if birth_year is not None and birth_year != birth_date.year:
+            raise InvalidInput("birth_year_mismatch", "birth_year differs from birth_date", field="birth_year")
+        return birth_date.year
+    if birth_year is not None and not 1880 <= birth_year <= today.year:
+        raise InvalidInput("out_of_range", f"birth_year is 1880 to {today.year}", field="birth_year")
+    return birth_year
+
+
+def _check_identifiers(identifiers: list[Identifier]) -> None:
+    for i, ident in enumerate(identifiers):
+        if not 1 <= len(ident.system) <= 200 or not 1 <= len(ident.value) <= 100:
+            raise InvalidInput("invalid_identifier", "system is 1-200 and value 1-100 characters",
+                               field=f"identifiers[{i}]")
+
+
+async def _save_identifiers(conn: Connection, patient_id: uuid.UUID, identifiers: list[Identifier]) -> None:
+    try:
+        async with conn.transaction():
+            await conn.executemany(
+                "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)",
+                [(patient_id, i.system, i.value) for i in identifiers],
+            )
+    except asyncpg.UniqueViolationError:
+        raise Conflict("identifier_taken", "another patient already has this identifier",
+                       field="identifiers") from None
+
+
+async def register(conn: Connection, principal: Principal, data: PatientIn, *, default_region: str) -> Patient:
+    """A health worker registers a patient of their facility; a login without staff roles registers
+    itself (or a family member) and is linked to the new record."""
+    _check_names(data.names)
+    birth_year = _check_birth(data.birth_date, data.birth_year)
+    _check_identifiers(data.identifiers)
+    if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", data.home_facility_id):
+        raise NotFound("facility_not_found", "no such facility", field="home_facility_id")
+    self_registration = not principal.is_staff and not principal.is_system_admin
+    if self_registration:
+        phone = await conn.fetchval("SELECT phone FROM users WHERE id = $1", principal.user_id)
+        if data.phone is not None and normalize(data.phone, default_region) != phone:
+            raise Forbidden("phone_mismatch", "register with the phone you signed in with", field="phone")
+    else:
+        access.require_patient_registrar(principal, data.home_facility_id)
+        phone = normalize(data.phone, default_region) if data.phone else None
+    patient_id = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO patients (id, names, search_text, birth_date, birth_year, sex, phone, preferred_language,
+                                 preferred_channel, home_facility_id, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        patient_id, msgspec.to_builtins(data.names), search_text_of(data.names), data.birth_date, birth_year,
+        data.sex, phone, data.preferred_language, data.preferred_channel, data.home_facility_id, principal.user_id,
+    )
+    await _save_identifiers(conn, patient_id, data.identifiers)
+    # Whoever signs in with the patient's phone acts for them (see identity.users.login).
+    await conn.execute(
+        """INSERT INTO patient_accounts (user_id, patient_id)
+           SELECT id, $1 FROM users WHERE phone = $2 ON CONFLICT DO NOTHING""",
+        patient_id, phone,
+    )
+    patient = await _load(conn, patient_id)
+    await trail.record(conn, principal, action="create", resource_type="Patient", resource_id=patient_id,
+                       patient_ids=[patient_id], facility_id=data.home_facility_id)
+    return patient
+
+
+async def _load(conn: Connection, patient_id: uuid.UUID) -> Patient:
+    row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", patient_id)
+    if row is None:
+        raise NotFound("patient_not_found", "no such patient")
+    return _to_patient(row)
+
+
+async def get(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> Patient:
+    await access.require_can_read_patient(conn, principal, patient_id)
+    patient = await _load(conn, patient_id)
+    await trail.record(conn, principal, action="read", resource_type="Patient", resource_id=patient_id,
+                       patient_ids=[patient_id], facility_id=patient.home_facility_id)
+    return patient
+
+
+class PatientQuery(msgspec.Struct, kw_only=True):
+    identifier: str | None = None  # "system|value", or a bare value in any system
+    phone: str | None = None
+    name: str | None = None
+    facility_id: uuid.UUID | None = None
+    after: uuid.UUID | None = None
+    limit: int = 50
+
+
+async def search(conn: Connection, principal: Principal, query: PatientQuery, *,
+                 default_region: str) -> list[Patient]:
+    system = value = None
+    if query.identifier is not None:
+        system, sep, value = query.identifier.rpartition("|")
+        if not value:
+            raise InvalidInput("invalid_identifier", "use system|value or a value", field="identifier")
+        system = system if sep else None
+    phone = normalize(query.phone, default_region) if query.phone else None
+    name = _fold(query.name.strip()) if query.name else None
+    if name is not None and len(name) < 2:
+        raise InvalidInput("query_too_short", "search by at least 2 characters of a name", field="name")
+    pattern = None if name is None else "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = await conn.fetch(
+        f"""{_SELECT} WHERE {access.PATIENT_VISIBLE}
+              AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM patient_identifiers x WHERE x.patient_id = p.id
+                                               AND x.value = $5 AND ($6::text IS NULL OR x.system = $6)))
+              AND ($7::text IS NULL OR p.phone = $7)
+              AND ($8::text IS NULL OR p.search_text LIKE $8)
+              AND ($9::uuid IS NULL OR p.home_facility_id = $9)
+              AND ($10::uuid IS NULL OR p.id > $10)
+            GROUP BY p.id ORDER BY p.id LIMIT $11""",
+        *access.patient_args(principal), value, system, phone, pattern, query.facility_id, query.after, query.limit,
+    )
+    found = [_to_patient(r) for r in rows]
+    if found:
+        await trail.record(conn, principal, action="search", resource_type="Patient", resource_id=None,
+                           patient_ids=[p.id for p in found])
+    return found
+
+
+async def update(conn: Connection, principal: Principal, patient_id: uuid.UUID, patch: PatientPatch, *,
+                 default_region: str, expected_version: int | None = None) -> Patient:
+    await access.require_can_read_patient(conn, principal, patient_id)
+    current = await _load(conn, patient_id)
+    if expected_version is not None and expected_version != current.version:
+        raise Conflict("version_mismatch", f"the record changed (now version {current.version}): reload it")
+    names = patch.names if patch.names is not None else current.names
+    _check_names(names)
+    birth_date = patch.birth_date if patch.birth_date is not None else current.birth_date
+    birth_year = _check_birth(birth_date, patch.birth_year if patch.birth_year is not None
+                              else (None if patch.birth_date is not None else current.birth_year))
+    phone = normalize(patch.phone, default_region) if patch.phone else current.phone
+    await conn.execute(
+        """UPDATE patients SET names = $2, search_text = $3, birth_date = $4, birth_year = $5, sex = $6,
+                  phone = $7, preferred_language = $8, preferred_channel = $9, updated_at = now(),
+                  version = version + 1
+           WHERE id = $1""",
+        patient_id, msgspec.to_builtins(names), search_text_of(names), birth_date, birth_year,
+        patch.sex or current.sex, phone, patch.preferred_language or current.preferred_language,
+        patch.preferred_channel or current.preferred_channel,
+    )
+    if patch.identifiers is not None:
+        _check_identifiers(patch.identifiers)
+        await conn.execute("DELETE FROM patient_identifiers WHERE patient_id = $1", patient_id)
+        await _save_identifiers(conn, patient_id, patch.identifiers)
+    patient = await _load(conn, patient_id)
+    await trail.record(conn, principal, action="update", resource_type="Patient", resource_id=patient_id,
+                       patient_ids=[patient_id], facility_id=patient.home_facility_id)
+    return patient

@@ -1,0 +1,103 @@
+"""Practitioners: staff with a login, roles per facility, specialties and languages spoken."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from domain import access
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.identity import users
+from domain.phone import normalize
+from domain.principal import Membership, Principal, Role
+
+LANGUAGES = ("km", "vi", "fr", "en")
+
+
+class PractitionerIn(msgspec.Struct, kw_only=True):
+    name: str
+    phone: str
+    facility_id: uuid.UUID
+    role: Role
+    specialties: list[str] = []
+    languages: list[str] = []
+    qualification: str | None = None
+
+
+class Practitioner(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    specialties: list[str]
+    languages: list[str]
+    qualification: str | None
+    roles: list[Membership]
+    created_at: datetime
+
+
+def _to_practitioner(row: asyncpg.Record) -> Practitioner:
+    return Practitioner(id=row["id"], user_id=row["user_id"], name=row["name"],
+                        specialties=list(row["specialties"]), languages=list(row["languages"]),
+                        qualification=row["qualification"],
+                        roles=[Membership(uuid.UUID(f), r) for f, r in row["roles"]], created_at=row["created_at"])
+
+
+_SELECT = """SELECT p.*, coalesce(jsonb_agg(jsonb_build_array(m.facility_id, m.role) ORDER BY m.facility_id, m.role)
+                     FILTER (WHERE m.role IS NOT NULL), '[]') AS roles
+             FROM practitioners p LEFT JOIN memberships m ON m.user_id = p.user_id"""
+
+
+def _check(data: PractitionerIn) -> None:
+    if not 1 <= len(data.name.strip()) <= 200:
+        raise InvalidInput("invalid_name", "name is 1 to 200 characters", field="name")
+    for i, lang in enumerate(data.languages):
+        if lang not in LANGUAGES:
+            raise InvalidInput("invalid_language", f"languages are {', '.join(LANGUAGES)}", field=f"languages[{i}]")
+    for i, specialty in enumerate(data.specialties):
+        if not 1 <= len(specialty) <= 80 or specialty != specialty.strip().lower():
+            raise InvalidInput("invalid_specialty", "a specialty is a lower-case code such as 'cardiology'",
+                               field=f"specialties[{i}]")
+
+
+async def create(conn: asyncpg.Connection, principal: Principal, data: PractitionerIn, *,
+                 default_region: str) -> Practitioner:
+    """Give a person a login at a facility: a user, the role, and their practitioner profile."""
+    access.require_facility_admin(principal, data.facility_id)
+    _check(data)
+    phone = normalize(data.phone, default_region)
+    user_id = await users.ensure_user(conn, phone, display_name=data.name.strip())
+    await users.grant_role(conn, user_id, data.facility_id, data.role)
+    existing = await conn.fetchval("SELECT id FROM practitioners WHERE user_id = $1", user_id)
+    if existing is not None:
+        raise Conflict("practitioner_exists", "this phone already belongs to a practitioner: grant a role instead",
+                       id=str(existing))
+    practitioner_id = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO practitioners (id, user_id, name, specialties, languages, qualification)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        practitioner_id, user_id, data.name.strip(), data.specialties, data.languages, data.qualification,
+    )
+    return await get(conn, practitioner_id)
+
+
+async def get(conn: asyncpg.Connection, practitioner_id: uuid.UUID) -> Practitioner:
+    row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", practitioner_id)
+    if row is None:
+        raise NotFound("practitioner_not_found", "no such practitioner")
+    return _to_practitioner(row)
+
+
+async def search(conn: asyncpg.Connection, *, specialty: str | None = None, facility_id: uuid.UUID | None = None,
+                 language: str | None = None, limit: int = 100) -> list[Practitioner]:
+    rows = await conn.fetch(
+        f"""{_SELECT} WHERE ($1::text IS NULL OR $1 = ANY(p.specialties))
+              AND ($2::text IS NULL OR $2 = ANY(p.languages))
+              AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships mm
+                                               WHERE mm.user_id = p.user_id AND mm.facility_id = $3))
+            GROUP BY p.id ORDER BY p.name, p.id LIMIT $4""",
+        specialty, language, facility_id, limit,
+    )
+    return [_to_practitioner(r) for r in rows]

@@ -1,0 +1,138 @@
+"""Settings read once from the environment and validated at start-up.
+
+Every variable is documented in README.md ("Configuration"); a bad value stops the process with
+a message naming the variable, rather than failing later on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Environment = Literal["development", "production", "test"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    env: Environment = "development"
+    database_url: str = ""
+    redis_url: str = ""
+    data_dir: Path = Path(".spean")
+    secret_key: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    auto_migrate: bool = True
+    default_region: str = "KH"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    otp_ttl_s: int = 300
+    otp_max_attempts: int = 5
+    otp_per_phone_per_hour: int = 5
+    otp_per_ip_per_hour: int = 50
+    idempotency_ttl_s: int = 24 * 3600
+    sms_sender: Literal["log"] = "log"
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return not self.redis_url
+
+
+# env var name -> (field, converter)
+_VARS: dict[str, str] = {
+    "SPEAN_ENV": "env",
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "SPEAN_DATA_DIR": "data_dir",
+    "SPEAN_SECRET_KEY": "secret_key",
+    "SPEAN_LOG_LEVEL": "log_level",
+    "SPEAN_LOG_JSON": "log_json",
+    "SPEAN_DB_POOL_MIN": "db_pool_min",
+    "SPEAN_DB_POOL_MAX": "db_pool_max",
+    "SPEAN_AUTO_MIGRATE": "auto_migrate",
+    "SPEAN_DEFAULT_REGION": "default_region",
+    "SPEAN_ACCESS_TOKEN_TTL": "access_token_ttl_s",
+    "SPEAN_REFRESH_TOKEN_TTL": "refresh_token_ttl_s",
+    "SPEAN_OTP_TTL": "otp_ttl_s",
+    "SPEAN_OTP_MAX_ATTEMPTS": "otp_max_attempts",
+    "SPEAN_OTP_PER_PHONE_PER_HOUR": "otp_per_phone_per_hour",
+    "SPEAN_OTP_PER_IP_PER_HOUR": "otp_per_ip_per_hour",
+    "SPEAN_IDEMPOTENCY_TTL": "idempotency_ttl_s",
+    "SPEAN_SMS_SENDER": "sms_sender",
+    "SPEAN_PUBLIC_BASE_URL": "public_base_url",
+}
+ENV_VARS = tuple(_VARS)
+_FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
+_POSITIVE = {
+    "db_pool_min", "db_pool_max", "access_token_ttl_s", "refresh_token_ttl_s", "otp_ttl_s",
+    "otp_max_attempts", "otp_per_phone_per_hour", "otp_per_ip_per_hour", "idempotency_ttl_s",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment (empty values count as unset), then `overrides`."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for var, field in _VARS.items():
+        value = env.get(var, "")
+        if value != "":
+            raw[field] = value
+    raw.update(overrides)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc))) from None
+    for field in _POSITIVE:
+        if int(getattr(settings, field)) <= 0:
+            raise ConfigError(f"{_FIELD_TO_VAR[field]} must be a positive integer")
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
+    if settings.env == "production":
+        if len(settings.secret_key) < 32:
+            raise ConfigError("SPEAN_SECRET_KEY must be set to at least 32 characters in production")
+        if settings.uses_embedded_postgres or settings.uses_embedded_redis:
+            raise ConfigError("DATABASE_URL and REDIS_URL must be set in production")
+    return settings
+
+
+def _explain(message: str) -> str:
+    # msgspec says "... - at `$.db_pool_max`"; name the variable the operator actually set.
+    for field, var in _FIELD_TO_VAR.items():
+        message = message.replace(f"`$.{field}`", var)
+    return f"invalid configuration: {message}"
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """The signing key: configured, or (outside production) one kept in the data folder.
+
+    Keeping the generated key on disk lets `spean admin issue-token`, run beside the server,
+    sign tokens the server accepts, and keeps sessions valid across restarts.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key

@@ -1,0 +1,37 @@
+"""The asyncpg pool: made at start-up, closed at shutdown, JSON codecs on every connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+Connection = asyncpg.Connection  # alias so domain modules need not import asyncpg directly
+Pool = asyncpg.Pool
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        # Statements are prepared per connection; a bounded cache keeps memory flat.
+        statement_cache_size=256,
+        command_timeout=30,
+        server_settings={"application_name": "spean", "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool

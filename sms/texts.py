@@ -1,0 +1,47 @@
+"""Patient-facing texts, from the gettext catalogues in sms/locales (km, vi, fr, en).
+
+Catalogues are read with babel once per process; a message missing from a language falls back to
+English, never to a blank text.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from babel.messages.pofile import read_po
+
+LANGUAGES = ("km", "vi", "fr", "en")
+FALLBACK = "en"
+
+# The language a new number most likely reads, by its country calling code.
+_BY_CALLING_CODE = {"855": "km", "84": "vi"}
+_FRANCOPHONE = {"221", "223", "224", "225", "226", "227", "228", "229", "235", "236", "237", "241", "242",
+                "243", "250", "257", "261", "33"}
+
+
+@cache
+def _catalogue(language: str) -> dict[str, str]:
+    path = resources.files("sms") / "locales" / f"{language}.po"
+    with path.open("rb") as fh:
+        catalog = read_po(fh, locale=language)
+    return {str(m.id): str(m.string) for m in catalog if m.id and m.string}
+
+
+def text(language: str, message_id: str, **values: object) -> str:
+    if language not in LANGUAGES:
+        language = FALLBACK
+    template = _catalogue(language).get(message_id) or _catalogue(FALLBACK).get(message_id)
+    if template is None:
+        raise KeyError(f"no catalogue entry for {message_id!r}")
+    return template.format(**values)
+
+
+def language_for_phone(e164: str) -> str:
+    digits = e164.lstrip("+")
+    for code in sorted(_BY_CALLING_CODE, key=len, reverse=True):
+        if digits.startswith(code):
+            return _BY_CALLING_CODE[code]
+    if any(digits.startswith(code) for code in _FRANCOPHONE):
+        return "fr"
+    return FALLBACK

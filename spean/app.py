@@ -1,0 +1,100 @@
+"""The composition root: the only module that knows every piece, and wires them into one app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from api.auth_middleware import BearerAuthMiddleware
+from api.context import RequestContextMiddleware
+from api.deps import DEPENDENCIES
+from api.errors import EXCEPTION_HANDLERS
+from api.idempotency import IdempotencyMiddleware
+from api.negotiation import NegotiatedResponse
+from api.routes.appointments import AppointmentController
+from api.routes.auth import AuthController
+from api.routes.facilities import FacilityController
+from api.routes.health import health, metrics, ready
+from api.routes.me import MeController
+from api.routes.patients import PatientController
+from api.routes.practitioners import PractitionerController
+from api.routes.slots import SlotController
+from domain.identity.otp import OtpPolicy, OtpService
+from infra import db
+from infra.config import Settings, load_settings, resolve_secret_key
+from infra.embedded import EmbeddedServices
+from infra.logging import configure as configure_logging
+from infra.migrate import migrate
+from sms.sender import LogSmsSender, SmsSender
+
+__all__ = ["create_app", "create_app_from_env"]
+
+
+def _sms_sender(settings: Settings) -> SmsSender:
+    # One sender today; the Twilio one plugs in here when the SMS issue lands.
+    return LogSmsSender()
+
+
+def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
+    secret_key = resolve_secret_key(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        embedded = EmbeddedServices(settings.data_dir)
+        try:
+            database_url = settings.database_url or embedded.start_postgres()
+            redis_url = settings.redis_url or embedded.start_redis()
+            if settings.auto_migrate:
+                await migrate(database_url)
+            app.state.pool = await db.create_pool(database_url, min_size=settings.db_pool_min,
+                                                  max_size=settings.db_pool_max)
+            app.state.redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+                redis_url, max_connections=64, timeout=5, decode_responses=True))
+            app.state.otp = OtpService(app.state.redis, secret_key, OtpPolicy(
+                ttl_s=settings.otp_ttl_s, max_attempts=settings.otp_max_attempts,
+                per_phone_per_hour=settings.otp_per_phone_per_hour, per_ip_per_hour=settings.otp_per_ip_per_hour))
+            try:
+                yield
+            finally:
+                await app.state.redis.aclose()
+                await app.state.pool.close()
+        finally:
+            embedded.stop()
+
+    return Litestar(
+        route_handlers=[health, ready, metrics, AuthController, MeController, FacilityController,
+                        PractitionerController, PatientController, SlotController, AppointmentController],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            RequestContextMiddleware,
+            DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
+            IdempotencyMiddleware,
+        ],
+        response_class=NegotiatedResponse,
+        lifespan=[lifespan],
+        state=State({"settings": settings, "secret_key": secret_key,
+                     "sms_sender": sms_sender or _sms_sender(settings)}),
+        openapi_config=OpenAPIConfig(
+            title="Spean API", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """ASGI factory for the server's workers: settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,150 @@
+"""The `spean` command: serve, migrate, demo and admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import get_args
+
+from domain.errors import DomainError
+from domain.principal import Role
+from infra.config import ConfigError, Settings, load_settings, resolve_secret_key
+from infra.embedded import EmbeddedServices
+from infra.logging import configure as configure_logging
+
+ROLES = ("patient", "system_admin", *get_args(Role))
+
+
+@contextmanager
+def _services(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The configured PostgreSQL and Redis, or embedded ones for as long as the command runs."""
+    embedded = EmbeddedServices(settings.data_dir)
+    try:
+        database_url = settings.database_url or embedded.start_postgres()
+        redis_url = settings.redis_url or (embedded.start_redis() if settings.uses_embedded_redis else "")
+        yield database_url, redis_url
+    finally:
+        embedded.stop()
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    with _services(settings) as (database_url, redis_url):
+        # Workers are separate processes: they learn where the servers are from the environment.
+        os.environ["DATABASE_URL"] = database_url
+        os.environ["REDIS_URL"] = redis_url
+        if not args.migrate:
+            os.environ["SPEAN_AUTO_MIGRATE"] = "false"
+        elif settings.auto_migrate:
+            from infra.migrate import migrate
+
+            asyncio.run(migrate(database_url))
+            os.environ["SPEAN_AUTO_MIGRATE"] = "false"  # done once here, not once per worker
+        if args.workers > 1:
+            metrics_dir = settings.data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+        uvicorn.run(
+            "spean.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+            log_config=None, access_log=False, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips,
+            timeout_graceful_shutdown=10,
+        )
+    return 0
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from infra.migrate import migrate
+
+    with _services(settings) as (database_url, _):
+        applied = asyncio.run(migrate(database_url))
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
+    return 0
+
+
+def _demo(settings: Settings, _args: argparse.Namespace) -> int:
+    from infra.migrate import migrate
+    from spean.demo import load_demo
+
+    with _services(settings) as (database_url, _):
+        asyncio.run(migrate(database_url))
+        summary = asyncio.run(load_demo(database_url, settings))
+    print(summary)
+    return 0
+
+
+def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import create_user
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(create_user(database_url, settings, phone=args.phone, role=args.role,
+                                      facility=args.facility, name=args.name)))
+    return 0
+
+
+def _issue_token(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import issue_token
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(issue_token(database_url, settings, resolve_secret_key(settings), phone=args.phone,
+                                      ttl_s=args.ttl)))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spean", description="Spean telemedicine backend")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP and WebSocket API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip migrations at start-up")
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                       help="proxies trusted for X-Forwarded-For (comma-separated, or *)")
+    serve.set_defaults(handler=_serve)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
+    commands.add_parser("demo", help="load the demo network (idempotent)").set_defaults(handler=_demo)
+
+    admin = commands.add_parser("admin", help="operator tasks").add_subparsers(dest="admin_command", required=True)
+    create = admin.add_parser("create-user", help="create a user, or give an existing one a role")
+    create.add_argument("--phone", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--facility", help="facility id (required for facility roles and patients)")
+    create.add_argument("--name", help="display name (and patient or practitioner name)")
+    create.set_defaults(handler=_create_user)
+    token = admin.add_parser("issue-token", help="print an access token for a user (for scripts)")
+    token.add_argument("--phone", required=True)
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default: access token TTL)")
+    token.set_defaults(handler=_issue_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"spean: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        code: int = args.handler(settings, args)
+    except DomainError as exc:
+        print(f"spean: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except (ValueError, LookupError) as exc:
+        print(f"spean: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

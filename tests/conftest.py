@@ -1,0 +1,110 @@
+"""Test set-up: real PostgreSQL and Redis, a fresh database per run, the app driven over HTTP.
+
+With DATABASE_URL / REDIS_URL set, a new database is created on that server (and dropped after);
+without them, embedded servers are started under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from infra.config import Settings, load_settings
+from infra.db import create_pool
+from infra.embedded import EmbeddedServices
+from infra.logging import configure as configure_logging
+from infra.migrate import migrate
+from sms.sender import LogSmsSender
+from spean.app import create_app
+from tests.factory import Factory
+
+configure_logging("warning", json=False)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="spean-test-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def servers(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(server admin DSN, redis URL): the configured servers, or embedded ones."""
+    embedded = EmbeddedServices(data_dir)
+    try:
+        admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
+        redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
+        yield admin_dsn, redis_url
+    finally:
+        embedded.stop()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
+    admin_dsn = servers[0]
+    name = f"spean_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(admin_dsn, name)
+    try:
+        await migrate(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, servers: tuple[str, str], data_dir: Path) -> Settings:
+    return load_settings({}, env="test", database_url=database_url, redis_url=servers[1], data_dir=data_dir,
+                         secret_key=secrets.token_urlsafe(48), auto_migrate=False, log_level="warning",
+                         otp_per_ip_per_hour=100_000, otp_per_phone_per_hour=5, db_pool_max=60)
+
+
+@pytest.fixture(scope="session")
+def sms_outbox() -> LogSmsSender:
+    return LogSmsSender()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, sms_outbox: LogSmsSender) -> Litestar:
+    return create_app(settings, sms_sender=sms_outbox)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The tests' own pool: the app under test runs its pool on the test client's event loop."""
+    pool = await create_pool(database_url, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def factory(client: AsyncTestClient[Litestar], db: asyncpg.Pool, settings: Settings) -> Factory:
+    return Factory(client, db, settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
