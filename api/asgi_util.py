@@ -16,12 +16,20 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def send_problem(send: Send, scope: Scope, status: int, code: str, detail: str) -> None:
-    body = msgspec.json.encode(Problem(
-        type=f"https://spean.dev/problems/{code.replace('_', '-')}", title=detail, status=status, code=code,
-        detail=detail, instance=scope.get("path"), request_id=scope.get("state", {}).get("request_id"),
-    ))
+    body = msgspec.json.encode(
+        Problem(
+            type=f"https://spean.dev/problems/{code.replace('_', '-')}",
+            title=detail,
+            status=status,
+            code=code,
+            detail=detail,
+            instance=scope.get("path"),
+            request_id=scope.get("state", {}).get("request_id"),
+        )
+    )
     start: Message = {
-        "type": "http.response.start", "status": status,
+        "type": "http.response.start",
+        "status": status,
         "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())],
     }
     await send(start)

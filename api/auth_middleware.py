@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import msgspec
-
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 

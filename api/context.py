@@ -18,7 +18,9 @@ log = structlog.get_logger("spean.access")
 
 REQUESTS = Counter("spean_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "spean_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "spean_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

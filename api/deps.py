@@ -17,8 +17,8 @@ from litestar.di import NamedDependency, Provide
 
 from api.idempotency import SCOPE_CONN
 from domain.principal import Principal
-from infra.db import Connection
 from infra.config import Settings
+from infra.db import Connection
 
 
 async def provide_conn(request: Request[Any, Any, Any]) -> AsyncGenerator[Connection, None]:

@@ -39,9 +39,17 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
 }
 
 _TITLES = {
-    400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
-    422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
     503: "Service unavailable",
 }
 
@@ -72,9 +80,16 @@ def status_of(exc: Exception) -> int:
     return 500
 
 
-def problem_response(request: Request[Any, Any, Any] | None, status: int, code: str, detail: str | None,
-                     *, errors: list[FieldError] | None = None, extra: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None) -> Response[Problem]:
+def problem_response(
+    request: Request[Any, Any, Any] | None,
+    status: int,
+    code: str,
+    detail: str | None,
+    *,
+    errors: list[FieldError] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
     request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
     body = Problem(
         type=f"https://spean.dev/problems/{code.replace('_', '-')}",

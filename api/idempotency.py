@@ -26,7 +26,7 @@ _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
 
 
-class _RollBack(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _RollBack(Exception):
     """Leave the transaction without committing: the handler answered with an error."""
 
 
@@ -40,8 +40,9 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         if not _KEY.match(key):
-            await send_problem(send, scope, 400, "invalid_idempotency_key",
-                               "Idempotency-Key is 1 to 255 visible ASCII characters")
+            await send_problem(
+                send, scope, 400, "invalid_idempotency_key", "Idempotency-Key is 1 to 255 visible ASCII characters"
+            )
             return
         body = await _read_body(receive)
         if body is None:
@@ -66,7 +67,9 @@ class IdempotencyMiddleware:
                                   body = NULL, created_at = now(), expires_at = EXCLUDED.expires_at
                               WHERE idempotency_keys.expires_at < now()
                            RETURNING 1""",
-                        principal, key, fingerprint,
+                        principal,
+                        key,
+                        fingerprint,
                         datetime.now(UTC) + timedelta(seconds=state.settings.idempotency_ttl_s),
                     )
                     if claimed is None:
@@ -80,7 +83,11 @@ class IdempotencyMiddleware:
                     await conn.execute(
                         "UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5 "
                         "WHERE principal = $1 AND key = $2",
-                        principal, key, status, _kept_headers(captured[0]), _joined_body(captured),
+                        principal,
+                        key,
+                        status,
+                        _kept_headers(captured[0]),
+                        _joined_body(captured),
                     )
             except _RollBack:
                 pass
@@ -127,8 +134,11 @@ async def _run(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) -> lis
 
 
 def _kept_headers(start: Message) -> list[list[str]]:
-    return [[k.decode("latin-1"), v.decode("latin-1")] for k, v in start.get("headers", ())
-            if k.lower() in _REPLAYED_HEADERS]
+    return [
+        [k.decode("latin-1"), v.decode("latin-1")]
+        for k, v in start.get("headers", ())
+        if k.lower() in _REPLAYED_HEADERS
+    ]
 
 
 def _joined_body(messages: list[Message]) -> bytes:
@@ -138,15 +148,17 @@ def _joined_body(messages: list[Message]) -> bytes:
 async def _replay(conn: Any, scope: Scope, send: Send, principal: str, key: str, fingerprint: bytes) -> None:
     row = await conn.fetchrow(
         "SELECT fingerprint, status_code, headers, body FROM idempotency_keys WHERE principal = $1 AND key = $2",
-        principal, key,
+        principal,
+        key,
     )
     if row is None or row["status_code"] is None:
         # Only possible if the row expired and was purged between our statements: ask for a retry.
         await send_problem(send, scope, 409, "idempotency_key_in_flux", "retry the request")
         return
     if bytes(row["fingerprint"]) != fingerprint:
-        await send_problem(send, scope, 422, "idempotency_key_reused",
-                           "this Idempotency-Key was used for a different request")
+        await send_problem(
+            send, scope, 422, "idempotency_key_reused", "this Idempotency-Key was used for a different request"
+        )
         return
     body: bytes = row["body"]
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row["headers"]]

@@ -24,8 +24,9 @@ class NegotiatedResponse(Response[Any]):
         return super().render(content, media_type, enc_hook) if enc_hook else super().render(content, media_type)
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
-        if (self.media_type in (None, MediaType.JSON, MediaType.JSON.value)
-                and wants_msgpack(request.headers.get("accept", ""))):
+        if self.media_type in (None, MediaType.JSON, MediaType.JSON.value) and wants_msgpack(
+            request.headers.get("accept", "")
+        ):
             self.media_type = "application/msgpack"
             self.headers.setdefault("vary", "Accept")
         return super().to_asgi_response(app, request, **kwargs)

@@ -54,7 +54,8 @@ async def require_can_read_patient(conn: Connection, principal: Principal, patie
     """Return the patient's home facility, or refuse."""
     row = await conn.fetchrow(
         f"SELECT p.home_facility_id, {PATIENT_VISIBLE} AS allowed FROM patients p WHERE p.id = $5",
-        *patient_args(principal), patient_id,
+        *patient_args(principal),
+        patient_id,
     )
     if row is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
@@ -82,8 +83,9 @@ def require_patient_registrar(principal: Principal, facility_id: uuid.UUID) -> N
         raise Forbidden("role_required", "only a CHW, clinician or admin of this facility may register its patients")
 
 
-async def require_can_manage_schedule(conn: Connection, principal: Principal, practitioner_id: uuid.UUID,
-                                      facility_id: uuid.UUID | None) -> None:
+async def require_can_manage_schedule(
+    conn: Connection, principal: Principal, practitioner_id: uuid.UUID, facility_id: uuid.UUID | None
+) -> None:
     """The practitioner themself, or an admin of a facility they work at."""
     facilities = {
         r["facility_id"]

@@ -3,11 +3,11 @@ own form (HTTP problem+json, an SMS reply, a WebSocket close code)."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     INVALID = "invalid"  # the input is malformed or breaks a rule
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"

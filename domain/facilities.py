@@ -79,14 +79,30 @@ _SELECT = """SELECT f.*, coalesce(array_agg(r.to_facility_id ORDER BY r.to_facil
 
 
 def _to_facility(row: asyncpg.Record) -> Facility:
-    return Facility(id=row["id"], name=row["name"], kind=row["kind"], timezone=row["timezone"],
-                    country=row["country"], province=row["province"], latitude=row["latitude"],
-                    longitude=row["longitude"], phone=row["phone"], refers_to=list(row["refers_to"]),
-                    created_at=row["created_at"], updated_at=row["updated_at"])
+    return Facility(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        timezone=row["timezone"],
+        country=row["country"],
+        province=row["province"],
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+        phone=row["phone"],
+        refers_to=list(row["refers_to"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
-async def create(conn: Connection, principal: Principal, data: FacilityIn, *, default_region: str,
-                 facility_id: uuid.UUID | None = None) -> Facility:
+async def create(
+    conn: Connection,
+    principal: Principal,
+    data: FacilityIn,
+    *,
+    default_region: str,
+    facility_id: uuid.UUID | None = None,
+) -> Facility:
     access.require_system_admin(principal)
     _validate(data.name, data.country, data.latitude, data.longitude)
     check_timezone(data.timezone)
@@ -95,8 +111,15 @@ async def create(conn: Connection, principal: Principal, data: FacilityIn, *, de
     await conn.execute(
         """INSERT INTO facilities (id, name, kind, timezone, country, province, latitude, longitude, phone)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        new_id, data.name.strip(), data.kind, data.timezone, data.country, data.province, data.latitude,
-        data.longitude, phone,
+        new_id,
+        data.name.strip(),
+        data.kind,
+        data.timezone,
+        data.country,
+        data.province,
+        data.latitude,
+        data.longitude,
+        phone,
     )
     return await get(conn, new_id)
 
@@ -108,13 +131,17 @@ async def get(conn: Connection, facility_id: uuid.UUID) -> Facility:
     return _to_facility(row)
 
 
-async def search(conn: Connection, *, kind: Kind | None = None, country: str | None = None,
-                 name: str | None = None, limit: int = 100) -> list[Facility]:
+async def search(
+    conn: Connection, *, kind: Kind | None = None, country: str | None = None, name: str | None = None, limit: int = 100
+) -> list[Facility]:
     rows = await conn.fetch(
         f"""{_SELECT} WHERE ($1::text IS NULL OR f.kind = $1) AND ($2::text IS NULL OR f.country = $2)
               AND ($3::text IS NULL OR f.name ILIKE '%' || $3 || '%')
             GROUP BY f.id ORDER BY f.name, f.id LIMIT $4""",
-        kind, country, name, limit,
+        kind,
+        country,
+        name,
+        limit,
     )
     return [_to_facility(r) for r in rows]
 
@@ -131,13 +158,20 @@ async def update(conn: Connection, principal: Principal, facility_id: uuid.UUID,
                   province = coalesce($4, province), latitude = coalesce($5, latitude),
                   longitude = coalesce($6, longitude), phone = coalesce($7, phone), updated_at = now()
            WHERE id = $1""",
-        facility_id, patch.name, patch.timezone, patch.province, patch.latitude, patch.longitude, phone,
+        facility_id,
+        patch.name,
+        patch.timezone,
+        patch.province,
+        patch.latitude,
+        patch.longitude,
+        phone,
     )
     return await get(conn, facility_id)
 
 
-async def add_referral_target(conn: Connection, principal: Principal, facility_id: uuid.UUID,
-                              target_id: uuid.UUID) -> Facility:
+async def add_referral_target(
+    conn: Connection, principal: Principal, facility_id: uuid.UUID, target_id: uuid.UUID
+) -> Facility:
     access.require_facility_admin(principal, facility_id)
     await get(conn, facility_id)
     target = await conn.fetchval("SELECT kind FROM facilities WHERE id = $1", target_id)
@@ -146,12 +180,14 @@ async def add_referral_target(conn: Connection, principal: Principal, facility_i
     if target_id == facility_id:
         raise InvalidInput("self_referral", "a facility cannot refer to itself", field="facility_id")
     if target not in REFERRAL_TARGET_KINDS:
-        raise InvalidInput("not_a_referral_target", "only hospitals and reference centres take referrals",
-                           field="facility_id")
+        raise InvalidInput(
+            "not_a_referral_target", "only hospitals and reference centres take referrals", field="facility_id"
+        )
     inserted = await conn.fetchval(
         """INSERT INTO referral_links (from_facility_id, to_facility_id) VALUES ($1, $2)
            ON CONFLICT DO NOTHING RETURNING 1""",
-        facility_id, target_id,
+        facility_id,
+        target_id,
     )
     if inserted is None:
         raise Conflict("already_linked", "this facility already refers there")

@@ -83,11 +83,19 @@ _SELECT = """SELECT p.*, coalesce(jsonb_agg(jsonb_build_array(i.system, i.value)
 
 def _to_patient(row: asyncpg.Record) -> Patient:
     return Patient(
-        id=row["id"], names=msgspec.convert(row["names"], list[HumanName]), birth_date=row["birth_date"],
-        birth_year=row["birth_year"], sex=row["sex"], phone=row["phone"],
-        preferred_language=row["preferred_language"], preferred_channel=row["preferred_channel"],
-        home_facility_id=row["home_facility_id"], identifiers=[Identifier(s, v) for s, v in row["identifiers"]],
-        created_at=row["created_at"], updated_at=row["updated_at"], version=row["version"],
+        id=row["id"],
+        names=msgspec.convert(row["names"], list[HumanName]),
+        birth_date=row["birth_date"],
+        birth_year=row["birth_year"],
+        sex=row["sex"],
+        phone=row["phone"],
+        preferred_language=row["preferred_language"],
+        preferred_channel=row["preferred_channel"],
+        home_facility_id=row["home_facility_id"],
+        identifiers=[Identifier(s, v) for s, v in row["identifiers"]],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
     )
 
 
@@ -132,8 +140,9 @@ def _check_birth(birth_date: date | None, birth_year: int | None) -> int | None:
 def _check_identifiers(identifiers: list[Identifier]) -> None:
     for i, ident in enumerate(identifiers):
         if not 1 <= len(ident.system) <= 200 or not 1 <= len(ident.value) <= 100:
-            raise InvalidInput("invalid_identifier", "system is 1-200 and value 1-100 characters",
-                               field=f"identifiers[{i}]")
+            raise InvalidInput(
+                "invalid_identifier", "system is 1-200 and value 1-100 characters", field=f"identifiers[{i}]"
+            )
 
 
 async def _save_identifiers(conn: Connection, patient_id: uuid.UUID, identifiers: list[Identifier]) -> None:
@@ -144,8 +153,7 @@ async def _save_identifiers(conn: Connection, patient_id: uuid.UUID, identifiers
                 [(patient_id, i.system, i.value) for i in identifiers],
             )
     except asyncpg.UniqueViolationError:
-        raise Conflict("identifier_taken", "another patient already has this identifier",
-                       field="identifiers") from None
+        raise Conflict("identifier_taken", "another patient already has this identifier", field="identifiers") from None
 
 
 async def register(conn: Connection, principal: Principal, data: PatientIn, *, default_region: str) -> Patient:
@@ -169,19 +177,36 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
         """INSERT INTO patients (id, names, search_text, birth_date, birth_year, sex, phone, preferred_language,
                                  preferred_channel, home_facility_id, created_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        patient_id, msgspec.to_builtins(data.names), search_text_of(data.names), data.birth_date, birth_year,
-        data.sex, phone, data.preferred_language, data.preferred_channel, data.home_facility_id, principal.user_id,
+        patient_id,
+        msgspec.to_builtins(data.names),
+        search_text_of(data.names),
+        data.birth_date,
+        birth_year,
+        data.sex,
+        phone,
+        data.preferred_language,
+        data.preferred_channel,
+        data.home_facility_id,
+        principal.user_id,
     )
     await _save_identifiers(conn, patient_id, data.identifiers)
     # Whoever signs in with the patient's phone acts for them (see identity.users.login).
     await conn.execute(
         """INSERT INTO patient_accounts (user_id, patient_id)
            SELECT id, $1 FROM users WHERE phone = $2 ON CONFLICT DO NOTHING""",
-        patient_id, phone,
+        patient_id,
+        phone,
     )
     patient = await _load(conn, patient_id)
-    await trail.record(conn, principal, action="create", resource_type="Patient", resource_id=patient_id,
-                       patient_ids=[patient_id], facility_id=data.home_facility_id)
+    await trail.record(
+        conn,
+        principal,
+        action="create",
+        resource_type="Patient",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=data.home_facility_id,
+    )
     return patient
 
 
@@ -195,8 +220,15 @@ async def _load(conn: Connection, patient_id: uuid.UUID) -> Patient:
 async def get(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> Patient:
     await access.require_can_read_patient(conn, principal, patient_id)
     patient = await _load(conn, patient_id)
-    await trail.record(conn, principal, action="read", resource_type="Patient", resource_id=patient_id,
-                       patient_ids=[patient_id], facility_id=patient.home_facility_id)
+    await trail.record(
+        conn,
+        principal,
+        action="read",
+        resource_type="Patient",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=patient.home_facility_id,
+    )
     return patient
 
 
@@ -209,8 +241,7 @@ class PatientQuery(msgspec.Struct, kw_only=True):
     limit: int = 50
 
 
-async def search(conn: Connection, principal: Principal, query: PatientQuery, *,
-                 default_region: str) -> list[Patient]:
+async def search(conn: Connection, principal: Principal, query: PatientQuery, *, default_region: str) -> list[Patient]:
     system = value = None
     if query.identifier is not None:
         system, sep, value = query.identifier.rpartition("|")
@@ -231,17 +262,37 @@ async def search(conn: Connection, principal: Principal, query: PatientQuery, *,
               AND ($9::uuid IS NULL OR p.home_facility_id = $9)
               AND ($10::uuid IS NULL OR p.id > $10)
             GROUP BY p.id ORDER BY p.id LIMIT $11""",
-        *access.patient_args(principal), value, system, phone, pattern, query.facility_id, query.after, query.limit,
+        *access.patient_args(principal),
+        value,
+        system,
+        phone,
+        pattern,
+        query.facility_id,
+        query.after,
+        query.limit,
     )
     found = [_to_patient(r) for r in rows]
     if found:
-        await trail.record(conn, principal, action="search", resource_type="Patient", resource_id=None,
-                           patient_ids=[p.id for p in found])
+        await trail.record(
+            conn,
+            principal,
+            action="search",
+            resource_type="Patient",
+            resource_id=None,
+            patient_ids=[p.id for p in found],
+        )
     return found
 
 
-async def update(conn: Connection, principal: Principal, patient_id: uuid.UUID, patch: PatientPatch, *,
-                 default_region: str, expected_version: int | None = None) -> Patient:
+async def update(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    patch: PatientPatch,
+    *,
+    default_region: str,
+    expected_version: int | None = None,
+) -> Patient:
     await access.require_can_read_patient(conn, principal, patient_id)
     current = await _load(conn, patient_id)
     if expected_version is not None and expected_version != current.version:
@@ -249,16 +300,26 @@ async def update(conn: Connection, principal: Principal, patient_id: uuid.UUID, 
     names = patch.names if patch.names is not None else current.names
     _check_names(names)
     birth_date = patch.birth_date if patch.birth_date is not None else current.birth_date
-    birth_year = _check_birth(birth_date, patch.birth_year if patch.birth_year is not None
-                              else (None if patch.birth_date is not None else current.birth_year))
+    birth_year = _check_birth(
+        birth_date,
+        patch.birth_year
+        if patch.birth_year is not None
+        else (None if patch.birth_date is not None else current.birth_year),
+    )
     phone = normalize(patch.phone, default_region) if patch.phone else current.phone
     await conn.execute(
         """UPDATE patients SET names = $2, search_text = $3, birth_date = $4, birth_year = $5, sex = $6,
                   phone = $7, preferred_language = $8, preferred_channel = $9, updated_at = now(),
                   version = version + 1
            WHERE id = $1""",
-        patient_id, msgspec.to_builtins(names), search_text_of(names), birth_date, birth_year,
-        patch.sex or current.sex, phone, patch.preferred_language or current.preferred_language,
+        patient_id,
+        msgspec.to_builtins(names),
+        search_text_of(names),
+        birth_date,
+        birth_year,
+        patch.sex or current.sex,
+        phone,
+        patch.preferred_language or current.preferred_language,
         patch.preferred_channel or current.preferred_channel,
     )
     if patch.identifiers is not None:
@@ -266,6 +327,13 @@ async def update(conn: Connection, principal: Principal, patient_id: uuid.UUID, 
         await conn.execute("DELETE FROM patient_identifiers WHERE patient_id = $1", patient_id)
         await _save_identifiers(conn, patient_id, patch.identifiers)
     patient = await _load(conn, patient_id)
-    await trail.record(conn, principal, action="update", resource_type="Patient", resource_id=patient_id,
-                       patient_ids=[patient_id], facility_id=patient.home_facility_id)
+    await trail.record(
+        conn,
+        principal,
+        action="update",
+        resource_type="Patient",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=patient.home_facility_id,
+    )
     return patient

@@ -39,10 +39,16 @@ class Practitioner(msgspec.Struct, kw_only=True):
 
 
 def _to_practitioner(row: asyncpg.Record) -> Practitioner:
-    return Practitioner(id=row["id"], user_id=row["user_id"], name=row["name"],
-                        specialties=list(row["specialties"]), languages=list(row["languages"]),
-                        qualification=row["qualification"],
-                        roles=[Membership(uuid.UUID(f), r) for f, r in row["roles"]], created_at=row["created_at"])
+    return Practitioner(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        specialties=list(row["specialties"]),
+        languages=list(row["languages"]),
+        qualification=row["qualification"],
+        roles=[Membership(uuid.UUID(f), r) for f, r in row["roles"]],
+        created_at=row["created_at"],
+    )
 
 
 _SELECT = """SELECT p.*, coalesce(jsonb_agg(jsonb_build_array(m.facility_id, m.role) ORDER BY m.facility_id, m.role)
@@ -58,12 +64,14 @@ def _check(data: PractitionerIn) -> None:
             raise InvalidInput("invalid_language", f"languages are {', '.join(LANGUAGES)}", field=f"languages[{i}]")
     for i, specialty in enumerate(data.specialties):
         if not 1 <= len(specialty) <= 80 or specialty != specialty.strip().lower():
-            raise InvalidInput("invalid_specialty", "a specialty is a lower-case code such as 'cardiology'",
-                               field=f"specialties[{i}]")
+            raise InvalidInput(
+                "invalid_specialty", "a specialty is a lower-case code such as 'cardiology'", field=f"specialties[{i}]"
+            )
 
 
-async def create(conn: asyncpg.Connection, principal: Principal, data: PractitionerIn, *,
-                 default_region: str) -> Practitioner:
+async def create(
+    conn: asyncpg.Connection, principal: Principal, data: PractitionerIn, *, default_region: str
+) -> Practitioner:
     """Give a person a login at a facility: a user, the role, and their practitioner profile."""
     access.require_facility_admin(principal, data.facility_id)
     _check(data)
@@ -72,13 +80,21 @@ async def create(conn: asyncpg.Connection, principal: Principal, data: Practitio
     await users.grant_role(conn, user_id, data.facility_id, data.role)
     existing = await conn.fetchval("SELECT id FROM practitioners WHERE user_id = $1", user_id)
     if existing is not None:
-        raise Conflict("practitioner_exists", "this phone already belongs to a practitioner: grant a role instead",
-                       id=str(existing))
+        raise Conflict(
+            "practitioner_exists",
+            "this phone already belongs to a practitioner: grant a role instead",
+            id=str(existing),
+        )
     practitioner_id = uuid.uuid4()
     await conn.execute(
         """INSERT INTO practitioners (id, user_id, name, specialties, languages, qualification)
            VALUES ($1, $2, $3, $4, $5, $6)""",
-        practitioner_id, user_id, data.name.strip(), data.specialties, data.languages, data.qualification,
+        practitioner_id,
+        user_id,
+        data.name.strip(),
+        data.specialties,
+        data.languages,
+        data.qualification,
     )
     return await get(conn, practitioner_id)
 
@@ -90,14 +106,23 @@ async def get(conn: asyncpg.Connection, practitioner_id: uuid.UUID) -> Practitio
     return _to_practitioner(row)
 
 
-async def search(conn: asyncpg.Connection, *, specialty: str | None = None, facility_id: uuid.UUID | None = None,
-                 language: str | None = None, limit: int = 100) -> list[Practitioner]:
+async def search(
+    conn: asyncpg.Connection,
+    *,
+    specialty: str | None = None,
+    facility_id: uuid.UUID | None = None,
+    language: str | None = None,
+    limit: int = 100,
+) -> list[Practitioner]:
     rows = await conn.fetch(
         f"""{_SELECT} WHERE ($1::text IS NULL OR $1 = ANY(p.specialties))
               AND ($2::text IS NULL OR $2 = ANY(p.languages))
               AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships mm
                                                WHERE mm.user_id = p.user_id AND mm.facility_id = $3))
             GROUP BY p.id ORDER BY p.name, p.id LIMIT $4""",
-        specialty, language, facility_id, limit,
+        specialty,
+        language,
+        facility_id,
+        limit,
     )
     return [_to_practitioner(r) for r in rows]

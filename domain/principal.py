@@ -29,9 +29,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         return frozenset(m.facility_id for m in self.memberships if m.role in roles)
 
     def has_role(self, role: Role, facility_id: uuid.UUID | None = None) -> bool:
-        return any(
-            m.role == role and (facility_id is None or m.facility_id == facility_id) for m in self.memberships
-        )
+        return any(m.role == role and (facility_id is None or m.facility_id == facility_id) for m in self.memberships)
 
     @property
     def primary_role(self) -> str:

@@ -78,8 +78,15 @@ _VARS: dict[str, str] = {
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
 _POSITIVE = {
-    "db_pool_min", "db_pool_max", "access_token_ttl_s", "refresh_token_ttl_s", "otp_ttl_s",
-    "otp_max_attempts", "otp_per_phone_per_hour", "otp_per_ip_per_hour", "idempotency_ttl_s",
+    "db_pool_min",
+    "db_pool_max",
+    "access_token_ttl_s",
+    "refresh_token_ttl_s",
+    "otp_ttl_s",
+    "otp_max_attempts",
+    "otp_per_phone_per_hour",
+    "otp_per_ip_per_hour",
+    "idempotency_ttl_s",
 }
 
 

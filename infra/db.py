@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
-Connection = asyncpg.Connection  # alias so domain modules need not import asyncpg directly
-Pool = asyncpg.Pool
+# A connection of its own or one borrowed from the pool: domain code accepts either.
+Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(
-            kind, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
-        )
+        await conn.set_type_codec(kind, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog")
 
 
 def _encode_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,

@@ -63,8 +63,21 @@ class EmbeddedServices:
         folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self._redis = subprocess.Popen(  # noqa: S603 - fixed argv, binary found on disk
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(folder), "--loglevel", "warning"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         _wait_for_port(port, self._redis)

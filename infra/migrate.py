@@ -84,7 +84,9 @@ async def _apply_pending(conn: asyncpg.Connection) -> list[Migration]:
             await conn.execute(migration.sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version, migration.name, migration.checksum,
+                migration.version,
+                migration.name,
+                migration.checksum,
             )
         log.info("migration_applied", version=migration.version, name=migration.name)
         done.append(migration)

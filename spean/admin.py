@@ -14,8 +14,9 @@ from infra import db
 from infra.config import Settings
 
 
-async def create_user(database_url: str, settings: Settings, *, phone: str, role: str, facility: str | None,
-                      name: str | None) -> str:
+async def create_user(
+    database_url: str, settings: Settings, *, phone: str, role: str, facility: str | None, name: str | None
+) -> str:
     e164 = normalize(phone, settings.default_region)
     facility_id = _facility_id(facility) if facility else None
     if role not in ("system_admin",) and facility_id is None:
@@ -35,19 +36,23 @@ async def create_user(database_url: str, settings: Settings, *, phone: str, role
                     await conn.execute(
                         """INSERT INTO practitioners (id, user_id, name) VALUES ($1, $2, $3)
                            ON CONFLICT (user_id) DO NOTHING""",
-                        uuid.uuid4(), user_id, name or e164,
+                        uuid.uuid4(),
+                        user_id,
+                        name or e164,
                     )
         return f"user {user_id} ({e164}) is {role}" + (f" at {facility_id}" if facility_id else "")
     finally:
         await conn.close()
 
 
-async def _ensure_patient(conn: asyncpg.Connection, user_id: uuid.UUID, phone: str, facility_id: uuid.UUID,
-                          name: str | None) -> uuid.UUID:
+async def _ensure_patient(
+    conn: asyncpg.Connection, user_id: uuid.UUID, phone: str, facility_id: uuid.UUID, name: str | None
+) -> uuid.UUID:
     if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", facility_id):
         raise InvalidInput("facility_not_found", f"no facility {facility_id}", field="facility")
     existing: uuid.UUID | None = await conn.fetchval(
-        "SELECT patient_id FROM patient_accounts WHERE user_id = $1 LIMIT 1", user_id)
+        "SELECT patient_id FROM patient_accounts WHERE user_id = $1 LIMIT 1", user_id
+    )
     if existing is not None:
         return existing
     patient_id = uuid.uuid4()
@@ -55,7 +60,12 @@ async def _ensure_patient(conn: asyncpg.Connection, user_id: uuid.UUID, phone: s
     await conn.execute(
         """INSERT INTO patients (id, names, search_text, phone, home_facility_id, created_by)
            VALUES ($1, $2, $3, $4, $5, $6)""",
-        patient_id, [{"text": display}], display.casefold(), phone, facility_id, user_id,
+        patient_id,
+        [{"text": display}],
+        display.casefold(),
+        phone,
+        facility_id,
+        user_id,
     )
     await conn.execute("INSERT INTO patient_accounts (user_id, patient_id) VALUES ($1, $2)", user_id, patient_id)
     return patient_id
@@ -65,12 +75,12 @@ def _facility_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise InvalidInput("invalid_facility", f"--facility must be a facility id, not {value!r}",
-                           field="facility") from None
+        raise InvalidInput(
+            "invalid_facility", f"--facility must be a facility id, not {value!r}", field="facility"
+        ) from None
 
 
-async def issue_token(database_url: str, settings: Settings, secret_key: str, *, phone: str,
-                      ttl_s: int | None) -> str:
+async def issue_token(database_url: str, settings: Settings, secret_key: str, *, phone: str, ttl_s: int | None) -> str:
     e164 = normalize(phone, settings.default_region)
     conn = await asyncpg.connect(database_url)
     try:

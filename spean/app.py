@@ -54,13 +54,24 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             redis_url = settings.redis_url or embedded.start_redis()
             if settings.auto_migrate:
                 await migrate(database_url)
-            app.state.pool = await db.create_pool(database_url, min_size=settings.db_pool_min,
-                                                  max_size=settings.db_pool_max)
-            app.state.redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-                redis_url, max_connections=64, timeout=5, decode_responses=True))
-            app.state.otp = OtpService(app.state.redis, secret_key, OtpPolicy(
-                ttl_s=settings.otp_ttl_s, max_attempts=settings.otp_max_attempts,
-                per_phone_per_hour=settings.otp_per_phone_per_hour, per_ip_per_hour=settings.otp_per_ip_per_hour))
+            app.state.pool = await db.create_pool(
+                database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            )
+            app.state.redis = Redis(
+                connection_pool=BlockingConnectionPool.from_url(
+                    redis_url, max_connections=64, timeout=5, decode_responses=True
+                )
+            )
+            app.state.otp = OtpService(
+                app.state.redis,
+                secret_key,
+                OtpPolicy(
+                    ttl_s=settings.otp_ttl_s,
+                    max_attempts=settings.otp_max_attempts,
+                    per_phone_per_hour=settings.otp_per_phone_per_hour,
+                    per_ip_per_hour=settings.otp_per_ip_per_hour,
+                ),
+            )
             try:
                 yield
             finally:
@@ -70,8 +81,18 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             embedded.stop()
 
     return Litestar(
-        route_handlers=[health, ready, metrics, AuthController, MeController, FacilityController,
-                        PractitionerController, PatientController, SlotController, AppointmentController],
+        route_handlers=[
+            health,
+            ready,
+            metrics,
+            AuthController,
+            MeController,
+            FacilityController,
+            PractitionerController,
+            PatientController,
+            SlotController,
+            AppointmentController,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
@@ -81,12 +102,17 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         ],
         response_class=NegotiatedResponse,
         lifespan=[lifespan],
-        state=State({"settings": settings, "secret_key": secret_key,
-                     "sms_sender": sms_sender or _sms_sender(settings)}),
+        state=State(
+            {"settings": settings, "secret_key": secret_key, "sms_sender": sms_sender or _sms_sender(settings)}
+        ),
         openapi_config=OpenAPIConfig(
-            title="Spean API", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()],
-            components=Components(security_schemes={
-                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}),
+            title="Spean API",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
             security=[{"bearer": []}],
         ),
         debug=False,

@@ -52,8 +52,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             metrics_dir.mkdir(parents=True)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
         uvicorn.run(
-            "spean.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-            log_config=None, access_log=False, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips,
+            "spean.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=args.forwarded_allow_ips,
             timeout_graceful_shutdown=10,
         )
     return 0
@@ -83,8 +90,13 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import create_user
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(create_user(database_url, settings, phone=args.phone, role=args.role,
-                                      facility=args.facility, name=args.name)))
+        print(
+            asyncio.run(
+                create_user(
+                    database_url, settings, phone=args.phone, role=args.role, facility=args.facility, name=args.name
+                )
+            )
+        )
     return 0
 
 
@@ -92,8 +104,11 @@ def _issue_token(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import issue_token
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(issue_token(database_url, settings, resolve_secret_key(settings), phone=args.phone,
-                                      ttl_s=args.ttl)))
+        print(
+            asyncio.run(
+                issue_token(database_url, settings, resolve_secret_key(settings), phone=args.phone, ttl_s=args.ttl)
+            )
+        )
     return 0
 
 
@@ -106,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip migrations at start-up")
-    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
-                       help="proxies trusted for X-Forwarded-For (comma-separated, or *)")
+    serve.add_argument(
+        "--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-For (comma-separated, or *)"
+    )
     serve.set_defaults(handler=_serve)
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)

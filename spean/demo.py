@@ -38,13 +38,30 @@ class _Facility:
 
 
 FACILITIES = (
-    _Facility("pp-ref", "Phnom Penh National Reference Centre", "reference_centre", "Asia/Phnom_Penh", "KH",
-              "Phnom Penh", 11.5564, 104.9282),
-    _Facility("kc-preychhor", "Prey Chhor Health Post", "health_post", "Asia/Phnom_Penh", "KH", "Kampong Cham",
-              12.0700, 105.2300),
+    _Facility(
+        "pp-ref",
+        "Phnom Penh National Reference Centre",
+        "reference_centre",
+        "Asia/Phnom_Penh",
+        "KH",
+        "Phnom Penh",
+        11.5564,
+        104.9282,
+    ),
+    _Facility(
+        "kc-preychhor",
+        "Prey Chhor Health Post",
+        "health_post",
+        "Asia/Phnom_Penh",
+        "KH",
+        "Kampong Cham",
+        12.0700,
+        105.2300,
+    ),
     _Facility("tk-bati", "Bati Health Post", "health_post", "Asia/Phnom_Penh", "KH", "Takeo", 11.2000, 104.8200),
-    _Facility("hn-ref", "Hanoi Reference Hospital", "reference_centre", "Asia/Ho_Chi_Minh", "VN", "Ha Noi",
-              21.0285, 105.8542),
+    _Facility(
+        "hn-ref", "Hanoi Reference Hospital", "reference_centre", "Asia/Ho_Chi_Minh", "VN", "Ha Noi", 21.0285, 105.8542
+    ),
 )
 REFERRALS = (("kc-preychhor", "pp-ref"), ("tk-bati", "pp-ref"), ("pp-ref", "hn-ref"))
 
@@ -62,15 +79,23 @@ class _Staff:
 
 STAFF = (
     _Staff("admin-pp", "+85512000101", "Sok Dara (facility admin)", "pp-ref", ("facility_admin",)),
-    _Staff("dr-chan", "+85512000201", "Dr. Chan Sophea", "pp-ref", ("specialist",), ("cardiology",),
-           ("km", "en", "fr")),
+    _Staff(
+        "dr-chan", "+85512000201", "Dr. Chan Sophea", "pp-ref", ("specialist",), ("cardiology",), ("km", "en", "fr")
+    ),
     _Staff("dr-keo", "+85512000202", "Dr. Keo Vannak", "pp-ref", ("specialist",), ("paediatrics",), ("km", "en")),
     _Staff("dr-lim", "+85512000203", "Dr. Lim Bopha", "pp-ref", ("specialist",), ("dermatology",), ("km", "fr")),
     _Staff("chw-srey", "+85512000301", "Srey Mom (CHW)", "kc-preychhor", ("chw",), (), ("km",)),
     _Staff("nurse-rith", "+85512000302", "Rith Pisey (nurse)", "kc-preychhor", ("clinician",), (), ("km", "en")),
     _Staff("chw-vuthy", "+85512000303", "Vuthy Sokha (CHW)", "tk-bati", ("chw",), (), ("km",)),
-    _Staff("dr-nguyen", "+84912000401", "BS. Nguyễn Thị Lan", "hn-ref", ("specialist",), ("endocrinology",),
-           ("vi", "en", "fr")),
+    _Staff(
+        "dr-nguyen",
+        "+84912000401",
+        "BS. Nguyễn Thị Lan",
+        "hn-ref",
+        ("specialist",),
+        ("endocrinology",),
+        ("vi", "en", "fr"),
+    ),
 )
 SYSTEM_ADMIN_PHONE = "+85512000001"
 
@@ -93,25 +118,89 @@ def _km(khmer: str, latin: str) -> tuple[HumanName, ...]:
 
 
 PATIENTS = (
-    _Patient("p1", _km("សុខ ចន្ថា", "Sok Chantha"), "1968-03-14", "female", "+85597000001", "km", "sms",
-             "kc-preychhor", "KH-HID-1000001"),
-    _Patient("p2", _km("ហេង សំណាង", "Heng Samnang"), "1955", "male", "+85597000002", "km", "ussd", "kc-preychhor",
-             "KH-HID-1000002"),
-    _Patient("p3", _km("ចាន់ ស្រីនាង", "Chan Sreyneang"), "2019-07-02", "female", "+85597000003", "km", "app",
-             "kc-preychhor", "KH-HID-1000003"),
-    _Patient("p4", _km("គឹម វិចិត្រ", "Kim Vichet"), "1981-11-30", "male", "+85597000004", "km", "sms", "tk-bati",
-             "KH-HID-1000004"),
-    _Patient("p5", _km("ម៉ៅ សុភាព", "Mao Sopheap"), "1990-01-21", "female", "+85597000004", "km", "sms", "tk-bati",
-             "KH-HID-1000005"),
-    _Patient("p6", (HumanName(text="Trần Văn Minh", family="Trần", given=["Văn", "Minh"], lang="vi"),), "1972-05-09",
-             "male", "+84912000501", "vi", "app", "hn-ref", "VN-BHYT-DN4010000001"),
-    _Patient("p7", (HumanName(text="Phạm Thị Hoa", family="Phạm", given=["Thị", "Hoa"], lang="vi"),), "1964", "female",
-             "+84912000502", "vi", "sms", "hn-ref", "VN-BHYT-DN4010000002"),
+    _Patient(
+        "p1",
+        _km("សុខ ចន្ថា", "Sok Chantha"),
+        "1968-03-14",
+        "female",
+        "+85597000001",
+        "km",
+        "sms",
+        "kc-preychhor",
+        "KH-HID-1000001",
+    ),
+    _Patient(
+        "p2",
+        _km("ហេង សំណាង", "Heng Samnang"),
+        "1955",
+        "male",
+        "+85597000002",
+        "km",
+        "ussd",
+        "kc-preychhor",
+        "KH-HID-1000002",
+    ),
+    _Patient(
+        "p3",
+        _km("ចាន់ ស្រីនាង", "Chan Sreyneang"),
+        "2019-07-02",
+        "female",
+        "+85597000003",
+        "km",
+        "app",
+        "kc-preychhor",
+        "KH-HID-1000003",
+    ),
+    _Patient(
+        "p4",
+        _km("គឹម វិចិត្រ", "Kim Vichet"),
+        "1981-11-30",
+        "male",
+        "+85597000004",
+        "km",
+        "sms",
+        "tk-bati",
+        "KH-HID-1000004",
+    ),
+    _Patient(
+        "p5",
+        _km("ម៉ៅ សុភាព", "Mao Sopheap"),
+        "1990-01-21",
+        "female",
+        "+85597000004",
+        "km",
+        "sms",
+        "tk-bati",
+        "KH-HID-1000005",
+    ),
+    _Patient(
+        "p6",
+        (HumanName(text="Trần Văn Minh", family="Trần", given=["Văn", "Minh"], lang="vi"),),
+        "1972-05-09",
+        "male",
+        "+84912000501",
+        "vi",
+        "app",
+        "hn-ref",
+        "VN-BHYT-DN4010000001",
+    ),
+    _Patient(
+        "p7",
+        (HumanName(text="Phạm Thị Hoa", family="Phạm", given=["Thị", "Hoa"], lang="vi"),),
+        "1964",
+        "female",
+        "+84912000502",
+        "vi",
+        "sms",
+        "hn-ref",
+        "VN-BHYT-DN4010000002",
+    ),
 )
 
 # Mornings and afternoons, Monday to Friday, 20-minute slots, in each facility's local time.
-_WEEK = [(day, time(8, 0), time(11, 40)) for day in range(1, 6)] + [(day, time(14, 0), time(17, 0))
-                                                                   for day in range(1, 6)]
+_WEEK = [(day, time(8, 0), time(11, 40)) for day in range(1, 6)] + [
+    (day, time(14, 0), time(17, 0)) for day in range(1, 6)
+]
 
 
 async def load_demo(database_url: str, settings: Settings) -> str:
@@ -127,7 +216,7 @@ async def load_demo(database_url: str, settings: Settings) -> str:
         f"  system admin      {SYSTEM_ADMIN_PHONE}",
         *(f"  {s.roles[0]:<17} {s.phone}  {s.name}  @ {s.facility}" for s in STAFF),
         *(f"  patient           {p.phone}  {p.names[-1].text}" for p in PATIENTS if p.phone),
-        "Sign in: POST /v1/auth/otp {\"phone\": ...}; the code is written to the server log.",
+        'Sign in: POST /v1/auth/otp {"phone": ...}; the code is written to the server log.',
         "Or: spean admin issue-token --phone +85512000201",
     ]
     return "\n".join(lines)
@@ -138,17 +227,26 @@ async def _load(conn: asyncpg.Connection) -> None:
         await conn.execute(
             """INSERT INTO facilities (id, name, kind, timezone, country, province, latitude, longitude)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING""",
-            demo_id("facility", f.key), f.name, f.kind, f.timezone, f.country, f.province, f.lat, f.lon,
+            demo_id("facility", f.key),
+            f.name,
+            f.kind,
+            f.timezone,
+            f.country,
+            f.province,
+            f.lat,
+            f.lon,
         )
     for source, target in REFERRALS:
         await conn.execute(
             "INSERT INTO referral_links VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            demo_id("facility", source), demo_id("facility", target),
+            demo_id("facility", source),
+            demo_id("facility", target),
         )
     await conn.execute(
         """INSERT INTO users (id, phone, display_name, is_system_admin) VALUES ($1, $2, 'System administrator', true)
            ON CONFLICT (phone) DO NOTHING""",
-        demo_id("user", "sysadmin"), SYSTEM_ADMIN_PHONE,
+        demo_id("user", "sysadmin"),
+        SYSTEM_ADMIN_PHONE,
     )
     today = datetime.now(UTC).date()
     for s in STAFF:
@@ -156,43 +254,62 @@ async def _load(conn: asyncpg.Connection) -> None:
         facility_id = demo_id("facility", s.facility)
         await conn.execute(
             "INSERT INTO users (id, phone, display_name) VALUES ($1, $2, $3) ON CONFLICT (phone) DO NOTHING",
-            user_id, s.phone, s.name,
+            user_id,
+            s.phone,
+            s.name,
         )
         for role in s.roles:
-            await conn.execute("INSERT INTO memberships VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                               user_id, facility_id, role)
+            await conn.execute(
+                "INSERT INTO memberships VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", user_id, facility_id, role
+            )
         if "facility_admin" in s.roles:
             continue
         practitioner_id = demo_id("practitioner", s.key)
         await conn.execute(
             """INSERT INTO practitioners (id, user_id, name, specialties, languages)
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING""",
-            practitioner_id, user_id, s.name, list(s.specialties), list(s.languages),
+            practitioner_id,
+            user_id,
+            s.name,
+            list(s.specialties),
+            list(s.languages),
         )
         if "specialist" in s.roles and not await conn.fetchval(
-                "SELECT 1 FROM availability_rules WHERE practitioner_id = $1 LIMIT 1", practitioner_id):
+            "SELECT 1 FROM availability_rules WHERE practitioner_id = $1 LIMIT 1", practitioner_id
+        ):
             await conn.executemany(
                 """INSERT INTO availability_rules (id, practitioner_id, facility_id, weekday, start_local, end_local,
                                                    slot_minutes, modes, valid_from)
                    VALUES ($1, $2, $3, $4, $5, $6, 20, '{video,audio,async}', $7)""",
-                [(demo_id("rule", f"{s.key}:{day}:{start}"), practitioner_id, facility_id, day, start, end, today)
-                 for day, start, end in _WEEK],
+                [
+                    (demo_id("rule", f"{s.key}:{day}:{start}"), practitioner_id, facility_id, day, start, end, today)
+                    for day, start, end in _WEEK
+                ],
             )
     for p in PATIENTS:
         patient_id = demo_id("patient", p.key)
-        birth_date = datetime.strptime(p.birth, "%Y-%m-%d").date() if len(p.birth) == 10 else None  # noqa: DTZ007
+        birth_date = datetime.strptime(p.birth, "%Y-%m-%d").date() if len(p.birth) == 10 else None
         names = list(p.names)
         inserted = await conn.fetchval(
             """INSERT INTO patients (id, names, search_text, birth_date, birth_year, sex, phone, preferred_language,
                                      preferred_channel, home_facility_id)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING RETURNING 1""",
-            patient_id, msgspec.to_builtins(names),
-            search_text_of(names), birth_date, int(p.birth[:4]), p.sex, p.phone, p.language, p.channel,
+            patient_id,
+            msgspec.to_builtins(names),
+            search_text_of(names),
+            birth_date,
+            int(p.birth[:4]),
+            p.sex,
+            p.phone,
+            p.language,
+            p.channel,
             demo_id("facility", p.facility),
         )
         if inserted:
             system = p.health_id.rsplit("-", 1)[0].lower()
             await conn.execute(
                 "INSERT INTO patient_identifiers VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                patient_id, f"urn:spean:id:{system}", p.health_id,
+                patient_id,
+                f"urn:spean:id:{system}",
+                p.health_id,
             )

@@ -71,9 +71,19 @@ async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, servers: tuple[str, str], data_dir: Path) -> Settings:
-    return load_settings({}, env="test", database_url=database_url, redis_url=servers[1], data_dir=data_dir,
-                         secret_key=secrets.token_urlsafe(48), auto_migrate=False, log_level="warning",
-                         otp_per_ip_per_hour=100_000, otp_per_phone_per_hour=5, db_pool_max=60)
+    return load_settings(
+        {},
+        env="test",
+        database_url=database_url,
+        redis_url=servers[1],
+        data_dir=data_dir,
+        secret_key=secrets.token_urlsafe(48),
+        auto_migrate=False,
+        log_level="warning",
+        otp_per_ip_per_hour=100_000,
+        otp_per_phone_per_hour=5,
+        db_pool_max=60,
+    )
 
 
 @pytest.fixture(scope="session")

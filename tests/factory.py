@@ -78,17 +78,28 @@ class Factory:
         assert response.status_code == expect, response.text
         return response.json()
 
-    async def facility(self, kind: str = "reference_centre", timezone: str = "Asia/Phnom_Penh",
-                       country: str = "KH") -> uuid.UUID:
+    async def facility(
+        self, kind: str = "reference_centre", timezone: str = "Asia/Phnom_Penh", country: str = "KH"
+    ) -> uuid.UUID:
         body = {"name": f"Facility {uuid.uuid4().hex[:6]}", "kind": kind, "timezone": timezone, "country": country}
         return uuid.UUID((await self.post("/v1/facilities", body, await self.admin_token()))["id"])
 
-    async def staff(self, facility_id: uuid.UUID, role: str = "specialist", specialties: list[str] | None = None,
-                    languages: list[str] | None = None) -> Staff:
+    async def staff(
+        self,
+        facility_id: uuid.UUID,
+        role: str = "specialist",
+        specialties: list[str] | None = None,
+        languages: list[str] | None = None,
+    ) -> Staff:
         phone = new_phone()
-        body = {"name": f"Dr {uuid.uuid4().hex[:6]}", "phone": phone, "facility_id": str(facility_id), "role": role,
-                "specialties": specialties or (["cardiology"] if role == "specialist" else []),
-                "languages": languages or ["km", "en"]}
+        body = {
+            "name": f"Dr {uuid.uuid4().hex[:6]}",
+            "phone": phone,
+            "facility_id": str(facility_id),
+            "role": role,
+            "specialties": specialties or (["cardiology"] if role == "specialist" else []),
+            "languages": languages or ["km", "en"],
+        }
         created = await self.post("/v1/practitioners", body, await self.admin_token())
         user_id = uuid.UUID(created["user_id"])
         return Staff(user_id, uuid.UUID(created["id"]), phone, await self.token_for(user_id), facility_id)
@@ -99,10 +110,15 @@ class Factory:
             await users.grant_role(conn, user_id, facility_id, "facility_admin")
         return await self.token_for(user_id)
 
-    async def patient(self, facility_id: uuid.UUID, *, phone: str | None = None, token: str | None = None,
-                      **fields: Any) -> uuid.UUID:
-        body = {"names": [{"text": f"Patient {uuid.uuid4().hex[:6]}"}], "home_facility_id": str(facility_id),
-                "birth_year": 1980, **fields}
+    async def patient(
+        self, facility_id: uuid.UUID, *, phone: str | None = None, token: str | None = None, **fields: Any
+    ) -> uuid.UUID:
+        body = {
+            "names": [{"text": f"Patient {uuid.uuid4().hex[:6]}"}],
+            "home_facility_id": str(facility_id),
+            "birth_year": 1980,
+            **fields,
+        }
         if phone:
             body["phone"] = phone
         created = await self.post("/v1/patients", body, token or await self.admin_token())
@@ -116,14 +132,24 @@ class Factory:
             user_id = await users.login(conn, phone)
         return PatientLogin(patient_id, phone, await self.token_for(user_id))
 
-    async def weekly(self, staff: Staff, facility_id: uuid.UUID | None = None, *, start: str = "08:00",
-                     end: str = "12:00", slot_minutes: int = 30, days: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7),
-                     modes: tuple[str, ...] = ("video", "audio")) -> None:
-        rules = [{"weekday": d, "start": start, "end": end, "slot_minutes": slot_minutes, "modes": list(modes)}
-                 for d in days]
+    async def weekly(
+        self,
+        staff: Staff,
+        facility_id: uuid.UUID | None = None,
+        *,
+        start: str = "08:00",
+        end: str = "12:00",
+        slot_minutes: int = 30,
+        days: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7),
+        modes: tuple[str, ...] = ("video", "audio"),
+    ) -> None:
+        rules = [
+            {"weekday": d, "start": start, "end": end, "slot_minutes": slot_minutes, "modes": list(modes)} for d in days
+        ]
         body = {"facility_id": str(facility_id or staff.facility_id), "rules": rules}
-        response = await self.client.put(f"/v1/practitioners/{staff.practitioner_id}/availability", json=body,
-                                          headers=staff.headers)
+        response = await self.client.put(
+            f"/v1/practitioners/{staff.practitioner_id}/availability", json=body, headers=staff.headers
+        )
         assert response.status_code == 200, response.text
 
 

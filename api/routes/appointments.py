@@ -22,17 +22,30 @@ class AppointmentController(Controller):
 
     @post("/", summary="Book a consultation slot")
     async def book(self, data: JSONBody[BookRequest], conn: Conn, principal: Caller) -> Appointment:
-        return await appointments.book(conn, principal, patient_id=data.patient_id,
-                                       practitioner_id=data.practitioner_id, start=data.start, mode=data.mode,
-                                       reason=data.reason)
+        return await appointments.book(
+            conn,
+            principal,
+            patient_id=data.patient_id,
+            practitioner_id=data.practitioner_id,
+            start=data.start,
+            mode=data.mode,
+            reason=data.reason,
+        )
 
     @get("/", summary="Appointments the caller may see, by start time")
-    async def search(self, conn: Conn, principal: Caller, patient_id: FromQuery[uuid.UUID | None] = None,
-                     practitioner_id: FromQuery[uuid.UUID | None] = None,
-                     facility_id: FromQuery[uuid.UUID | None] = None, status: FromQuery[Status | None] = None,
-                     from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
-                     to: FromQuery[datetime | None] = None, cursor: FromQuery[str | None] = None,
-                     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50) -> AppointmentPage:
+    async def search(
+        self,
+        conn: Conn,
+        principal: Caller,
+        patient_id: FromQuery[uuid.UUID | None] = None,
+        practitioner_id: FromQuery[uuid.UUID | None] = None,
+        facility_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[Status | None] = None,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: FromQuery[datetime | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> AppointmentPage:
         after = None
         if cursor:
             start, last_id = decode_cursor(cursor, 2)
@@ -40,8 +53,16 @@ class AppointmentController(Controller):
                 after = (datetime.fromisoformat(start), uuid.UUID(last_id))
             except ValueError:
                 decode_cursor("", 2)  # raises the same invalid_cursor error
-        query = AppointmentQuery(patient_id=patient_id, practitioner_id=practitioner_id, facility_id=facility_id,
-                                 status=status, start_from=from_, start_to=to, after=after, limit=limit)
+        query = AppointmentQuery(
+            patient_id=patient_id,
+            practitioner_id=practitioner_id,
+            facility_id=facility_id,
+            status=status,
+            start_from=from_,
+            start_to=to,
+            after=after,
+            limit=limit,
+        )
         items = await appointments.search(conn, principal, query)
         next_cursor = encode_cursor(items[-1].start, items[-1].id) if len(items) == limit else None
         return AppointmentPage(items=items, next_cursor=next_cursor)
@@ -51,18 +72,25 @@ class AppointmentController(Controller):
         return await appointments.get(conn, principal, appointment_id)
 
     @get("/{appointment_id:uuid}/history", summary="Every change to an appointment")
-    async def history(self, appointment_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
-                      ) -> list[AppointmentEvent]:
+    async def history(
+        self, appointment_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> list[AppointmentEvent]:
         return await appointments.history(conn, principal, appointment_id)
 
     @post("/{appointment_id:uuid}/reschedule", status_code=HTTP_200_OK, summary="Move to another free slot")
-    async def reschedule(self, appointment_id: FromPath[uuid.UUID], data: JSONBody[RescheduleRequest],
-                         conn: Conn, principal: Caller) -> Appointment:
+    async def reschedule(
+        self, appointment_id: FromPath[uuid.UUID], data: JSONBody[RescheduleRequest], conn: Conn, principal: Caller
+    ) -> Appointment:
         return await appointments.reschedule(conn, principal, appointment_id, start=data.start, reason=data.reason)
 
     @post("/{appointment_id:uuid}/cancel", status_code=HTTP_200_OK, summary="Cancel")
-    async def cancel(self, appointment_id: FromPath[uuid.UUID], conn: Conn, principal: Caller,
-                     data: JSONBody[CancelRequest | None] = None) -> Appointment:
+    async def cancel(
+        self,
+        appointment_id: FromPath[uuid.UUID],
+        conn: Conn,
+        principal: Caller,
+        data: JSONBody[CancelRequest | None] = None,
+    ) -> Appointment:
         return await appointments.cancel(conn, principal, appointment_id, reason=data.reason if data else None)
 
     @post("/{appointment_id:uuid}/check-in", status_code=HTTP_200_OK, summary="Patient has arrived (waiting room)")

@@ -21,8 +21,7 @@ from sms import texts
 _PUBLIC = {"exclude_from_auth": True}
 
 
-async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id: Any,
-                      refresh_token: str) -> TokenPair:
+async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id: Any, refresh_token: str) -> TokenPair:
     settings: Settings = request.app.state.settings
     principal = await users.load_principal(conn, user_id)
     access = issue_access_token(principal, request.app.state.secret_key, settings.access_token_ttl_s)
@@ -34,8 +33,9 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/otp", status_code=HTTP_202_ACCEPTED, opt=_PUBLIC, summary="Send a one-time sign-in code by SMS")
-    async def request_code(self, request: Request[Any, Any, Any], data: JSONBody[OtpRequest], settings: Config,
-                           conn: Conn) -> OtpSent:
+    async def request_code(
+        self, request: Request[Any, Any, Any], data: JSONBody[OtpRequest], settings: Config, conn: Conn
+    ) -> OtpSent:
         phone = normalize(data.phone, settings.default_region)
         client_ip = request.client.host if request.client else "unknown"
         code = await request.app.state.otp.issue(phone, client_ip)
@@ -47,8 +47,9 @@ class AuthController(Controller):
         return OtpSent(phone=phone, expires_in=settings.otp_ttl_s)
 
     @post("/token", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Exchange a one-time code for tokens")
-    async def exchange_code(self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], settings: Config,
-                            conn: Conn) -> TokenPair:
+    async def exchange_code(
+        self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], settings: Config, conn: Conn
+    ) -> TokenPair:
         phone = normalize(data.phone, settings.default_region)
         code = data.code.strip()
         if not (len(code) == 6 and code.isdigit()):
@@ -59,8 +60,9 @@ class AuthController(Controller):
         return await _token_pair(conn, request, user_id, token)
 
     @post("/refresh", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Rotate a refresh token")
-    async def refresh_tokens(self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], settings: Config,
-                             conn: Conn) -> TokenPair:
+    async def refresh_tokens(
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], settings: Config, conn: Conn
+    ) -> TokenPair:
         try:
             user_id, token = await refresh.rotate(conn, data.refresh_token, settings.refresh_token_ttl_s)
         except refresh.RefreshTokenReused as reused:

@@ -38,8 +38,20 @@ class MeController(Controller):
         )
         patient_ids = list(row["patient_ids"])
         if patient_ids:
-            await trail.record(conn, principal, action="read", resource_type="PatientAccount",
-                               resource_id=principal.user_id, patient_ids=patient_ids)
-        return Me(user_id=principal.user_id, phone=row["phone"], display_name=row["display_name"],
-                  is_system_admin=principal.is_system_admin, practitioner_id=principal.practitioner_id,
-                  roles=list(principal.memberships), patient_ids=patient_ids)
+            await trail.record(
+                conn,
+                principal,
+                action="read",
+                resource_type="PatientAccount",
+                resource_id=principal.user_id,
+                patient_ids=patient_ids,
+            )
+        return Me(
+            user_id=principal.user_id,
+            phone=row["phone"],
+            display_name=row["display_name"],
+            is_system_admin=principal.is_system_admin,
+            practitioner_id=principal.practitioner_id,
+            roles=list(principal.memberships),
+            patient_ids=patient_ids,
+        )

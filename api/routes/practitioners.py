@@ -16,9 +16,17 @@ from domain.booking.slots import Rule
 
 
 def _rule_out(rule: Rule) -> RuleOut:
-    return RuleOut(facility_id=rule.facility_id, timezone=rule.timezone, weekday=rule.weekday,
-                   start=rule.start_local, end=rule.end_local, slot_minutes=rule.slot_minutes,
-                   modes=list(rule.modes), valid_from=rule.valid_from, valid_until=rule.valid_until)
+    return RuleOut(
+        facility_id=rule.facility_id,
+        timezone=rule.timezone,
+        weekday=rule.weekday,
+        start=rule.start_local,
+        end=rule.end_local,
+        slot_minutes=rule.slot_minutes,
+        modes=list(rule.modes),
+        valid_from=rule.valid_from,
+        valid_until=rule.valid_until,
+    )
 
 
 class PractitionerController(Controller):
@@ -26,40 +34,58 @@ class PractitionerController(Controller):
     tags = ["practitioners"]
 
     @post("/", summary="Add a practitioner to a facility (facility admin)")
-    async def create(self, data: JSONBody[practitioners.PractitionerIn], conn: Conn, principal: Caller,
-                     settings: Config) -> practitioners.Practitioner:
+    async def create(
+        self, data: JSONBody[practitioners.PractitionerIn], conn: Conn, principal: Caller, settings: Config
+    ) -> practitioners.Practitioner:
         return await practitioners.create(conn, principal, data, default_region=settings.default_region)
 
     @get("/", summary="Find practitioners by specialty, facility or language")
-    async def search(self, conn: Conn, principal: Caller, specialty: FromQuery[str | None] = None,
-                     facility_id: FromQuery[uuid.UUID | None] = None, language: FromQuery[str | None] = None
-                     ) -> list[practitioners.Practitioner]:
+    async def search(
+        self,
+        conn: Conn,
+        principal: Caller,
+        specialty: FromQuery[str | None] = None,
+        facility_id: FromQuery[uuid.UUID | None] = None,
+        language: FromQuery[str | None] = None,
+    ) -> list[practitioners.Practitioner]:
         return await practitioners.search(conn, specialty=specialty, facility_id=facility_id, language=language)
 
     @get("/{practitioner_id:uuid}", summary="Read a practitioner")
-    async def read(self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
-                   ) -> practitioners.Practitioner:
+    async def read(
+        self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> practitioners.Practitioner:
         return await practitioners.get(conn, practitioner_id)
 
     @put("/{practitioner_id:uuid}/availability", summary="Replace weekly availability at one facility")
-    async def set_availability(self, practitioner_id: FromPath[uuid.UUID], data: JSONBody[AvailabilityIn],
-                               conn: Conn, principal: Caller) -> list[RuleOut]:
+    async def set_availability(
+        self, practitioner_id: FromPath[uuid.UUID], data: JSONBody[AvailabilityIn], conn: Conn, principal: Caller
+    ) -> list[RuleOut]:
         rules = await availability.replace_rules(conn, principal, practitioner_id, data.facility_id, data.rules)
         return [_rule_out(r) for r in rules]
 
     @get("/{practitioner_id:uuid}/availability", summary="Weekly availability")
-    async def get_availability(self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
-                               ) -> list[RuleOut]:
+    async def get_availability(
+        self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> list[RuleOut]:
         await practitioners.get(conn, practitioner_id)
         return [_rule_out(r) for r in await availability.rules_of(conn, [practitioner_id])]
 
     @post("/{practitioner_id:uuid}/exceptions", summary="Block time off (leave, training)")
-    async def add_exception(self, practitioner_id: FromPath[uuid.UUID], data: JSONBody[ExceptionIn], conn: Conn,
-                            principal: Caller) -> Exception_:
-        return await availability.add_exception(conn, principal, practitioner_id=practitioner_id, facility_id=None,
-                                                starts_at=data.starts_at, ends_at=data.ends_at, reason=data.reason)
+    async def add_exception(
+        self, practitioner_id: FromPath[uuid.UUID], data: JSONBody[ExceptionIn], conn: Conn, principal: Caller
+    ) -> Exception_:
+        return await availability.add_exception(
+            conn,
+            principal,
+            practitioner_id=practitioner_id,
+            facility_id=None,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            reason=data.reason,
+        )
 
     @get("/{practitioner_id:uuid}/exceptions", summary="Time off")
-    async def list_exceptions(self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
-                              ) -> list[Exception_]:
+    async def list_exceptions(
+        self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> list[Exception_]:
         return await availability.list_exceptions(conn, practitioner_id=practitioner_id)

@@ -30,7 +30,15 @@ async def record(
         """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action,
                                      resource_type, resource_id, purpose, channel, outcome, request_id)
            SELECT $1, $2, $3, p, $4, $5, $6, $7, $8, $9, $10 FROM unnest($11::uuid[]) AS p""",
-        principal.user_id, principal.primary_role, facility_id, action, resource_type,
-        None if resource_id is None else str(resource_id), purpose, principal.channel, outcome,
-        principal.request_id, patients,
+        principal.user_id,
+        principal.primary_role,
+        facility_id,
+        action,
+        resource_type,
+        None if resource_id is None else str(resource_id),
+        purpose,
+        principal.channel,
+        outcome,
+        principal.request_id,
+        patients,
     )

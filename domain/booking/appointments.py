@@ -67,32 +67,51 @@ _SELECT = """SELECT a.*, f.timezone, p.home_facility_id FROM appointments a
 def _to_appointment(row: asyncpg.Record) -> Appointment:
     start: datetime = row["start_at"]
     return Appointment(
-        id=row["id"], patient_id=row["patient_id"], practitioner_id=row["practitioner_id"],
-        facility_id=row["facility_id"], start=start, end=row["end_at"],
-        start_local=start.astimezone(ZoneInfo(row["timezone"])).isoformat(), timezone=row["timezone"],
-        status=row["status"], mode=row["mode"], reason=row["reason"], booked_by=row["booked_by"],
-        channel=row["channel"], cancel_reason=row["cancel_reason"], created_at=row["created_at"],
-        updated_at=row["updated_at"], version=row["version"],
+        id=row["id"],
+        patient_id=row["patient_id"],
+        practitioner_id=row["practitioner_id"],
+        facility_id=row["facility_id"],
+        start=start,
+        end=row["end_at"],
+        start_local=start.astimezone(ZoneInfo(row["timezone"])).isoformat(),
+        timezone=row["timezone"],
+        status=row["status"],
+        mode=row["mode"],
+        reason=row["reason"],
+        booked_by=row["booked_by"],
+        channel=row["channel"],
+        cancel_reason=row["cancel_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
     )
 
 
 def _overlap_conflict(exc: asyncpg.ExclusionViolationError) -> Conflict:
     if exc.constraint_name == "appointments_patient_no_overlap":
-        return Conflict("patient_double_booked", "the patient already has a consultation at that time",
-                        field="start")
+        return Conflict("patient_double_booked", "the patient already has a consultation at that time", field="start")
     return Conflict("slot_taken", "that slot was just booked by someone else: pick another", field="start")
 
 
 def _require_future(start: datetime, now: datetime) -> None:
     if start.tzinfo is None:
-        raise InvalidInput("timezone_required", "give the time with a UTC offset, e.g. 2026-12-01T02:00:00Z",
-                           field="start")
+        raise InvalidInput(
+            "timezone_required", "give the time with a UTC offset, e.g. 2026-12-01T02:00:00Z", field="start"
+        )
     if start <= now:
         raise InvalidInput("start_in_past", "that time has already passed", field="start")
 
 
-async def book(conn: Connection, principal: Principal, *, patient_id: uuid.UUID, practitioner_id: uuid.UUID,
-               start: datetime, mode: Mode = "video", reason: str | None = None) -> Appointment:
+async def book(
+    conn: Connection,
+    principal: Principal,
+    *,
+    patient_id: uuid.UUID,
+    practitioner_id: uuid.UUID,
+    start: datetime,
+    mode: Mode = "video",
+    reason: str | None = None,
+) -> Appointment:
     _require_future(start, datetime.now(UTC))
     row = await conn.fetchrow(
         f"""SELECT {access.PATIENT_VISIBLE} AS visible,
@@ -100,7 +119,8 @@ async def book(conn: Connection, principal: Principal, *, patient_id: uuid.UUID,
                        SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3))
                    AS patient_side
             FROM patients p WHERE p.id = $5""",
-        *access.patient_args(principal), patient_id,
+        *access.patient_args(principal),
+        patient_id,
     )
     if row is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
@@ -117,8 +137,16 @@ async def book(conn: Connection, principal: Principal, *, patient_id: uuid.UUID,
                 """INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at,
                                              status, mode, reason, booked_by, channel)
                    VALUES ($1, $2, $3, $4, $5, $6, 'booked', $7, $8, $9, $10)""",
-                appointment_id, patient_id, practitioner_id, rule.facility_id, slot.start, slot.end, mode,
-                reason, principal.user_id, principal.channel,
+                appointment_id,
+                patient_id,
+                practitioner_id,
+                rule.facility_id,
+                slot.start,
+                slot.end,
+                mode,
+                reason,
+                principal.user_id,
+                principal.channel,
             )
     except asyncpg.ExclusionViolationError as exc:
         raise _overlap_conflict(exc) from None
@@ -128,19 +156,20 @@ async def book(conn: Connection, principal: Principal, *, patient_id: uuid.UUID,
 
 
 async def _load(conn: Connection, appointment_id: uuid.UUID, *, for_update: bool = False) -> Appointment:
-    row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1{' FOR UPDATE OF a' if for_update else ''}",
-                              appointment_id)
+    row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1{' FOR UPDATE OF a' if for_update else ''}", appointment_id)
     if row is None:
         raise NotFound("appointment_not_found", "no such appointment")
     return _to_appointment(row)
 
 
-async def _load_visible(conn: Connection, principal: Principal, appointment_id: uuid.UUID, *,
-                        for_update: bool = False) -> Appointment:
+async def _load_visible(
+    conn: Connection, principal: Principal, appointment_id: uuid.UUID, *, for_update: bool = False
+) -> Appointment:
     row = await conn.fetchrow(
         f"""{_SELECT.replace("SELECT a.*", f"SELECT {access.APPOINTMENT_VISIBLE} AS visible, a.*")}
             WHERE a.id = $6{" FOR UPDATE OF a" if for_update else ""}""",
-        *access.appointment_args(principal), appointment_id,
+        *access.appointment_args(principal),
+        appointment_id,
     )
     if row is None:
         raise NotFound("appointment_not_found", "no such appointment")
@@ -149,39 +178,79 @@ async def _load_visible(conn: Connection, principal: Principal, appointment_id: 
     return _to_appointment(row)
 
 
-async def _record(conn: Connection, principal: Principal, appointment: Appointment, action: trail.Action,
-                  from_status: str | None, reason: str | None) -> None:
+async def _record(
+    conn: Connection,
+    principal: Principal,
+    appointment: Appointment,
+    action: trail.Action,
+    from_status: str | None,
+    reason: str | None,
+) -> None:
     """History, audit and outbox for a change, in the change's own transaction."""
     await conn.execute(
         """INSERT INTO appointment_events (appointment_id, actor_user_id, action, from_status, to_status,
                                            start_at, end_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        appointment.id, principal.user_id, action, from_status, appointment.status, appointment.start,
-        appointment.end, reason,
+        appointment.id,
+        principal.user_id,
+        action,
+        from_status,
+        appointment.status,
+        appointment.start,
+        appointment.end,
+        reason,
     )
-    await trail.record(conn, principal, action=action, resource_type="Appointment", resource_id=appointment.id,
-                       patient_ids=[appointment.patient_id], facility_id=appointment.facility_id)
-    await outbox.enqueue(conn, f"appointment.{action}", {
-        "appointment_id": str(appointment.id), "patient_id": str(appointment.patient_id),
-        "practitioner_id": str(appointment.practitioner_id), "start": appointment.start.isoformat(),
-        "status": appointment.status,
-    })
+    await trail.record(
+        conn,
+        principal,
+        action=action,
+        resource_type="Appointment",
+        resource_id=appointment.id,
+        patient_ids=[appointment.patient_id],
+        facility_id=appointment.facility_id,
+    )
+    await outbox.enqueue(
+        conn,
+        f"appointment.{action}",
+        {
+            "appointment_id": str(appointment.id),
+            "patient_id": str(appointment.patient_id),
+            "practitioner_id": str(appointment.practitioner_id),
+            "start": appointment.start.isoformat(),
+            "status": appointment.status,
+        },
+    )
 
 
 async def get(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
     appointment = await _load_visible(conn, principal, appointment_id)
-    await trail.record(conn, principal, action="read", resource_type="Appointment", resource_id=appointment.id,
-                       patient_ids=[appointment.patient_id], facility_id=appointment.facility_id)
+    await trail.record(
+        conn,
+        principal,
+        action="read",
+        resource_type="Appointment",
+        resource_id=appointment.id,
+        patient_ids=[appointment.patient_id],
+        facility_id=appointment.facility_id,
+    )
     return appointment
 
 
 async def history(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> list[AppointmentEvent]:
     appointment = await get(conn, principal, appointment_id)
-    rows = await conn.fetch(
-        "SELECT * FROM appointment_events WHERE appointment_id = $1 ORDER BY id", appointment.id
-    )
-    return [AppointmentEvent(at=r["at"], action=r["action"], from_status=r["from_status"],
-                             to_status=r["to_status"], start=r["start_at"], end=r["end_at"],
-                             actor_user_id=r["actor_user_id"], reason=r["reason"]) for r in rows]
+    rows = await conn.fetch("SELECT * FROM appointment_events WHERE appointment_id = $1 ORDER BY id", appointment.id)
+    return [
+        AppointmentEvent(
+            at=r["at"],
+            action=r["action"],
+            from_status=r["from_status"],
+            to_status=r["to_status"],
+            start=r["start_at"],
+            end=r["end_at"],
+            actor_user_id=r["actor_user_id"],
+            reason=r["reason"],
+        )
+        for r in rows
+    ]
 
 
 class AppointmentQuery(msgspec.Struct, kw_only=True):
@@ -207,19 +276,33 @@ async def search(conn: Connection, principal: Principal, query: AppointmentQuery
               AND ($11::timestamptz IS NULL OR a.start_at < $11)
               AND ($12::timestamptz IS NULL OR (a.start_at, a.id) > ($12, $13::uuid))
             ORDER BY a.start_at, a.id LIMIT $14""",
-        *access.appointment_args(principal), query.patient_id, query.practitioner_id, query.facility_id,
-        query.status, query.start_from, query.start_to, query.after[0] if query.after else None,
-        query.after[1] if query.after else None, query.limit,
+        *access.appointment_args(principal),
+        query.patient_id,
+        query.practitioner_id,
+        query.facility_id,
+        query.status,
+        query.start_from,
+        query.start_to,
+        query.after[0] if query.after else None,
+        query.after[1] if query.after else None,
+        query.limit,
     )
     appointments = [_to_appointment(r) for r in rows]
     if appointments:
-        await trail.record(conn, principal, action="search", resource_type="Appointment", resource_id=None,
-                           patient_ids=[a.patient_id for a in appointments])
+        await trail.record(
+            conn,
+            principal,
+            action="search",
+            resource_type="Appointment",
+            resource_id=None,
+            patient_ids=[a.patient_id for a in appointments],
+        )
     return appointments
 
 
-async def reschedule(conn: Connection, principal: Principal, appointment_id: uuid.UUID, *, start: datetime,
-                     reason: str | None = None) -> Appointment:
+async def reschedule(
+    conn: Connection, principal: Principal, appointment_id: uuid.UUID, *, start: datetime, reason: str | None = None
+) -> Appointment:
     _require_future(start, datetime.now(UTC))
     current = await _load_visible(conn, principal, appointment_id, for_update=True)
     if current.status != "booked":
@@ -232,7 +315,9 @@ async def reschedule(conn: Connection, principal: Principal, appointment_id: uui
             await conn.execute(
                 """UPDATE appointments SET start_at = $2, end_at = $3, updated_at = now(), version = version + 1
                    WHERE id = $1""",
-                appointment_id, slot.start, slot.end,
+                appointment_id,
+                slot.start,
+                slot.end,
             )
     except asyncpg.ExclusionViolationError as exc:
         raise _overlap_conflict(exc) from None
@@ -241,9 +326,16 @@ async def reschedule(conn: Connection, principal: Principal, appointment_id: uui
     return updated
 
 
-async def _transition(conn: Connection, principal: Principal, appointment_id: uuid.UUID, *,
-                      action: Literal["cancel", "check_in", "no_show"], allowed_from: tuple[Status, ...],
-                      to: Status, reason: str | None = None) -> Appointment:
+async def _transition(
+    conn: Connection,
+    principal: Principal,
+    appointment_id: uuid.UUID,
+    *,
+    action: Literal["cancel", "check_in", "no_show"],
+    allowed_from: tuple[Status, ...],
+    to: Status,
+    reason: str | None = None,
+) -> Appointment:
     current = await _load_visible(conn, principal, appointment_id, for_update=True)
     if current.status not in allowed_from:
         raise Conflict("invalid_status", f"a {current.status} appointment cannot be {_DONE[action]}")
@@ -258,24 +350,34 @@ async def _transition(conn: Connection, principal: Principal, appointment_id: uu
     await conn.execute(
         """UPDATE appointments SET status = $2, cancel_reason = coalesce($3, cancel_reason), updated_at = now(),
                                    version = version + 1 WHERE id = $1""",
-        appointment_id, to, reason if action == "cancel" else None,
+        appointment_id,
+        to,
+        reason if action == "cancel" else None,
     )
     updated = await _load(conn, appointment_id)
     await _record(conn, principal, updated, action, current.status, reason)
     return updated
 
 
-async def cancel(conn: Connection, principal: Principal, appointment_id: uuid.UUID, *,
-                 reason: str | None = None) -> Appointment:
-    return await _transition(conn, principal, appointment_id, action="cancel",
-                             allowed_from=("booked", "checked_in"), to="cancelled", reason=reason)
+async def cancel(
+    conn: Connection, principal: Principal, appointment_id: uuid.UUID, *, reason: str | None = None
+) -> Appointment:
+    return await _transition(
+        conn,
+        principal,
+        appointment_id,
+        action="cancel",
+        allowed_from=("booked", "checked_in"),
+        to="cancelled",
+        reason=reason,
+    )
 
 
 async def check_in(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
-    return await _transition(conn, principal, appointment_id, action="check_in", allowed_from=("booked",),
-                             to="checked_in")
+    return await _transition(
+        conn, principal, appointment_id, action="check_in", allowed_from=("booked",), to="checked_in"
+    )
 
 
 async def mark_no_show(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
-    return await _transition(conn, principal, appointment_id, action="no_show", allowed_from=("booked",),
-                             to="no_show")
+    return await _transition(conn, principal, appointment_id, action="no_show", allowed_from=("booked",), to="no_show")

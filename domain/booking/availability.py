@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def _check_rules(rules: Sequence[RuleInput]) -> list[_Checked]:
         by_day[item.rule.weekday].append(item)
     for day_rules in by_day.values():
         day_rules.sort(key=lambda c: c.start)
-        for a, b in zip(day_rules, day_rules[1:], strict=False):
+        for a, b in itertools.pairwise(day_rules):
             if b.start < a.end and _dates_overlap(a.rule, b.rule):
                 raise InvalidInput("overlapping_rules", "two rules overlap on the same weekday", field="rules")
     return checked
@@ -92,29 +93,53 @@ def _dates_overlap(a: RuleInput, b: RuleInput) -> bool:
     return a_from <= b_until and b_from <= a_until
 
 
-async def replace_rules(conn: Connection, principal: Principal, practitioner_id: uuid.UUID,
-                        facility_id: uuid.UUID, rules: Sequence[RuleInput]) -> list[Rule]:
+async def replace_rules(
+    conn: Connection,
+    principal: Principal,
+    practitioner_id: uuid.UUID,
+    facility_id: uuid.UUID,
+    rules: Sequence[RuleInput],
+) -> list[Rule]:
     """Replace the practitioner's weekly rules at one facility. Booked appointments are kept."""
     await access.require_can_manage_schedule(conn, principal, practitioner_id, facility_id)
     checked = _check_rules(rules)
     today = datetime.now(UTC).date()
     await conn.execute(
         "DELETE FROM availability_rules WHERE practitioner_id = $1 AND facility_id = $2",
-        practitioner_id, facility_id,
+        practitioner_id,
+        facility_id,
     )
     await conn.executemany(
         """INSERT INTO availability_rules (id, practitioner_id, facility_id, weekday, start_local, end_local,
                                            slot_minutes, modes, valid_from, valid_until)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        [(uuid.uuid4(), practitioner_id, facility_id, c.rule.weekday, c.start, c.end, c.rule.slot_minutes,
-          list(c.rule.modes), c.rule.valid_from or today, c.rule.valid_until) for c in checked],
+        [
+            (
+                uuid.uuid4(),
+                practitioner_id,
+                facility_id,
+                c.rule.weekday,
+                c.start,
+                c.end,
+                c.rule.slot_minutes,
+                list(c.rule.modes),
+                c.rule.valid_from or today,
+                c.rule.valid_until,
+            )
+            for c in checked
+        ],
     )
     return await rules_of(conn, [practitioner_id], facility_id=facility_id)
 
 
-async def rules_of(conn: Connection, practitioner_ids: Sequence[uuid.UUID] | None = None, *,
-                   facility_id: uuid.UUID | None = None, specialty: str | None = None,
-                   mode: str | None = None) -> list[Rule]:
+async def rules_of(
+    conn: Connection,
+    practitioner_ids: Sequence[uuid.UUID] | None = None,
+    *,
+    facility_id: uuid.UUID | None = None,
+    specialty: str | None = None,
+    mode: str | None = None,
+) -> list[Rule]:
     rows = await conn.fetch(
         """SELECT r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
                   r.slot_minutes, r.modes, r.valid_from, r.valid_until
@@ -126,12 +151,26 @@ async def rules_of(conn: Connection, practitioner_ids: Sequence[uuid.UUID] | Non
              AND ($3::text IS NULL OR $3 = ANY(p.specialties))
              AND ($4::text IS NULL OR $4 = ANY(r.modes))
            ORDER BY r.practitioner_id, r.weekday, r.start_local""",
-        None if practitioner_ids is None else list(practitioner_ids), facility_id, specialty, mode,
+        None if practitioner_ids is None else list(practitioner_ids),
+        facility_id,
+        specialty,
+        mode,
     )
-    return [Rule(practitioner_id=r["practitioner_id"], facility_id=r["facility_id"], timezone=r["timezone"],
-                 weekday=r["weekday"], start_local=r["start_local"], end_local=r["end_local"],
-                 slot_minutes=r["slot_minutes"], modes=tuple(r["modes"]), valid_from=r["valid_from"],
-                 valid_until=r["valid_until"]) for r in rows]
+    return [
+        Rule(
+            practitioner_id=r["practitioner_id"],
+            facility_id=r["facility_id"],
+            timezone=r["timezone"],
+            weekday=r["weekday"],
+            start_local=r["start_local"],
+            end_local=r["end_local"],
+            slot_minutes=r["slot_minutes"],
+            modes=tuple(r["modes"]),
+            valid_from=r["valid_from"],
+            valid_until=r["valid_until"],
+        )
+        for r in rows
+    ]
 
 
 class BusyMap(msgspec.Struct, frozen=True):
@@ -139,8 +178,13 @@ class BusyMap(msgspec.Struct, frozen=True):
     by_facility: dict[uuid.UUID, list[Busy]]  # closures block every practitioner there
 
 
-async def busy_intervals(conn: Connection, practitioner_ids: Sequence[uuid.UUID],
-                         facility_ids: Sequence[uuid.UUID], start: datetime, end: datetime) -> BusyMap:
+async def busy_intervals(
+    conn: Connection,
+    practitioner_ids: Sequence[uuid.UUID],
+    facility_ids: Sequence[uuid.UUID],
+    start: datetime,
+    end: datetime,
+) -> BusyMap:
     """Leave, facility closures and active appointments overlapping [start, end)."""
     rows = await conn.fetch(
         """SELECT practitioner_id, NULL::uuid AS facility_id, start_at AS s, end_at AS e FROM appointments
@@ -148,7 +192,11 @@ async def busy_intervals(conn: Connection, practitioner_ids: Sequence[uuid.UUID]
            UNION ALL
            SELECT practitioner_id, facility_id, starts_at, ends_at FROM availability_exceptions
            WHERE (practitioner_id = ANY($1) OR facility_id = ANY($2)) AND starts_at < $4 AND ends_at > $3""",
-        list(practitioner_ids), list(facility_ids), start, end, list(ACTIVE),
+        list(practitioner_ids),
+        list(facility_ids),
+        start,
+        end,
+        list(ACTIVE),
     )
     busy = BusyMap(defaultdict(list), defaultdict(list))
     for row in rows:
@@ -172,23 +220,40 @@ def free_slots(rules: Sequence[Rule], busy: BusyMap, first_day: date, last_day: 
     return slots
 
 
-async def list_free_slots(conn: Connection, *, first_day: date, last_day: date,
-                          practitioner_id: uuid.UUID | None = None, facility_id: uuid.UUID | None = None,
-                          specialty: str | None = None, mode: str | None = None,
-                          not_before: datetime | None = None) -> list[Slot]:
+async def list_free_slots(
+    conn: Connection,
+    *,
+    first_day: date,
+    last_day: date,
+    practitioner_id: uuid.UUID | None = None,
+    facility_id: uuid.UUID | None = None,
+    specialty: str | None = None,
+    mode: str | None = None,
+    not_before: datetime | None = None,
+) -> list[Slot]:
     if last_day < first_day:
         raise InvalidInput("invalid_date_range", "'to' is before 'from'", field="to")
     if (last_day - first_day).days > MAX_RANGE_DAYS:
         raise InvalidInput("date_range_too_long", f"at most {MAX_RANGE_DAYS} days at once", field="to")
-    rules = await rules_of(conn, None if practitioner_id is None else [practitioner_id],
-                           facility_id=facility_id, specialty=specialty, mode=mode)
+    rules = await rules_of(
+        conn,
+        None if practitioner_id is None else [practitioner_id],
+        facility_id=facility_id,
+        specialty=specialty,
+        mode=mode,
+    )
     if not rules:
         return []
     # Local dates may sit up to 14 h either side of UTC dates.
     window_start = datetime.combine(first_day, time.min, tzinfo=UTC) - timedelta(days=1)
     window_end = datetime.combine(last_day, time.max, tzinfo=UTC) + timedelta(days=1)
-    busy = await busy_intervals(conn, sorted({r.practitioner_id for r in rules}),
-                                sorted({r.facility_id for r in rules}), window_start, window_end)
+    busy = await busy_intervals(
+        conn,
+        sorted({r.practitioner_id for r in rules}),
+        sorted({r.facility_id for r in rules}),
+        window_start,
+        window_end,
+    )
     slots = free_slots(rules, busy, first_day, last_day)
     cutoff = not_before or datetime.now(UTC)
     return [s for s in slots if s.start >= cutoff]
@@ -205,7 +270,10 @@ async def find_slot(conn: Connection, practitioner_id: uuid.UUID, start: datetim
         closures = await conn.fetch(
             """SELECT starts_at, ends_at FROM availability_exceptions
                WHERE (practitioner_id = $1 OR facility_id = $2) AND starts_at < $4 AND ends_at > $3""",
-            practitioner_id, rule.facility_id, start, start + timedelta(minutes=rule.slot_minutes),
+            practitioner_id,
+            rule.facility_id,
+            start,
+            start + timedelta(minutes=rule.slot_minutes),
         )
         for slot in expand([rule], day, day, [Busy(c["starts_at"], c["ends_at"]) for c in closures]):
             if slot.start == start:
@@ -213,9 +281,16 @@ async def find_slot(conn: Connection, practitioner_id: uuid.UUID, start: datetim
     raise InvalidInput("slot_unavailable", "the practitioner has no free slot starting at that time", field="start")
 
 
-async def add_exception(conn: Connection, principal: Principal, *, practitioner_id: uuid.UUID | None,
-                        facility_id: uuid.UUID | None, starts_at: datetime, ends_at: datetime,
-                        reason: str | None) -> Exception_:
+async def add_exception(
+    conn: Connection,
+    principal: Principal,
+    *,
+    practitioner_id: uuid.UUID | None,
+    facility_id: uuid.UUID | None,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str | None,
+) -> Exception_:
     if ends_at <= starts_at:
         raise InvalidInput("invalid_time_range", "ends_at must be after starts_at", field="ends_at")
     if practitioner_id is not None:
@@ -226,21 +301,44 @@ async def add_exception(conn: Connection, principal: Principal, *, practitioner_
     await conn.execute(
         """INSERT INTO availability_exceptions (id, practitioner_id, facility_id, starts_at, ends_at, reason,
                                                 created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        exc_id, practitioner_id, facility_id, starts_at, ends_at, reason, principal.user_id,
+        exc_id,
+        practitioner_id,
+        facility_id,
+        starts_at,
+        ends_at,
+        reason,
+        principal.user_id,
     )
-    return Exception_(id=exc_id, starts_at=starts_at, ends_at=ends_at, reason=reason,
-                      practitioner_id=practitioner_id, facility_id=facility_id)
+    return Exception_(
+        id=exc_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        reason=reason,
+        practitioner_id=practitioner_id,
+        facility_id=facility_id,
+    )
 
 
-async def list_exceptions(conn: Connection, *, practitioner_id: uuid.UUID | None = None,
-                          facility_id: uuid.UUID | None = None) -> list[Exception_]:
+async def list_exceptions(
+    conn: Connection, *, practitioner_id: uuid.UUID | None = None, facility_id: uuid.UUID | None = None
+) -> list[Exception_]:
     if practitioner_id is None and facility_id is None:
         raise NotFound("not_found", "name a practitioner or a facility")
     rows = await conn.fetch(
         """SELECT id, practitioner_id, facility_id, starts_at, ends_at, reason FROM availability_exceptions
            WHERE ($1::uuid IS NOT NULL AND practitioner_id = $1) OR ($2::uuid IS NOT NULL AND facility_id = $2)
            ORDER BY starts_at""",
-        practitioner_id, facility_id,
+        practitioner_id,
+        facility_id,
     )
-    return [Exception_(id=r["id"], starts_at=r["starts_at"], ends_at=r["ends_at"], reason=r["reason"],
-                       practitioner_id=r["practitioner_id"], facility_id=r["facility_id"]) for r in rows]
+    return [
+        Exception_(
+            id=r["id"],
+            starts_at=r["starts_at"],
+            ends_at=r["ends_at"],
+            reason=r["reason"],
+            practitioner_id=r["practitioner_id"],
+            facility_id=r["facility_id"],
+        )
+        for r in rows
+    ]

@@ -81,8 +81,16 @@ def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterabl
                     continue
                 end = start + step
                 if not any(b.start < end and start < b.end for b in blocked):
-                    slots.append(Slot(practitioner_id=rule.practitioner_id, facility_id=rule.facility_id,
-                                      start=start, end=end, timezone=rule.timezone, modes=rule.modes))
+                    slots.append(
+                        Slot(
+                            practitioner_id=rule.practitioner_id,
+                            facility_id=rule.facility_id,
+                            start=start,
+                            end=end,
+                            timezone=rule.timezone,
+                            modes=rule.modes,
+                        )
+                    )
     slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
     return slots
 

@@ -30,7 +30,10 @@ async def issue(conn: Connection, user_id: uuid.UUID, ttl_s: int, family_id: uui
     await conn.execute(
         """INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
            VALUES ($1, $2, $3, $4, $5)""",
-        uuid.uuid4(), user_id, family_id or uuid.uuid4(), _hash(token),
+        uuid.uuid4(),
+        user_id,
+        family_id or uuid.uuid4(),
+        _hash(token),
         datetime.now(UTC) + timedelta(seconds=ttl_s),
     )
     return token

@@ -26,7 +26,8 @@ async def login(conn: Connection, phone: str) -> uuid.UUID:
     await conn.execute(
         """INSERT INTO patient_accounts (user_id, patient_id)
            SELECT $1, id FROM patients WHERE phone = $2 ON CONFLICT DO NOTHING""",
-        user_id, phone,
+        user_id,
+        phone,
     )
     return user_id
 
@@ -52,15 +53,19 @@ async def load_principal(conn: Connection, user_id: uuid.UUID) -> Principal:
     )
 
 
-async def ensure_user(conn: Connection, phone: str, *, display_name: str | None = None,
-                      system_admin: bool = False) -> uuid.UUID:
+async def ensure_user(
+    conn: Connection, phone: str, *, display_name: str | None = None, system_admin: bool = False
+) -> uuid.UUID:
     user_id: uuid.UUID = await conn.fetchval(
         """INSERT INTO users (id, phone, display_name, is_system_admin) VALUES ($1, $2, $3, $4)
            ON CONFLICT (phone) DO UPDATE
               SET display_name = coalesce(EXCLUDED.display_name, users.display_name),
                   is_system_admin = users.is_system_admin OR EXCLUDED.is_system_admin
            RETURNING id""",
-        uuid.uuid4(), phone, display_name, system_admin,
+        uuid.uuid4(),
+        phone,
+        display_name,
+        system_admin,
     )
     return user_id
 
@@ -71,7 +76,9 @@ async def grant_role(conn: Connection, user_id: uuid.UUID, facility_id: uuid.UUI
         raise NotFound("facility_not_found", "no such facility", field="facility_id")
     await conn.execute(
         "INSERT INTO memberships (user_id, facility_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        user_id, facility_id, role,
+        user_id,
+        facility_id,
+        role,
     )
 
 
