@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 # A connection of its own or one borrowed from the pool: domain code accepts either.
-Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+# (asyncpg's classes are generic only in its type stubs, not at run time.)
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection  # a single class: Litestar's signature model refuses unions of classes
+    Pool = asyncpg.Pool
 
 
-async def init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+async def init_connection(conn: Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog")
 
