@@ -22,7 +22,7 @@ from infra.db import Connection
 
 
 async def provide_conn(request: Request[Any, Any, Any]) -> AsyncGenerator[Connection, None]:
-    bound = request.scope.get(SCOPE_CONN)
+    bound: Connection | None = request.scope.get(SCOPE_CONN)  # type: ignore[assignment]
     if bound is not None:
         yield bound
         return

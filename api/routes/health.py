@@ -52,5 +52,5 @@ async def metrics() -> Response[bytes]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several workers: aggregate what every process wrote to the shared folder.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

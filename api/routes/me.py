@@ -36,6 +36,7 @@ class MeController(Controller):
                WHERE u.id = $1 GROUP BY u.id""",
             principal.user_id,
         )
+        assert row is not None  # the token was issued to an existing user
         patient_ids = list(row["patient_ids"])
         if patient_ids:
             await trail.record(
