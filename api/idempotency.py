@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog

@@ -37,7 +37,7 @@ class TokenPair(msgspec.Struct, kw_only=True):
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
 class BookRequest(msgspec.Struct, kw_only=True):
