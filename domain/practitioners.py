@@ -70,9 +70,7 @@ def _check(data: PractitionerIn) -> None:
             )
 
 
-async def create(
-    conn: Connection, principal: Principal, data: PractitionerIn, *, default_region: str
-) -> Practitioner:
+async def create(conn: Connection, principal: Principal, data: PractitionerIn, *, default_region: str) -> Practitioner:
     """Give a person a login at a facility: a user, the role, and their practitioner profile."""
     access.require_facility_admin(principal, data.facility_id)
     _check(data)

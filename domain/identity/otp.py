@@ -16,13 +16,14 @@ _PREFIX = "spean:otp:"
 _WINDOW_S = 3600
 
 # Checked and consumed in one step, so two concurrent guesses cannot both pass the attempt cap
-# and a code cannot be used twice. Returns 1 ok, 0 wrong, -1 none/expired, -2 too many attempts.
+# and a code cannot be used twice. Returns 1 ok, 0 wrong, -1 none/expired, -2 wrong and no attempts left
+# (the code is burnt).
 _VERIFY = """
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h then return -1 end
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-if n > tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]); return -2 end
 if h == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
+if n >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]); return -2 end
 return 0
 """
 

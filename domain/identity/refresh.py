@@ -40,11 +40,14 @@ async def issue(conn: Connection, user_id: uuid.UUID, ttl_s: int, family_id: uui
 
 
 async def rotate(conn: Connection, token: str, ttl_s: int) -> tuple[uuid.UUID, str]:
-    """Consume `token`; return its user and the next token of its family."""
+    """Consume `token`; return its user and the next token of its family.
+
+    The token is claimed by a conditional UPDATE rather than a row lock, so a reuse is detected
+    without this transaction holding locks that the caller's revocation would wait on.
+    """
     row = await conn.fetchrow(
         """SELECT t.id, t.user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at, u.disabled_at
-           FROM refresh_tokens t JOIN users u ON u.id = t.user_id
-           WHERE t.token_hash = $1 FOR UPDATE OF t""",
+           FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1""",
         _hash(token),
     )
     if row is None:
@@ -57,7 +60,11 @@ async def rotate(conn: Connection, token: str, ttl_s: int) -> tuple[uuid.UUID, s
         raise Unauthenticated("refresh_token_expired", "the session has expired: sign in again")
     if row["disabled_at"] is not None:
         raise Unauthenticated("user_disabled", "this account is disabled")
-    await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
+    claimed = await conn.fetchval(
+        "UPDATE refresh_tokens SET used_at = now() WHERE id = $1 AND used_at IS NULL RETURNING 1", row["id"]
+    )
+    if claimed is None:  # a concurrent request used it first: the same token was presented twice
+        raise RefreshTokenReused(row["family_id"])
     return row["user_id"], await issue(conn, row["user_id"], ttl_s, row["family_id"])
 
 

@@ -1,0 +1,146 @@
+"""Sign-in by SMS code, tokens, refresh rotation and revocation, through HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from domain.identity.tokens import issue_access_token
+from domain.principal import Principal
+from sms.sender import LogSmsSender
+from tests.factory import Factory, auth, new_phone
+
+Client = AsyncTestClient[Litestar]
+
+
+def _last_code(outbox: LogSmsSender, phone: str) -> str:
+    body = next(b for to, b in reversed(outbox.sent) if to == phone)
+    match = re.search(r"\b(\d{6})\b", body)
+    assert match, body
+    return match[1]
+
+
+async def _sign_in(client: Client, outbox: LogSmsSender, phone: str) -> dict[str, str]:
+    sent = await client.post("/v1/auth/otp", json={"phone": phone})
+    assert sent.status_code == 202, sent.text
+    token = await client.post("/v1/auth/token", json={"phone": phone, "code": _last_code(outbox, phone)})
+    assert token.status_code == 200, token.text
+    pair: dict[str, str] = token.json()
+    return pair
+
+
+class TestOneTimeCode:
+    async def test_code_by_sms_then_tokens_then_me(self, client: Client, sms_outbox: LogSmsSender) -> None:
+        phone = new_phone()
+        national = "0" + phone.removeprefix("+855")  # people type their number the local way
+        sent = await client.post("/v1/auth/otp", json={"phone": national})
+        assert sent.json() == {"phone": phone, "expires_in": 300}
+        body = next(b for to, b in reversed(sms_outbox.sent) if to == phone)
+        assert "Spean" in body and "5" in body  # the Khmer catalogue text for a +855 number
+        assert "លេខកូដ" in body
+        pair = (await client.post("/v1/auth/token", json={"phone": phone, "code": _last_code(sms_outbox, phone)})).json()
+        assert pair["token_type"] == "Bearer" and pair["expires_in"] == 900
+        me = await client.get("/v1/me", headers=auth(pair["access_token"]))
+        assert me.status_code == 200
+        assert me.json()["phone"] == phone and me.json()["roles"] == []
+
+    async def test_patient_registered_by_chw_is_reachable_after_sign_in(
+        self, client: Client, factory: Factory, sms_outbox: LogSmsSender
+    ) -> None:
+        post = await factory.facility(kind="health_post")
+        phone = new_phone()
+        patient_id = await factory.patient(post, phone=phone)
+        pair = await _sign_in(client, sms_outbox, phone)
+        me = (await client.get("/v1/me", headers=auth(pair["access_token"]))).json()
+        assert me["patient_ids"] == [str(patient_id)]
+        read = await client.get(f"/v1/patients/{patient_id}", headers=auth(pair["access_token"]))
+        assert read.status_code == 200
+
+    async def test_code_is_single_use(self, client: Client, sms_outbox: LogSmsSender) -> None:
+        phone = new_phone()
+        await client.post("/v1/auth/otp", json={"phone": phone})
+        code = _last_code(sms_outbox, phone)
+        assert (await client.post("/v1/auth/token", json={"phone": phone, "code": code})).status_code == 200
+        again = await client.post("/v1/auth/token", json={"phone": phone, "code": code})
+        assert again.status_code == 401
+        assert again.json()["code"] == "otp_expired"
+
+    async def test_wrong_codes_are_capped(self, client: Client, sms_outbox: LogSmsSender) -> None:
+        phone = new_phone()
+        await client.post("/v1/auth/otp", json={"phone": phone})
+        code = _last_code(sms_outbox, phone)
+        wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+        codes = []
+        for _ in range(5):
+            response = await client.post("/v1/auth/token", json={"phone": phone, "code": wrong})
+            codes.append(response.json()["code"])
+        assert codes == ["otp_invalid"] * 4 + ["otp_attempts_exceeded"]
+        # The right code no longer works either: the attacker burned it.
+        late = await client.post("/v1/auth/token", json={"phone": phone, "code": code})
+        assert late.json()["code"] == "otp_expired"
+
+    async def test_codes_rate_limited_per_phone(self, client: Client) -> None:
+        phone = new_phone()
+        statuses = [(await client.post("/v1/auth/otp", json={"phone": phone})).status_code for _ in range(6)]
+        assert statuses == [202] * 5 + [429]
+        limited = await client.post("/v1/auth/otp", json={"phone": phone})
+        assert limited.json()["code"] == "otp_rate_limited_phone"
+        assert 0 < int(limited.headers["retry-after"]) <= 3600
+
+    async def test_bad_phone_and_bad_code_format(self, client: Client) -> None:
+        bad = await client.post("/v1/auth/otp", json={"phone": "12"})
+        assert bad.status_code == 422
+        assert bad.json()["code"] == "invalid_phone"
+        assert bad.json()["errors"][0]["field"] == "phone"
+        fmt = await client.post("/v1/auth/token", json={"phone": new_phone(), "code": "12ab"})
+        assert fmt.status_code == 422
+        assert fmt.json()["code"] == "invalid_code_format"
+
+
+class TestTokens:
+    async def test_refresh_rotates_and_reuse_revokes_the_session(
+        self, client: Client, sms_outbox: LogSmsSender
+    ) -> None:
+        pair = await _sign_in(client, sms_outbox, new_phone())
+        rotated = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert rotated.status_code == 200
+        second = rotated.json()
+        assert second["refresh_token"] != pair["refresh_token"]
+        # The old token comes back (stolen copy): the whole family is revoked, the new one too.
+        reused = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert reused.status_code == 401
+        assert reused.json()["code"] == "refresh_token_reused"
+        after = await client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+        assert after.json()["code"] == "refresh_token_revoked"
+
+    async def test_logout_revokes(self, client: Client, sms_outbox: LogSmsSender) -> None:
+        pair = await _sign_in(client, sms_outbox, new_phone())
+        out = await client.post("/v1/auth/logout", json={"refresh_token": pair["refresh_token"]})
+        assert out.status_code == 204
+        after = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert after.json()["code"] == "refresh_token_revoked"
+        unknown = await client.post("/v1/auth/refresh", json={"refresh_token": "nope"})
+        assert unknown.json()["code"] == "invalid_refresh_token"
+
+    async def test_missing_malformed_expired_and_forged_tokens(self, client: Client, factory: Factory) -> None:
+        assert (await client.get("/v1/me")).json()["code"] == "missing_token"
+        basic = await client.get("/v1/me", headers={"Authorization": "Basic abc"})
+        assert basic.json()["code"] == "invalid_token"
+        garbage = await client.get("/v1/me", headers=auth("not.a.jwt"))
+        assert garbage.status_code == 401 and garbage.json()["code"] == "invalid_token"
+        admin = await factory.admin_token()
+        me = (await client.get("/v1/me", headers=auth(admin))).json()
+        import uuid
+
+        principal = Principal(user_id=uuid.UUID(me["user_id"]), is_system_admin=True)
+        secret = client.app.state.secret_key
+        expired = issue_access_token(principal, secret, 60, now=time.time() - 3600)
+        response = await client.get("/v1/me", headers=auth(expired))
+        assert response.status_code == 401
+        assert response.json()["code"] == "token_expired"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        forged = issue_access_token(principal, "another-secret-of-sufficient-length-0123456789", 600)
+        assert (await client.get("/v1/me", headers=auth(forged))).json()["code"] == "invalid_token"
