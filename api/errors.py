@@ -118,6 +118,8 @@ def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Probl
 
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+_MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_MISSING_PARAM = re.compile(r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'")
 
 
 def _field_errors(exc: ValidationException) -> list[FieldError]:
@@ -132,6 +134,9 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
         if match and match["path"]:
             message = match["msg"]
             key = match["path"].lstrip(".") or key
+        missing = _MISSING_FIELD.search(message)
+        if missing:  # msgspec names the absent field in the message, not in the path
+            key = ".".join(filter(None, [key if key not in ("data", "body") else "", missing["name"]]))
         found.append(FieldError(key or "body", message, item.get("source")))
     return found
 
@@ -139,10 +144,14 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     errors = _field_errors(exc)
     if not errors:
-        # Litestar reports an undecodable body as a bare message.
-        match = _MSGSPEC_PATH.match(exc.detail or "")
-        field = (match["path"] or "").lstrip(".") if match and match["path"] else "body"
-        errors = [FieldError(field or "body", match["msg"] if match else "malformed body", "body")]
+        # Litestar reports a missing parameter or an undecodable body as a bare message.
+        detail = exc.detail or ""
+        if param := _MISSING_PARAM.search(detail):
+            errors = [FieldError(param["name"], f"required {param['kind']} parameter", param["kind"])]
+        else:
+            match = _MSGSPEC_PATH.match(detail)
+            field = (match["path"] or "").lstrip(".") if match and match["path"] else "body"
+            errors = [FieldError(field or "body", match["msg"] if match else "malformed body", "body")]
     missing = any("required" in e.message.lower() or "missing" in e.message.lower() for e in errors)
     code = "missing_field" if missing else "invalid_input"
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
@@ -161,9 +170,14 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     if code is None:
         code = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}.get(status, "http_error")
     detail = exc.detail if status < 500 else None
-    if status == 400 and detail and "json" in detail.lower():
-        code = "malformed_body"
-    return problem_response(request, status, code, detail)
+    errors = None
+    if status == 400 and detail:
+        if "json" in detail.lower():
+            code = "malformed_body"
+        elif missing := _MISSING_PARAM.search(detail):
+            code = "missing_field"
+            errors = [FieldError(missing["name"], f"required {missing['kind']} parameter", missing["kind"])]
+    return problem_response(request, status, code, detail, errors=errors)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

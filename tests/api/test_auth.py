@@ -41,7 +41,9 @@ class TestOneTimeCode:
         body = next(b for to, b in reversed(sms_outbox.sent) if to == phone)
         assert "Spean" in body and "5" in body  # the Khmer catalogue text for a +855 number
         assert "លេខកូដ" in body
-        pair = (await client.post("/v1/auth/token", json={"phone": phone, "code": _last_code(sms_outbox, phone)})).json()
+        pair = (
+            await client.post("/v1/auth/token", json={"phone": phone, "code": _last_code(sms_outbox, phone)})
+        ).json()
         assert pair["token_type"] == "Bearer" and pair["expires_in"] == 900
         me = await client.get("/v1/me", headers=auth(pair["access_token"]))
         assert me.status_code == 200
