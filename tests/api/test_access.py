@@ -66,7 +66,8 @@ class TestPatients:
         listed = (await client.get("/v1/appointments", headers=alice.headers)).json()["items"]
         assert [a["id"] for a in listed] == [mine]
         direct = await client.get(f"/v1/appointments/{theirs}", headers=alice.headers)
-        assert direct.status_code == 403 and direct.json()["code"] == "appointment_access_denied"
+        assert direct.status_code == 403
+        assert direct.json()["code"] == "appointment_access_denied"
         by_filter = await client.get(
             "/v1/appointments", params={"patient_id": str(bob.patient_id)}, headers=alice.headers
         )
@@ -96,7 +97,8 @@ class TestHealthWorkers:
         ok = await client.get(f"/v1/patients/{alice.patient_id}", headers=chw_a.headers)
         assert ok.status_code == 200
         refused = await client.get(f"/v1/patients/{bob.patient_id}", headers=chw_a.headers)
-        assert refused.status_code == 403 and refused.json()["code"] == "patient_access_denied"
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "patient_access_denied"
         found = (await client.get("/v1/patients", params={"phone": bob.phone}, headers=chw_a.headers)).json()["items"]
         assert found == []
         await _book(client, n.chw_b, bob, n.spec_1, "10:00")
@@ -116,7 +118,8 @@ class TestHealthWorkers:
         n = await _network(factory)
         body = {"names": [{"text": "Test"}], "home_facility_id": str(n.post_b)}
         refused = await client.post("/v1/patients", json=body, headers=n.chw_a.headers)
-        assert refused.status_code == 403 and refused.json()["code"] == "role_required"
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "role_required"
 
 
 class TestSpecialists:
@@ -140,13 +143,15 @@ class TestSpecialists:
         refused = await client.put(
             f"/v1/practitioners/{spec_2.practitioner_id}/availability", json=body, headers=spec_1.headers
         )
-        assert refused.status_code == 403 and refused.json()["code"] == "schedule_access_denied"
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "schedule_access_denied"
         elsewhere = await client.put(
             f"/v1/practitioners/{spec_1.practitioner_id}/availability",
             json={**body, "facility_id": str(n.post_a)},
             headers=spec_1.headers,
         )
-        assert elsewhere.status_code == 403 and elsewhere.json()["code"] == "not_a_member"
+        assert elsewhere.status_code == 403
+        assert elsewhere.json()["code"] == "not_a_member"
         admin = await factory.facility_admin(n.centre)
         allowed = await client.put(
             f"/v1/practitioners/{spec_2.practitioner_id}/availability", json=body, headers=auth(admin)
@@ -157,7 +162,8 @@ class TestSpecialists:
         n = await _network(factory)
         facility = {"name": "X", "kind": "health_post", "timezone": "Asia/Phnom_Penh", "country": "KH"}
         refused = await client.post("/v1/facilities", json=facility, headers=n.alice.headers)
-        assert refused.status_code == 403 and refused.json()["code"] == "role_required"
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "role_required"
         practitioner = {"name": "Y", "phone": "+85512999999", "facility_id": str(n.centre), "role": "specialist"}
         by_chw = await client.post("/v1/practitioners", json=practitioner, headers=n.chw_a.headers)
         assert by_chw.status_code == 403

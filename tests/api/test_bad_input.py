@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import httpx
-
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -185,8 +184,11 @@ class TestAvailabilityInput:
         token = await factory.admin_token()
         base = {"name": "X", "kind": "health_post", "timezone": "Asia/Phnom_Penh", "country": "KH"}
         bad_tz = await client.post("/v1/facilities", json={**base, "timezone": "Mars/Olympus"}, headers=auth(token))
-        assert bad_tz.status_code == 422 and bad_tz.json()["code"] == "invalid_timezone"
+        assert bad_tz.status_code == 422
+        assert bad_tz.json()["code"] == "invalid_timezone"
         bad_kind = await client.post("/v1/facilities", json={**base, "kind": "spa"}, headers=auth(token))
-        assert bad_kind.status_code == 400 and bad_kind.json()["errors"][0]["field"] == "kind"
+        assert bad_kind.status_code == 400
+        assert bad_kind.json()["errors"][0]["field"] == "kind"
         bad_lat = await client.post("/v1/facilities", json={**base, "latitude": 123.0}, headers=auth(token))
-        assert bad_lat.status_code == 422 and bad_lat.json()["code"] == "out_of_range"
+        assert bad_lat.status_code == 422
+        assert bad_lat.json()["code"] == "out_of_range"

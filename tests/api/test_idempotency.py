@@ -69,10 +69,12 @@ class TestIdempotencyKey:
         headers, body, _ = await _booking(factory)
         key = {"Idempotency-Key": str(uuid.uuid4())}
         bad = await client.post("/v1/appointments", json={**body, "mode": "async"}, headers={**headers, **key})
-        assert bad.status_code == 422 and bad.json()["code"] == "mode_not_offered"
+        assert bad.status_code == 422
+        assert bad.json()["code"] == "mode_not_offered"
         # Same key, same (bad) body: executed again, same refusal, nothing written in between.
         again = await client.post("/v1/appointments", json={**body, "mode": "async"}, headers={**headers, **key})
-        assert again.status_code == 422 and "idempotent-replayed" not in again.headers
+        assert again.status_code == 422
+        assert "idempotent-replayed" not in again.headers
 
     async def test_keys_are_scoped_to_the_caller(self, client: Client, factory: Factory) -> None:
         headers, body, _ = await _booking(factory)
