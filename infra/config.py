@@ -99,6 +99,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if value != "":
             raw[field] = value
     raw.update(overrides)
+    if isinstance(raw.get("data_dir"), str):  # msgspec converts no str to Path
+        raw["data_dir"] = Path(str(raw["data_dir"]))
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

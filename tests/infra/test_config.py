@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infra.config import ConfigError, load_settings
@@ -11,6 +13,13 @@ def test_defaults_use_embedded_servers() -> None:
     settings = load_settings({"DATABASE_URL": "", "REDIS_URL": ""})
     assert settings.uses_embedded_postgres
     assert settings.uses_embedded_redis
+
+
+def test_values_are_converted() -> None:
+    settings = load_settings({"SPEAN_DATA_DIR": "/var/lib/spean", "SPEAN_DB_POOL_MAX": "40", "SPEAN_LOG_JSON": "0"})
+    assert settings.data_dir == Path("/var/lib/spean")
+    assert settings.db_pool_max == 40
+    assert settings.log_json is False
 
 
 @pytest.mark.parametrize(
