@@ -9,7 +9,6 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from domain.errors import InvalidInput, Unauthenticated
-from domain.identity.tokens import decode_access_token
 from domain.principal import Channel
 
 _CHANNELS = set(get_args(Channel))
@@ -18,7 +17,7 @@ _CHANNELS = set(get_args(Channel))
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         token = bearer_token(connection)
-        principal = decode_access_token(token, connection.app.state.secret_key)
+        principal = connection.app.state.verified_tokens.principal(token)
         channel = connection.headers.get("x-client-channel", "app")
         if channel not in _CHANNELS or channel in ("sms", "ussd"):
             raise InvalidInput("invalid_channel", "X-Client-Channel is app, web or api", field="X-Client-Channel")

@@ -1,33 +1,24 @@
-"""Request-scoped dependencies: the caller, and one database transaction per request.
-
-Handlers pass the connection to domain functions; the transaction commits when the handler
-returns and rolls back when it raises, before the response is sent. Under an Idempotency-Key the
-middleware already holds the transaction (so the stored response commits with the writes), and
-the handler joins it.
-"""
+"""Request-scoped dependencies: the caller, the settings, and the request's transaction
+(opened and settled by api.transaction.TransactionMiddleware)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from api.idempotency import SCOPE_CONN
+from api.transaction import SCOPE_CONN
 from domain.principal import Principal
 from infra.config import Settings
 from infra.db import Connection
 
 
-async def provide_conn(request: Request[Any, Any, Any]) -> AsyncGenerator[Connection, None]:
-    bound: Connection | None = request.scope.get(SCOPE_CONN)  # type: ignore[assignment]
-    if bound is not None:
-        yield bound
-        return
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        yield conn
+def provide_conn(request: Request[Any, Any, Any]) -> Connection:
+    conn: Connection | None = request.scope.get(SCOPE_CONN)  # type: ignore[assignment]
+    assert conn is not None, "route opted out of the request transaction but asks for a connection"
+    return conn
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -42,7 +33,7 @@ def provide_settings(state: State) -> Settings:
 
 
 DEPENDENCIES = {
-    "conn": Provide(provide_conn),
+    "conn": Provide(provide_conn, sync_to_thread=False),
     "principal": Provide(provide_principal, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),
 }

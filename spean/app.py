@@ -17,7 +17,6 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
-from api.idempotency import IdempotencyMiddleware
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.auth import AuthController
@@ -27,7 +26,9 @@ from api.routes.me import MeController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
 from api.routes.slots import SlotController
+from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
+from domain.identity.tokens import VerifiedTokens
 from infra import db
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
@@ -98,12 +99,17 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         middleware=[
             RequestContextMiddleware,
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
-            IdempotencyMiddleware,
+            TransactionMiddleware,
         ],
         response_class=NegotiatedResponse,
         lifespan=[lifespan],
         state=State(
-            {"settings": settings, "secret_key": secret_key, "sms_sender": sms_sender or _sms_sender(settings)}
+            {
+                "settings": settings,
+                "secret_key": secret_key,
+                "verified_tokens": VerifiedTokens(secret_key),
+                "sms_sender": sms_sender or _sms_sender(settings),
+            }
         ),
         openapi_config=OpenAPIConfig(
             title="Spean API",

@@ -11,7 +11,9 @@ from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-_PUBLIC = {"exclude_from_auth": True}
+from api.transaction import NO_TRANSACTION
+
+_PUBLIC = {"exclude_from_auth": True, **NO_TRANSACTION}
 
 
 class Health(msgspec.Struct):

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
+from asyncpg import Record
 
 from domain import access
-from domain.booking.slots import Busy, Rule, Slot, expand, local_day
+from domain.booking.slots import Busy, Rule, Slot, expand, slot_at
 from domain.errors import InvalidInput, NotFound
 from domain.principal import Principal
 from infra.db import Connection
@@ -156,21 +157,22 @@ async def rules_of(
         specialty,
         mode,
     )
-    return [
-        Rule(
-            practitioner_id=r["practitioner_id"],
-            facility_id=r["facility_id"],
-            timezone=r["timezone"],
-            weekday=r["weekday"],
-            start_local=r["start_local"],
-            end_local=r["end_local"],
-            slot_minutes=r["slot_minutes"],
-            modes=tuple(r["modes"]),
-            valid_from=r["valid_from"],
-            valid_until=r["valid_until"],
-        )
-        for r in rows
-    ]
+    return [_to_rule(r) for r in rows]
+
+
+def _to_rule(r: Record) -> Rule:
+    return Rule(
+        practitioner_id=r["practitioner_id"],
+        facility_id=r["facility_id"],
+        timezone=r["timezone"],
+        weekday=r["weekday"],
+        start_local=r["start_local"],
+        end_local=r["end_local"],
+        slot_minutes=r["slot_minutes"],
+        modes=tuple(r["modes"]),
+        valid_from=r["valid_from"],
+        valid_until=r["valid_until"],
+    )
 
 
 class BusyMap(msgspec.Struct, frozen=True):
@@ -262,22 +264,24 @@ async def list_free_slots(
 async def find_slot(conn: Connection, practitioner_id: uuid.UUID, start: datetime) -> tuple[Rule, Slot]:
     """The published slot of `practitioner_id` starting at `start`, ignoring appointments (the
     database's exclusion constraint decides those, race-free)."""
-    rules = await rules_of(conn, [practitioner_id])
-    for rule in rules:
-        day = local_day(start, rule.timezone)
-        if day.isoweekday() != rule.weekday:
-            continue
-        closures = await conn.fetch(
-            """SELECT starts_at, ends_at FROM availability_exceptions
-               WHERE (practitioner_id = $1 OR facility_id = $2) AND starts_at < $4 AND ends_at > $3""",
-            practitioner_id,
-            rule.facility_id,
-            start,
-            start + timedelta(minutes=rule.slot_minutes),
-        )
-        for slot in expand([rule], day, day, [Busy(c["starts_at"], c["ends_at"]) for c in closures]):
-            if slot.start == start:
-                return rule, slot
+    rows = await conn.fetch(
+        """SELECT r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
+                  r.slot_minutes, r.modes, r.valid_from, r.valid_until,
+                  EXISTS (SELECT 1 FROM availability_exceptions e
+                          WHERE (e.practitioner_id = r.practitioner_id OR e.facility_id = r.facility_id)
+                            AND e.starts_at < $2::timestamptz + make_interval(mins => r.slot_minutes)
+                            AND e.ends_at > $2::timestamptz)
+                  AS blocked
+           FROM availability_rules r JOIN facilities f ON f.id = r.facility_id
+           WHERE r.practitioner_id = $1""",
+        practitioner_id,
+        start,
+    )
+    for row in rows:
+        rule = _to_rule(row)
+        slot = slot_at(rule, start)
+        if slot is not None and not row["blocked"]:
+            return rule, slot
     raise InvalidInput("slot_unavailable", "the practitioner has no free slot starting at that time", field="start")
 
 

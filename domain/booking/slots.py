@@ -95,5 +95,33 @@ def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterabl
     return slots
 
 
+def slot_at(rule: Rule, start: datetime) -> Slot | None:
+    """The slot of `rule` starting exactly at `start`, if `expand` would produce it (busy aside).
+
+    The booking path checks one instant; this answers in constant time what expanding the
+    whole day would, with the same DST semantics.
+    """
+    zone = ZoneInfo(rule.timezone)
+    local = start.astimezone(zone)
+    day = local.date()
+    if day.isoweekday() != rule.weekday or day < rule.valid_from or (rule.valid_until and day > rule.valid_until):
+        return None
+    step = timedelta(minutes=rule.slot_minutes)
+    offset = datetime.combine(day, local.time()) - datetime.combine(day, rule.start_local)
+    span = datetime.combine(day, rule.end_local) - datetime.combine(day, rule.start_local)
+    if offset < timedelta(0) or offset + step > span or offset % step:
+        return None
+    if _instant(day, local.time().replace(tzinfo=None), zone) != start:
+        return None  # the second occurrence of a repeated local time, or a skipped one
+    return Slot(
+        practitioner_id=rule.practitioner_id,
+        facility_id=rule.facility_id,
+        start=start,
+        end=start + step,
+        timezone=rule.timezone,
+        modes=rule.modes,
+    )
+
+
 def local_day(instant: datetime, timezone: str) -> date:
     return instant.astimezone(ZoneInfo(timezone)).date()

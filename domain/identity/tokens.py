@@ -36,7 +36,32 @@ def issue_access_token(principal: Principal, secret: str, ttl_s: int, *, now: fl
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
+class VerifiedTokens:
+    """Remembers tokens already verified, until they expire: a phone reuses one access token for
+    many requests, and verifying the signature each time is a large share of a request's CPU.
+    Keyed by the whole token, signature included, so only genuine tokens ever enter."""
+
+    def __init__(self, secret: str, max_entries: int = 50_000) -> None:
+        self._secret = secret
+        self._max = max_entries
+        self._seen: dict[str, tuple[Principal, float]] = {}
+
+    def principal(self, token: str) -> Principal:
+        hit = self._seen.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        principal, expires = _decode(token, self._secret)
+        if len(self._seen) >= self._max:
+            self._seen.clear()  # crude but bounded; a refill costs one verification per token
+        self._seen[token] = (principal, expires)
+        return principal
+
+
 def decode_access_token(token: str, secret: str) -> Principal:
+    return _decode(token, secret)[0]
+
+
+def _decode(token: str, secret: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[_ALGORITHM], issuer=_ISSUER, options={"require": ["exp", "sub", "iat"]}
@@ -48,11 +73,12 @@ def decode_access_token(token: str, secret: str) -> Principal:
     if claims.get("typ") != "access":
         raise Unauthenticated("invalid_token", "not an access token")
     try:
-        return Principal(
+        principal = Principal(
             user_id=uuid.UUID(claims["sub"]),
             memberships=tuple(Membership(uuid.UUID(f), r) for f, r in claims.get("roles", [])),
             is_system_admin=bool(claims.get("adm", False)),
             practitioner_id=uuid.UUID(claims["prc"]) if "prc" in claims else None,
         )
+        return principal, float(claims["exp"])
     except (KeyError, ValueError, TypeError):
         raise Unauthenticated("invalid_token", "the access token is malformed") from None
