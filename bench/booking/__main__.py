@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--practitioners", type=int, default=200)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--pool", type=int, default=8, help="database connections per worker")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="spean-bench-") as folder:
