@@ -14,7 +14,6 @@ from domain.principal import Principal
 from infra.config import Settings
 from infra.db import Connection
 
-
 # Handler parameter types: the name of the parameter picks the dependency.
 Conn = NamedDependency[Connection]
 Caller = NamedDependency[Principal]
