@@ -28,6 +28,13 @@ PATIENT_VISIBLE = """(
         SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $4::uuid))
 )"""
 
+# The patient's own side: their login, a health worker of their home facility, or a system admin.
+PATIENT_SIDE = """(
+    $1::boolean
+    OR p.home_facility_id = ANY($2::uuid[])
+    OR EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3::uuid)
+)"""
+
 APPOINTMENT_VISIBLE = """(
     $1::boolean
     OR p.home_facility_id = ANY($2::uuid[])

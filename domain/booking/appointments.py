@@ -17,7 +17,7 @@ import msgspec
 
 from domain import access
 from domain.audit import trail
-from domain.booking.availability import find_slot
+from domain.booking.availability import find_slot, pick_slot, slot_rules_sql
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
 from infra.db import Connection
@@ -63,6 +63,13 @@ _SELECT = """SELECT a.*, f.timezone, p.home_facility_id FROM appointments a
              JOIN facilities f ON f.id = a.facility_id JOIN patients p ON p.id = a.patient_id"""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _local(instant: datetime, timezone: str) -> str:
+    return instant.astimezone(ZoneInfo(timezone)).isoformat()
+
+
 def _to_appointment(row: asyncpg.Record) -> Appointment:
     start: datetime = row["start_at"]
     return Appointment(
@@ -72,7 +79,7 @@ def _to_appointment(row: asyncpg.Record) -> Appointment:
         facility_id=row["facility_id"],
         start=start,
         end=row["end_at"],
-        start_local=start.astimezone(ZoneInfo(row["timezone"])).isoformat(),
+        start_local=_local(start, row["timezone"]),
         timezone=row["timezone"],
         status=row["status"],
         mode=row["mode"],
@@ -111,48 +118,63 @@ async def book(
     mode: Mode = "video",
     reason: str | None = None,
 ) -> Appointment:
+    """Two statements: one read (may the caller book for this patient; the practitioner's rules
+    at `start`), one write (appointment, history, audit, outbox). This is the hottest write path."""
     _require_future(start, datetime.now(UTC))
-    row = await conn.fetchrow(
-        f"""SELECT {access.PATIENT_VISIBLE} AS visible,
-                   ($1 OR p.home_facility_id = ANY($2::uuid[]) OR EXISTS (
-                       SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3))
-                   AS patient_side
-            FROM patients p WHERE p.id = $5""",
+    columns, joins = slot_rules_sql("$6", "$7")
+    rows = await conn.fetch(
+        f"""SELECT {access.PATIENT_VISIBLE} AS visible, {access.PATIENT_SIDE} AS patient_side, {columns}
+            FROM patients p LEFT JOIN ({joins}) ON true WHERE p.id = $5""",
         *access.patient_args(principal),
         patient_id,
+        practitioner_id,
+        start,
     )
-    if row is None:
+    if not rows:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
     # A specialist who can see the patient may book a follow-up, but only with themself.
-    if not (row["patient_side"] or (row["visible"] and principal.practitioner_id == practitioner_id)):
+    if not (rows[0]["patient_side"] or (rows[0]["visible"] and principal.practitioner_id == practitioner_id)):
         raise Forbidden("patient_access_denied", "you may not book for this patient")
-    rule, slot = await find_slot(conn, practitioner_id, start)
+    rule, slot = pick_slot(rows, start)
     if mode not in slot.modes:
         raise InvalidInput("mode_not_offered", f"this slot offers {', '.join(slot.modes)}", field="mode")
+    appointment = Appointment(
+        id=uuid.uuid4(),
+        patient_id=patient_id,
+        practitioner_id=practitioner_id,
+        facility_id=rule.facility_id,
+        start=slot.start,
+        end=slot.end,
+        start_local=_local(slot.start, rule.timezone),
+        timezone=rule.timezone,
+        status="booked",
+        mode=mode,
+        reason=reason,
+        booked_by=principal.user_id,
+        channel=principal.channel,
+        cancel_reason=None,
+        created_at=_EPOCH,
+        updated_at=_EPOCH,
+        version=1,
+    )
     try:
-        # The conflict below aborts the transaction, which is fine: the request fails as a whole.
-        row = await conn.fetchrow(
-            """INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at,
-                                         status, mode, reason, booked_by, channel)
-               VALUES ($1, $2, $3, $4, $5, $6, 'booked', $7, $8, $9, $10)
-               RETURNING *, $11::text AS timezone""",
-            uuid.uuid4(),
-            patient_id,
+        # A conflict aborts the transaction, which is fine: the request fails as a whole.
+        created = await conn.fetchval(
+            f"""WITH change AS (
+                    INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at, status,
+                                              mode, reason, booked_by, channel)
+                    VALUES ($1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12)
+                    RETURNING created_at
+                ), {_HISTORY_AUDIT_OUTBOX}
+                SELECT created_at FROM change""",
+            *_record_args(principal, appointment, "book", None, None),
             practitioner_id,
-            rule.facility_id,
-            slot.start,
-            slot.end,
             mode,
             reason,
-            principal.user_id,
-            principal.channel,
-            rule.timezone,
         )
     except asyncpg.ExclusionViolationError as exc:
         raise _overlap_conflict(exc) from None
-    assert row is not None
-    appointment = _to_appointment(row)
-    await _record(conn, principal, appointment, "book", None, None)
+    appointment.created_at = appointment.updated_at = created
     return appointment
 
 
@@ -179,19 +201,26 @@ async def _load_visible(
     return _to_appointment(row)
 
 
-async def _record(
-    conn: Connection,
-    principal: Principal,
-    appointment: Appointment,
-    action: trail.Action,
-    from_status: str | None,
-    reason: str | None,
-) -> None:
-    """History, audit and outbox for a change, in the change's own transaction.
+# History, audit and outbox rows for a change, as data-modifying CTEs of one statement (the
+# hottest paths pay one round trip, not three). Parameters are those of _record_args.
+# The audit row has the shape domain.audit.trail writes.
+_HISTORY_AUDIT_OUTBOX = """
+    history AS (
+        INSERT INTO appointment_events (appointment_id, actor_user_id, action, from_status, to_status,
+                                        start_at, end_at, reason)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ), audit AS (
+        INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                  resource_id, channel, outcome, request_id)
+        VALUES ($2, $9, $10, $11, $3, 'Appointment', $1::text, $12, 'success', $13)
+    ), announced AS (
+        INSERT INTO outbox (topic, payload) VALUES ('appointment.' || $3, $14)
+    )"""
 
-    One statement rather than three: this runs on every booking, the hottest write path.
-    The audit row has the same shape domain.audit.trail writes.
-    """
+
+def _record_args(
+    principal: Principal, appointment: Appointment, action: trail.Action, from_status: str | None, reason: str | None
+) -> tuple[object, ...]:
     payload = {
         "appointment_id": str(appointment.id),
         "patient_id": str(appointment.patient_id),
@@ -199,17 +228,7 @@ async def _record(
         "start": appointment.start.isoformat(),
         "status": appointment.status,
     }
-    await conn.execute(
-        """WITH history AS (
-               INSERT INTO appointment_events (appointment_id, actor_user_id, action, from_status, to_status,
-                                               start_at, end_at, reason)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ), audit AS (
-               INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
-                                         resource_id, channel, outcome, request_id)
-               VALUES ($2, $9, $10, $11, $3, 'Appointment', $1::text, $12, 'success', $13)
-           )
-           INSERT INTO outbox (topic, payload) VALUES ('appointment.' || $3, $14)""",
+    return (
         appointment.id,
         principal.user_id,
         action,
@@ -224,6 +243,20 @@ async def _record(
         principal.channel,
         principal.request_id,
         payload,
+    )
+
+
+async def _record(
+    conn: Connection,
+    principal: Principal,
+    appointment: Appointment,
+    action: trail.Action,
+    from_status: str | None,
+    reason: str | None,
+) -> None:
+    """History, audit and outbox for a change, in the change's own transaction."""
+    await conn.execute(
+        f"WITH {_HISTORY_AUDIT_OUTBOX} SELECT 1", *_record_args(principal, appointment, action, from_status, reason)
     )
 
 

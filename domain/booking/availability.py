@@ -261,28 +261,37 @@ async def list_free_slots(
     return [s for s in slots if s.start >= cutoff]
 
 
-async def find_slot(conn: Connection, practitioner_id: uuid.UUID, start: datetime) -> tuple[Rule, Slot]:
-    """The published slot of `practitioner_id` starting at `start`, ignoring appointments (the
-    database's exclusion constraint decides those, race-free)."""
-    rows = await conn.fetch(
-        """SELECT r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
+def slot_rules_sql(practitioner: str, start: str) -> tuple[str, str]:
+    """(columns, joins) that load a practitioner's rules with a `blocked` flag for a slot at
+    `start` ($n placeholders given by the caller), so a caller can fold them into its own query."""
+    columns = f"""r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
                   r.slot_minutes, r.modes, r.valid_from, r.valid_until,
                   EXISTS (SELECT 1 FROM availability_exceptions e
                           WHERE (e.practitioner_id = r.practitioner_id OR e.facility_id = r.facility_id)
-                            AND e.starts_at < $2::timestamptz + make_interval(mins => r.slot_minutes)
-                            AND e.ends_at > $2::timestamptz)
-                  AS blocked
-           FROM availability_rules r JOIN facilities f ON f.id = r.facility_id
-           WHERE r.practitioner_id = $1""",
-        practitioner_id,
-        start,
-    )
+                            AND e.starts_at < {start}::timestamptz + make_interval(mins => r.slot_minutes)
+                            AND e.ends_at > {start}::timestamptz) AS blocked"""
+    joins = f"availability_rules r JOIN facilities f ON f.id = r.facility_id AND r.practitioner_id = {practitioner}"
+    return columns, joins
+
+
+def pick_slot(rows: Sequence[Record], start: datetime) -> tuple[Rule, Slot]:
+    """The published, unblocked slot starting at `start` among rows loaded by `slot_rules_sql`."""
     for row in rows:
+        if row["practitioner_id"] is None:  # an outer join found no rule
+            continue
         rule = _to_rule(row)
         slot = slot_at(rule, start)
         if slot is not None and not row["blocked"]:
             return rule, slot
     raise InvalidInput("slot_unavailable", "the practitioner has no free slot starting at that time", field="start")
+
+
+async def find_slot(conn: Connection, practitioner_id: uuid.UUID, start: datetime) -> tuple[Rule, Slot]:
+    """The published slot of `practitioner_id` starting at `start`, ignoring appointments (the
+    database's exclusion constraint decides those, race-free)."""
+    columns, joins = slot_rules_sql("$1", "$2")
+    rows = await conn.fetch(f"SELECT {columns} FROM {joins}", practitioner_id, start)
+    return pick_slot(rows, start)
 
 
 async def add_exception(
