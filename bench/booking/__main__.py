@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--practitioners", type=int, default=200)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--pool", type=int, default=8, help="database connections per worker")
+    parser.add_argument("--idempotency-keys", action="store_true", help="send an Idempotency-Key with each booking")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="spean-bench-") as folder:

@@ -37,7 +37,8 @@ async def run(
                 index = next(cursor)
                 if index >= len(bodies):
                     return
-                raw = build_post("/v1/appointments", bodies[index], headers)
+                extra = {"Idempotency-Key": f"bench-{index}"} if idempotency_keys else {}
+                raw = build_post("/v1/appointments", bodies[index], {**headers, **extra})
                 sent = time.perf_counter()
                 status, _ = await http_request(reader, writer, raw)
                 done = time.perf_counter()
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--token", required=True)
+    parser.add_argument("--idempotency-keys", action="store_true")
     args = parser.parse_args()
     try:
         import uvloop
@@ -68,7 +70,9 @@ def main() -> None:
     except ImportError:
         pass
     bodies = args.plan.read_bytes().splitlines()
-    result = asyncio.run(run(args.port, args.clients, args.seconds, args.warmup, bodies, args.token))
+    result = asyncio.run(
+        run(args.port, args.clients, args.seconds, args.warmup, bodies, args.token, args.idempotency_keys)
+    )
     json.dump(result, sys.stdout)
 
 
