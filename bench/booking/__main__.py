@@ -45,7 +45,7 @@ async def seed(database_url: str, practitioners: int, secret: str) -> tuple[str,
             "INSERT INTO facilities (id, name, kind, timezone, country) VALUES ($1, $2, $3, $4, 'KH')",
             [(centre, "Bench centre", "reference_centre", TZ), (post, "Bench post", "health_post", TZ)],
         )
-        chw = await users.ensure_user(conn, "+85512900000")
+        chw = await users.ensure_user(conn, "+85512800000")
         await users.grant_role(conn, chw, post, "chw")
         pairs: list[tuple[str, str]] = []
         today = datetime.now(UTC).date()

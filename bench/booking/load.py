@@ -17,7 +17,7 @@ from bench.common import build_post, http_request
 
 
 async def run(
-    port: int, clients: int, seconds: float, warmup: float, bodies: list[bytes], token: str
+    port: int, clients: int, seconds: float, warmup: float, bodies: list[bytes], token: str, idempotency_keys: bool
 ) -> dict[str, object]:
     cursor = itertools.count()
     latencies: list[float] = []
