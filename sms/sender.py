@@ -24,4 +24,4 @@ class LogSmsSender:
     async def send(self, to: str, body: str) -> None:
         self.sent.append((to, body))
         del self.sent[:-100]  # keep the last few for inspection, never grow without bound
-        log.info("sms_not_sent_log_sender", to=to, body=body)
+        log.info("sms_logged", to=to, body=body)
