@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+        # uvicorn re-raises SIGTERM once it has shut down; make that an exit that runs our
+        # clean-up (stopping embedded servers) instead of the default handler's instant death.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         uvicorn.run(
             "spean.app:create_app_from_env",
             factory=True,
