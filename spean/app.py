@@ -29,7 +29,7 @@ from api.routes.slots import SlotController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
-from infra import db
+from infra import db, housekeeping
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
@@ -58,10 +58,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             app.state.pool = await db.create_pool(
                 database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
             )
-            app.state.redis = Redis(
-                connection_pool=BlockingConnectionPool.from_url(
-                    redis_url, max_connections=64, timeout=5, decode_responses=True
-                )
+            # A blocking pool waits for a free connection instead of failing at once under load;
+            # from_pool hands the pool to the client, so closing the client closes its connections.
+            app.state.redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=5, decode_responses=True)
             )
             app.state.otp = OtpService(
                 app.state.redis,
@@ -74,7 +74,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 ),
             )
             try:
-                yield
+                async with housekeeping.running(app.state.pool):
+                    yield
             finally:
                 await app.state.redis.aclose()
                 await app.state.pool.close()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import time
 
+import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
+from infra.config import Settings
 from sms.sender import LogSmsSender
+from spean.app import create_app
 from tests.factory import Factory, auth, new_phone
 
 Client = AsyncTestClient[Litestar]
@@ -150,3 +154,18 @@ class TestTokens:
         assert response.headers["www-authenticate"].startswith("Bearer")
         forged = issue_access_token(principal, "another-secret-of-sufficient-length-0123456789", 600)
         assert (await client.get("/v1/me", headers=auth(forged))).json()["code"] == "invalid_token"
+
+
+async def test_codes_rate_limited_per_client_address(settings: Settings) -> None:
+    strict = msgspec.structs.replace(settings, otp_per_ip_per_hour=3)
+    app = create_app(strict, sms_sender=LogSmsSender())
+    redis = Redis.from_url(settings.redis_url)
+    await redis.delete("spean:otp:rate:ip:testclient")  # other tests share the test client's address
+    await redis.aclose()
+    async with AsyncTestClient(app) as own:
+        # Different phones, one address: the fourth request in the hour is refused.
+        statuses = [(await own.post("/v1/auth/otp", json={"phone": new_phone()})).status_code for _ in range(3)]
+        refused = await own.post("/v1/auth/otp", json={"phone": new_phone()})
+    assert statuses[:3] == [202, 202, 202]
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "otp_rate_limited_ip"

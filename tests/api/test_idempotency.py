@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from litestar import Litestar
@@ -102,3 +103,16 @@ class TestIdempotencyKey:
         fresh = await client.post("/v1/appointments", json=body, headers={**headers, "Idempotency-Key": key})
         assert fresh.status_code == 201
         assert fresh.json()["id"] != first.json()["id"]
+
+
+async def test_housekeeping_purges_only_expired_keys(db: asyncpg.Pool) -> None:
+    from infra.housekeeping import purge_expired
+
+    live, dead = str(uuid.uuid4()), str(uuid.uuid4())
+    await db.executemany(
+        "INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at) VALUES ('t', $1, '', $2)",
+        [(live, datetime.now(UTC) + timedelta(hours=1)), (dead, datetime.now(UTC) - timedelta(seconds=1))],
+    )
+    assert await purge_expired(db) >= 1
+    left = {r["key"] for r in await db.fetch("SELECT key FROM idempotency_keys WHERE key = ANY($1)", [live, dead])}
+    assert left == {live}

@@ -1,0 +1,54 @@
+"""Periodic clean-up each worker runs in the background: expired idempotency keys.
+
+Several workers doing it at once is harmless (the deletes are idempotent and batched)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+
+from infra.db import Pool
+
+log = structlog.get_logger(__name__)
+
+_BATCH = 5_000
+
+
+async def purge_expired(pool: Pool) -> int:
+    deleted = 0
+    while True:
+        async with pool.acquire() as conn:
+            status = await conn.execute(
+                """DELETE FROM idempotency_keys WHERE ctid IN (
+                       SELECT ctid FROM idempotency_keys WHERE expires_at < now() LIMIT $1)""",
+                _BATCH,
+            )
+        count = int(status.split()[-1])
+        deleted += count
+        if count < _BATCH:
+            return deleted
+
+
+async def run_forever(pool: Pool, every_s: float = 3600.0) -> None:
+    while True:
+        try:
+            purged = await purge_expired(pool)
+            if purged:
+                log.info("idempotency_keys_purged", count=purged)
+        except Exception:  # a failed round is retried next time; never kill the worker
+            log.exception("housekeeping_failed")
+        await asyncio.sleep(every_s)
+
+
+@contextlib.asynccontextmanager
+async def running(pool: Pool) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_forever(pool))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
