@@ -102,3 +102,55 @@ def test_bad_configuration_is_reported(cli_env: dict[str, str]) -> None:
     result = spean({**cli_env, "SPEAN_DB_POOL_MAX": "lots"}, "migrate", check=False)
     assert result.returncode == 2
     assert "SPEAN_DB_POOL_MAX" in result.stderr
+
+
+def test_admin_gives_roles_and_patient_logins(cli_env: dict[str, str], database_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def new_facility() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            facility_id = await conn.fetchval(
+                "INSERT INTO facilities (id, name, kind, timezone, country) "
+                "VALUES (gen_random_uuid(), 'CLI post', 'health_post', 'Asia/Phnom_Penh', 'KH') RETURNING id::text"
+            )
+            return str(facility_id)
+        finally:
+            await conn.close()
+
+    facility = asyncio.run(new_facility())
+    specialist = spean(
+        cli_env,
+        "admin",
+        "create-user",
+        "--phone",
+        new_phone(),
+        "--role",
+        "specialist",
+        "--facility",
+        facility,
+        "--name",
+        "Dr Sok",
+    ).stdout
+    assert f"is specialist at {facility}" in specialist
+    patient = spean(
+        cli_env,
+        "admin",
+        "create-user",
+        "--phone",
+        new_phone(),
+        "--role",
+        "patient",
+        "--facility",
+        facility,
+        "--name",
+        "Chantha",
+    ).stdout
+    assert "acts for patient" in patient
+    bad = spean(
+        cli_env, "admin", "create-user", "--phone", new_phone(), "--role", "chw", "--facility", "nope", check=False
+    )
+    assert bad.returncode == 1
+    assert "invalid_facility" in bad.stderr
