@@ -54,6 +54,25 @@ class PatientLogin:
         return auth(self.token)
 
 
+@dataclass(frozen=True)
+class Scene:
+    """The usual cast: a reference centre with a specialist open every day 08:00-12:00 in
+    30-minute slots, and a health post with a CHW and one of its patients."""
+
+    centre: uuid.UUID
+    post: uuid.UUID
+    specialist: Staff
+    chw: Staff
+    patient: uuid.UUID
+
+    def booking(self, at: str = "09:00") -> dict[str, str]:
+        return {
+            "patient_id": str(self.patient),
+            "practitioner_id": str(self.specialist.practitioner_id),
+            "start": iso(next_local("Asia/Phnom_Penh", at)),
+        }
+
+
 class Factory:
     def __init__(self, client: AsyncTestClient[Litestar], db: asyncpg.Pool, settings: Settings) -> None:
         self.client = client
@@ -131,6 +150,14 @@ class Factory:
         async with self.db.acquire() as conn:
             user_id = await users.login(conn, phone)
         return PatientLogin(patient_id, phone, await self.token_for(user_id))
+
+    async def scene(self) -> Scene:
+        centre = await self.facility()
+        post = await self.facility(kind="health_post")
+        specialist = await self.staff(centre, specialties=["cardiology"])
+        await self.weekly(specialist)
+        chw = await self.staff(post, role="chw")
+        return Scene(centre, post, specialist, chw, await self.patient(post, token=chw.token))
 
     async def weekly(
         self,

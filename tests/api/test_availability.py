@@ -13,12 +13,8 @@ Client = AsyncTestClient[Litestar]
 
 
 async def test_leave_and_closures_block_slots_and_bookings(client: Client, factory: Factory) -> None:
-    centre = await factory.facility()
-    post = await factory.facility(kind="health_post")
-    specialist = await factory.staff(centre)
-    await factory.weekly(specialist)
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token)
+    scene = await factory.scene()
+    centre, specialist, chw, patient = scene.centre, scene.specialist, scene.chw, scene.patient
     nine = next_local("Asia/Phnom_Penh", "09:00")
     leave = await client.post(
         f"/v1/practitioners/{specialist.practitioner_id}/exceptions",

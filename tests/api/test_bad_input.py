@@ -17,13 +17,8 @@ Client = AsyncTestClient[Litestar]
 
 @pytest.fixture
 async def chw_and_specialist(factory: Factory) -> tuple[dict[str, str], str, str]:
-    centre = await factory.facility()
-    post = await factory.facility(kind="health_post")
-    specialist = await factory.staff(centre)
-    await factory.weekly(specialist)
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token)
-    return chw.headers, str(patient), str(specialist.practitioner_id)
+    scene = await factory.scene()
+    return scene.chw.headers, str(scene.patient), str(scene.specialist.practitioner_id)
 
 
 def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

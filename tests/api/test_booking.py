@@ -10,19 +10,14 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.factory import Factory, iso, local_date, next_local
+from tests.factory import Factory, Staff, iso, local_date, next_local
 
 Client = AsyncTestClient[Litestar]
 
 
-async def _setup(factory: Factory, slot_minutes: int = 30):  # type: ignore[no-untyped-def]
-    centre = await factory.facility()
-    post = await factory.facility(kind="health_post")
-    specialist = await factory.staff(centre, specialties=["cardiology"])
-    await factory.weekly(specialist, slot_minutes=slot_minutes)
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token)
-    return centre, post, specialist, chw, patient
+async def _setup(factory: Factory) -> tuple[uuid.UUID, uuid.UUID, Staff, Staff, uuid.UUID]:
+    scene = await factory.scene()
+    return scene.centre, scene.post, scene.specialist, scene.chw, scene.patient
 
 
 class TestSlots:

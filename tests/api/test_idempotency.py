@@ -10,24 +10,14 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.factory import Factory, auth, iso, next_local
+from tests.factory import Factory, auth
 
 Client = AsyncTestClient[Litestar]
 
 
 async def _booking(factory: Factory) -> tuple[dict[str, str], dict[str, str], uuid.UUID]:
-    centre = await factory.facility()
-    post = await factory.facility(kind="health_post")
-    specialist = await factory.staff(centre)
-    await factory.weekly(specialist)
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token)
-    body = {
-        "patient_id": str(patient),
-        "practitioner_id": str(specialist.practitioner_id),
-        "start": iso(next_local("Asia/Phnom_Penh", "09:00")),
-    }
-    return chw.headers, body, specialist.practitioner_id
+    scene = await factory.scene()
+    return scene.chw.headers, scene.booking(), scene.specialist.practitioner_id
 
 
 class TestIdempotencyKey:
