@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import date, datetime, time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -13,6 +13,9 @@ from domain.booking.appointments import Appointment, Mode
 from domain.booking.availability import RuleInput
 from domain.errors import InvalidInput
 from domain.patients import Patient
+
+# Free text from people: bounded, so a field cannot carry a megabyte of anything.
+Reason = Annotated[str, msgspec.Meta(max_length=2000)]
 
 
 class OtpRequest(msgspec.Struct, kw_only=True):
@@ -45,16 +48,16 @@ class BookRequest(msgspec.Struct, kw_only=True):
     practitioner_id: uuid.UUID
     start: datetime
     mode: Mode = "video"
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RescheduleRequest(msgspec.Struct, kw_only=True):
     start: datetime
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class CancelRequest(msgspec.Struct, kw_only=True):
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class AvailabilityIn(msgspec.Struct, kw_only=True):
@@ -77,7 +80,7 @@ class RuleOut(msgspec.Struct, kw_only=True):
 class ExceptionIn(msgspec.Struct, kw_only=True):
     starts_at: datetime
     ends_at: datetime
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class SlotOut(msgspec.Struct, kw_only=True):

@@ -61,6 +61,21 @@ class TestBookingInput:
             body = _problem(await client.post("/v1/appointments", json=payload, headers=headers), 400, "invalid_input")
             assert body["errors"][0]["field"] == field, body
 
+    async def test_oversized_text_and_body(
+        self, client: Client, chw_and_specialist: tuple[dict[str, str], str, str]
+    ) -> None:
+        headers, patient, practitioner = chw_and_specialist
+        base = {"patient_id": patient, "practitioner_id": practitioner, "start": "2030-01-01T02:00:00Z"}
+        long_reason = await client.post("/v1/appointments", json={**base, "reason": "x" * 2001}, headers=headers)
+        body = _problem(long_reason, 400, "invalid_input")
+        assert body["errors"][0]["field"] == "reason"
+        huge = await client.post(
+            "/v1/appointments",
+            content=b"{" + b" " * 2_000_000 + b"}",
+            headers={**headers, "content-type": "application/json"},
+        )
+        _problem(huge, 413, "payload_too_large")
+
     async def test_not_json(self, client: Client, chw_and_specialist: tuple[dict[str, str], str, str]) -> None:
         headers, _, _ = chw_and_specialist
         response = await client.post(
