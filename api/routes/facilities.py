@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.deps import Caller, Config, Conn
@@ -65,6 +65,12 @@ class FacilityController(Controller):
             ends_at=data.ends_at,
             reason=data.reason,
         )
+
+    @delete("/{facility_id:uuid}/closures/{exception_id:uuid}", summary="Withdraw a closure")
+    async def remove_closure(
+        self, facility_id: FromPath[uuid.UUID], exception_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> None:
+        await availability.remove_exception(conn, principal, exception_id, facility_id=facility_id)
 
     @get("/{facility_id:uuid}/closures", summary="List the facility's closures")
     async def list_closures(self, facility_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> list[Exception_]:

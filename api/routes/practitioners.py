@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.deps import Caller, Config, Conn
@@ -83,6 +83,12 @@ class PractitionerController(Controller):
             ends_at=data.ends_at,
             reason=data.reason,
         )
+
+    @delete("/{practitioner_id:uuid}/exceptions/{exception_id:uuid}", summary="Withdraw time off")
+    async def remove_exception(
+        self, practitioner_id: FromPath[uuid.UUID], exception_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+    ) -> None:
+        await availability.remove_exception(conn, principal, exception_id, practitioner_id=practitioner_id)
 
     @get("/{practitioner_id:uuid}/exceptions", summary="Time off")
     async def list_exceptions(

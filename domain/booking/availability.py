@@ -304,8 +304,15 @@ async def add_exception(
     ends_at: datetime,
     reason: str | None,
 ) -> Exception_:
+    for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+        if value.tzinfo is None:
+            raise InvalidInput(
+                "timezone_required", "give times with a UTC offset, e.g. 2026-12-01T00:00:00Z", field=name
+            )
     if ends_at <= starts_at:
         raise InvalidInput("invalid_time_range", "ends_at must be after starts_at", field="ends_at")
+    if ends_at - starts_at > timedelta(days=366):
+        raise InvalidInput("time_range_too_long", "at most a year at once", field="ends_at")
     if practitioner_id is not None:
         await access.require_can_manage_schedule(conn, principal, practitioner_id, None)
     elif facility_id is not None:
@@ -330,6 +337,27 @@ async def add_exception(
         practitioner_id=practitioner_id,
         facility_id=facility_id,
     )
+
+
+async def remove_exception(
+    conn: Connection,
+    principal: Principal,
+    exception_id: uuid.UUID,
+    *,
+    practitioner_id: uuid.UUID | None = None,
+    facility_id: uuid.UUID | None = None,
+) -> None:
+    """Withdraw leave or a closure entered by mistake (schedule data, not part of the record)."""
+    row = await conn.fetchrow(
+        "SELECT practitioner_id, facility_id FROM availability_exceptions WHERE id = $1", exception_id
+    )
+    if row is None or (row["practitioner_id"], row["facility_id"]) != (practitioner_id, facility_id):
+        raise NotFound("exception_not_found", "no such leave or closure here")
+    if practitioner_id is not None:
+        await access.require_can_manage_schedule(conn, principal, practitioner_id, None)
+    elif facility_id is not None:
+        access.require_facility_admin(principal, facility_id)
+    await conn.execute("DELETE FROM availability_exceptions WHERE id = $1", exception_id)
 
 
 async def list_exceptions(

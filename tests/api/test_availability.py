@@ -55,3 +55,25 @@ async def test_leave_and_closures_block_slots_and_bookings(client: Client, facto
         headers=specialist.headers,
     )
     assert by_specialist.status_code == 403
+
+
+async def test_time_off_can_be_withdrawn_by_whoever_may_enter_it(client: Client, factory: Factory) -> None:
+    scene = await factory.scene()
+    specialist, chw = scene.specialist, scene.chw
+    nine = next_local("Asia/Phnom_Penh", "09:00")
+    url = f"/v1/practitioners/{specialist.practitioner_id}/exceptions"
+    leave = (
+        await client.post(
+            url, json={"starts_at": iso(nine), "ends_at": iso(nine + timedelta(hours=1))}, headers=specialist.headers
+        )
+    ).json()
+    assert (await client.delete(f"{url}/{leave['id']}", headers=chw.headers)).status_code == 403
+    assert (await client.delete(f"{url}/{leave['id']}", headers=specialist.headers)).status_code == 204
+    assert (await client.get(url, headers=specialist.headers)).json() == []
+    gone = await client.delete(f"{url}/{leave['id']}", headers=specialist.headers)
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "exception_not_found"
+    naive = await client.post(
+        url, json={"starts_at": "2030-01-01T00:00:00", "ends_at": "2030-01-02T00:00:00"}, headers=specialist.headers
+    )
+    assert naive.json()["code"] == "timezone_required"
