@@ -42,6 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: int = 24 * 3600
     sms_sender: Literal["log"] = "log"
     public_base_url: str = "http://127.0.0.1:8000"
+    stun_urls: str = ""  # comma-separated, e.g. stun:turn.example.org:3478
+    turn_urls: str = ""  # comma-separated, e.g. turn:turn.example.org:3478?transport=udp,turns:...:5349
+    turn_secret: str = ""  # coturn's static-auth-secret (use-auth-secret)
+    turn_ttl_s: int = 3600
+    rtc_grace_s: int = 30
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -74,6 +79,11 @@ _VARS: dict[str, str] = {
     "SPEAN_IDEMPOTENCY_TTL": "idempotency_ttl_s",
     "SPEAN_SMS_SENDER": "sms_sender",
     "SPEAN_PUBLIC_BASE_URL": "public_base_url",
+    "SPEAN_STUN_URLS": "stun_urls",
+    "SPEAN_TURN_URLS": "turn_urls",
+    "SPEAN_TURN_SECRET": "turn_secret",
+    "SPEAN_TURN_TTL": "turn_ttl_s",
+    "SPEAN_RTC_GRACE": "rtc_grace_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -87,6 +97,8 @@ _POSITIVE = {
     "otp_per_phone_per_hour",
     "otp_per_ip_per_hour",
     "idempotency_ttl_s",
+    "turn_ttl_s",
+    "rtc_grace_s",
 }
 
 
@@ -108,6 +120,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     for field in _POSITIVE:
         if int(getattr(settings, field)) <= 0:
             raise ConfigError(f"{_FIELD_TO_VAR[field]} must be a positive integer")
+    if settings.turn_urls and not settings.turn_secret:
+        raise ConfigError("SPEAN_TURN_SECRET is required when SPEAN_TURN_URLS is set")
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     if settings.env == "production":

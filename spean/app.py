@@ -34,6 +34,10 @@ from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate
+from realtime.bus import Bus
+from realtime.handler import rtc
+from realtime.rooms import Rooms
+from realtime.routes import consult_page, get_ice_servers
 from sms.sender import LogSmsSender, SmsSender
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -73,10 +77,14 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     per_ip_per_hour=settings.otp_per_ip_per_hour,
                 ),
             )
+            app.state.rtc_rooms = Rooms(app.state.redis, grace_s=settings.rtc_grace_s)
+            app.state.rtc_bus = Bus(app.state.redis)
+            await app.state.rtc_bus.start()
             try:
                 async with housekeeping.running(app.state.pool):
                     yield
             finally:
+                await app.state.rtc_bus.stop()
                 await app.state.redis.aclose()
                 await app.state.pool.close()
         finally:
@@ -94,6 +102,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             PatientController,
             SlotController,
             AppointmentController,
+            rtc,
+            get_ice_servers,
+            consult_page,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

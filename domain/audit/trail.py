@@ -9,7 +9,19 @@ from typing import Literal
 from domain.principal import Principal
 from infra.db import Connection
 
-Action = Literal["read", "search", "create", "update", "book", "reschedule", "cancel", "check_in", "no_show"]
+Action = Literal[
+    "read",
+    "search",
+    "create",
+    "update",
+    "book",
+    "reschedule",
+    "cancel",
+    "check_in",
+    "no_show",
+    "start_call",
+    "end_call",
+]
 
 
 async def record(

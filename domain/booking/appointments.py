@@ -178,7 +178,7 @@ async def book(
     return appointment
 
 
-async def _load(conn: Connection, appointment_id: uuid.UUID, *, for_update: bool = False) -> Appointment:
+async def load_appointment(conn: Connection, appointment_id: uuid.UUID, *, for_update: bool = False) -> Appointment:
     row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1{' FOR UPDATE OF a' if for_update else ''}", appointment_id)
     if row is None:
         raise NotFound("appointment_not_found", "no such appointment")
@@ -246,7 +246,7 @@ def _record_args(
     )
 
 
-async def _record(
+async def record_change(
     conn: Connection,
     principal: Principal,
     appointment: Appointment,
@@ -360,8 +360,8 @@ async def reschedule(
             )
     except asyncpg.ExclusionViolationError as exc:
         raise _overlap_conflict(exc) from None
-    updated = await _load(conn, appointment_id)
-    await _record(conn, principal, updated, "reschedule", current.status, reason)
+    updated = await load_appointment(conn, appointment_id)
+    await record_change(conn, principal, updated, "reschedule", current.status, reason)
     return updated
 
 
@@ -393,8 +393,8 @@ async def _transition(
         to,
         reason if action == "cancel" else None,
     )
-    updated = await _load(conn, appointment_id)
-    await _record(conn, principal, updated, action, current.status, reason)
+    updated = await load_appointment(conn, appointment_id)
+    await record_change(conn, principal, updated, action, current.status, reason)
     return updated
 
 

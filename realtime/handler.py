@@ -1,0 +1,335 @@
+"""The /v1/rtc WebSocket: authenticate, join the appointment's room, relay signalling.
+
+Every frame is bounded in size and rate and decoded into a typed message; anything else gets an
+`error` message (and, if it keeps coming, a close with a code), never a crash. Room state lives
+in Redis (realtime.rooms) and messages cross workers through realtime.bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any, cast
+
+import msgspec
+import structlog
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from domain.booking import consultation
+from domain.errors import DomainError, ErrorKind
+from domain.principal import Principal
+from realtime import messages as m
+from realtime.bus import Bus
+from realtime.rooms import Rooms
+
+log = structlog.get_logger(__name__)
+
+MAX_FRAME = 64 * 1024
+AUTH_TIMEOUT_S = 10.0
+RATE_PER_S = 30.0
+BURST = 90.0
+MAX_STRIKES = 10  # malformed or over-rate frames tolerated before the socket is closed
+
+_CLOSE_BY_KIND = {
+    ErrorKind.UNAUTHENTICATED: m.CLOSE_UNAUTHENTICATED,
+    ErrorKind.FORBIDDEN: m.CLOSE_FORBIDDEN,
+    ErrorKind.NOT_FOUND: m.CLOSE_NOT_FOUND,
+    ErrorKind.CONFLICT: m.CLOSE_CONFLICT,
+    ErrorKind.INVALID: m.CLOSE_MALFORMED,
+}
+
+
+class Closing(Exception):
+    def __init__(self, code: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.error, self.detail = code, error, detail
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class PeerSession:
+    """One socket's life in a room."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self.socket = socket
+        state = socket.app.state
+        self.rooms: Rooms = state.rtc_rooms
+        self.bus: Bus = state.rtc_bus
+        self.pool = state.pool
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1000)
+        self.bucket = TokenBucket(RATE_PER_S, BURST)
+        self.strikes = 0
+        self.principal: Principal | None = None
+        self.room = ""
+        self.appointment_id: uuid.UUID | None = None
+        self.peer_id = ""
+        self.side = ""
+        self.state = "waiting"
+        self.finished = False  # left the room, or the room ended: nothing more to relay
+        self.close_code = 1000
+
+    # -- frames -------------------------------------------------------------------------------
+
+    async def receive(self, within_s: float | None = None) -> m.Incoming | None:
+        """The next well-formed message; None for a malformed one (already answered)."""
+        async with asyncio.timeout(within_s):
+            event = await self.socket.receive()
+        if event["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(detail="peer went away", code=event.get("code", 1000))
+        frame = cast("str | bytes", event.get("text") or event.get("bytes") or b"")
+        if len(frame) > MAX_FRAME:
+            raise Closing(m.CLOSE_TOO_BIG, "message_too_big", f"messages are at most {MAX_FRAME} bytes")
+        if not self.bucket.take():
+            self.strike()
+            self.send({"type": "error", "code": "rate_limited", "detail": "slow down"})
+            return None
+        try:
+            return m.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.strike()
+            self.send({"type": "error", "code": "malformed_message", "detail": str(exc)[:300]})
+            return None
+
+    def strike(self) -> None:
+        self.strikes += 1
+        if self.strikes > MAX_STRIKES:
+            raise Closing(m.CLOSE_MALFORMED, "too_many_errors", "too many malformed or excess messages")
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.outbox.put_nowait(m.encode(message))
+        except asyncio.QueueFull:  # a peer that stopped reading: drop it rather than grow memory
+            raise Closing(m.CLOSE_RATE_LIMITED, "slow_consumer", "the connection cannot keep up") from None
+
+    async def pump(self) -> None:
+        """Write queued messages in order; a None closes the socket after what came before it."""
+        while (text := await self.outbox.get()) is not None:
+            await self.socket.send_text(text)
+        await self.socket.close(self.close_code)
+
+    def close_after_flush(self, code: int = 1000) -> None:
+        self.close_code = code
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(None)
+
+    def deliver(self, envelope_text: str) -> None:
+        """Bus callback: a room message; keep what is for this peer."""
+        envelope = msgspec.json.decode(envelope_text)
+        if envelope.get("from") == self.peer_id or envelope.get("to") not in (None, self.peer_id):
+            return
+        message = envelope["msg"]
+        if message["type"] == "admitted" and envelope.get("to") == self.peer_id:
+            self.state = "admitted"
+        with contextlib.suppress(Closing):
+            self.send({**message, "seq": envelope.get("seq")})
+        if message["type"] == "ended":
+            self.finished = True
+            self.close_after_flush()
+
+    # -- room -----------------------------------------------------------------------------------
+
+    async def publish(self, message: dict[str, Any], *, to: str | None = None, keep: bool = True) -> None:
+        envelope: dict[str, Any] = {"from": self.peer_id or "server", "to": to, "msg": message}
+        if keep:
+            fields = {"from": envelope["from"], "msg": m.encode(message)}
+            if to:
+                fields["to"] = to
+            envelope["seq"] = await self.rooms.append(self.room, fields)
+        await self.bus.publish(self.room, m.encode(envelope))
+
+    async def authenticate(self) -> None:
+        try:
+            first = await self.receive(within_s=AUTH_TIMEOUT_S)
+        except TimeoutError:
+            raise Closing(m.CLOSE_AUTH_TIMEOUT, "auth_timeout", "send {type: auth, token} first") from None
+        if not isinstance(first, m.Auth):
+            raise Closing(m.CLOSE_UNAUTHENTICATED, "auth_required", "the first message is {type: auth, token}")
+        try:
+            self.principal = self.socket.app.state.verified_tokens.principal(first.token)
+        except DomainError as exc:
+            raise Closing(m.CLOSE_UNAUTHENTICATED, exc.code, exc.detail) from None
+
+    async def join(self) -> None:
+        try:
+            message = await self.receive(within_s=AUTH_TIMEOUT_S)
+        except TimeoutError:
+            raise Closing(m.CLOSE_AUTH_TIMEOUT, "join_timeout", "send {type: join, appointment_id}") from None
+        if not isinstance(message, m.Join):
+            raise Closing(m.CLOSE_MALFORMED, "join_required", "the second message is {type: join, appointment_id}")
+        assert self.principal is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                appointment, side = await consultation.participant(conn, self.principal, message.appointment_id)
+                if side != "specialist":
+                    await consultation.arrive(conn, self.principal, appointment)
+            except DomainError as exc:
+                raise Closing(_CLOSE_BY_KIND.get(exc.kind, m.CLOSE_MALFORMED), exc.code, exc.detail) from None
+        self.appointment_id, self.room, self.side = appointment.id, str(appointment.id), side
+        user = str(self.principal.user_id)
+        resumed = await self._resume(message, user) if message.resume else None
+        if resumed is None:
+            self.state = "admitted" if side == "specialist" else "waiting"
+            self.peer_id, token = await self.rooms.add(self.room, user, side, self.state)  # type: ignore[arg-type]
+        else:
+            token = resumed
+        await self.bus.join(self.room, self.deliver)
+        peers = {
+            pid: {"side": p.side, "state": p.state, "connected": p.connected}
+            for pid, p in (await self.rooms.peers(self.room)).items()
+            if pid != self.peer_id
+        }
+        self.send(
+            {
+                "type": "ready",
+                "peer": self.peer_id,
+                "session": token,
+                "side": side,
+                "state": self.state,
+                "peers": peers,
+                "resumed": resumed is not None,
+            }
+        )
+        if resumed is not None:
+            for seq, fields in await self.rooms.since(self.room, message.last_seq):
+                if fields.get("from") != self.peer_id and fields.get("to") in (None, self.peer_id):
+                    self.send({**msgspec.json.decode(fields["msg"]), "seq": seq, "replayed": True})
+        event = "peer_waiting" if self.state == "waiting" else "peer_joined"
+        await self.publish({"type": event, "peer": self.peer_id, "side": side, "resumed": resumed is not None})
+
+    async def _resume(self, message: m.Join, user: str) -> str | None:
+        session = await self.rooms.session(message.resume or "")
+        if session is None or session.room != self.room:
+            raise Closing(m.CLOSE_FORBIDDEN, "invalid_resume", "that session cannot be resumed here")
+        peer = await self.rooms.peer(self.room, session.peer)
+        if peer is None or peer.user != user:
+            raise Closing(m.CLOSE_FORBIDDEN, "invalid_resume", "that session has expired: join afresh")
+        self.peer_id, self.state = session.peer, peer.state
+        await self.rooms.update(self.room, self.peer_id, connected=True)
+        return message.resume
+
+    async def handle(self, message: m.Incoming) -> None:
+        if isinstance(message, m.Ping):
+            self.send({"type": "pong"})
+        elif isinstance(message, (m.Auth, m.Join)):
+            self.send({"type": "error", "code": "already_joined", "detail": "this socket is in a room already"})
+        elif isinstance(message, m.Admit):
+            await self._admit(message.peer)
+        elif isinstance(message, m.Leave):
+            await self._leave(explicit=True)
+        elif isinstance(message, m.End):
+            if self.side != "specialist":
+                self.send({"type": "error", "code": "specialist_only", "detail": "only the specialist ends the call"})
+            else:
+                await self._end()
+        elif self.state != "admitted":
+            self.send({"type": "error", "code": "not_admitted", "detail": "wait for the specialist to admit you"})
+        else:
+            await self._relay(message)
+
+    async def _relay(self, message: m.Relayed) -> None:
+        to = getattr(message, "to", None)
+        if to is not None and (to == self.peer_id or await self.rooms.peer(self.room, to) is None):
+            self.send({"type": "error", "code": "unknown_peer", "detail": f"no peer {to} in this room"})
+            return
+        await self.publish({**m.relayed_body(message), "from": self.peer_id}, to=to)
+
+    async def _admit(self, peer_id: str) -> None:
+        if self.side != "specialist":
+            self.send({"type": "error", "code": "specialist_only", "detail": "only the specialist admits"})
+            return
+        peer = await self.rooms.update(self.room, peer_id, state="admitted")
+        if peer is None:
+            self.send({"type": "error", "code": "unknown_peer", "detail": f"no peer {peer_id} in this room"})
+            return
+        assert self.principal is not None
+        assert self.appointment_id is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await consultation.start_call(conn, self.principal, self.appointment_id)
+        await self.publish({"type": "admitted", "peer": peer_id}, to=peer_id)
+        await self.publish({"type": "peer_joined", "peer": peer_id, "side": peer.side, "resumed": False})
+
+    async def leave_dropped(self) -> None:
+        await self._leave(explicit=False)
+
+    async def _leave(self, *, explicit: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        await self.bus.leave(self.room, self.deliver)
+        if not explicit:
+            # Dropped, perhaps by the network: hold the place for the grace period.
+            await self.rooms.update(self.room, self.peer_id, connected=False)
+            await self.publish({"type": "peer_disconnected", "peer": self.peer_id}, keep=False)
+            asyncio.create_task(self._expire_after_grace())  # noqa: RUF006 - it ends by itself
+            return
+        if self.side == "specialist":
+            await self._end()
+            return
+        await self.rooms.remove(self.room, self.peer_id)
+        await self.publish({"type": "peer_left", "peer": self.peer_id})
+        if not await self.rooms.peers(self.room):
+            await self._end()
+
+    async def _expire_after_grace(self) -> None:
+        await asyncio.sleep(self.rooms.grace_s)
+        peer = await self.rooms.peer(self.room, self.peer_id)
+        if peer is not None and not peer.connected:
+            await self.rooms.remove(self.room, self.peer_id)
+            await self.publish({"type": "peer_left", "peer": self.peer_id, "reason": "timeout"})
+
+    async def _end(self) -> None:
+        assert self.principal is not None
+        assert self.appointment_id is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            seconds = await consultation.end_call(conn, self.principal, self.appointment_id)
+        self.finished = True
+        self.send({"type": "ended", "by": self.peer_id, "duration_s": seconds})
+        await self.publish({"type": "ended", "by": self.peer_id, "duration_s": seconds})
+        await self.rooms.close(self.room)
+
+
+@websocket("/v1/rtc", opt={"exclude_from_auth": True, "transaction": False})
+async def rtc(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    session = PeerSession(socket)
+    writer = asyncio.create_task(session.pump())
+    joined = False
+    try:
+        await session.authenticate()
+        await session.join()
+        joined = True
+        while not session.finished:
+            message = await session.receive()
+            if message is not None:
+                await session.handle(message)
+        session.close_after_flush()
+    except Closing as closing:
+        with contextlib.suppress(Closing):
+            session.send({"type": "error", "code": closing.error, "detail": closing.detail})
+        session.close_after_flush(closing.code)
+    except (WebSocketDisconnect, ConnectionError):
+        pass  # the peer went away; below, its place is held for the grace period
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 2)
+        writer.cancel()
+        if joined and not session.finished:
+            with contextlib.suppress(Exception):
+                await session.leave_dropped()
+        if session.room:
+            await session.bus.leave(session.room, session.deliver)

@@ -1,0 +1,112 @@
+"""The signalling protocol: JSON objects tagged by `type`, decoded into typed Structs.
+
+Client → server: auth, join, admit, offer, answer, ice, media, quality, audio_only, chat, leave,
+end, ping. Server → client: ready, waiting, admitted, peer_waiting, peer_joined, peer_left,
+relayed offer/answer/ice/media/quality/audio_only/chat (with `from` and `seq`), ended, error, pong.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Sdp = Annotated[str, msgspec.Meta(max_length=32_000)]
+PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class Auth(msgspec.Struct, tag="auth", forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class Join(msgspec.Struct, tag="join", forbid_unknown_fields=True):
+    appointment_id: uuid.UUID
+    resume: Annotated[str, msgspec.Meta(max_length=128)] | None = None  # the session token from `ready`
+    last_seq: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # last relayed message seen
+
+
+class Admit(msgspec.Struct, tag="admit", forbid_unknown_fields=True):
+    peer: PeerId
+
+
+class Offer(msgspec.Struct, tag="offer", forbid_unknown_fields=True):
+    to: PeerId
+    sdp: Sdp
+    ice_restart: bool = False
+
+
+class Answer(msgspec.Struct, tag="answer", forbid_unknown_fields=True):
+    to: PeerId
+    sdp: Sdp
+
+
+class Ice(msgspec.Struct, tag="ice", forbid_unknown_fields=True):
+    to: PeerId
+    candidate: dict[str, Any] | None  # None: end of candidates
+
+
+class Media(msgspec.Struct, tag="media", forbid_unknown_fields=True):
+    audio: bool
+    video: bool
+
+
+class Quality(msgspec.Struct, tag="quality", forbid_unknown_fields=True):
+    level: Literal["good", "fair", "poor"]
+    bitrate_kbps: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+
+
+class AudioOnly(msgspec.Struct, tag="audio_only", forbid_unknown_fields=True):
+    enabled: bool
+
+
+class Chat(msgspec.Struct, tag="chat", forbid_unknown_fields=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class Leave(msgspec.Struct, tag="leave", forbid_unknown_fields=True):
+    pass
+
+
+class End(msgspec.Struct, tag="end", forbid_unknown_fields=True):
+    pass
+
+
+class Ping(msgspec.Struct, tag="ping", forbid_unknown_fields=True):
+    pass
+
+
+Relayed = Offer | Answer | Ice | Media | Quality | AudioOnly | Chat
+Incoming = Auth | Join | Admit | Offer | Answer | Ice | Media | Quality | AudioOnly | Chat | Leave | End | Ping
+
+_decoder = msgspec.json.Decoder(Incoming)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(frame: str | bytes) -> Incoming:
+    """Raise msgspec.DecodeError / ValidationError on anything that is not a known message."""
+    message: Incoming = _decoder.decode(frame)
+    return message
+
+
+def encode(message: dict[str, Any]) -> str:
+    return _encoder.encode(message).decode()
+
+
+def relayed_body(message: Relayed) -> dict[str, Any]:
+    """The message as forwarded: the sender's fields without the addressing."""
+    body = msgspec.to_builtins(message)
+    body.pop("to", None)
+    return body  # type: ignore[no-any-return]
+
+
+# Close codes (RFC 6455 private range 4000-4999, plus 1009 "message too big").
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_CONFLICT = 4409
+CLOSE_RATE_LIMITED = 4429
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVER_ERROR = 1011

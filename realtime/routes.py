@@ -1,0 +1,56 @@
+"""HTTP side of the video consultation: ICE servers for the caller, and the specialist's page."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from litestar import Response, get
+
+from api.deps import Caller, Config
+from api.transaction import NO_TRANSACTION
+from realtime.turn import IceServers, ice_servers
+
+
+def _split(urls: str) -> list[str]:
+    return [u.strip() for u in urls.split(",") if u.strip()]
+
+
+@get(
+    "/v1/rtc/ice-servers",
+    tags=["realtime"],
+    summary="STUN/TURN servers with time-limited credentials",
+    opt=NO_TRANSACTION,
+)
+async def get_ice_servers(principal: Caller, settings: Config) -> IceServers:
+    return ice_servers(
+        stun_urls=_split(settings.stun_urls),
+        turn_urls=_split(settings.turn_urls),
+        turn_secret=settings.turn_secret,
+        user=str(principal.user_id),
+        ttl_s=settings.turn_ttl_s,
+    )
+
+
+_PAGE = resources.files("realtime") / "static" / "consult.html"
+
+
+@get(
+    "/rtc/consult",
+    tags=["realtime"],
+    summary="The specialist's consultation page",
+    include_in_schema=False,
+    opt={"exclude_from_auth": True, **NO_TRANSACTION},
+)
+async def consult_page() -> Response[bytes]:
+    # The page carries no data: it reads the token and appointment from the URL fragment
+    # (never sent to the server) and does everything else through the authenticated API.
+    return Response(
+        _PAGE.read_bytes(),
+        media_type="text/html; charset=utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'self'; "
+            "script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' blob:; "
+            "connect-src 'self' ws: wss:; img-src 'self' data:",
+        },
+    )
