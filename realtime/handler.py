@@ -133,6 +133,8 @@ class PeerSession:
         if envelope.get("from") == self.peer_id or envelope.get("to") not in (None, self.peer_id):
             return
         message = envelope["msg"]
+        if message["type"].startswith("peer_") and message.get("peer") == self.peer_id:
+            return  # news about this peer itself
         if message["type"] == "admitted" and envelope.get("to") == self.peer_id:
             self.state = "admitted"
         with contextlib.suppress(Closing):
@@ -143,8 +145,11 @@ class PeerSession:
 
     # -- room -----------------------------------------------------------------------------------
 
-    async def publish(self, message: dict[str, Any], *, to: str | None = None, keep: bool = True) -> None:
-        envelope: dict[str, Any] = {"from": self.peer_id or "server", "to": to, "msg": message}
+    async def publish(
+        self, message: dict[str, Any], *, to: str | None = None, keep: bool = True, relay: bool = False
+    ) -> None:
+        """To the room (or one peer): a peer's relayed message, or a room event from the server."""
+        envelope: dict[str, Any] = {"from": self.peer_id if relay else "server", "to": to, "msg": message}
         if keep:
             fields = {"from": envelope["from"], "msg": m.encode(message)}
             if to:
@@ -206,8 +211,13 @@ class PeerSession:
         )
         if resumed is not None:
             for seq, fields in await self.rooms.since(self.room, message.last_seq):
-                if fields.get("from") != self.peer_id and fields.get("to") in (None, self.peer_id):
-                    self.send({**msgspec.json.decode(fields["msg"]), "seq": seq, "replayed": True})
+                replay = msgspec.json.decode(fields["msg"])
+                if (
+                    fields.get("from") != self.peer_id
+                    and fields.get("to") in (None, self.peer_id)
+                    and replay.get("peer") != self.peer_id
+                ):
+                    self.send({**replay, "seq": seq, "replayed": True})
         event = "peer_waiting" if self.state == "waiting" else "peer_joined"
         await self.publish({"type": event, "peer": self.peer_id, "side": side, "resumed": resumed is not None})
 
@@ -246,7 +256,7 @@ class PeerSession:
         if to is not None and (to == self.peer_id or await self.rooms.peer(self.room, to) is None):
             self.send({"type": "error", "code": "unknown_peer", "detail": f"no peer {to} in this room"})
             return
-        await self.publish({**m.relayed_body(message), "from": self.peer_id}, to=to)
+        await self.publish({**m.relayed_body(message), "from": self.peer_id}, to=to, relay=True)
 
     async def _admit(self, peer_id: str) -> None:
         if self.side != "specialist":

@@ -15,12 +15,7 @@ def _split(urls: str) -> list[str]:
     return [u.strip() for u in urls.split(",") if u.strip()]
 
 
-@get(
-    "/v1/rtc/ice-servers",
-    tags=["realtime"],
-    summary="STUN/TURN servers with time-limited credentials",
-    opt=NO_TRANSACTION,
-)
+@get("/v1/rtc/ice-servers", tags=["realtime"], summary="STUN/TURN servers with time-limited credentials")
 async def get_ice_servers(principal: Caller, settings: Config) -> IceServers:
     return ice_servers(
         stun_urls=_split(settings.stun_urls),

@@ -48,6 +48,7 @@ class PatientLogin:
     patient_id: uuid.UUID
     phone: str
     token: str
+    user_id: uuid.UUID
 
     @property
     def headers(self) -> dict[str, str]:
@@ -149,7 +150,7 @@ class Factory:
         patient_id = await self.patient(facility_id, phone=phone)
         async with self.db.acquire() as conn:
             user_id = await users.login(conn, phone)
-        return PatientLogin(patient_id, phone, await self.token_for(user_id))
+        return PatientLogin(patient_id, phone, await self.token_for(user_id), user_id)
 
     async def scene(self) -> Scene:
         centre = await self.facility()

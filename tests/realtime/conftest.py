@@ -1,0 +1,103 @@
+"""Two real `spean serve` processes sharing PostgreSQL and Redis: the signalling must cross them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from infra.config import Settings
+from infra.embedded import free_port
+from tests.factory import Factory, PatientLogin, Staff
+
+
+@dataclass(frozen=True)
+class Servers:
+    a: str  # ws://127.0.0.1:port
+    b: str
+    http_a: str
+
+
+def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "spean.cli", "serve", "--port", str(port), "--no-migrate"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"server on {port} not ready:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    folder = tmp_path_factory.mktemp("rtc")
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SPEAN_SECRET_KEY": settings.secret_key,
+        "SPEAN_DATA_DIR": str(folder),
+        "SPEAN_LOG_LEVEL": "warning",
+        "SPEAN_RTC_GRACE": "5",
+        "SPEAN_TURN_URLS": "turn:127.0.0.1:3478",
+        "SPEAN_TURN_SECRET": "coturn-secret",
+        "SPEAN_STUN_URLS": "stun:127.0.0.1:3478",
+    }
+    ports = [free_port(), free_port()]
+    procs = [_start(env, port, folder / f"server-{port}.log") for port in ports]
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            _wait_ready(port, proc, folder / f"server-{port}.log")
+        yield Servers(f"ws://127.0.0.1:{ports[0]}", f"ws://127.0.0.1:{ports[1]}", f"http://127.0.0.1:{ports[0]}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(15)
+
+
+@dataclass(frozen=True)
+class Consultation:
+    appointment_id: uuid.UUID
+    specialist: Staff
+    chw: Staff
+    patient: PatientLogin
+
+
+@pytest.fixture
+async def consultation(factory: Factory, db: asyncpg.Pool) -> Consultation:
+    """An appointment starting in five minutes: its room is open."""
+    scene = await factory.scene()
+    patient = await factory.patient_login(scene.post)
+    booked = await factory.post(
+        "/v1/appointments", {**scene.booking("10:00"), "patient_id": str(patient.patient_id)}, scene.chw.token
+    )
+    appointment_id = uuid.UUID(booked["id"])
+    await db.execute(
+        "UPDATE appointments SET start_at = now() + interval '5 minutes', "
+        "end_at = now() + interval '35 minutes' WHERE id = $1",
+        appointment_id,
+    )
+    return Consultation(appointment_id, scene.specialist, scene.chw, patient)
