@@ -95,20 +95,20 @@ class PeerSession:
         if len(frame) > MAX_FRAME:
             raise Closing(m.CLOSE_TOO_BIG, "message_too_big", f"messages are at most {MAX_FRAME} bytes")
         if not self.bucket.take():
-            self.strike()
+            self.strike(m.CLOSE_RATE_LIMITED)
             self.send({"type": "error", "code": "rate_limited", "detail": "slow down"})
             return None
         try:
             return m.decode(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.strike()
+            self.strike(m.CLOSE_MALFORMED)
             self.send({"type": "error", "code": "malformed_message", "detail": str(exc)[:300]})
             return None
 
-    def strike(self) -> None:
+    def strike(self, code: int) -> None:
         self.strikes += 1
         if self.strikes > MAX_STRIKES:
-            raise Closing(m.CLOSE_MALFORMED, "too_many_errors", "too many malformed or excess messages")
+            raise Closing(code, "too_many_errors", "too many malformed or excess messages")
 
     def send(self, message: dict[str, Any]) -> None:
         try:

@@ -136,6 +136,14 @@ async def test_bad_input_is_refused_and_the_room_survives(
     await s.send(type="join", appointment_id=str(uuid.uuid4()))
     assert await s.closed_with() == 4404
 
+    # A flood is slowed, then cut off with 4429.
+    flood = await Signal.open(rtc_servers.b)
+    await flood.join(c.chw.token, c.appointment_id)
+    for _ in range(200):
+        await flood.send(type="ping")
+    assert await flood.closed_with() == 4429
+    assert any(m.get("code") == "rate_limited" for m in flood.seen)
+
     # The room is unaffected: the specialist still relays.
     await specialist.send(type="ping")
     assert (await specialist.next("pong"))["type"] == "pong"
