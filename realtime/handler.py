@@ -128,8 +128,9 @@ class PeerSession:
             self.outbox.put_nowait(None)
 
     def deliver(self, envelope_text: str) -> None:
-        """Bus callback: a room message; keep what is for this peer."""
-        envelope = msgspec.json.decode(envelope_text)
+        """Bus callback: "<seq>\n<envelope>" for the room; keep what is for this peer."""
+        seq, _, envelope_json = envelope_text.partition("\n")
+        envelope = msgspec.json.decode(envelope_json)
         if envelope.get("from") == self.peer_id or envelope.get("to") not in (None, self.peer_id):
             return
         message = envelope["msg"]
@@ -138,7 +139,7 @@ class PeerSession:
         if message["type"] == "admitted" and envelope.get("to") == self.peer_id:
             self.state = "admitted"
         with contextlib.suppress(Closing):
-            self.send({**message, "seq": envelope.get("seq")})
+            self.send({**message, "seq": seq or None})
         if message["type"] == "ended":
             self.finished = True
             self.close_after_flush()
@@ -149,13 +150,12 @@ class PeerSession:
         self, message: dict[str, Any], *, to: str | None = None, keep: bool = True, relay: bool = False
     ) -> None:
         """To the room (or one peer): a peer's relayed message, or a room event from the server."""
-        envelope: dict[str, Any] = {"from": self.peer_id if relay else "server", "to": to, "msg": message}
+        sender = self.peer_id if relay else "server"
+        envelope = m.encode({"from": sender, "to": to, "msg": message})
         if keep:
-            fields = {"from": envelope["from"], "msg": m.encode(message)}
-            if to:
-                fields["to"] = to
-            envelope["seq"] = await self.rooms.append(self.room, fields)
-        await self.bus.publish(self.room, m.encode(envelope))
+            await self.rooms.append_and_publish(self.room, sender, to, m.encode(message), envelope)
+        else:
+            await self.bus.publish(self.room, "\n" + envelope)
 
     async def authenticate(self) -> None:
         try:
@@ -334,6 +334,9 @@ async def rtc(socket: WebSocket[Any, Any, Any]) -> None:
         session.close_after_flush(closing.code)
     except (WebSocketDisconnect, ConnectionError):
         pass  # the peer went away; below, its place is held for the grace period
+    except Exception:
+        log.exception("rtc_session_failed", room=session.room, peer=session.peer_id)
+        session.close_after_flush(m.CLOSE_SERVER_ERROR)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 2)

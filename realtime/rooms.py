@@ -19,6 +19,17 @@ PeerState = Literal["waiting", "admitted"]
 _TTL_S = 24 * 3600
 _LOG_MAX = 500
 
+# Keep a relayed message in the room's log and publish it with its log id, in one round trip.
+# The published text is "<seq>\n<envelope JSON>": receivers learn the seq without a second lookup.
+_APPEND_AND_PUBLISH = r"""
+local fields = {'from', ARGV[1], 'msg', ARGV[3]}
+if ARGV[2] ~= '' then table.insert(fields, 'to'); table.insert(fields, ARGV[2]) end
+local seq = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', KEYS[2], seq .. '\n' .. ARGV[4])
+return seq
+"""
+
 
 class Peer(msgspec.Struct):
     user: str
@@ -48,6 +59,7 @@ class Rooms:
     def __init__(self, redis: Redis, grace_s: int) -> None:
         self.redis = redis
         self.grace_s = grace_s
+        self._append_and_publish = redis.register_script(_APPEND_AND_PUBLISH)
 
     async def add(self, room: str, user: str, side: str, state: PeerState) -> tuple[str, str]:
         """A new peer in the room: (peer id, session token for resuming)."""
@@ -86,10 +98,11 @@ class Rooms:
     async def close(self, room: str) -> None:
         await self.redis.delete(_peers(room), log_key(room))
 
-    async def append(self, room: str, entry: dict[str, str]) -> str:
-        """Keep a relayed message for replay; its stream id is the message's `seq`."""
-        seq = await self.redis.xadd(log_key(room), dict(entry), maxlen=_LOG_MAX, approximate=True)  # type: ignore[arg-type]
-        await self.redis.expire(log_key(room), _TTL_S)
+    async def append_and_publish(self, room: str, sender: str, to: str | None, message: str, envelope: str) -> str:
+        """Keep `message` for replay and publish `envelope` to the room; returns its `seq`."""
+        seq = await self._append_and_publish(
+            keys=[log_key(room), channel(room)], args=[sender, to or "", message, envelope, _LOG_MAX, _TTL_S]
+        )
         return str(seq)
 
     async def since(self, room: str, last_seq: str | None) -> list[tuple[str, dict[str, str]]]:

@@ -1,0 +1,156 @@
+"""Signalling load generator, run as its own process (one per 10,000 sockets: fd limits).
+
+idle:    join every room in the plan (specialist on A, patient on B), print "ready", hold the
+         sockets idle until a line arrives on stdin, then print a JSON summary.
+relay:   in each planned room the specialist admits the patient, then chats at a fixed total
+         rate; prints the one-way latencies (sender and receiver share this process's clock).
+echo:    the same sends to a raw echo server, for the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+
+async def _open(url: str) -> ClientConnection:
+    return await connect(url, open_timeout=60, ping_interval=None, max_queue=64)
+
+
+async def _join(url: str, token: str, room: str) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await _open(f"{url}/v1/rtc")
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    await ws.send(json.dumps({"type": "join", "appointment_id": room}))
+    while True:
+        message = json.loads(await ws.recv())
+        if message["type"] == "ready":
+            return ws, message
+        if message["type"] == "error":
+            raise RuntimeError(message)
+
+
+async def _gather_limited(coros: list[Any], limit: int) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(coro: Any) -> Any:
+        async with gate:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
+async def idle(plan: list[dict[str, str]], a: str, b: str) -> None:
+    started = time.perf_counter()
+    sockets = await _gather_limited(
+        [_join(a, r["specialist"], r["room"]) for r in plan] + [_join(b, r["patient"], r["room"]) for r in plan], 64
+    )
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for ws, _ in sockets:
+        await ws.close()
+    print(json.dumps({"sockets": len(sockets), "join_seconds": time.perf_counter() - started}), flush=True)
+
+
+async def relay(plan: list[dict[str, str]], a: str, b: str, rate: float, seconds: float) -> None:
+    pairs = []
+    for room in plan:
+        spec, _ = await _join(a, room["specialist"], room["room"])
+        patient, ready = await _join(b, room["patient"], room["room"])
+        await spec.send(json.dumps({"type": "admit", "peer": ready["peer"]}))
+        while json.loads(await patient.recv())["type"] != "admitted":
+            pass
+        pairs.append((spec, patient))
+    latencies: list[float] = []
+    interval = len(pairs) / rate
+    stop_at = time.perf_counter() + seconds
+
+    async def sender(ws: ClientConnection, offset: float) -> None:
+        await asyncio.sleep(offset)
+        while time.perf_counter() < stop_at:
+            await ws.send(json.dumps({"type": "chat", "text": repr(time.perf_counter())}))
+            await asyncio.sleep(interval)
+
+    async def receiver(ws: ClientConnection) -> None:
+        while time.perf_counter() < stop_at + 1:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), 1.5)
+            except TimeoutError:
+                return
+            message = json.loads(raw)
+            if message["type"] == "chat":
+                latencies.append(time.perf_counter() - float(message["text"]))
+
+    tasks = [sender(s, i * interval / len(pairs)) for i, (s, _) in enumerate(pairs)]
+    tasks += [receiver(p) for _, p in pairs]
+    await asyncio.gather(*tasks)
+    for spec, patient in pairs:
+        await spec.send(json.dumps({"type": "end"}))
+        await patient.close()
+        await spec.close()
+    print(json.dumps({"latencies": latencies, "seconds": seconds}), flush=True)
+
+
+async def echo(url: str, connections: int, rate: float, seconds: float) -> None:
+    sockets = [await _open(url) for _ in range(connections)]
+    latencies: list[float] = []
+    interval = connections / rate
+    stop_at = time.perf_counter() + seconds
+
+    async def run(ws: ClientConnection, offset: float) -> None:
+        await asyncio.sleep(offset)
+
+        async def read() -> None:
+            while True:
+                text = await ws.recv()
+                latencies.append(time.perf_counter() - float(json.loads(text)["text"]))
+
+        reader = asyncio.create_task(read())
+        while time.perf_counter() < stop_at:
+            await ws.send(json.dumps({"type": "chat", "text": repr(time.perf_counter())}))
+            await asyncio.sleep(interval)
+        await asyncio.sleep(0.5)
+        reader.cancel()
+
+    await asyncio.gather(*(run(ws, i * interval / connections) for i, ws in enumerate(sockets)))
+    for ws in sockets:
+        await ws.close()
+    print(json.dumps({"latencies": latencies, "seconds": seconds}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["idle", "relay", "echo"])
+    parser.add_argument("--plan", type=Path)
+    parser.add_argument("--a", default="")
+    parser.add_argument("--b", default="")
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=100)
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    plan = json.loads(args.plan.read_text()) if args.plan else []
+    if args.mode == "idle":
+        asyncio.run(idle(plan, args.a, args.b))
+    elif args.mode == "relay":
+        asyncio.run(relay(plan, args.a, args.b, args.rate, args.seconds))
+    else:
+        asyncio.run(echo(args.a, args.connections, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
