@@ -45,10 +45,12 @@ def scratch_database(admin_dsn: str, prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def spean_server(env: dict[str, str], port: int, workers: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def spean_server(
+    env: dict[str, str], port: int, workers: int, log: Path, extra: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spean.cli", "serve", "--port", str(port), "--workers", str(workers)],
+            [sys.executable, "-m", "spean.cli", "serve", "--port", str(port), "--workers", str(workers), *extra],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

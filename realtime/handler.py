@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from typing import Any, cast
 
 import msgspec
@@ -31,7 +32,8 @@ MAX_FRAME = 64 * 1024
 AUTH_TIMEOUT_S = 10.0
 RATE_PER_S = 30.0
 BURST = 90.0
-MAX_STRIKES = 10  # malformed or over-rate frames tolerated before the socket is closed
+MAX_STRIKES = 10
+MAX_QUEUED = 1000  # malformed or over-rate frames tolerated before the socket is closed
 
 _CLOSE_BY_KIND = {
     ErrorKind.UNAUTHENTICATED: m.CLOSE_UNAUTHENTICATED,
@@ -71,7 +73,8 @@ class PeerSession:
         self.rooms: Rooms = state.rtc_rooms
         self.bus: Bus = state.rtc_bus
         self.pool = state.pool
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1000)
+        self.outbox: deque[str | None] = deque()
+        self.writer: asyncio.Task[None] | None = None
         self.bucket = TokenBucket(RATE_PER_S, BURST)
         self.strikes = 0
         self.principal: Principal | None = None
@@ -111,21 +114,37 @@ class PeerSession:
             raise Closing(code, "too_many_errors", "too many malformed or excess messages")
 
     def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.outbox.put_nowait(m.encode(message))
-        except asyncio.QueueFull:  # a peer that stopped reading: drop it rather than grow memory
-            raise Closing(m.CLOSE_RATE_LIMITED, "slow_consumer", "the connection cannot keep up") from None
+        self._enqueue(m.encode(message))
 
-    async def pump(self) -> None:
-        """Write queued messages in order; a None closes the socket after what came before it."""
-        while (text := await self.outbox.get()) is not None:
-            await self.socket.send_text(text)
-        await self.socket.close(self.close_code)
+    def _enqueue(self, item: str | None) -> None:
+        """Queue a frame (None: close after the frames before it); a writer task runs only while
+        there is something to write, so an idle socket costs no task of its own."""
+        if len(self.outbox) >= MAX_QUEUED and item is not None:
+            # A peer that stopped reading: drop it rather than grow memory.
+            raise Closing(m.CLOSE_RATE_LIMITED, "slow_consumer", "the connection cannot keep up")
+        self.outbox.append(item)
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.outbox:
+                item = self.outbox.popleft()
+                if item is None:
+                    await self.socket.close(self.close_code)
+                    return
+                await self.socket.send_text(item)
+        except Exception:  # the peer is gone; the reader side notices and cleans up
+            self.outbox.clear()
+
+    async def flushed(self, within_s: float) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.writer), within_s)
 
     def close_after_flush(self, code: int = 1000) -> None:
         self.close_code = code
-        with contextlib.suppress(asyncio.QueueFull):
-            self.outbox.put_nowait(None)
+        self._enqueue(None)
 
     def deliver(self, envelope_text: str) -> None:
         """Bus callback: "<seq>\n<envelope>" for the room; keep what is for this peer."""
@@ -317,7 +336,6 @@ class PeerSession:
 async def rtc(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     session = PeerSession(socket)
-    writer = asyncio.create_task(session.pump())
     joined = False
     try:
         await session.authenticate()
@@ -338,9 +356,7 @@ async def rtc(socket: WebSocket[Any, Any, Any]) -> None:
         log.exception("rtc_session_failed", room=session.room, peer=session.peer_id)
         session.close_after_flush(m.CLOSE_SERVER_ERROR)
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 2)
-        writer.cancel()
+        await session.flushed(2)
         if joined and not session.finished:
             with contextlib.suppress(Exception):
                 await session.leave_dropped()

@@ -66,6 +66,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             proxy_headers=True,
             forwarded_allow_ips=args.forwarded_allow_ips,
             timeout_graceful_shutdown=10,
+            ws=args.ws,
         )
     return 0
 
@@ -125,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip migrations at start-up")
+    serve.add_argument(
+        "--ws",
+        default="websockets-sansio",
+        choices=["websockets", "websockets-sansio", "wsproto"],
+        help="WebSocket implementation (default websockets-sansio: the least memory per socket)",
+    )
     serve.add_argument(
         "--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-For (comma-separated, or *)"
     )
