@@ -20,11 +20,23 @@ from infra.embedded import free_port
 from tests.factory import Factory, PatientLogin, Staff
 
 
-@dataclass(frozen=True)
+@dataclass
 class Servers:
     a: str  # ws://127.0.0.1:port
     b: str
     http_a: str
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    folder: Path
+
+    def kill_and_restart_b(self) -> None:
+        """Worker B dies without any clean-up (SIGKILL), and a new B starts on the same port."""
+        self.procs[1].kill()
+        self.procs[1].wait(10)
+        log = self.folder / f"server-{self.ports[1]}-restarted.log"
+        self.procs[1] = _start(self.env, self.ports[1], log)
+        _wait_ready(self.ports[1], self.procs[1], log)
 
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -70,7 +82,15 @@ def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         for port, proc in zip(ports, procs, strict=True):
             _wait_ready(port, proc, folder / f"server-{port}.log")
-        yield Servers(f"ws://127.0.0.1:{ports[0]}", f"ws://127.0.0.1:{ports[1]}", f"http://127.0.0.1:{ports[0]}")
+        yield Servers(
+            f"ws://127.0.0.1:{ports[0]}",
+            f"ws://127.0.0.1:{ports[1]}",
+            f"http://127.0.0.1:{ports[0]}",
+            env,
+            procs,
+            ports,
+            folder,
+        )
     finally:
         for proc in procs:
             proc.terminate()

@@ -164,3 +164,26 @@ async def test_ice_servers_carry_coturn_credentials(rtc_servers: Servers, consul
     assert turn["credential"] == base64.b64encode(digest).decode()
     assert "/v1/rtc" in page.text
     assert page.headers["content-type"].startswith("text/html")
+
+
+async def test_presence_survives_a_worker_dying(rtc_servers: Servers, consultation: Consultation) -> None:
+    c = consultation
+    specialist = await Signal.open(rtc_servers.a)
+    await specialist.join(c.specialist.token, c.appointment_id)
+    patient = await Signal.open(rtc_servers.b)
+    ready = await patient.join(c.patient.token, c.appointment_id)
+    await specialist.send(type="admit", peer=ready["peer"])
+    await patient.next("admitted")
+
+    rtc_servers.kill_and_restart_b()
+
+    # The room, the peer and its admission live in Redis: the patient resumes on the new worker B.
+    back = await Signal.open(rtc_servers.b)
+    resumed = await back.join(c.patient.token, c.appointment_id, resume=ready["session"])
+    assert (resumed["peer"], resumed["state"], resumed["resumed"]) == (ready["peer"], "admitted", True)
+    await specialist.send(type="chat", text="still there?")
+    assert (await back.next("chat"))["text"] == "still there?"
+    await back.send(type="chat", text="yes")
+    assert (await specialist.next("chat"))["text"] == "yes"
+    await specialist.send(type="end")
+    assert (await back.next("ended"))["type"] == "ended"
