@@ -10,8 +10,8 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.deps import Caller, Config, Conn
 from api.schemas import ExceptionIn, ReferralTargetIn
 from domain import facilities
-from domain.booking import availability
-from domain.booking.availability import Exception_
+from domain.booking import time_off
+from domain.booking.time_off import TimeOff
 
 
 class FacilityController(Controller):
@@ -54,9 +54,9 @@ class FacilityController(Controller):
     @post("/{facility_id:uuid}/closures", summary="Close the facility for a period (holiday)")
     async def add_closure(
         self, facility_id: FromPath[uuid.UUID], data: JSONBody[ExceptionIn], conn: Conn, principal: Caller
-    ) -> Exception_:
+    ) -> TimeOff:
         await facilities.get(conn, facility_id)
-        return await availability.add_exception(
+        return await time_off.add_exception(
             conn,
             principal,
             practitioner_id=None,
@@ -70,8 +70,8 @@ class FacilityController(Controller):
     async def remove_closure(
         self, facility_id: FromPath[uuid.UUID], exception_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
     ) -> None:
-        await availability.remove_exception(conn, principal, exception_id, facility_id=facility_id)
+        await time_off.remove_exception(conn, principal, exception_id, facility_id=facility_id)
 
     @get("/{facility_id:uuid}/closures", summary="List the facility's closures")
-    async def list_closures(self, facility_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> list[Exception_]:
-        return await availability.list_exceptions(conn, facility_id=facility_id)
+    async def list_closures(self, facility_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> list[TimeOff]:
+        return await time_off.list_exceptions(conn, facility_id=facility_id)

@@ -10,9 +10,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from api.deps import Caller, Config, Conn
 from api.schemas import AvailabilityIn, ExceptionIn, RuleOut
 from domain import practitioners
-from domain.booking import availability
-from domain.booking.availability import Exception_
+from domain.booking import availability, time_off
 from domain.booking.slots import Rule
+from domain.booking.time_off import TimeOff
 
 
 def _rule_out(rule: Rule) -> RuleOut:
@@ -73,8 +73,8 @@ class PractitionerController(Controller):
     @post("/{practitioner_id:uuid}/exceptions", summary="Block time off (leave, training)")
     async def add_exception(
         self, practitioner_id: FromPath[uuid.UUID], data: JSONBody[ExceptionIn], conn: Conn, principal: Caller
-    ) -> Exception_:
-        return await availability.add_exception(
+    ) -> TimeOff:
+        return await time_off.add_exception(
             conn,
             principal,
             practitioner_id=practitioner_id,
@@ -88,10 +88,10 @@ class PractitionerController(Controller):
     async def remove_exception(
         self, practitioner_id: FromPath[uuid.UUID], exception_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
     ) -> None:
-        await availability.remove_exception(conn, principal, exception_id, practitioner_id=practitioner_id)
+        await time_off.remove_exception(conn, principal, exception_id, practitioner_id=practitioner_id)
 
     @get("/{practitioner_id:uuid}/exceptions", summary="Time off")
     async def list_exceptions(
         self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
-    ) -> list[Exception_]:
-        return await availability.list_exceptions(conn, practitioner_id=practitioner_id)
+    ) -> list[TimeOff]:
+        return await time_off.list_exceptions(conn, practitioner_id=practitioner_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -18,79 +17,24 @@ import msgspec
 from domain import access
 from domain.audit import trail
 from domain.booking.availability import find_slot, pick_slot, slot_rules_sql
+from domain.booking.history import HISTORY_AUDIT_OUTBOX, record_args, record_change
+from domain.booking.model import (
+    EPOCH,
+    SELECT,
+    Appointment,
+    AppointmentEvent,
+    Mode,
+    Status,
+    load_appointment,
+    local_time,
+    to_appointment,
+)
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
 from infra.db import Connection
 
-Status = Literal["booked", "checked_in", "in_progress", "completed", "cancelled", "no_show"]
-Mode = Literal["video", "audio", "async"]
 CHECK_IN_OPENS = timedelta(minutes=60)
 _DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show"}
-
-
-class Appointment(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    patient_id: uuid.UUID
-    practitioner_id: uuid.UUID
-    facility_id: uuid.UUID
-    start: datetime
-    end: datetime
-    start_local: str
-    timezone: str
-    status: Status
-    mode: Mode
-    reason: str | None
-    booked_by: uuid.UUID
-    channel: str
-    cancel_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-
-class AppointmentEvent(msgspec.Struct, kw_only=True):
-    at: datetime
-    action: str
-    from_status: str | None
-    to_status: str
-    start: datetime
-    end: datetime
-    actor_user_id: uuid.UUID | None
-    reason: str | None
-
-
-_SELECT = """SELECT a.*, f.timezone, p.home_facility_id FROM appointments a
-             JOIN facilities f ON f.id = a.facility_id JOIN patients p ON p.id = a.patient_id"""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _local(instant: datetime, timezone: str) -> str:
-    return instant.astimezone(ZoneInfo(timezone)).isoformat()
-
-
-def _to_appointment(row: asyncpg.Record) -> Appointment:
-    start: datetime = row["start_at"]
-    return Appointment(
-        id=row["id"],
-        patient_id=row["patient_id"],
-        practitioner_id=row["practitioner_id"],
-        facility_id=row["facility_id"],
-        start=start,
-        end=row["end_at"],
-        start_local=_local(start, row["timezone"]),
-        timezone=row["timezone"],
-        status=row["status"],
-        mode=row["mode"],
-        reason=row["reason"],
-        booked_by=row["booked_by"],
-        channel=row["channel"],
-        cancel_reason=row["cancel_reason"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-    )
 
 
 def _overlap_conflict(exc: asyncpg.ExclusionViolationError) -> Conflict:
@@ -145,7 +89,7 @@ async def book(
         facility_id=rule.facility_id,
         start=slot.start,
         end=slot.end,
-        start_local=_local(slot.start, rule.timezone),
+        start_local=local_time(slot.start, rule.timezone),
         timezone=rule.timezone,
         status="booked",
         mode=mode,
@@ -153,8 +97,8 @@ async def book(
         booked_by=principal.user_id,
         channel=principal.channel,
         cancel_reason=None,
-        created_at=_EPOCH,
-        updated_at=_EPOCH,
+        created_at=EPOCH,
+        updated_at=EPOCH,
         version=1,
     )
     try:
@@ -165,9 +109,9 @@ async def book(
                                               mode, reason, booked_by, channel)
                     VALUES ($1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12)
                     RETURNING created_at
-                ), {_HISTORY_AUDIT_OUTBOX}
+                ), {HISTORY_AUDIT_OUTBOX}
                 SELECT created_at FROM change""",
-            *_record_args(principal, appointment, "book", None, None),
+            *record_args(principal, appointment, "book", None, None),
             practitioner_id,
             mode,
             reason,
@@ -178,18 +122,11 @@ async def book(
     return appointment
 
 
-async def load_appointment(conn: Connection, appointment_id: uuid.UUID, *, for_update: bool = False) -> Appointment:
-    row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1{' FOR UPDATE OF a' if for_update else ''}", appointment_id)
-    if row is None:
-        raise NotFound("appointment_not_found", "no such appointment")
-    return _to_appointment(row)
-
-
 async def _load_visible(
     conn: Connection, principal: Principal, appointment_id: uuid.UUID, *, for_update: bool = False
 ) -> Appointment:
     row = await conn.fetchrow(
-        f"""{_SELECT.replace("SELECT a.*", f"SELECT {access.APPOINTMENT_VISIBLE} AS visible, a.*")}
+        f"""{SELECT.replace("SELECT a.*", f"SELECT {access.APPOINTMENT_VISIBLE} AS visible, a.*")}
             WHERE a.id = $6{" FOR UPDATE OF a" if for_update else ""}""",
         *access.appointment_args(principal),
         appointment_id,
@@ -198,66 +135,7 @@ async def _load_visible(
         raise NotFound("appointment_not_found", "no such appointment")
     if not row["visible"]:
         raise Forbidden("appointment_access_denied", "you may not access this appointment")
-    return _to_appointment(row)
-
-
-# History, audit and outbox rows for a change, as data-modifying CTEs of one statement (the
-# hottest paths pay one round trip, not three). Parameters are those of _record_args.
-# The audit row has the shape domain.audit.trail writes.
-_HISTORY_AUDIT_OUTBOX = """
-    history AS (
-        INSERT INTO appointment_events (appointment_id, actor_user_id, action, from_status, to_status,
-                                        start_at, end_at, reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    ), audit AS (
-        INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
-                                  resource_id, channel, outcome, request_id)
-        VALUES ($2, $9, $10, $11, $3, 'Appointment', $1::text, $12, 'success', $13)
-    ), announced AS (
-        INSERT INTO outbox (topic, payload) VALUES ('appointment.' || $3, $14)
-    )"""
-
-
-def _record_args(
-    principal: Principal, appointment: Appointment, action: trail.Action, from_status: str | None, reason: str | None
-) -> tuple[object, ...]:
-    payload = {
-        "appointment_id": str(appointment.id),
-        "patient_id": str(appointment.patient_id),
-        "practitioner_id": str(appointment.practitioner_id),
-        "start": appointment.start.isoformat(),
-        "status": appointment.status,
-    }
-    return (
-        appointment.id,
-        principal.user_id,
-        action,
-        from_status,
-        appointment.status,
-        appointment.start,
-        appointment.end,
-        reason,
-        principal.primary_role,
-        appointment.facility_id,
-        appointment.patient_id,
-        principal.channel,
-        principal.request_id,
-        payload,
-    )
-
-
-async def record_change(
-    conn: Connection,
-    principal: Principal,
-    appointment: Appointment,
-    action: trail.Action,
-    from_status: str | None,
-    reason: str | None,
-) -> None:
-    """History, audit and outbox for a change, in the change's own transaction."""
-    await conn.execute(
-        f"WITH {_HISTORY_AUDIT_OUTBOX} SELECT 1", *_record_args(principal, appointment, action, from_status, reason)
-    )
+    return to_appointment(row)
 
 
 async def get(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
@@ -306,7 +184,7 @@ class AppointmentQuery(msgspec.Struct, kw_only=True):
 async def search(conn: Connection, principal: Principal, query: AppointmentQuery) -> list[Appointment]:
     """Appointments the caller may see, ordered by start; filters narrow, never widen, that set."""
     rows = await conn.fetch(
-        f"""{_SELECT} WHERE {access.APPOINTMENT_VISIBLE}
+        f"""{SELECT} WHERE {access.APPOINTMENT_VISIBLE}
               AND ($6::uuid IS NULL OR a.patient_id = $6)
               AND ($7::uuid IS NULL OR a.practitioner_id = $7)
               AND ($8::uuid IS NULL OR a.facility_id = $8)
@@ -326,7 +204,7 @@ async def search(conn: Connection, principal: Principal, query: AppointmentQuery
         query.after[1] if query.after else None,
         query.limit,
     )
-    appointments = [_to_appointment(r) for r in rows]
+    appointments = [to_appointment(r) for r in rows]
     if appointments:
         await trail.record(
             conn,
@@ -420,3 +298,22 @@ async def check_in(conn: Connection, principal: Principal, appointment_id: uuid.
 
 async def mark_no_show(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
     return await _transition(conn, principal, appointment_id, action="no_show", allowed_from=("booked",), to="no_show")
+
+
+__all__ = [
+    "Appointment",
+    "AppointmentEvent",
+    "AppointmentQuery",
+    "Mode",
+    "Status",
+    "book",
+    "cancel",
+    "check_in",
+    "get",
+    "history",
+    "load_appointment",
+    "mark_no_show",
+    "record_change",
+    "reschedule",
+    "search",
+]

@@ -10,7 +10,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from domain.booking.appointments import Appointment, load_appointment, record_change
+from domain.booking.history import record_change
+from domain.booking.model import Appointment, load_appointment
 from domain.errors import Conflict, Forbidden, NotFound
 from domain.principal import Principal
 from infra.db import Connection
