@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 
 from domain.errors import Forbidden, NotFound
-from domain.principal import Principal
+from domain.principal import Principal, Role
 from infra.db import Connection
 
 # Placeholders: $1 everything, $2 home facilities, $3 user id, $4 practitioner id, and for
@@ -113,3 +113,33 @@ async def require_can_manage_schedule(
     if (facility_id is not None and facility_id in admin_of) or (facility_id is None and facilities & admin_of):
         return
     raise Forbidden("schedule_access_denied", "only the practitioner or their facility admin may change this")
+
+
+# Roles that write clinical data. A facility admin manages staff and the network, not care.
+CLINICAL_ROLES: tuple[Role, ...] = ("chw", "clinician", "specialist")
+
+
+async def require_can_write_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
+    """A health worker in a clinical role who may see the patient writes to their record.
+
+    Returns the patient's home facility."""
+    home = await require_can_read_patient(conn, principal, patient_id)
+    if not any(principal.has_role(role) for role in CLINICAL_ROLES):
+        raise Forbidden("role_required", "only a CHW, clinician or specialist writes to the record")
+    return home
+
+
+def authoring_facility(principal: Principal, *preferred: uuid.UUID | None) -> uuid.UUID | None:
+    """The facility an entry is recorded from: the first of `preferred` (the consultation's
+    facility, then the patient's home facility) where the author holds a clinical role, else the
+    author's own clinical facility (the lowest id, so the choice is stable)."""
+    mine = principal.facilities_with(*CLINICAL_ROLES)
+    for facility in preferred:
+        if facility in mine:
+            return facility
+    return min(mine) if mine else None
+
+
+async def require_can_read_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
+    """Reading clinical entries (see the module docstring). Returns the patient's home facility."""
+    return await require_can_read_patient(conn, principal, patient_id)

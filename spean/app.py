@@ -25,6 +25,7 @@ from api.routes.health import health, metrics, ready
 from api.routes.me import MeController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
+from api.routes.record import RecordController
 from api.routes.slots import SlotController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             PatientController,
             SlotController,
             AppointmentController,
+            RecordController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -9,7 +9,21 @@ from typing import Literal
 from domain.principal import Principal
 from infra.db import Connection
 
-Action = Literal["read", "search", "create", "update", "book", "reschedule", "cancel", "check_in", "no_show"]
+Action = Literal[
+    "read",
+    "search",
+    "create",
+    "update",
+    "book",
+    "reschedule",
+    "cancel",
+    "check_in",
+    "no_show",
+    "complete",
+    "correct",
+    "entered_in_error",
+    "export",
+]
 
 
 async def record(

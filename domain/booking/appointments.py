@@ -25,7 +25,7 @@ from infra.db import Connection
 Status = Literal["booked", "checked_in", "in_progress", "completed", "cancelled", "no_show"]
 Mode = Literal["video", "audio", "async"]
 CHECK_IN_OPENS = timedelta(minutes=60)
-_DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show"}
+_DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show", "complete": "completed"}
 
 
 class Appointment(msgspec.Struct, kw_only=True):
@@ -370,7 +370,7 @@ async def _transition(
     principal: Principal,
     appointment_id: uuid.UUID,
     *,
-    action: Literal["cancel", "check_in", "no_show"],
+    action: Literal["cancel", "check_in", "no_show", "complete"],
     allowed_from: tuple[Status, ...],
     to: Status,
     reason: str | None = None,
@@ -381,6 +381,8 @@ async def _transition(
     now = datetime.now(UTC)
     if action == "check_in" and not (current.start - CHECK_IN_OPENS <= now < current.end):
         raise Conflict("check_in_closed", "check-in opens 60 minutes before the start and closes at its end")
+    if action == "complete" and principal.practitioner_id != current.practitioner_id:
+        raise Forbidden("not_your_consultation", "only the consulting practitioner completes a consultation")
     if action == "no_show":
         if not principal.is_staff and not principal.is_system_admin:
             raise Forbidden("role_required", "only staff may mark a no-show")
@@ -420,3 +422,11 @@ async def check_in(conn: Connection, principal: Principal, appointment_id: uuid.
 
 async def mark_no_show(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
     return await _transition(conn, principal, appointment_id, action="no_show", allowed_from=("booked",), to="no_show")
+
+
+async def complete(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
+    """The consulting practitioner closes the consultation (domain.record.consultation writes its
+    results in the same transaction)."""
+    return await _transition(
+        conn, principal, appointment_id, action="complete", allowed_from=("checked_in", "in_progress"), to="completed"
+    )

@@ -1,0 +1,193 @@
+"""The shared record's rules: write an entry, correct it (a new version), mark it entered in
+error (a new version), read it, its history, and a patient's current record.
+
+Every change is a new row; the previous head is only flagged superseded. A correction names the
+version it corrects (`expected_version`): if someone else changed the entry first, the caller
+gets a conflict with the current version instead of silently overwriting it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from domain import access
+from domain.audit import trail
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.principal import Principal
+from domain.record import store
+from domain.record.types import EncounterIn, Entry, EntryIn
+from domain.record.validate import check
+from infra.db import Connection
+
+# FHIR resource type of each kind, as named in the audit trail.
+RESOURCE_TYPE = {
+    "encounter": "Encounter",
+    "observation": "Observation",
+    "condition": "Condition",
+    "prescription": "MedicationRequest",
+    "note": "ClinicalNote",
+}
+
+
+def _kind(entry: EntryIn) -> str:
+    kind: str = type(entry).__struct_config__.tag  # type: ignore[assignment]
+    return kind
+
+
+async def _check_encounter(conn: Connection, patient_id: uuid.UUID, encounter_id: uuid.UUID | None) -> None:
+    if encounter_id is None:
+        return
+    encounter = await store.head(conn, encounter_id)
+    if encounter is None or encounter.kind != "encounter" or encounter.patient_id != patient_id:
+        raise InvalidInput("encounter_not_found", "no such encounter for this patient", field="encounter_id")
+    if encounter.status == "entered_in_error":
+        raise Conflict("encounter_entered_in_error", "that encounter was entered in error")
+
+
+async def write(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    entry: EntryIn,
+    *,
+    appointment_id: uuid.UUID | None = None,
+    appointment_facility: uuid.UUID | None = None,
+    home_facility: uuid.UUID | None = None,
+) -> Entry:
+    """Add a new entry (version 1). Callers that already checked access pass `home_facility`."""
+    if home_facility is None:
+        home_facility = await access.require_can_write_record(conn, principal, patient_id)
+    checked = check(entry)
+    encounter_id = None if isinstance(entry, EncounterIn) else entry.encounter_id
+    await _check_encounter(conn, patient_id, encounter_id)
+    facility = access.authoring_facility(principal, appointment_facility, home_facility)
+    created = await store.insert(
+        conn,
+        id=uuid.uuid4(),
+        version=1,
+        patient_id=patient_id,
+        kind=_kind(entry),
+        status="current",
+        encounter_id=encounter_id,
+        appointment_id=appointment_id,
+        code=checked.code,
+        body=checked.body,
+        effective_at=checked.effective_at,
+        author_user_id=principal.user_id,
+        author_role=principal.primary_role,
+        facility_id=facility,
+        channel=principal.channel,
+    )
+    await _audit(conn, principal, "create", created)
+    return created
+
+
+async def _locked_head(conn: Connection, entry_id: uuid.UUID, expected_version: int) -> Entry:
+    current = await store.head(conn, entry_id, for_update=True)
+    if current is None:
+        raise NotFound("entry_not_found", "no such record entry")
+    if current.version != expected_version:
+        raise Conflict(
+            "version_conflict",
+            f"the entry is now at version {current.version}: read it and apply your change again",
+            current_version=current.version,
+        )
+    if current.status == "entered_in_error":
+        raise Conflict("entered_in_error", "the entry was entered in error; record a new one instead")
+    return current
+
+
+async def correct(
+    conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, entry: EntryIn, reason: str
+) -> Entry:
+    """Replace an entry's content by a new version; the old one stays, superseded."""
+    current = await _locked_head(conn, entry_id, expected_version)
+    await access.require_can_write_record(conn, principal, current.patient_id)
+    if _kind(entry) != current.kind:
+        raise InvalidInput("kind_mismatch", f"a correction of a {current.kind} must be a {current.kind}", field="kind")
+    checked = check(entry)
+    encounter_id = current.encounter_id if isinstance(entry, EncounterIn) else entry.encounter_id
+    await _check_encounter(conn, current.patient_id, encounter_id)
+    return await _new_version(
+        conn, principal, current, "current", reason, code=checked.code, body=checked.body,
+        effective_at=checked.effective_at, encounter_id=encounter_id,
+    )  # fmt: skip
+
+
+async def mark_entered_in_error(
+    conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, reason: str
+) -> Entry:
+    """Never deleted: a new version says the entry was a mistake, and reads hide it by default."""
+    current = await _locked_head(conn, entry_id, expected_version)
+    await access.require_can_write_record(conn, principal, current.patient_id)
+    return await _new_version(
+        conn, principal, current, "entered_in_error", reason, code=current.code, body=current.body,
+        effective_at=current.effective_at, encounter_id=current.encounter_id,
+    )  # fmt: skip
+
+
+async def _new_version(
+    conn: Connection, principal: Principal, current: Entry, status: str, reason: str, **content: object
+) -> Entry:
+    await store.supersede(conn, current.id, current.version)
+    created = await store.insert(
+        conn,
+        id=current.id,
+        version=current.version + 1,
+        patient_id=current.patient_id,
+        kind=current.kind,
+        status=status,
+        appointment_id=current.appointment_id,
+        author_user_id=principal.user_id,
+        author_role=principal.primary_role,
+        facility_id=access.authoring_facility(principal, current.provenance.facility_id),
+        channel=principal.channel,
+        reason=reason,
+        **content,
+    )
+    await _audit(conn, principal, "correct" if status == "current" else "entered_in_error", created)
+    return created
+
+
+async def _audit(conn: Connection, principal: Principal, action: trail.Action, entry: Entry) -> None:
+    await trail.record(
+        conn,
+        principal,
+        action=action,
+        resource_type=RESOURCE_TYPE[entry.kind],
+        resource_id=entry.id,
+        patient_ids=[entry.patient_id],
+        facility_id=entry.provenance.facility_id,
+    )
+
+
+async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> Entry:
+    entry = await store.head(conn, entry_id)
+    if entry is None:
+        raise NotFound("entry_not_found", "no such record entry")
+    await access.require_can_read_record(conn, principal, entry.patient_id)
+    await _audit(conn, principal, "read", entry)
+    return entry
+
+
+async def history(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> list[Entry]:
+    entry = await get(conn, principal, entry_id)
+    return await store.versions(conn, entry.id)
+
+
+async def patient_record(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    kind: str | None = None,
+    include_errors: bool = False,
+    limit: int = 200,
+) -> list[Entry]:
+    """The patient's current entries, most recent first."""
+    await access.require_can_read_record(conn, principal, patient_id)
+    entries = await store.heads_of_patient(conn, patient_id, kind=kind, include_errors=include_errors, limit=limit)
+    await trail.record(
+        conn, principal, action="search", resource_type="Record", resource_id=patient_id, patient_ids=[patient_id]
+    )
+    return entries
