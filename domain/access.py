@@ -6,12 +6,17 @@
 - A facility admin also reaches the appointments held at their facility.
 - A system admin reaches everything (and is audited like everyone else).
 
+The clinical record (entries, not demographics) is stricter; see RECORD_BASIS: a patient reads
+their own; a health worker reads it for treatment, with the patient's consent, or by break-glass.
+Nobody else, not even a system admin.
+
 The SQL fragments below are the same rules as queries, so lists are filtered in the database.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 from domain.errors import Forbidden, NotFound
 from domain.principal import Principal, Role
@@ -140,6 +145,61 @@ def authoring_facility(principal: Principal, *preferred: uuid.UUID | None) -> uu
     return min(mine) if mine else None
 
 
-async def require_can_read_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
-    """Reading clinical entries (see the module docstring). Returns the patient's home facility."""
-    return await require_can_read_patient(conn, principal, patient_id)
+# Why may the caller read this patient's clinical record? NULL means they may not.
+# Placeholders: $1 the caller's clinical facilities, $2 user id, $3 practitioner id; `p` is the patient.
+#   self        the patient's own login (or a shared family phone linked to them)
+#   treatment   a CHW/clinician/specialist of the patient's home facility, or the practitioner of
+#               a consultation with the patient that is open or ended within TREATING_DAYS
+#   consent     an active consent naming the caller (practitioner), a facility where the caller
+#               works (facility), or the referral network of the consent's facility, meaning that
+#               facility and the reference centres it refers to (network)
+#   break_glass an unexpired break-glass grant of the caller for this patient
+TREATING_DAYS = 30
+RECORD_BASIS = f"""(CASE
+    WHEN EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $2::uuid)
+        THEN 'self'
+    WHEN p.home_facility_id = ANY($1::uuid[])
+      OR ($3::uuid IS NOT NULL AND EXISTS (
+            SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $3::uuid
+              AND (ap.status IN ('booked', 'checked_in', 'in_progress')
+                   OR (ap.status = 'completed' AND ap.updated_at > now() - interval '{TREATING_DAYS} days'))))
+        THEN 'treatment'
+    WHEN EXISTS (
+            SELECT 1 FROM consents c WHERE c.patient_id = p.id AND c.revoked_at IS NULL
+              AND (c.expires_at IS NULL OR c.expires_at > now())
+              AND ((c.scope = 'practitioner' AND c.practitioner_id = $3::uuid)
+                   OR (c.scope IN ('facility', 'network') AND c.facility_id = ANY($1::uuid[]))
+                   OR (c.scope = 'network' AND EXISTS (
+                        SELECT 1 FROM referral_links rl
+                        WHERE rl.from_facility_id = c.facility_id AND rl.to_facility_id = ANY($1::uuid[])))))
+        THEN 'consent'
+    WHEN EXISTS (SELECT 1 FROM break_glass_grants bg
+                 WHERE bg.patient_id = p.id AND bg.user_id = $2::uuid AND bg.expires_at > now())
+        THEN 'break_glass'
+END)"""
+
+
+def record_args(principal: Principal) -> tuple[object, ...]:
+    return (list(principal.facilities_with(*CLINICAL_ROLES)), principal.user_id, principal.practitioner_id)
+
+
+class RecordAccess(NamedTuple):
+    home_facility_id: uuid.UUID
+    basis: str  # self | treatment | consent | break_glass: the audit trail's purpose of the read
+
+
+async def require_can_read_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> RecordAccess:
+    """Reading clinical entries: allowed on one of the bases of RECORD_BASIS, else consent_required."""
+    row = await conn.fetchrow(
+        f"SELECT p.home_facility_id, {RECORD_BASIS} AS basis FROM patients p WHERE p.id = $4",
+        *record_args(principal),
+        patient_id,
+    )
+    if row is None:
+        raise NotFound("patient_not_found", "no such patient", field="patient_id")
+    if row["basis"] is None:
+        raise Forbidden(
+            "consent_required",
+            "the patient has not consented to you reading their record; in an emergency, use break-glass access",
+        )
+    return RecordAccess(row["home_facility_id"], row["basis"])

@@ -20,6 +20,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.auth import AuthController
+from api.routes.consent import ConsentController
 from api.routes.facilities import FacilityController
 from api.routes.health import health, metrics, ready
 from api.routes.me import MeController
@@ -96,6 +97,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             SlotController,
             AppointmentController,
             RecordController,
+            ConsentController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -23,6 +23,9 @@ Action = Literal[
     "correct",
     "entered_in_error",
     "export",
+    "consent",
+    "revoke_consent",
+    "break_glass",
 ]
 
 

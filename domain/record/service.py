@@ -149,7 +149,15 @@ async def _new_version(
     return created
 
 
-async def _audit(conn: Connection, principal: Principal, action: trail.Action, entry: Entry) -> None:
+async def _audit(
+    conn: Connection,
+    principal: Principal,
+    action: trail.Action,
+    entry: Entry,
+    purpose: str | None = None,
+    facility_id: uuid.UUID | None = None,
+) -> None:
+    """Writes name the entry's facility; reads name the reader's (as the patient's access log shows it)."""
     await trail.record(
         conn,
         principal,
@@ -157,7 +165,8 @@ async def _audit(conn: Connection, principal: Principal, action: trail.Action, e
         resource_type=RESOURCE_TYPE[entry.kind],
         resource_id=entry.id,
         patient_ids=[entry.patient_id],
-        facility_id=entry.provenance.facility_id,
+        facility_id=facility_id or entry.provenance.facility_id,
+        purpose=purpose,
     )
 
 
@@ -165,8 +174,9 @@ async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> En
     entry = await store.head(conn, entry_id)
     if entry is None:
         raise NotFound("entry_not_found", "no such record entry")
-    await access.require_can_read_record(conn, principal, entry.patient_id)
-    await _audit(conn, principal, "read", entry)
+    grant = await access.require_can_read_record(conn, principal, entry.patient_id)
+    reader_facility = access.authoring_facility(principal, grant.home_facility_id)
+    await _audit(conn, principal, "read", entry, purpose=grant.basis, facility_id=reader_facility)
     return entry
 
 
@@ -185,9 +195,16 @@ async def patient_record(
     limit: int = 200,
 ) -> list[Entry]:
     """The patient's current entries, most recent first."""
-    await access.require_can_read_record(conn, principal, patient_id)
+    grant = await access.require_can_read_record(conn, principal, patient_id)
     entries = await store.heads_of_patient(conn, patient_id, kind=kind, include_errors=include_errors, limit=limit)
     await trail.record(
-        conn, principal, action="search", resource_type="Record", resource_id=patient_id, patient_ids=[patient_id]
+        conn,
+        principal,
+        action="search",
+        resource_type="Record",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=access.authoring_facility(principal, grant.home_facility_id),
+        purpose=grant.basis,  # 'break_glass' flags an emergency read in the trail
     )
     return entries
