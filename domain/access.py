@@ -4,6 +4,8 @@
 - A CHW, clinician or facility admin reaches the patients whose home facility is theirs.
 - A specialist reaches their own schedule and appointments, and the patients booked with them.
 - A facility admin also reaches the appointments held at their facility.
+- Staff of a reference centre reach the patients referred to it while the referral is open or
+  was answered within TREATING_DAYS (REFERRED_HERE).
 - A system admin reaches everything (and is audited like everyone else).
 
 The clinical record (entries, not demographics) is stricter; see RECORD_BASIS: a patient reads
@@ -22,15 +24,24 @@ from domain.errors import Forbidden, NotFound
 from domain.principal import Principal, Role
 from infra.db import Connection
 
+TREATING_DAYS = 30
+
+# A referral of patient `p` to a facility where user $U works, open or recently answered.
+_REFERRED_HERE = f"""SELECT 1 FROM referrals r JOIN memberships m ON m.facility_id = r.to_facility_id
+    WHERE r.patient_id = p.id AND m.user_id = {{user}}::uuid
+      AND (r.status IN ('requested', 'accepted')
+           OR (r.status = 'answered' AND r.updated_at > now() - interval '{TREATING_DAYS} days'))"""
+
 # Placeholders: $1 everything, $2 home facilities, $3 user id, $4 practitioner id, and for
 # appointments $5 administered facilities (see patient_args, appointment_args). Queries number
 # their own parameters after these.
-PATIENT_VISIBLE = """(
+PATIENT_VISIBLE = f"""(
     $1::boolean
     OR p.home_facility_id = ANY($2::uuid[])
     OR EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3::uuid)
     OR ($4::uuid IS NOT NULL AND EXISTS (
         SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $4::uuid))
+    OR EXISTS ({_REFERRED_HERE.format(user="$3")})
 )"""
 
 # The patient's own side: their login, a health worker of their home facility, or a system admin.
@@ -148,13 +159,15 @@ def authoring_facility(principal: Principal, *preferred: uuid.UUID | None) -> uu
 # Why may the caller read this patient's clinical record? NULL means they may not.
 # Placeholders: $1 the caller's clinical facilities, $2 user id, $3 practitioner id; `p` is the patient.
 #   self        the patient's own login (or a shared family phone linked to them)
-#   treatment   a CHW/clinician/specialist of the patient's home facility, or the practitioner of
-#               a consultation with the patient that is open or ended within TREATING_DAYS
+#   treatment   a CHW/clinician/specialist of the patient's home facility, the practitioner of
+#               a consultation with the patient that is open or ended within TREATING_DAYS, or
+#               staff of a centre the patient was referred to (REFERRED_HERE): referring implies
+#               consent to share the record with the centre that will treat
+
 #   consent     an active consent naming the caller (practitioner), a facility where the caller
 #               works (facility), or the referral network of the consent's facility, meaning that
 #               facility and the reference centres it refers to (network)
 #   break_glass an unexpired break-glass grant of the caller for this patient
-TREATING_DAYS = 30
 RECORD_BASIS = f"""(CASE
     WHEN EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $2::uuid)
         THEN 'self'
@@ -163,6 +176,7 @@ RECORD_BASIS = f"""(CASE
             SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $3::uuid
               AND (ap.status IN ('booked', 'checked_in', 'in_progress')
                    OR (ap.status = 'completed' AND ap.updated_at > now() - interval '{TREATING_DAYS} days'))))
+      OR EXISTS ({_REFERRED_HERE.format(user="$2")})
         THEN 'treatment'
     WHEN EXISTS (
             SELECT 1 FROM consents c WHERE c.patient_id = p.id AND c.revoked_at IS NULL

@@ -27,6 +27,7 @@ from api.routes.me import MeController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
+from api.routes.referrals import ReferralController
 from api.routes.slots import SlotController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
@@ -98,6 +99,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             AppointmentController,
             RecordController,
             ConsentController,
+            ReferralController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
