@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: int = 24 * 3600
     sms_sender: Literal["log"] = "log"
     public_base_url: str = "http://127.0.0.1:8000"
+    audit_seal_interval_s: int = 60  # how often each worker links new audit events into the hash chain
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -74,6 +75,7 @@ _VARS: dict[str, str] = {
     "SPEAN_IDEMPOTENCY_TTL": "idempotency_ttl_s",
     "SPEAN_SMS_SENDER": "sms_sender",
     "SPEAN_PUBLIC_BASE_URL": "public_base_url",
+    "SPEAN_AUDIT_SEAL_INTERVAL": "audit_seal_interval_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -87,6 +89,7 @@ _POSITIVE = {
     "otp_per_phone_per_hour",
     "otp_per_ip_per_hour",
     "idempotency_ttl_s",
+    "audit_seal_interval_s",
 }
 
 

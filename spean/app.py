@@ -38,6 +38,7 @@ from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate
 from sms.sender import LogSmsSender, SmsSender
+from spean import sealer
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -77,7 +78,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 ),
             )
             try:
-                async with housekeeping.running(app.state.pool):
+                async with (
+                    housekeeping.running(app.state.pool),
+                    sealer.running(app.state.pool, settings.audit_seal_interval_s),
+                ):
                     yield
             finally:
                 await app.state.redis.aclose()
