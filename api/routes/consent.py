@@ -1,8 +1,9 @@
-"""Consent (grant, list, revoke), break-glass access, and the patient's access log."""
+"""Consent (grant, list, revoke), break-glass access, the patient's access log and the audit export."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -14,6 +15,7 @@ from api.deps import Caller, Conn
 from api.schemas import Reason
 from domain.audit import access_log
 from domain.audit.access_log import AccessLogEntry
+from domain.audit.export import AuditEvent, export
 from domain.consent import service
 from domain.consent.service import BreakGlass, BreakGlassIn, Consent, ConsentIn
 from domain.errors import Forbidden
@@ -26,6 +28,11 @@ class RevokeIn(msgspec.Struct, kw_only=True):
 class AccessLogPage(msgspec.Struct, kw_only=True):
     items: list[AccessLogEntry]
     next_before: int | None  # pass as ?before= for older events
+
+
+class AuditPage(msgspec.Struct, kw_only=True):
+    items: list[AuditEvent]
+    next_after: int | None  # pass as ?after= for the next page
 
 
 class ConsentController(Controller):
@@ -65,3 +72,17 @@ class ConsentController(Controller):
             raise Forbidden("patient_login_required", "the access log is the patient's own view; staff export it")
         items = await access_log.for_patient_login(conn, principal, before_id=before, limit=limit)
         return AccessLogPage(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+    @get("/v1/facilities/{facility_id:uuid}/audit-events", summary="Export the audit trail (facility admin)")
+    async def export_audit(
+        self,
+        facility_id: FromPath[uuid.UUID],
+        conn: Conn,
+        principal: Caller,
+        after: FromQuery[int | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+    ) -> AuditPage:
+        items = await export(conn, principal, facility_id, after_id=after, since=since, until=until, limit=limit)
+        return AuditPage(items=items, next_after=items[-1].id if len(items) == limit else None)

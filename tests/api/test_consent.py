@@ -172,3 +172,21 @@ class TestAccessLog:
         assert "create" in [e["action"] for e in rest]
         staff = await client.get("/v1/me/access-log", headers=c.chw.headers)
         assert staff.json()["code"] == "patient_login_required"
+
+
+class TestAuditExport:
+    async def test_facility_admin_exports_its_events_only(self, client: Client, factory: Factory) -> None:
+        c = await cast(client, factory)
+        admin = {"Authorization": f"Bearer {await factory.facility_admin(c.post)}"}
+        response = await client.get(f"/v1/facilities/{c.post}/audit-events", headers=admin)
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        assert {e["patient_id"] for e in items if e["patient_id"]} == {str(c.patient.patient_id)}
+        assert ("create", "Observation") in {(e["action"], e["resource_type"]) for e in items}
+        page = await client.get(f"/v1/facilities/{c.post}/audit-events", params={"limit": 1}, headers=admin)
+        after = page.json()["next_after"]
+        rest = await client.get(f"/v1/facilities/{c.post}/audit-events", params={"after": after}, headers=admin)
+        assert [e["id"] for e in rest.json()["items"]][: len(items) - 1] == [e["id"] for e in items[1:]]
+        other = await client.get(f"/v1/facilities/{c.centre}/audit-events", headers=admin)
+        assert other.status_code == 403
+        assert (await client.get(f"/v1/facilities/{c.post}/audit-events", headers=c.chw.headers)).status_code == 403
