@@ -17,6 +17,7 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.routes import FhirController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.auth import AuthController
@@ -104,6 +105,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             RecordController,
             ConsentController,
             ReferralController,
+            FhirController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -9,6 +9,7 @@ gets a conflict with the current version instead of silently overwriting it.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from domain import access
 from domain.audit import trail
@@ -206,5 +207,44 @@ async def patient_record(
         patient_ids=[patient_id],
         facility_id=access.authoring_facility(principal, grant.home_facility_id),
         purpose=grant.basis,  # 'break_glass' flags an emergency read in the trail
+    )
+    return entries
+
+
+async def search(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    kinds: list[str],
+    include_errors: bool = False,
+    effective_from: datetime | None = None,
+    effective_to: datetime | None = None,
+    recorded_since: datetime | None = None,
+    after_seq: int | None = None,
+    limit: int = 100,
+) -> list[Entry]:
+    """The patient's entries of some kinds in change order (FHIR search, $everything, paging by seq)."""
+    grant = await access.require_can_read_record(conn, principal, patient_id)
+    entries = await store.search_heads(
+        conn,
+        patient_id,
+        kinds=kinds,
+        include_errors=include_errors,
+        effective_from=effective_from,
+        effective_to=effective_to,
+        recorded_since=recorded_since,
+        after_seq=after_seq,
+        limit=limit,
+    )
+    await trail.record(
+        conn,
+        principal,
+        action="search",
+        resource_type="Record",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=access.authoring_facility(principal, grant.home_facility_id),
+        purpose=grant.basis,
     )
     return entries

@@ -83,3 +83,35 @@ async def heads_of_patient(
         limit,
     )
     return [to_entry(r) for r in rows]
+
+
+async def search_heads(
+    conn: Connection,
+    patient_id: uuid.UUID,
+    *,
+    kinds: list[str],
+    include_errors: bool,
+    effective_from: Any = None,
+    effective_to: Any = None,
+    recorded_since: Any = None,
+    after_seq: int | None = None,
+    limit: int,
+) -> list[Entry]:
+    """Heads in change order (seq): a stable keyset for paging and for "what changed since"."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM record_entries
+            WHERE patient_id = $1 AND status <> 'superseded' AND kind = ANY($2::text[])
+              AND ($3 OR status = 'current')
+              AND ($4::timestamptz IS NULL OR effective_at >= $4) AND ($5::timestamptz IS NULL OR effective_at < $5)
+              AND ($6::timestamptz IS NULL OR recorded_at > $6) AND ($7::bigint IS NULL OR seq > $7)
+            ORDER BY seq LIMIT $8""",
+        patient_id,
+        kinds,
+        include_errors,
+        effective_from,
+        effective_to,
+        recorded_since,
+        after_seq,
+        limit,
+    )
+    return [to_entry(r) for r in rows]
