@@ -23,6 +23,8 @@ SEARCHABLE = {
     "Organization": [],
     "Appointment": [],
     "ServiceRequest": [],
+    "Provenance": ["patient", "_count"],
+    "AuditEvent": ["site", "_count"],
 }
 _PARAM_TYPES = {
     "_count": "number",
@@ -32,6 +34,7 @@ _PARAM_TYPES = {
     "patient": "reference",
     "identifier": "token",
     "status": "token",
+    "site": "token",
 }
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
 

@@ -13,7 +13,9 @@ from api.deps import Caller, Config, Conn
 from api.fhir import admin
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
+from api.fhir.trail import audit_event, provenance
 from domain import facilities, patients, practitioners
+from domain.audit.export import export
 from domain.booking import appointments
 from domain.consent import service as consent
 from domain.errors import NotFound
@@ -119,6 +121,56 @@ class FhirController(Controller):
         return fhir(
             bundle(settings.public_base_url, "searchset", [admin.consent(c) for c in found],
                    self_path="/fhir/Consent", params={"patient": str(patient)})
+        )  # fmt: skip
+
+    @get("/Provenance", summary="Provenance of a patient's current record entries")
+    async def search_provenance(
+        self,
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        patient: FromQuery[uuid.UUID],
+        count: Count = 100,
+        cursor: Cursor = None,
+    ) -> Response[Any]:
+        entries = await record.search(
+            conn, principal, patient, kinds=_EVERYTHING_KINDS, include_errors=True, after_seq=cursor, limit=count
+        )
+        more = {"_cursor": entries[-1].seq} if len(entries) == count else None
+        return fhir(
+            bundle(settings.public_base_url, "searchset", [provenance(e) for e in entries],
+                   self_path="/fhir/Provenance",
+                   params={"patient": str(patient), "_count": count}, next_params=more)
+        )  # fmt: skip
+
+    @get("/Provenance/{provenance_id:str}", summary="Provenance of one version of an entry ({id}-v{version})")
+    async def read_provenance(self, provenance_id: FromPath[str], conn: Conn, principal: Caller) -> Response[Any]:
+        entry_id, _, version = provenance_id.rpartition("-v")
+        try:
+            wanted = (uuid.UUID(entry_id), int(version))
+        except ValueError:
+            raise NotFound("provenance_not_found", "no such Provenance") from None
+        for v in await record.history(conn, principal, wanted[0]):
+            if v.version == wanted[1] and v.kind in BY_KIND:
+                return fhir(provenance(v))
+        raise NotFound("provenance_not_found", "no such Provenance")
+
+    @get("/AuditEvent", summary="The audit trail of a facility (site), for its admins")
+    async def search_audit(
+        self,
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        site: FromQuery[uuid.UUID],
+        count: Count = 100,
+        cursor: Cursor = None,
+    ) -> Response[Any]:
+        events = await export(conn, principal, site, after_id=cursor, since=None, until=None, limit=count)
+        more = {"_cursor": events[-1].id} if len(events) == count else None
+        return fhir(
+            bundle(settings.public_base_url, "searchset", [audit_event(e) for e in events],
+                   self_path="/fhir/AuditEvent",
+                   params={"site": str(site), "_count": count}, next_params=more)
         )  # fmt: skip
 
     @get(

@@ -80,7 +80,8 @@ async def rich_record(client: Client, factory: Factory, db: asyncpg.Pool) -> dic
         "reason": "chest pain", "observation_ids": [completed["entries"][0]["id"]]})).json()  # fmt: skip
     consent = {"scope": "network", "method": "chw_witness", "witness_name": "Chan Sophea"}
     assert (await client.post(f"/v1/patients/{patient}/consents", json=consent, headers=chw.headers)).status_code == 201
-    return {"patient": patient, "chw": chw, "specialist": specialist, "centre": centre, "appointment": appointment,
+    return {"patient": patient, "post": post, "chw": chw, "specialist": specialist, "centre": centre,
+            "appointment": appointment,
             "completed": completed, "weight": weight, "wrong": wrong.json(), "referral": referral}  # fmt: skip
 
 
@@ -106,11 +107,20 @@ async def test_every_resource_type_validates(client: Client, factory: Factory, d
         emitted |= {e["resource"]["resourceType"] for e in found["entry"]}
     consents = await fhir_get(client, "/fhir/Consent", h, patient=str(r["patient"]))
     emitted |= {e["resource"]["resourceType"] for e in consents["entry"]}
+    provenance = await fhir_get(client, "/fhir/Provenance", h, patient=str(r["patient"]))
+    emitted |= {e["resource"]["resourceType"] for e in provenance["entry"]}
+    weight_v2 = await fhir_get(client, f"/fhir/Provenance/{r['weight']['id']}-v2", h)
+    assert weight_v2["activity"]["coding"][0]["code"] == "UPDATE"
+    assert weight_v2["reason"] == [{"text": "scale misread"}]
+    admin = {"Authorization": f"Bearer {await factory.facility_admin(r['post'])}"}
+    audit = await fhir_get(client, "/fhir/AuditEvent", admin, site=str(r["post"]))
+    emitted |= {e["resource"]["resourceType"] for e in audit["entry"]}
     errors = await fhir_get(client, "/fhir/Condition", h, patient=str(r["patient"]), status="entered-in-error")
     [error] = errors["entry"]
     assert "clinicalStatus" not in error["resource"]
     assert emitted == {"Patient", "Practitioner", "Organization", "Appointment", "Encounter", "ServiceRequest",
-                       "Observation", "Condition", "MedicationRequest", "Consent"}  # fmt: skip
+                       "Observation", "Condition", "MedicationRequest", "Consent", "Provenance",
+                       "AuditEvent"}  # fmt: skip
 
 
 async def test_history_everything_and_paging(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
