@@ -30,6 +30,7 @@ from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
 from api.routes.referrals import ReferralController
 from api.routes.slots import SlotController
+from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ConsentController,
             ReferralController,
             FhirController,
+            SyncController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
