@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test lint typecheck check bench clean
+.PHONY: install run serve demo test lint typecheck check bench bench-record clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python -m bench.booking
+
+bench-record: install
+	$(BIN)/python -m bench.record
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
