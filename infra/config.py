@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: int = 24 * 3600
     sms_sender: Literal["log"] = "log"
     public_base_url: str = "http://127.0.0.1:8000"
+    attachment_max_bytes: int = 1_048_576  # no more than the API's request body limit (1 MiB)
     audit_seal_interval_s: int = 60  # how often each worker links new audit events into the hash chain
 
     @property
@@ -76,6 +77,7 @@ _VARS: dict[str, str] = {
     "SPEAN_SMS_SENDER": "sms_sender",
     "SPEAN_PUBLIC_BASE_URL": "public_base_url",
     "SPEAN_AUDIT_SEAL_INTERVAL": "audit_seal_interval_s",
+    "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -90,6 +92,7 @@ _POSITIVE = {
     "otp_per_ip_per_hour",
     "idempotency_ttl_s",
     "audit_seal_interval_s",
+    "attachment_max_bytes",
 }
 
 

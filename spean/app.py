@@ -20,6 +20,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.fhir.routes import FhirController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
+from api.routes.attachments import AttachmentController
 from api.routes.auth import AuthController
 from api.routes.consent import ConsentController
 from api.routes.facilities import FacilityController
@@ -39,6 +40,7 @@ from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate
+from infra.storage import DiskBlobStore
 from sms.sender import LogSmsSender, SmsSender
 from spean import sealer
 
@@ -108,6 +110,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ReferralController,
             FhirController,
             SyncController,
+            AttachmentController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -125,6 +128,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),
+                "blobs": DiskBlobStore(settings.data_dir / "attachments"),
             }
         ),
         openapi_config=OpenAPIConfig(

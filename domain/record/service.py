@@ -9,7 +9,7 @@ gets a conflict with the current version instead of silently overwriting it.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from domain import access
 from domain.audit import trail
@@ -27,6 +27,7 @@ RESOURCE_TYPE = {
     "condition": "Condition",
     "prescription": "MedicationRequest",
     "note": "ClinicalNote",
+    "attachment": "Attachment",
 }
 
 
@@ -35,7 +36,7 @@ def _kind(entry: EntryIn) -> str:
     return kind
 
 
-async def _check_encounter(conn: Connection, patient_id: uuid.UUID, encounter_id: uuid.UUID | None) -> None:
+async def check_encounter(conn: Connection, patient_id: uuid.UUID, encounter_id: uuid.UUID | None) -> None:
     if encounter_id is None:
         return
     encounter = await store.head(conn, encounter_id)
@@ -60,23 +61,44 @@ async def write(
         home_facility = await access.require_can_write_record(conn, principal, patient_id)
     checked = check(entry)
     encounter_id = None if isinstance(entry, EncounterIn) else entry.encounter_id
-    await _check_encounter(conn, patient_id, encounter_id)
-    facility = access.authoring_facility(principal, appointment_facility, home_facility)
+    await check_encounter(conn, patient_id, encounter_id)
+    return await insert_new(
+        conn, principal, patient_id, _kind(entry), body=checked.body, code=checked.code, encounter_id=encounter_id,
+        home=home_facility, appointment_id=appointment_id, appointment_facility=appointment_facility,
+        effective_at=checked.effective_at,
+    )  # fmt: skip
+
+
+async def insert_new(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    kind: str,
+    *,
+    body: dict[str, object],
+    code: str | None,
+    encounter_id: uuid.UUID | None,
+    home: uuid.UUID,
+    appointment_id: uuid.UUID | None = None,
+    appointment_facility: uuid.UUID | None = None,
+    effective_at: datetime | None = None,
+) -> Entry:
+    """Version 1 of a new entry, with its provenance, audited. Callers checked access and content."""
     created = await store.insert(
         conn,
         id=uuid.uuid4(),
         version=1,
         patient_id=patient_id,
-        kind=_kind(entry),
+        kind=kind,
         status="current",
         encounter_id=encounter_id,
         appointment_id=appointment_id,
-        code=checked.code,
-        body=checked.body,
-        effective_at=checked.effective_at,
+        code=code,
+        body=body,
+        effective_at=effective_at or datetime.now(UTC),
         author_user_id=principal.user_id,
         author_role=principal.primary_role,
-        facility_id=facility,
+        facility_id=access.authoring_facility(principal, appointment_facility, home),
         channel=principal.channel,
     )
     await _audit(conn, principal, "create", created)
@@ -108,7 +130,7 @@ async def correct(
         raise InvalidInput("kind_mismatch", f"a correction of a {current.kind} must be a {current.kind}", field="kind")
     checked = check(entry)
     encounter_id = current.encounter_id if isinstance(entry, EncounterIn) else entry.encounter_id
-    await _check_encounter(conn, current.patient_id, encounter_id)
+    await check_encounter(conn, current.patient_id, encounter_id)
     return await _new_version(
         conn, principal, current, "current", reason, code=checked.code, body=checked.body,
         effective_at=checked.effective_at, encounter_id=encounter_id,

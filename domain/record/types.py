@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Kind = Literal["encounter", "observation", "condition", "prescription", "note"]
+Kind = Literal["encounter", "observation", "condition", "prescription", "note", "attachment"]
 EntryStatus = Literal["current", "superseded", "entered_in_error"]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
