@@ -18,6 +18,7 @@ from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.routes import FhirController
+from api.fhir.scheduling import FhirSchedulingController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ConsentController,
             ReferralController,
             FhirController,
+            FhirSchedulingController,
             SyncController,
             AttachmentController,
         ],

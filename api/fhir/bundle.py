@@ -24,6 +24,9 @@ SEARCHABLE = {
     "Appointment": [],
     "ServiceRequest": [],
     "Provenance": ["patient", "_count"],
+    "Location": [],
+    "Schedule": [],
+    "Slot": ["schedule", "start", "_count"],
     "AuditEvent": ["site", "_count"],
 }
 _PARAM_TYPES = {
@@ -35,6 +38,8 @@ _PARAM_TYPES = {
     "identifier": "token",
     "status": "token",
     "site": "token",
+    "schedule": "reference",
+    "start": "date",
 }
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
 

@@ -99,6 +99,8 @@ async def test_every_resource_type_validates(client: Client, factory: Factory, d
         f"/fhir/Appointment/{r['appointment']['id']}",
         f"/fhir/Encounter/{r['completed']['encounter']['id']}",
         f"/fhir/ServiceRequest/{r['referral']['id']}",
+        f"/fhir/Location/{r['centre']}",
+        f"/fhir/Schedule/{r['specialist'].practitioner_id}",
     ):
         emitted.add((await fhir_get(client, path, h))["resourceType"])
     for kind in ("Observation", "Condition", "MedicationRequest", "Encounter"):
@@ -107,6 +109,9 @@ async def test_every_resource_type_validates(client: Client, factory: Factory, d
         emitted |= {e["resource"]["resourceType"] for e in found["entry"]}
     consents = await fhir_get(client, "/fhir/Consent", h, patient=str(r["patient"]))
     emitted |= {e["resource"]["resourceType"] for e in consents["entry"]}
+    slots = await fhir_get(client, "/fhir/Slot", h, schedule=f"Schedule/{r['specialist'].practitioner_id}")
+    assert slots["entry"]
+    emitted |= {e["resource"]["resourceType"] for e in slots["entry"]}
     provenance = await fhir_get(client, "/fhir/Provenance", h, patient=str(r["patient"]))
     emitted |= {e["resource"]["resourceType"] for e in provenance["entry"]}
     weight_v2 = await fhir_get(client, f"/fhir/Provenance/{r['weight']['id']}-v2", h)
@@ -120,7 +125,7 @@ async def test_every_resource_type_validates(client: Client, factory: Factory, d
     assert "clinicalStatus" not in error["resource"]
     assert emitted == {"Patient", "Practitioner", "Organization", "Appointment", "Encounter", "ServiceRequest",
                        "Observation", "Condition", "MedicationRequest", "Consent", "Provenance",
-                       "AuditEvent"}  # fmt: skip
+                       "AuditEvent", "Location", "Schedule", "Slot"}  # fmt: skip
 
 
 async def test_history_everything_and_paging(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
