@@ -15,6 +15,7 @@ from api.deps import Caller, Config, Conn
 from api.fhir import admin, transaction
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
+from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.trail import audit_event, provenance
 from domain import facilities, patients, practitioners
 from domain.audit.export import export
@@ -39,6 +40,7 @@ def _kind(resource_type: str) -> str:
 class FhirController(Controller):
     path = "/fhir"
     tags = ["fhir"]
+    exception_handlers = FHIR_EXCEPTION_HANDLERS
 
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:

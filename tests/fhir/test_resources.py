@@ -12,6 +12,7 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api.fhir.errors import code_of
 from tests.factory import Factory, iso, next_local
 
 Client = AsyncTestClient[Litestar]
@@ -155,8 +156,10 @@ async def test_fhir_reads_need_consent_like_the_app(client: Client, factory: Fac
     stranger = await factory.staff(await factory.facility())
     response = await client.get(f"/fhir/Observation/{r['weight']['id']}", headers=stranger.headers)
     assert response.status_code == 403
-    assert response.json()["code"] == "consent_required"
+    validate(response.json())
+    assert code_of(response.json()) == "consent_required"
     response = await client.get(f"/fhir/Patient/{r['patient']}/$everything", headers=stranger.headers)
     assert response.status_code == 403
     unknown = await client.get(f"/fhir/Basic/{uuid.uuid4()}", headers=r["chw"].headers)
     assert unknown.status_code == 404
+    assert code_of(unknown.json()) == "unknown_resource_type"
