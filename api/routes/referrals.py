@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
+from api.schemas import CancelRequest
 from domain.referral import service, worklists
 from domain.referral.service import Decision, Referral, ReferralIn, ReferralStatus
 
@@ -39,6 +40,16 @@ class ReferralController(Controller):
         self, referral_id: FromPath[uuid.UUID], data: JSONBody[Decision], conn: Conn, principal: Caller
     ) -> Referral:
         return await service.triage(conn, principal, referral_id, data)
+
+    @post("/v1/referrals/{referral_id:uuid}/cancel", status_code=HTTP_200_OK, summary="Withdraw an untriaged referral")
+    async def cancel(
+        self,
+        referral_id: FromPath[uuid.UUID],
+        conn: Conn,
+        principal: Caller,
+        data: JSONBody[CancelRequest | None] = None,
+    ) -> Referral:
+        return await service.cancel(conn, principal, referral_id, data.reason if data else None)
 
     @get("/v1/facilities/{facility_id:uuid}/triage-queue", summary="Open referrals to a centre, most urgent first")
     async def queue(

@@ -232,3 +232,24 @@ def _own_practitioner(principal: Principal) -> uuid.UUID:
     if principal.practitioner_id is None:
         raise InvalidInput("practitioner_required", "name the practitioner to book with", field="practitioner_id")
     return principal.practitioner_id
+
+
+async def cancel(conn: Connection, principal: Principal, referral_id: uuid.UUID, reason: str | None) -> Referral:
+    """The referring facility withdraws a referral the centre has not triaged yet."""
+    current = await _load(conn, referral_id, for_update=True)
+    if current.from_facility_id not in principal.facilities_with(*access.CLINICAL_ROLES, "facility_admin"):
+        raise Forbidden("role_required", "only the referring facility's staff cancel its referral")
+    if current.status != "requested":
+        raise Conflict("invalid_status", f"a {current.status} referral cannot be cancelled")
+    row = await conn.fetchrow(
+        """UPDATE referrals SET status = 'cancelled', outcome_note = $2, updated_at = now(), version = version + 1
+           WHERE id = $1 RETURNING *""",
+        referral_id,
+        reason,
+    )
+    assert row is not None
+    referral = to_referral(row)
+    await _history(conn, principal, referral, current.status, reason)
+    await _announce(conn, "referral.cancelled", referral, {"facility_id": str(referral.to_facility_id)})
+    await _audit(conn, principal, "cancel", referral)
+    return referral

@@ -182,3 +182,21 @@ class TestTriage:
             f"/v1/referrals/{referral['id']}/triage", json=decline, headers=n.specialist.headers
         )
         assert (response.json()["status"], response.json()["outcome_note"]) == ("declined", decline["reason"])
+
+
+class TestCancel:
+    async def test_the_referrer_withdraws_before_triage_only(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        n = await network(factory)
+        referral = await refer(client, n)
+        path = f"/v1/referrals/{referral['id']}/cancel"
+        assert (await client.post(path, headers=n.specialist.headers)).status_code == 403
+        response = await client.post(path, json={"reason": "patient recovered"}, headers=n.chw.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "cancelled"
+        assert [t for t, _ in await outbox(db, referral["id"])] == ["referral.requested", "referral.cancelled"]
+        queue = await client.get(f"/v1/facilities/{n.centre}/triage-queue", headers=n.specialist.headers)
+        assert referral["id"] not in {r["id"] for r in queue.json()["items"]}
+        again = await client.post(path, headers=n.chw.headers)
+        assert again.json()["code"] == "invalid_status"
