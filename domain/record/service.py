@@ -105,10 +105,13 @@ async def insert_new(
     return created
 
 
-async def _locked_head(conn: Connection, entry_id: uuid.UUID, expected_version: int) -> Entry:
+async def _locked_head(conn: Connection, principal: Principal, entry_id: uuid.UUID, expected_version: int) -> Entry:
+    """The head, locked against concurrent changes; access is checked before the version, so a
+    caller who may not write learns nothing about the entry."""
     current = await store.head(conn, entry_id, for_update=True)
     if current is None:
         raise NotFound("entry_not_found", "no such record entry")
+    await access.require_can_write_record(conn, principal, current.patient_id)
     if current.version != expected_version:
         raise Conflict(
             "version_conflict",
@@ -124,8 +127,7 @@ async def correct(
     conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, entry: EntryIn, reason: str
 ) -> Entry:
     """Replace an entry's content by a new version; the old one stays, superseded."""
-    current = await _locked_head(conn, entry_id, expected_version)
-    await access.require_can_write_record(conn, principal, current.patient_id)
+    current = await _locked_head(conn, principal, entry_id, expected_version)
     if _kind(entry) != current.kind:
         raise InvalidInput("kind_mismatch", f"a correction of a {current.kind} must be a {current.kind}", field="kind")
     checked = check(entry)
@@ -141,8 +143,7 @@ async def mark_entered_in_error(
     conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, reason: str
 ) -> Entry:
     """Never deleted: a new version says the entry was a mistake, and reads hide it by default."""
-    current = await _locked_head(conn, entry_id, expected_version)
-    await access.require_can_write_record(conn, principal, current.patient_id)
+    current = await _locked_head(conn, principal, entry_id, expected_version)
     return await _new_version(
         conn, principal, current, "entered_in_error", reason, code=current.code, body=current.body,
         effective_at=current.effective_at, encounter_id=current.encounter_id,

@@ -112,7 +112,11 @@ async def _apply_one(conn: Connection, principal: Principal, change: Change) -> 
     except Conflict as exc:
         current = await store.head(conn, change.entry_id) if change.entry_id else None
         if exc.code == "version_conflict" and current is not None:
-            await access.require_can_read_record(conn, principal, current.patient_id)
+            try:  # the writer may not be allowed to read it (e.g. an old consultation): then no content
+                await access.require_can_read_record(conn, principal, current.patient_id)
+            except Forbidden:
+                return Outcome(client_id=change.client_id, result="conflict", entry_id=current.id,
+                               version=current.version)  # fmt: skip
             return Outcome(client_id=change.client_id, result="conflict", entry_id=current.id,
                            version=current.version, current=current)  # fmt: skip
         return Outcome(client_id=change.client_id, result="rejected", code=exc.code, detail=exc.detail)

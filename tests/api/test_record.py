@@ -131,6 +131,9 @@ class TestVersions:
             (1, "superseded", 38.2),
             (2, "current", 37.2),
         ]
+        stranger = await factory.staff(await factory.facility(kind="health_post"), role="chw")
+        peek = await client.post(f"/v1/record/{first['id']}/correct", json=body, headers=stranger.headers)
+        assert peek.status_code == 403  # refused before the version is compared: nothing leaks
         wrong_kind = {"expected_version": 2, "entry": {"kind": "note", "text": "x"}, "reason": "oops"}
         response = await client.post(f"/v1/record/{first['id']}/correct", json=wrong_kind, headers=scene.chw.headers)
         assert response.json()["code"] == "kind_mismatch"
