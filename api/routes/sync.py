@@ -10,7 +10,6 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
-from domain.errors import InvalidInput
 from domain.record import sync
 from domain.record.sync import Change, Outcome, Page
 
@@ -35,9 +34,7 @@ class SyncController(Controller):
         since: Annotated[str, QueryParameter()] = "0",
         limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 500,
     ) -> Page:
-        if not since.isdigit():
-            raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
-        return await sync.pull(conn, principal, since=int(since), limit=limit)
+        return await sync.pull(conn, principal, since=since, limit=limit)
 
     @post("/", status_code=HTTP_200_OK, summary="Apply changes recorded offline, each at most once")
     async def push(self, data: JSONBody[PushIn], conn: Conn, principal: Caller) -> PushOut:

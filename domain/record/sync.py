@@ -62,12 +62,25 @@ def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
     return facilities
 
 
-async def pull(conn: Connection, principal: Principal, *, since: int, limit: int) -> Page:
+def _cursor(value: str) -> tuple[int, int]:
+    tx, _, seq = value.partition(".")
+    if not (tx.isdigit() and (seq.isdigit() or not seq)):
+        raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
+    return int(tx), int(seq or 0)
+
+
+async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
+    """Changes after the cursor `tx.seq`, in (transaction, seq) order, up to the horizon below
+    which every transaction has finished (see migration 0009): a cursor never passes a change."""
+    tx, seq = _cursor(since)
     rows = await conn.fetch(
-        """SELECT e.*, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
-            WHERE p.home_facility_id = ANY($1::uuid[]) AND e.seq > $2 ORDER BY e.seq LIMIT $3""",
+        """SELECT e.*, e.tx::text AS tx_text FROM record_entries e JOIN patients p ON p.id = e.patient_id
+           WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
+             AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY e.tx, e.seq LIMIT $4""",
         _sync_facilities(principal),
-        since,
+        str(tx),
+        seq,
         limit + 1,
     )
     changes = [store.to_entry(r) for r in rows[:limit]]
@@ -81,7 +94,9 @@ async def pull(conn: Connection, principal: Principal, *, since: int, limit: int
             patient_ids=[c.patient_id for c in changes],
             purpose="sync",
         )
-    return Page(changes=changes, cursor=str(changes[-1].seq if changes else since), more=len(rows) > limit)
+    last = rows[: len(changes)][-1] if changes else None
+    cursor = f"{last['tx_text']}.{last['seq']}" if last is not None else since
+    return Page(changes=changes, cursor=cursor, more=len(rows) > limit)
 
 
 async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:

@@ -102,3 +102,31 @@ class TestPull:
         specialist = await client.get("/v1/sync", headers=scene.specialist.headers)
         assert specialist.status_code == 403
         assert uuid.UUID(as_json.json()["changes"][0]["id"])
+
+
+class TestHorizon:
+    async def test_a_slow_transaction_is_never_skipped(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """A change committed late, by a transaction that started first, still reaches the phone."""
+        scene = await factory.scene()
+        async with db.acquire() as slow:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute(
+                """INSERT INTO record_entries (id, version, patient_id, kind, status, body, effective_at,
+                                               author_user_id, author_role, channel)
+                   VALUES ($1, 1, $2, 'note', 'current', $3, now(), $4, 'chw', 'app')""",
+                uuid.uuid4(),
+                scene.patient,
+                {"text": "slow", "category": "progress"},
+                scene.chw.user_id,
+            )
+            await push(
+                client, scene, [{"client_id": "fast", "patient_id": str(scene.patient), "entry": temperature(37)}]
+            )
+            held = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+            assert held["changes"] == []  # the fast change waits behind the open transaction
+            await tx.commit()
+        both = (await client.get("/v1/sync", params={"since": held["cursor"]}, headers=scene.chw.headers)).json()
+        assert [c["kind"] for c in both["changes"]] == ["note", "observation"]
