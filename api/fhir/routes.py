@@ -101,8 +101,10 @@ class FhirController(Controller):
             conn, principal, patient_id, kinds=_EVERYTHING_KINDS, after_seq=cursor, limit=count
         )
         resources: list[Resource] = []
-        if cursor is None:  # the Patient leads the first page only
+        if cursor is None:  # the Patient and their consultations lead the first page only
             resources.append(admin.patient(await patients.get(conn, principal, patient_id)))
+            query = appointments.AppointmentQuery(patient_id=patient_id, limit=200)
+            resources += [admin.appointment(a) for a in await appointments.search(conn, principal, query)]
         resources += [to_fhir(e) for e in entries]
         more = {"_cursor": entries[-1].seq} if len(entries) == count else None
         return fhir(

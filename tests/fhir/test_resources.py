@@ -141,7 +141,9 @@ async def test_history_everything_and_paging(client: Client, factory: Factory, d
     everything = await fhir_get(client, f"/fhir/Patient/{r['patient']}/$everything", h)
     types = [e["resource"]["resourceType"] for e in everything["entry"]]
     assert types[0] == "Patient"
-    assert sorted(types[1:]) == ["Condition", "Encounter", "MedicationRequest", "Observation", "Observation"]
+    assert sorted(types[1:]) == [
+        "Appointment", "Condition", "Encounter", "MedicationRequest", "Observation", "Observation",
+    ]  # fmt: skip
     first = await fhir_get(client, "/fhir/Observation", h, patient=str(r["patient"]), _count=1)
     assert len(first["entry"]) == 1
     next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
