@@ -69,6 +69,20 @@ async def versions(conn: Connection, entry_id: uuid.UUID) -> list[Entry]:
     return [to_entry(r) for r in rows]
 
 
+async def versions_by_key(conn: Connection, keys: list[tuple[uuid.UUID, int]]) -> list[Entry]:
+    """Entry versions by (id, version), in the order given."""
+    if not keys:
+        return []
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM record_entries
+            WHERE (id, version) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    by_key = {(r["id"], r["version"]): to_entry(r) for r in rows}
+    return [by_key[k] for k in keys]
+
+
 async def heads_of_patient(
     conn: Connection, patient_id: uuid.UUID, *, kind: str | None, include_errors: bool, limit: int
 ) -> list[Entry]:

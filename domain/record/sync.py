@@ -18,9 +18,10 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from domain import access
+from domain import access, patients
 from domain.audit import trail
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput
+from domain.patients import Patient
 from domain.principal import Principal
 from domain.record import service, store
 from domain.record.types import Entry, EntryIn
@@ -50,7 +51,8 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Page(msgspec.Struct, kw_only=True):
-    changes: list[Entry]
+    changes: list[Entry]  # record entry versions, in feed order
+    patients: list[Patient]  # patients registered or changed (current state)
     cursor: str  # pass back as ?since= (opaque; today the last change's position)
     more: bool
 
@@ -69,34 +71,46 @@ def _cursor(value: str) -> tuple[int, int]:
     return int(tx), int(seq or 0)
 
 
+# The feed: record entry versions and patient rows of the facilities, after the cursor and below
+# the horizon, in (transaction, position) order. $1 facilities, $2 cursor tx, $3 cursor seq.
+_FEED = """
+    SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
+      AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+    UNION ALL
+    SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::text::xid8, $3)
+      AND p.tx < pg_snapshot_xmin(pg_current_snapshot())"""
+
+
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
-    """Changes after the cursor `tx.seq`, in (transaction, seq) order, up to the horizon below
-    which every transaction has finished (see migration 0009): a cursor never passes a change."""
+    """Changes after the cursor `tx.seq` up to the horizon below which every transaction has
+    finished (see migrations 0009, 0010): a cursor never passes a change."""
     tx, seq = _cursor(since)
-    rows = await conn.fetch(
-        """SELECT e.*, e.tx::text AS tx_text FROM record_entries e JOIN patients p ON p.id = e.patient_id
-           WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
-             AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
-           ORDER BY e.tx, e.seq LIMIT $4""",
+    feed = await conn.fetch(
+        f"SELECT what, id, version, tx::text AS tx_text, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $4",
         _sync_facilities(principal),
         str(tx),
         seq,
         limit + 1,
     )
-    changes = [store.to_entry(r) for r in rows[:limit]]
-    if changes:
+    page = feed[:limit]
+    entry_keys = [(r["id"], r["version"]) for r in page if r["what"] == "entry"]
+    changes = await store.versions_by_key(conn, entry_keys)
+    found = await patients.load_many(conn, [r["id"] for r in page if r["what"] == "patient"])
+    touched = [c.patient_id for c in changes] + list(found)
+    if touched:
         await trail.record(
             conn,
             principal,
             action="search",
             resource_type="Record",
             resource_id=None,
-            patient_ids=[c.patient_id for c in changes],
+            patient_ids=touched,
             purpose="sync",
         )
-    last = rows[: len(changes)][-1] if changes else None
-    cursor = f"{last['tx_text']}.{last['seq']}" if last is not None else since
-    return Page(changes=changes, cursor=cursor, more=len(rows) > limit)
+    cursor = f"{page[-1]['tx_text']}.{page[-1]['seq']}" if page else since
+    return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
 
 
 async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:

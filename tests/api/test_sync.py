@@ -75,19 +75,29 @@ class TestPull:
         await push(client, scene, changes)
         await client.post(f"/v1/patients/{other.patient}/record", json=temperature(37), headers=other.chw.headers)
         seen: list[dict[str, Any]] = []
+        patients: list[str] = []
         cursor = "0"
         while True:
             response = await client.get("/v1/sync", params={"since": cursor, "limit": 2}, headers=scene.chw.headers)
             assert response.status_code == 200, response.text
             page = response.json()
             seen += page["changes"]
+            patients += [p["id"] for p in page["patients"]]
             cursor = page["cursor"]
             if not page["more"]:
                 break
         assert [c["body"]["value"] for c in seen] == [36.0, 36.1, 36.2, 36.3, 36.4]
         assert {c["patient_id"] for c in seen} == {str(scene.patient)}
+        assert patients == [str(scene.patient)]  # registered here; the other facility's never
+        renamed = await client.patch(
+            f"/v1/patients/{scene.patient}", json={"names": [{"text": "Sok Dara"}]}, headers=scene.chw.headers
+        )
+        assert renamed.status_code == 200, renamed.text
+        update = (await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)).json()
+        assert [p["names"][0]["text"] for p in update["patients"]] == ["Sok Dara"]
+        cursor = update["cursor"]
         empty = await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)
-        assert empty.json() == {"changes": [], "cursor": cursor, "more": False}
+        assert empty.json() == {"changes": [], "patients": [], "cursor": cursor, "more": False}
 
     async def test_msgpack_is_smaller_and_bad_cursors_refused(self, client: Client, factory: Factory) -> None:
         scene = await factory.scene()
