@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test lint typecheck check bench bench-signalling clean
+.PHONY: install run serve demo test lint typecheck check bench bench-signalling bench-record clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,8 @@ bench: install
 
 bench-signalling: install
 	$(BIN)/python -m bench.signalling
+bench-record: install
+	$(BIN)/python -m bench.record
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,13 @@
 - A CHW, clinician or facility admin reaches the patients whose home facility is theirs.
 - A specialist reaches their own schedule and appointments, and the patients booked with them.
 - A facility admin also reaches the appointments held at their facility.
+- Staff of a reference centre reach the patients referred to it while the referral is open or
+  was answered within TREATING_DAYS (REFERRED_HERE).
 - A system admin reaches everything (and is audited like everyone else).
+
+The clinical record (entries, not demographics) is stricter; see RECORD_BASIS: a patient reads
+their own; a health worker reads it for treatment, with the patient's consent, or by break-glass.
+Nobody else, not even a system admin.
 
 The SQL fragments below are the same rules as queries, so lists are filtered in the database.
 """
@@ -12,20 +18,30 @@ The SQL fragments below are the same rules as queries, so lists are filtered in 
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 from domain.errors import Forbidden, NotFound
-from domain.principal import Principal
+from domain.principal import Principal, Role
 from infra.db import Connection
+
+TREATING_DAYS = 30
+
+# A referral of patient `p` to a facility where user $U works, open or recently answered.
+_REFERRED_HERE = f"""SELECT 1 FROM referrals r JOIN memberships m ON m.facility_id = r.to_facility_id
+    WHERE r.patient_id = p.id AND m.user_id = {{user}}::uuid
+      AND (r.status IN ('requested', 'accepted')
+           OR (r.status = 'answered' AND r.updated_at > now() - interval '{TREATING_DAYS} days'))"""
 
 # Placeholders: $1 everything, $2 home facilities, $3 user id, $4 practitioner id, and for
 # appointments $5 administered facilities (see patient_args, appointment_args). Queries number
 # their own parameters after these.
-PATIENT_VISIBLE = """(
+PATIENT_VISIBLE = f"""(
     $1::boolean
     OR p.home_facility_id = ANY($2::uuid[])
     OR EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $3::uuid)
     OR ($4::uuid IS NOT NULL AND EXISTS (
         SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $4::uuid))
+    OR EXISTS ({_REFERRED_HERE.format(user="$3")})
 )"""
 
 # The patient's own side: their login, a health worker of their home facility, or a system admin.
@@ -113,3 +129,91 @@ async def require_can_manage_schedule(
     if (facility_id is not None and facility_id in admin_of) or (facility_id is None and facilities & admin_of):
         return
     raise Forbidden("schedule_access_denied", "only the practitioner or their facility admin may change this")
+
+
+# Roles that write clinical data. A facility admin manages staff and the network, not care.
+CLINICAL_ROLES: tuple[Role, ...] = ("chw", "clinician", "specialist")
+
+
+async def require_can_write_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
+    """A health worker in a clinical role who may see the patient writes to their record.
+
+    Returns the patient's home facility."""
+    home = await require_can_read_patient(conn, principal, patient_id)
+    if not any(principal.has_role(role) for role in CLINICAL_ROLES):
+        raise Forbidden("role_required", "only a CHW, clinician or specialist writes to the record")
+    return home
+
+
+def authoring_facility(principal: Principal, *preferred: uuid.UUID | None) -> uuid.UUID | None:
+    """The facility an entry is recorded from: the first of `preferred` (the consultation's
+    facility, then the patient's home facility) where the author holds a clinical role, else the
+    author's own clinical facility (the lowest id, so the choice is stable)."""
+    mine = principal.facilities_with(*CLINICAL_ROLES)
+    for facility in preferred:
+        if facility in mine:
+            return facility
+    return min(mine) if mine else None
+
+
+# Why may the caller read this patient's clinical record? NULL means they may not.
+# Placeholders: $1 the caller's clinical facilities, $2 user id, $3 practitioner id; `p` is the patient.
+#   self        the patient's own login (or a shared family phone linked to them)
+#   treatment   a CHW/clinician/specialist of the patient's home facility, the practitioner of
+#               a consultation with the patient that is open or ended within TREATING_DAYS, or
+#               staff of a centre the patient was referred to (REFERRED_HERE): referring implies
+#               consent to share the record with the centre that will treat
+
+#   consent     an active consent naming the caller (practitioner), a facility where the caller
+#               works (facility), or the referral network of the consent's facility, meaning that
+#               facility and the reference centres it refers to (network)
+#   break_glass an unexpired break-glass grant of the caller for this patient
+RECORD_BASIS = f"""(CASE
+    WHEN EXISTS (SELECT 1 FROM patient_accounts pa WHERE pa.patient_id = p.id AND pa.user_id = $2::uuid)
+        THEN 'self'
+    WHEN p.home_facility_id = ANY($1::uuid[])
+      OR ($3::uuid IS NOT NULL AND EXISTS (
+            SELECT 1 FROM appointments ap WHERE ap.patient_id = p.id AND ap.practitioner_id = $3::uuid
+              AND (ap.status IN ('booked', 'checked_in', 'in_progress')
+                   OR (ap.status = 'completed' AND ap.updated_at > now() - interval '{TREATING_DAYS} days'))))
+      OR EXISTS ({_REFERRED_HERE.format(user="$2")})
+        THEN 'treatment'
+    WHEN EXISTS (
+            SELECT 1 FROM consents c WHERE c.patient_id = p.id AND c.revoked_at IS NULL
+              AND (c.expires_at IS NULL OR c.expires_at > now())
+              AND ((c.scope = 'practitioner' AND c.practitioner_id = $3::uuid)
+                   OR (c.scope IN ('facility', 'network') AND c.facility_id = ANY($1::uuid[]))
+                   OR (c.scope = 'network' AND EXISTS (
+                        SELECT 1 FROM referral_links rl
+                        WHERE rl.from_facility_id = c.facility_id AND rl.to_facility_id = ANY($1::uuid[])))))
+        THEN 'consent'
+    WHEN EXISTS (SELECT 1 FROM break_glass_grants bg
+                 WHERE bg.patient_id = p.id AND bg.user_id = $2::uuid AND bg.expires_at > now())
+        THEN 'break_glass'
+END)"""
+
+
+def record_args(principal: Principal) -> tuple[object, ...]:
+    return (list(principal.facilities_with(*CLINICAL_ROLES)), principal.user_id, principal.practitioner_id)
+
+
+class RecordAccess(NamedTuple):
+    home_facility_id: uuid.UUID
+    basis: str  # self | treatment | consent | break_glass: the audit trail's purpose of the read
+
+
+async def require_can_read_record(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> RecordAccess:
+    """Reading clinical entries: allowed on one of the bases of RECORD_BASIS, else consent_required."""
+    row = await conn.fetchrow(
+        f"SELECT p.home_facility_id, {RECORD_BASIS} AS basis FROM patients p WHERE p.id = $4",
+        *record_args(principal),
+        patient_id,
+    )
+    if row is None:
+        raise NotFound("patient_not_found", "no such patient", field="patient_id")
+    if row["basis"] is None:
+        raise Forbidden(
+            "consent_required",
+            "the patient has not consented to you reading their record; in an emergency, use break-glass access",
+        )
+    return RecordAccess(row["home_facility_id"], row["basis"])

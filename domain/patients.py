@@ -210,6 +210,12 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
     return patient
 
 
+async def load_many(conn: Connection, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, Patient]:
+    """Patients by id, for callers that already decided the reader may see them (offline sync)."""
+    rows = await conn.fetch(f"{_SELECT} WHERE p.id = ANY($1::uuid[]) GROUP BY p.id", patient_ids)
+    return {r["id"]: _to_patient(r) for r in rows}
+
+
 async def _load(conn: Connection, patient_id: uuid.UUID) -> Patient:
     row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", patient_id)
     if row is None:

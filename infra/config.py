@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_secret: str = ""  # coturn's static-auth-secret (use-auth-secret)
     turn_ttl_s: int = 3600
     rtc_grace_s: int = 30
+    attachment_max_bytes: int = 1_048_576  # no more than the API's request body limit (1 MiB)
+    audit_seal_interval_s: int = 60  # how often each worker links new audit events into the hash chain
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -84,6 +86,8 @@ _VARS: dict[str, str] = {
     "SPEAN_TURN_SECRET": "turn_secret",
     "SPEAN_TURN_TTL": "turn_ttl_s",
     "SPEAN_RTC_GRACE": "rtc_grace_s",
+    "SPEAN_AUDIT_SEAL_INTERVAL": "audit_seal_interval_s",
+    "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -99,6 +103,8 @@ _POSITIVE = {
     "idempotency_ttl_s",
     "turn_ttl_s",
     "rtc_grace_s",
+    "audit_seal_interval_s",
+    "attachment_max_bytes",
 }
 
 

@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from domain.audit import chain
 from domain.errors import InvalidInput
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
@@ -89,3 +90,29 @@ async def issue_token(database_url: str, settings: Settings, secret_key: str, *,
     finally:
         await conn.close()
     return issue_access_token(principal, secret_key, ttl_s or settings.access_token_ttl_s)
+
+
+async def seal_audit(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return f"sealed {await chain.seal(conn)} audit event(s)"
+    finally:
+        await conn.close()
+
+
+async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, str]:
+    """Seal what has committed (unless told not to), then recompute the whole chain."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if seal_first:
+            await chain.seal(conn)
+        verdict = await chain.verify(conn)
+    finally:
+        await conn.close()
+    summary = (
+        f"{verdict.sealed} sealed event(s), {verdict.unsealed} not yet sealed; "
+        f"head {verdict.head_seq} {verdict.head_hash}"
+    )
+    if verdict.ok:
+        return True, f"audit chain intact: {summary}"
+    return False, f"audit chain BROKEN at event {verdict.problem_id}: {verdict.problem} ({summary})"

@@ -17,15 +17,22 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.routes import FhirController
+from api.fhir.scheduling import FhirSchedulingController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
+from api.routes.attachments import AttachmentController
 from api.routes.auth import AuthController
+from api.routes.consent import ConsentController
 from api.routes.facilities import FacilityController
 from api.routes.health import health, metrics, ready
 from api.routes.me import MeController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
+from api.routes.record import RecordController
+from api.routes.referrals import ReferralController
 from api.routes.slots import SlotController
+from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
@@ -34,11 +41,13 @@ from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate
+from infra.storage import DiskBlobStore
 from realtime.bus import Bus
 from realtime.handler import rtc
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
 from sms.sender import LogSmsSender, SmsSender
+from spean import sealer
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -81,7 +90,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             app.state.rtc_bus = Bus(app.state.redis)
             await app.state.rtc_bus.start()
             try:
-                async with housekeeping.running(app.state.pool):
+                async with (
+                    housekeeping.running(app.state.pool),
+                    sealer.running(app.state.pool, settings.audit_seal_interval_s),
+                ):
                     yield
             finally:
                 await app.state.rtc_bus.stop()
@@ -105,6 +117,13 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             rtc,
             get_ice_servers,
             consult_page,
+            RecordController,
+            ConsentController,
+            ReferralController,
+            FhirController,
+            FhirSchedulingController,
+            SyncController,
+            AttachmentController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -122,6 +141,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),
+                "blobs": DiskBlobStore(settings.data_dir / "attachments"),
             }
         ),
         openapi_config=OpenAPIConfig(

@@ -117,6 +117,23 @@ def _issue_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _seal_audit(settings: Settings, _args: argparse.Namespace) -> int:
+    from spean.admin import seal_audit
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(seal_audit(database_url)))
+    return 0
+
+
+def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import verify_audit
+
+    with _services(settings) as (database_url, _):
+        ok, message = asyncio.run(verify_audit(database_url, seal_first=args.seal))
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 3
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spean", description="Spean telemedicine backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--phone", required=True)
     token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default: access token TTL)")
     token.set_defaults(handler=_issue_token)
+    admin.add_parser("seal-audit", help="link new audit events into the hash chain").set_defaults(handler=_seal_audit)
+    verify = admin.add_parser("verify-audit", help="check the audit hash chain; exit 3 if it was tampered with")
+    verify.add_argument("--no-seal", dest="seal", action="store_false", help="verify only what is already sealed")
+    verify.set_defaults(handler=_verify_audit)
     return parser
 
 

@@ -21,6 +21,13 @@ Action = Literal[
     "no_show",
     "start_call",
     "end_call",
+    "complete",
+    "correct",
+    "entered_in_error",
+    "export",
+    "consent",
+    "revoke_consent",
+    "break_glass",
 ]
 
 

@@ -34,7 +34,7 @@ from domain.principal import Principal
 from infra.db import Connection
 
 CHECK_IN_OPENS = timedelta(minutes=60)
-_DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show"}
+_DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show", "complete": "completed"}
 
 
 def _overlap_conflict(exc: asyncpg.ExclusionViolationError) -> Conflict:
@@ -248,7 +248,7 @@ async def _transition(
     principal: Principal,
     appointment_id: uuid.UUID,
     *,
-    action: Literal["cancel", "check_in", "no_show"],
+    action: Literal["cancel", "check_in", "no_show", "complete"],
     allowed_from: tuple[Status, ...],
     to: Status,
     reason: str | None = None,
@@ -259,6 +259,8 @@ async def _transition(
     now = datetime.now(UTC)
     if action == "check_in" and not (current.start - CHECK_IN_OPENS <= now < current.end):
         raise Conflict("check_in_closed", "check-in opens 60 minutes before the start and closes at its end")
+    if action == "complete" and principal.practitioner_id != current.practitioner_id:
+        raise Forbidden("not_your_consultation", "only the consulting practitioner completes a consultation")
     if action == "no_show":
         if not principal.is_staff and not principal.is_system_admin:
             raise Forbidden("role_required", "only staff may mark a no-show")
@@ -300,6 +302,14 @@ async def mark_no_show(conn: Connection, principal: Principal, appointment_id: u
     return await _transition(conn, principal, appointment_id, action="no_show", allowed_from=("booked",), to="no_show")
 
 
+async def complete(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
+    """The consulting practitioner closes the consultation (domain.record.consultation writes its
+    results in the same transaction)."""
+    return await _transition(
+        conn, principal, appointment_id, action="complete", allowed_from=("checked_in", "in_progress"), to="completed"
+    )
+
+
 __all__ = [
     "Appointment",
     "AppointmentEvent",
@@ -309,6 +319,7 @@ __all__ = [
     "book",
     "cancel",
     "check_in",
+    "complete",
     "get",
     "history",
     "load_appointment",

@@ -1,0 +1,169 @@
+"""Record entries as FHIR R4 resources: Encounter, Observation, Condition, MedicationRequest.
+
+Status follows the entry: a correction (version > 1) is 'amended' where FHIR has it, an entry
+marked in error is 'entered-in-error'. meta.versionId is the entry's version, so _history and
+vread line up with the record's own versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.record.catalogue import ICD10, LOINC, UCUM
+from domain.record.types import Entry
+
+Resource = dict[str, Any]
+_V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+def instant(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def ref(kind: str, value: object) -> dict[str, str]:
+    return {"reference": f"{kind}/{value}"}
+
+
+def _base(resource_type: str, entry: Entry) -> Resource:
+    resource: Resource = {
+        "resourceType": resource_type,
+        "id": str(entry.id),
+        "meta": {"versionId": str(entry.version), "lastUpdated": instant(entry.provenance.recorded_at)},
+        "subject": ref("Patient", entry.patient_id),
+    }
+    if entry.encounter_id is not None:
+        resource["encounter"] = ref("Encounter", entry.encounter_id)
+    return resource
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def observation(entry: Entry) -> Resource:
+    body = entry.body
+    status = "entered-in-error" if entry.status == "entered_in_error" else "amended" if entry.version > 1 else "final"
+    resource = _base("Observation", entry) | {
+        "status": status,
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                        "display": "Vital Signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": LOINC, "code": body["code"], "display": body.get("display")}]},
+        "effectiveDateTime": instant(entry.effective_at),
+        "issued": instant(entry.provenance.recorded_at),
+    }
+    if entry.provenance.facility_id is not None:
+        resource["performer"] = [ref("Organization", entry.provenance.facility_id)]
+    if "value" in body:
+        resource["valueQuantity"] = _quantity(body["value"], body["unit"])
+    if body.get("components"):
+        resource["component"] = [
+            {
+                "code": {"coding": [{"system": LOINC, "code": c["code"], "display": c.get("display")}]},
+                "valueQuantity": _quantity(c["value"], c["unit"]),
+            }
+            for c in body["components"]
+        ]
+    return resource
+
+
+def condition(entry: Entry) -> Resource:
+    body = entry.body
+    resource = _base("Condition", entry) | {
+        "code": {
+            "coding": [
+                {"system": ICD10, "code": body["code"], **({"display": body["display"]} if "display" in body else {})}
+            ]
+        },
+        "recordedDate": instant(entry.provenance.recorded_at),
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "entered-in-error" if entry.status == "entered_in_error" else body["verification_status"],
+                }
+            ]
+        },
+    }
+    # con-5: an entered-in-error condition carries no clinical status.
+    if entry.status != "entered_in_error":
+        resource["clinicalStatus"] = {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": body["clinical_status"]}
+            ]
+        }
+    if "onset" in body:
+        resource["onsetDateTime"] = body["onset"]
+    if "note" in body:
+        resource["note"] = [{"text": body["note"]}]
+    return resource
+
+
+def medication_request(entry: Entry) -> Resource:
+    body = entry.body
+    days = body["duration_days"]
+    medication: dict[str, Any] = {"text": body["drug"]}
+    if "drug_code" in body:
+        medication["coding"] = [{"code": body["drug_code"], "display": body["drug"]}]
+    dosage: dict[str, Any] = {
+        "text": f"{body['dose']} {body['route']}, {body['frequency']}, for {days} day(s)",
+        "route": {"text": body["route"]},
+        "timing": {
+            "code": {"text": body["frequency"]},
+            "repeat": {"boundsDuration": {"value": days, "unit": "d", "system": UCUM, "code": "d"}},
+        },
+    }
+    if "instructions" in body:
+        dosage["patientInstruction"] = body["instructions"]
+    return _base("MedicationRequest", entry) | {
+        "status": "entered-in-error" if entry.status == "entered_in_error" else "active",
+        "intent": "order",
+        "medicationCodeableConcept": medication,
+        "authoredOn": instant(entry.provenance.recorded_at),
+        "dosageInstruction": [dosage],
+        "dispenseRequest": {"expectedSupplyDuration": {"value": days, "unit": "days", "system": UCUM, "code": "d"}},
+    }
+
+
+def encounter(entry: Entry) -> Resource:
+    body = entry.body
+    resource = _base("Encounter", entry)
+    resource.pop("encounter", None)
+    subject = resource.pop("subject")
+    resource |= {
+        "status": "entered-in-error" if entry.status == "entered_in_error" else "finished",
+        "class": {"system": _V3_ACT, "code": "AMB" if body.get("mode") == "in_person" else "VR"},
+        "subject": subject,
+        "period": {"start": instant(entry.effective_at)},
+    }
+    if "ended_at" in body:
+        resource["period"]["end"] = body["ended_at"]
+    if "reason" in body:
+        resource["reasonCode"] = [{"text": body["reason"]}]
+    if entry.appointment_id is not None:
+        resource["appointment"] = [ref("Appointment", entry.appointment_id)]
+    if entry.provenance.facility_id is not None:
+        resource["serviceProvider"] = ref("Organization", entry.provenance.facility_id)
+    return resource
+
+
+# Record kinds that FHIR exposes, and how. (Notes have no resource in this interface yet.)
+BY_KIND = {
+    "encounter": ("Encounter", encounter),
+    "observation": ("Observation", observation),
+    "condition": ("Condition", condition),
+    "prescription": ("MedicationRequest", medication_request),
+}
+KIND_OF = {resource_type: kind for kind, (resource_type, _) in BY_KIND.items()}
+
+
+def to_fhir(entry: Entry) -> Resource:
+    return BY_KIND[entry.kind][1](entry)

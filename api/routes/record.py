@@ -1,0 +1,100 @@
+"""The shared record: write entries, correct them, mark them entered in error, read them and
+their history; complete a consultation with its results."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
+
+from api.deps import Caller, Conn
+from api.schemas import Reason
+from domain.record import consultation, service
+from domain.record.consultation import Completed, ConsultationResults
+from domain.record.types import Entry, EntryIn, Kind
+
+
+class Correction(msgspec.Struct, kw_only=True):
+    expected_version: int
+    entry: EntryIn
+    reason: Reason
+
+
+class ErrorMark(msgspec.Struct, kw_only=True):
+    expected_version: int
+    reason: Reason
+
+
+class RecordPage(msgspec.Struct, kw_only=True):
+    items: list[Entry]
+
+
+class RecordController(Controller):
+    tags = ["record"]
+
+    @post("/v1/patients/{patient_id:uuid}/record", summary="Add an entry to a patient's record")
+    async def write(
+        self, patient_id: FromPath[uuid.UUID], data: JSONBody[EntryIn], conn: Conn, principal: Caller
+    ) -> Entry:
+        return await service.write(conn, principal, patient_id, data)
+
+    @get("/v1/patients/{patient_id:uuid}/record", summary="A patient's current record, most recent first")
+    async def patient_record(
+        self,
+        patient_id: FromPath[uuid.UUID],
+        conn: Conn,
+        principal: Caller,
+        kind: FromQuery[Kind | None] = None,
+        include_errors: FromQuery[bool] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
+    ) -> RecordPage:
+        items = await service.patient_record(
+            conn, principal, patient_id, kind=kind, include_errors=include_errors, limit=limit
+        )
+        return RecordPage(items=items)
+
+    @get("/v1/record/{entry_id:uuid}", summary="The current version of an entry")
+    async def read(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Entry:
+        return await service.get(conn, principal, entry_id)
+
+    @get("/v1/record/{entry_id:uuid}/history", summary="Every version of an entry, oldest first")
+    async def history(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> list[Entry]:
+        return await service.history(conn, principal, entry_id)
+
+    @post("/v1/record/{entry_id:uuid}/correct", status_code=HTTP_200_OK, summary="Correct an entry (new version)")
+    async def correct(
+        self, entry_id: FromPath[uuid.UUID], data: JSONBody[Correction], conn: Conn, principal: Caller
+    ) -> Entry:
+        return await service.correct(
+            conn, principal, entry_id, expected_version=data.expected_version, entry=data.entry, reason=data.reason
+        )
+
+    @post(
+        "/v1/record/{entry_id:uuid}/entered-in-error",
+        status_code=HTTP_200_OK,
+        summary="Mark an entry entered in error (new version; never deleted)",
+    )
+    async def entered_in_error(
+        self, entry_id: FromPath[uuid.UUID], data: JSONBody[ErrorMark], conn: Conn, principal: Caller
+    ) -> Entry:
+        return await service.mark_entered_in_error(
+            conn, principal, entry_id, expected_version=data.expected_version, reason=data.reason
+        )
+
+    @post(
+        "/v1/appointments/{appointment_id:uuid}/complete",
+        status_code=HTTP_200_OK,
+        summary="Complete a consultation and write its results, in one transaction",
+    )
+    async def complete(
+        self,
+        appointment_id: FromPath[uuid.UUID],
+        conn: Conn,
+        principal: Caller,
+        data: JSONBody[ConsultationResults | None] = None,
+    ) -> Completed:
+        return await consultation.complete(conn, principal, appointment_id, data or ConsultationResults())

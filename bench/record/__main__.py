@@ -1,0 +1,158 @@
+"""bench/record: Patient/$everything for a patient with 1,000 record entries, and the offline sync
+feed of a health post with 5,000 patients, through a real server process.
+
+    python -m bench.record [--patients 5000] [--entries 1000] [--per-patient 2] [--rounds 20]
+
+Prints p50/p99 latency and bytes on the wire as JSON and as MessagePack, each also gzipped
+(gzip is computed here on the received body: the server does not compress responses yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import secrets
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench.common import base_env, percentile, scratch_database, spean_server
+from domain.identity import users
+from domain.identity.tokens import issue_access_token
+from infra.embedded import EmbeddedServices, free_port
+from infra.migrate import migrate
+
+_COLUMNS = (
+    "id", "version", "patient_id", "kind", "status", "code", "body", "effective_at",
+    "author_user_id", "author_role", "facility_id", "channel",
+)  # fmt: skip
+
+
+def _observation(i: int) -> tuple[str, str]:
+    if i % 2:
+        return (
+            "8310-5",
+            f'{{"code":"8310-5","value":{36 + (i % 30) / 10},"unit":"Cel","display":"Body temperature","system":"http://loinc.org"}}',
+        )
+    return (
+        "8867-4",
+        f'{{"code":"8867-4","value":{60 + i % 40},"unit":"/min","display":"Heart rate","system":"http://loinc.org"}}',
+    )
+
+
+async def seed(database_url: str, patients: int, entries: int, per_patient: int, secret: str) -> tuple[str, str]:
+    """A health post with `patients` patients, `per_patient` entries each, and one with `entries`."""
+    await migrate(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        post = uuid.uuid4()
+        await conn.execute(
+            """INSERT INTO facilities (id, name, kind, timezone, country)
+               VALUES ($1, 'Bench post', 'health_post', $2, 'KH')""",
+            post,
+            "Asia/Phnom_Penh",
+        )
+        chw = await users.ensure_user(conn, "+85512700000")
+        await users.grant_role(conn, chw, post, "chw")
+        ids = [uuid.uuid4() for _ in range(patients)]
+        await conn.copy_records_to_table(
+            "patients",
+            records=[(p, '[{"text": "Bench"}]', "bench", post) for p in ids],
+            columns=["id", "names", "search_text", "home_facility_id"],
+        )
+        start = datetime.now(UTC) - timedelta(days=365)
+        rows = []
+        counts = [entries] + [per_patient] * (patients - 1)
+        for patient, count in zip(ids, counts, strict=True):
+            for i in range(count):
+                code, body = _observation(i)
+                rows.append((uuid.uuid4(), 1, patient, "observation", "current", code, body,
+                             start + timedelta(minutes=i), chw, "chw", post, "app"))  # fmt: skip
+        await conn.copy_records_to_table("record_entries", records=rows, columns=_COLUMNS)
+        principal = await users.load_principal(conn, chw)
+    finally:
+        await conn.close()
+    return issue_access_token(principal, secret, 3600), str(ids[0])
+
+
+async def measure(port: int, token: str, patient: str, rounds: int) -> dict[str, dict[str, list[float]]]:
+    results: dict[str, dict[str, list[float]]] = {}
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        for accept in ("application/json", "application/msgpack"):
+            headers = {"Authorization": f"Bearer {token}", "Accept": accept}
+            for name in ("everything", "sync"):
+                if name == "everything" and accept != "application/json":
+                    continue  # FHIR answers application/fhir+json only
+                stats: dict[str, list[float]] = {"latency": [], "bytes": [], "gzip": []}
+                for _ in range(rounds):
+                    urls = [f"/fhir/Patient/{patient}/$everything?_count=1000"] if name == "everything" else []
+                    cursor = "0"
+                    while True:
+                        url = urls.pop() if urls else f"/v1/sync?since={cursor}&limit=1000"
+                        started = time.perf_counter()
+                        response = await client.get(url, headers=headers)
+                        stats["latency"].append(time.perf_counter() - started)
+                        assert response.status_code == 200, response.text
+                        stats["bytes"].append(len(response.content))
+                        stats["gzip"].append(len(gzip.compress(response.content)))
+                        if name == "everything":
+                            break
+                        page = response.json() if accept == "application/json" else _unpack(response.content)
+                        cursor = str(page["cursor"])
+                        if not page["more"]:
+                            break
+                results[f"{name} {accept.split('/')[1]}"] = stats
+    return results
+
+
+def _unpack(content: bytes) -> dict[str, object]:
+    import msgspec
+
+    decoded: dict[str, object] = msgspec.msgpack.decode(content)
+    return decoded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=5000)
+    parser.add_argument("--entries", type=int, default=1000, help="entries of the $everything patient")
+    parser.add_argument("--per-patient", type=int, default=2, help="entries of each other patient")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="spean-bench-") as folder:
+        tmp = Path(folder)
+        embedded = EmbeddedServices(tmp / "data")
+        try:
+            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
+            redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
+            with scratch_database(admin_dsn, "spean_bench_record") as database_url:
+                secret = secrets.token_urlsafe(48)
+                token, patient = asyncio.run(seed(database_url, args.patients, args.entries, args.per_patient, secret))
+                port = free_port()
+                env = {**base_env(database_url, redis_url, tmp / "data", secret), "SPEAN_AUTO_MIGRATE": "false"}
+                with spean_server(env, port, 1, tmp / "server.log"):
+                    results = asyncio.run(measure(port, token, patient, args.rounds))
+        finally:
+            embedded.stop()
+    total = args.entries + args.per_patient * (args.patients - 1)
+    print(f"bench/record  patients={args.patients} entries={total} rounds={args.rounds} cores={os.cpu_count()}")
+    print(f"  {'request':28} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'bytes/resp':>11} {'gzip':>9}")
+    for name, s in results.items():
+        label = name.replace("everything json", "$everything (1,000) json").replace("sync", "sync page (1,000)")
+        print(
+            f"  {label:28} {len(s['latency']):5} {percentile(s['latency'], 50) * 1000:8.1f} "
+            f"{percentile(s['latency'], 99) * 1000:8.1f} {percentile(s['bytes'], 50):11.0f} "
+            f"{percentile(s['gzip'], 50):9.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Codes the record accepts: a small catalogue of vital signs (LOINC code, UCUM unit, plausible
+range) and the ICD-10 code format.
+
+Ranges are plausibility limits, not clinical norms: they catch a slipped digit on a cheap phone
+(a temperature of 375) while letting any real, even critical, value through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+# Category A-Z except U (reserved), two digits (or digit + A/B for a few chapters), optional
+# subdivision after a dot: A09, J45.9, S72.001.
+ICD10_CODE = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
+
+
+@dataclass(frozen=True)
+class Vital:
+    code: str
+    display: str
+    unit: str  # UCUM code, which is also what is shown
+    low: float
+    high: float
+
+
+VITALS: dict[str, Vital] = {
+    v.code: v
+    for v in (
+        Vital("8480-6", "Systolic blood pressure", "mm[Hg]", 40, 300),
+        Vital("8462-4", "Diastolic blood pressure", "mm[Hg]", 20, 200),
+        Vital("8310-5", "Body temperature", "Cel", 25, 45),
+        Vital("29463-7", "Body weight", "kg", 0.2, 400),
+        Vital("8302-2", "Body height", "cm", 20, 260),
+        Vital("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 40, 100),
+        Vital("8867-4", "Heart rate", "/min", 20, 300),
+        Vital("9279-1", "Respiratory rate", "/min", 4, 100),
+        Vital("56072-2", "Mid upper arm circumference", "cm", 5, 60),
+        Vital("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 10, 1500),
+        Vital("15074-8", "Glucose [Moles/volume] in Blood", "mmol/L", 0.5, 85),
+    )
+}
+
+# A panel carries no value of its own, only components (FHIR vital-signs profile).
+BLOOD_PRESSURE_PANEL = "85354-9"
+PANELS: dict[str, tuple[str, frozenset[str]]] = {
+    BLOOD_PRESSURE_PANEL: ("Blood pressure panel with all children optional", frozenset({"8480-6", "8462-4"})),
+}
+
+
+def normalise_icd10(code: str) -> str | None:
+    """The code upper-cased, or None when it is not an ICD-10 code."""
+    code = code.strip().upper()
+    return code if ICD10_CODE.match(code) else None

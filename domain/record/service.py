@@ -1,0 +1,273 @@
+"""The shared record's rules: write an entry, correct it (a new version), mark it entered in
+error (a new version), read it, its history, and a patient's current record.
+
+Every change is a new row; the previous head is only flagged superseded. A correction names the
+version it corrects (`expected_version`): if someone else changed the entry first, the caller
+gets a conflict with the current version instead of silently overwriting it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from domain import access
+from domain.audit import trail
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.principal import Principal
+from domain.record import store
+from domain.record.types import EncounterIn, Entry, EntryIn
+from domain.record.validate import check
+from infra.db import Connection
+
+# FHIR resource type of each kind, as named in the audit trail.
+RESOURCE_TYPE = {
+    "encounter": "Encounter",
+    "observation": "Observation",
+    "condition": "Condition",
+    "prescription": "MedicationRequest",
+    "note": "ClinicalNote",
+    "attachment": "Attachment",
+}
+
+
+def _kind(entry: EntryIn) -> str:
+    kind: str = type(entry).__struct_config__.tag  # type: ignore[assignment]
+    return kind
+
+
+async def check_encounter(conn: Connection, patient_id: uuid.UUID, encounter_id: uuid.UUID | None) -> None:
+    if encounter_id is None:
+        return
+    encounter = await store.head(conn, encounter_id)
+    if encounter is None or encounter.kind != "encounter" or encounter.patient_id != patient_id:
+        raise InvalidInput("encounter_not_found", "no such encounter for this patient", field="encounter_id")
+    if encounter.status == "entered_in_error":
+        raise Conflict("encounter_entered_in_error", "that encounter was entered in error")
+
+
+async def write(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    entry: EntryIn,
+    *,
+    appointment_id: uuid.UUID | None = None,
+    appointment_facility: uuid.UUID | None = None,
+    home_facility: uuid.UUID | None = None,
+) -> Entry:
+    """Add a new entry (version 1). Callers that already checked access pass `home_facility`."""
+    if home_facility is None:
+        home_facility = await access.require_can_write_record(conn, principal, patient_id)
+    checked = check(entry)
+    encounter_id = None if isinstance(entry, EncounterIn) else entry.encounter_id
+    await check_encounter(conn, patient_id, encounter_id)
+    return await insert_new(
+        conn, principal, patient_id, _kind(entry), body=checked.body, code=checked.code, encounter_id=encounter_id,
+        home=home_facility, appointment_id=appointment_id, appointment_facility=appointment_facility,
+        effective_at=checked.effective_at,
+    )  # fmt: skip
+
+
+async def insert_new(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    kind: str,
+    *,
+    body: dict[str, object],
+    code: str | None,
+    encounter_id: uuid.UUID | None,
+    home: uuid.UUID,
+    appointment_id: uuid.UUID | None = None,
+    appointment_facility: uuid.UUID | None = None,
+    effective_at: datetime | None = None,
+) -> Entry:
+    """Version 1 of a new entry, with its provenance, audited. Callers checked access and content."""
+    created = await store.insert(
+        conn,
+        id=uuid.uuid4(),
+        version=1,
+        patient_id=patient_id,
+        kind=kind,
+        status="current",
+        encounter_id=encounter_id,
+        appointment_id=appointment_id,
+        code=code,
+        body=body,
+        effective_at=effective_at or datetime.now(UTC),
+        author_user_id=principal.user_id,
+        author_role=principal.primary_role,
+        facility_id=access.authoring_facility(principal, appointment_facility, home),
+        channel=principal.channel,
+    )
+    await _audit(conn, principal, "create", created)
+    return created
+
+
+async def _locked_head(conn: Connection, principal: Principal, entry_id: uuid.UUID, expected_version: int) -> Entry:
+    """The head, locked against concurrent changes; access is checked before the version, so a
+    caller who may not write learns nothing about the entry."""
+    current = await store.head(conn, entry_id, for_update=True)
+    if current is None:
+        raise NotFound("entry_not_found", "no such record entry")
+    await access.require_can_write_record(conn, principal, current.patient_id)
+    if current.version != expected_version:
+        raise Conflict(
+            "version_conflict",
+            f"the entry is now at version {current.version}: read it and apply your change again",
+            current_version=current.version,
+        )
+    if current.status == "entered_in_error":
+        raise Conflict("entered_in_error", "the entry was entered in error; record a new one instead")
+    return current
+
+
+async def correct(
+    conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, entry: EntryIn, reason: str
+) -> Entry:
+    """Replace an entry's content by a new version; the old one stays, superseded."""
+    current = await _locked_head(conn, principal, entry_id, expected_version)
+    if _kind(entry) != current.kind:
+        raise InvalidInput("kind_mismatch", f"a correction of a {current.kind} must be a {current.kind}", field="kind")
+    checked = check(entry)
+    encounter_id = current.encounter_id if isinstance(entry, EncounterIn) else entry.encounter_id
+    await check_encounter(conn, current.patient_id, encounter_id)
+    return await _new_version(
+        conn, principal, current, "current", reason, code=checked.code, body=checked.body,
+        effective_at=checked.effective_at, encounter_id=encounter_id,
+    )  # fmt: skip
+
+
+async def mark_entered_in_error(
+    conn: Connection, principal: Principal, entry_id: uuid.UUID, *, expected_version: int, reason: str
+) -> Entry:
+    """Never deleted: a new version says the entry was a mistake, and reads hide it by default."""
+    current = await _locked_head(conn, principal, entry_id, expected_version)
+    return await _new_version(
+        conn, principal, current, "entered_in_error", reason, code=current.code, body=current.body,
+        effective_at=current.effective_at, encounter_id=current.encounter_id,
+    )  # fmt: skip
+
+
+async def _new_version(
+    conn: Connection, principal: Principal, current: Entry, status: str, reason: str, **content: object
+) -> Entry:
+    await store.supersede(conn, current.id, current.version)
+    created = await store.insert(
+        conn,
+        id=current.id,
+        version=current.version + 1,
+        patient_id=current.patient_id,
+        kind=current.kind,
+        status=status,
+        appointment_id=current.appointment_id,
+        author_user_id=principal.user_id,
+        author_role=principal.primary_role,
+        facility_id=access.authoring_facility(principal, current.provenance.facility_id),
+        channel=principal.channel,
+        reason=reason,
+        **content,
+    )
+    await _audit(conn, principal, "correct" if status == "current" else "entered_in_error", created)
+    return created
+
+
+async def _audit(
+    conn: Connection,
+    principal: Principal,
+    action: trail.Action,
+    entry: Entry,
+    purpose: str | None = None,
+    facility_id: uuid.UUID | None = None,
+) -> None:
+    """Writes name the entry's facility; reads name the reader's (as the patient's access log shows it)."""
+    await trail.record(
+        conn,
+        principal,
+        action=action,
+        resource_type=RESOURCE_TYPE[entry.kind],
+        resource_id=entry.id,
+        patient_ids=[entry.patient_id],
+        facility_id=facility_id or entry.provenance.facility_id,
+        purpose=purpose,
+    )
+
+
+async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> Entry:
+    entry = await store.head(conn, entry_id)
+    if entry is None:
+        raise NotFound("entry_not_found", "no such record entry")
+    grant = await access.require_can_read_record(conn, principal, entry.patient_id)
+    reader_facility = access.authoring_facility(principal, grant.home_facility_id)
+    await _audit(conn, principal, "read", entry, purpose=grant.basis, facility_id=reader_facility)
+    return entry
+
+
+async def history(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> list[Entry]:
+    entry = await get(conn, principal, entry_id)
+    return await store.versions(conn, entry.id)
+
+
+async def patient_record(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    kind: str | None = None,
+    include_errors: bool = False,
+    limit: int = 200,
+) -> list[Entry]:
+    """The patient's current entries, most recent first."""
+    grant = await access.require_can_read_record(conn, principal, patient_id)
+    entries = await store.heads_of_patient(conn, patient_id, kind=kind, include_errors=include_errors, limit=limit)
+    await trail.record(
+        conn,
+        principal,
+        action="search",
+        resource_type="Record",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=access.authoring_facility(principal, grant.home_facility_id),
+        purpose=grant.basis,  # 'break_glass' flags an emergency read in the trail
+    )
+    return entries
+
+
+async def search(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    kinds: list[str],
+    include_errors: bool = False,
+    effective_from: datetime | None = None,
+    effective_to: datetime | None = None,
+    recorded_since: datetime | None = None,
+    after_seq: int | None = None,
+    limit: int = 100,
+) -> list[Entry]:
+    """The patient's entries of some kinds in change order (FHIR search, $everything, paging by seq)."""
+    grant = await access.require_can_read_record(conn, principal, patient_id)
+    entries = await store.search_heads(
+        conn,
+        patient_id,
+        kinds=kinds,
+        include_errors=include_errors,
+        effective_from=effective_from,
+        effective_to=effective_to,
+        recorded_since=recorded_since,
+        after_seq=after_seq,
+        limit=limit,
+    )
+    await trail.record(
+        conn,
+        principal,
+        action="search",
+        resource_type="Record",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=access.authoring_facility(principal, grant.home_facility_id),
+        purpose=grant.basis,
+    )
+    return entries

@@ -1,0 +1,176 @@
+"""Offline sync for the CHW app.
+
+Pull: every record entry version of the patients of the caller's facilities after a cursor (the
+change feed position `seq`), compact and paged. The app keeps the highest version per entry id.
+
+Push: a batch of changes recorded offline, each with a client id. Each is applied at most once
+per (user, client id): the claim row and the change commit together, and each item runs in its
+own savepoint, so one refused item does not undo the others. Answers per item: applied,
+duplicate (with what it applied the first time), conflict (the entry moved on: the current
+version is returned), or rejected (with the error code).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+import asyncpg
+import msgspec
+
+from domain import access, patients
+from domain.audit import trail
+from domain.errors import Conflict, DomainError, Forbidden, InvalidInput
+from domain.patients import Patient
+from domain.principal import Principal
+from domain.record import service, store
+from domain.record.types import Entry, EntryIn
+from infra.db import Connection
+
+ClientId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class Change(msgspec.Struct, kw_only=True):
+    client_id: ClientId
+    op: Literal["create", "correct", "entered_in_error"] = "create"
+    patient_id: uuid.UUID | None = None  # create
+    entry: EntryIn | None = None  # create, correct
+    entry_id: uuid.UUID | None = None  # correct, entered_in_error
+    base_version: int | None = None  # the version the phone changed
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    client_id: str
+    result: Literal["applied", "duplicate", "conflict", "rejected"]
+    entry_id: uuid.UUID | None = None
+    version: int | None = None
+    current: Entry | None = None  # on conflict
+    code: str | None = None  # on rejection
+    detail: str | None = None
+
+
+class Page(msgspec.Struct, kw_only=True):
+    changes: list[Entry]  # record entry versions, in feed order
+    patients: list[Patient]  # patients registered or changed (current state)
+    cursor: str  # pass back as ?since= (opaque; today the last change's position)
+    more: bool
+
+
+def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
+    facilities = sorted(principal.facilities_with("chw", "clinician"))
+    if not facilities:
+        raise Forbidden("role_required", "sync serves the CHWs and clinicians of a facility")
+    return facilities
+
+
+def _cursor(value: str) -> tuple[int, int]:
+    tx, _, seq = value.partition(".")
+    if not (tx.isdigit() and (seq.isdigit() or not seq)):
+        raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
+    return int(tx), int(seq or 0)
+
+
+# The feed: record entry versions and patient rows of the facilities, after the cursor and below
+# the horizon, in (transaction, position) order. $1 facilities, $2 cursor tx, $3 cursor seq.
+_FEED = """
+    SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
+      AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+    UNION ALL
+    SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::text::xid8, $3)
+      AND p.tx < pg_snapshot_xmin(pg_current_snapshot())"""
+
+
+async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
+    """Changes after the cursor `tx.seq` up to the horizon below which every transaction has
+    finished (see migrations 0009, 0010): a cursor never passes a change."""
+    tx, seq = _cursor(since)
+    feed = await conn.fetch(
+        f"SELECT what, id, version, tx::text AS tx_text, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $4",
+        _sync_facilities(principal),
+        str(tx),
+        seq,
+        limit + 1,
+    )
+    page = feed[:limit]
+    entry_keys = [(r["id"], r["version"]) for r in page if r["what"] == "entry"]
+    changes = await store.versions_by_key(conn, entry_keys)
+    found = await patients.load_many(conn, [r["id"] for r in page if r["what"] == "patient"])
+    touched = [c.patient_id for c in changes] + list(found)
+    if touched:
+        await trail.record(
+            conn,
+            principal,
+            action="search",
+            resource_type="Record",
+            resource_id=None,
+            patient_ids=touched,
+            purpose="sync",
+        )
+    cursor = f"{page[-1]['tx_text']}.{page[-1]['seq']}" if page else since
+    return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
+
+
+async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:
+    _sync_facilities(principal)
+    return [await _apply_one(conn, principal, change) for change in changes]
+
+
+async def _apply_one(conn: Connection, principal: Principal, change: Change) -> Outcome:
+    done = await conn.fetchrow(
+        "SELECT entry_id, version FROM sync_applied WHERE user_id = $1 AND client_id = $2",
+        principal.user_id,
+        change.client_id,
+    )
+    if done is not None:
+        return Outcome(client_id=change.client_id, result="duplicate", entry_id=done[0], version=done[1])
+    try:
+        async with conn.transaction():  # a savepoint: this item alone is undone on failure
+            entry = await _apply(conn, principal, change)
+            await conn.execute(
+                "INSERT INTO sync_applied (user_id, client_id, entry_id, version) VALUES ($1, $2, $3, $4)",
+                principal.user_id,
+                change.client_id,
+                entry.id,
+                entry.version,
+            )
+    except asyncpg.UniqueViolationError:  # the same batch is being applied concurrently
+        return Outcome(client_id=change.client_id, result="duplicate")
+    except Conflict as exc:
+        current = await store.head(conn, change.entry_id) if change.entry_id else None
+        if exc.code == "version_conflict" and current is not None:
+            try:  # the writer may not be allowed to read it (e.g. an old consultation): then no content
+                await access.require_can_read_record(conn, principal, current.patient_id)
+            except Forbidden:
+                return Outcome(client_id=change.client_id, result="conflict", entry_id=current.id,
+                               version=current.version)  # fmt: skip
+            return Outcome(client_id=change.client_id, result="conflict", entry_id=current.id,
+                           version=current.version, current=current)  # fmt: skip
+        return Outcome(client_id=change.client_id, result="rejected", code=exc.code, detail=exc.detail)
+    except DomainError as exc:
+        return Outcome(client_id=change.client_id, result="rejected", code=exc.code, detail=exc.detail)
+    return Outcome(client_id=change.client_id, result="applied", entry_id=entry.id, version=entry.version)
+
+
+def _missing(name: str) -> InvalidInput:
+    return InvalidInput("field_required", f"{name} is required for this op")
+
+
+async def _apply(conn: Connection, principal: Principal, change: Change) -> Entry:
+    if change.op == "create":
+        if change.patient_id is None or change.entry is None:
+            raise _missing("patient_id and entry")
+        return await service.write(conn, principal, change.patient_id, change.entry)
+    if change.entry_id is None or change.base_version is None:
+        raise _missing("entry_id and base_version")
+    reason = change.reason or "corrected offline"
+    if change.op == "correct":
+        if change.entry is None:
+            raise _missing("entry")
+        return await service.correct(conn, principal, change.entry_id, expected_version=change.base_version,
+                                     entry=change.entry, reason=reason)  # fmt: skip
+    return await service.mark_entered_in_error(
+        conn, principal, change.entry_id, expected_version=change.base_version, reason=reason
+    )

@@ -1,0 +1,60 @@
+"""Work lists: a reference centre's triage queue (most urgent first, then longest waiting) and a
+health post's referrals with their status."""
+
+from __future__ import annotations
+
+import uuid
+
+from domain import access
+from domain.audit import trail
+from domain.errors import Forbidden
+from domain.principal import Principal
+from domain.referral.service import TRIAGE_ROLES, Referral, ReferralStatus, to_referral
+from infra.db import Connection
+
+
+async def _audited(conn: Connection, principal: Principal, facility_id: uuid.UUID, items: list[Referral]) -> None:
+    if items:
+        await trail.record(
+            conn,
+            principal,
+            action="search",
+            resource_type="ServiceRequest",
+            resource_id=None,
+            patient_ids=[r.patient_id for r in items],
+            facility_id=facility_id,
+        )
+
+
+async def triage_queue(conn: Connection, principal: Principal, facility_id: uuid.UUID, *, limit: int) -> list[Referral]:
+    if not (principal.is_system_admin or any(principal.has_role(r, facility_id) for r in TRIAGE_ROLES)):
+        raise Forbidden("role_required", "only the centre's clinical staff or admin see its triage queue")
+    rows = await conn.fetch(
+        """SELECT * FROM referrals WHERE to_facility_id = $1 AND status = 'requested'
+           ORDER BY urgency_rank, created_at LIMIT $2""",
+        facility_id,
+        limit,
+    )
+    items = [to_referral(r) for r in rows]
+    await _audited(conn, principal, facility_id, items)
+    return items
+
+
+async def sent(
+    conn: Connection, principal: Principal, facility_id: uuid.UUID, *, status: ReferralStatus | None, limit: int
+) -> list[Referral]:
+    """A health post's referrals, newest first; `status` narrows (e.g. the open ones: requested)."""
+    if not (
+        principal.is_system_admin or facility_id in principal.facilities_with(*access.CLINICAL_ROLES, "facility_admin")
+    ):
+        raise Forbidden("role_required", "only the facility's staff see its referrals")
+    rows = await conn.fetch(
+        """SELECT * FROM referrals WHERE from_facility_id = $1 AND ($2::text IS NULL OR status = $2)
+           ORDER BY created_at DESC LIMIT $3""",
+        facility_id,
+        status,
+        limit,
+    )
+    items = [to_referral(r) for r in rows]
+    await _audited(conn, principal, facility_id, items)
+    return items

@@ -1,0 +1,38 @@
+"""Each server worker seals the audit trail in the background (domain.audit.chain); several at
+once are harmless: one holds the sealer's lock, the others skip their round."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+
+from domain.audit import chain
+from infra.db import Pool
+
+log = structlog.get_logger(__name__)
+
+
+async def run_forever(pool: Pool, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with pool.acquire() as conn:
+                sealed = await chain.seal(conn)
+            if sealed:
+                log.debug("audit_sealed", count=sealed)
+        except Exception:  # a failed round is retried next time; never kill the worker
+            log.exception("audit_sealing_failed")
+
+
+@contextlib.asynccontextmanager
+async def running(pool: Pool, every_s: float) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_forever(pool, every_s))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,142 @@
+"""Offline sync through HTTP: pull pages by cursor, push applies each change at most once,
+reports conflicts with the current version, and one bad item does not undo the others."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.factory import Factory, Scene
+
+Client = AsyncTestClient[Litestar]
+
+
+def temperature(value: float) -> dict[str, Any]:
+    return {"kind": "observation", "code": "8310-5", "value": value, "unit": "Cel"}
+
+
+async def push(client: Client, scene: Scene, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = await client.post("/v1/sync", json={"changes": changes}, headers=scene.chw.headers)
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+class TestPush:
+    async def test_each_change_applies_once_and_answers_per_item(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        scene = await factory.scene()
+        batch = [
+            {"client_id": "phone1-1", "patient_id": str(scene.patient), "entry": temperature(38.5)},
+            {"client_id": "phone1-2", "patient_id": str(scene.patient), "entry": temperature(385)},
+            {"client_id": "phone1-3", "patient_id": str(scene.patient), "entry": {"kind": "note", "text": "cough"}},
+        ]
+        first = await push(client, scene, batch)
+        assert [r["result"] for r in first] == ["applied", "rejected", "applied"]
+        assert first[1]["code"] == "implausible_value"
+        again = await push(client, scene, batch)
+        assert [r["result"] for r in again] == ["duplicate", "rejected", "duplicate"]
+        assert again[0]["entry_id"] == first[0]["entry_id"]
+        count = await db.fetchval("SELECT count(*) FROM record_entries WHERE patient_id = $1", scene.patient)
+        assert count == 2
+
+    async def test_a_stale_correction_is_a_conflict_with_the_current_version(
+        self, client: Client, factory: Factory
+    ) -> None:
+        scene = await factory.scene()
+        [created] = await push(
+            client, scene, [{"client_id": "a", "patient_id": str(scene.patient), "entry": temperature(38)}]
+        )
+        fix = {"client_id": "b", "op": "correct", "entry_id": created["entry_id"], "base_version": 1,
+               "entry": temperature(37.5), "reason": "re-measured"}  # fmt: skip
+        stale = {**fix, "client_id": "c", "entry": temperature(37.9)}
+        results = await push(client, scene, [fix, stale])
+        assert [r["result"] for r in results] == ["applied", "conflict"]
+        assert results[1]["current"]["version"] == 2
+        assert results[1]["current"]["body"]["value"] == 37.5
+        error = {"client_id": "d", "op": "entered_in_error", "entry_id": created["entry_id"], "base_version": 2}
+        assert (await push(client, scene, [error]))[0]["version"] == 3
+
+
+class TestPull:
+    async def test_pages_by_cursor_in_change_order(self, client: Client, factory: Factory) -> None:
+        scene = await factory.scene()
+        other = await factory.scene()  # another facility's patient: never synced here
+        changes = [
+            {"client_id": f"n{i}", "patient_id": str(scene.patient), "entry": temperature(36 + i / 10)}
+            for i in range(5)
+        ]
+        await push(client, scene, changes)
+        await client.post(f"/v1/patients/{other.patient}/record", json=temperature(37), headers=other.chw.headers)
+        seen: list[dict[str, Any]] = []
+        patients: list[str] = []
+        cursor = "0"
+        while True:
+            response = await client.get("/v1/sync", params={"since": cursor, "limit": 2}, headers=scene.chw.headers)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            seen += page["changes"]
+            patients += [p["id"] for p in page["patients"]]
+            cursor = page["cursor"]
+            if not page["more"]:
+                break
+        assert [c["body"]["value"] for c in seen] == [36.0, 36.1, 36.2, 36.3, 36.4]
+        assert {c["patient_id"] for c in seen} == {str(scene.patient)}
+        assert patients == [str(scene.patient)]  # registered here; the other facility's never
+        renamed = await client.patch(
+            f"/v1/patients/{scene.patient}", json={"names": [{"text": "Sok Dara"}]}, headers=scene.chw.headers
+        )
+        assert renamed.status_code == 200, renamed.text
+        update = (await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)).json()
+        assert [p["names"][0]["text"] for p in update["patients"]] == ["Sok Dara"]
+        cursor = update["cursor"]
+        empty = await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)
+        assert empty.json() == {"changes": [], "patients": [], "cursor": cursor, "more": False}
+
+    async def test_msgpack_is_smaller_and_bad_cursors_refused(self, client: Client, factory: Factory) -> None:
+        scene = await factory.scene()
+        await push(client, scene, [{"client_id": "m", "patient_id": str(scene.patient), "entry": temperature(37)}])
+        as_json = await client.get("/v1/sync", headers=scene.chw.headers)
+        packed = await client.get("/v1/sync", headers={**scene.chw.headers, "Accept": "application/msgpack"})
+        assert packed.headers["content-type"].startswith("application/msgpack")
+        assert msgspec.msgpack.decode(packed.content)["changes"][0]["id"] == as_json.json()["changes"][0]["id"]
+        assert len(packed.content) < len(as_json.content)
+        bad = await client.get("/v1/sync", params={"since": "abc"}, headers=scene.chw.headers)
+        assert bad.json()["code"] == "invalid_cursor"
+        specialist = await client.get("/v1/sync", headers=scene.specialist.headers)
+        assert specialist.status_code == 403
+        assert uuid.UUID(as_json.json()["changes"][0]["id"])
+
+
+class TestHorizon:
+    async def test_a_slow_transaction_is_never_skipped(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """A change committed late, by a transaction that started first, still reaches the phone."""
+        scene = await factory.scene()
+        async with db.acquire() as slow:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute(
+                """INSERT INTO record_entries (id, version, patient_id, kind, status, body, effective_at,
+                                               author_user_id, author_role, channel)
+                   VALUES ($1, 1, $2, 'note', 'current', $3, now(), $4, 'chw', 'app')""",
+                uuid.uuid4(),
+                scene.patient,
+                {"text": "slow", "category": "progress"},
+                scene.chw.user_id,
+            )
+            await push(
+                client, scene, [{"client_id": "fast", "patient_id": str(scene.patient), "entry": temperature(37)}]
+            )
+            held = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+            assert held["changes"] == []  # the fast change waits behind the open transaction
+            await tx.commit()
+        both = (await client.get("/v1/sync", params={"since": held["cursor"]}, headers=scene.chw.headers)).json()
+        assert [c["kind"] for c in both["changes"]] == ["note", "observation"]
