@@ -1,5 +1,6 @@
 """A video consultation's rules: who may join its room, and how joining, starting and ending the
-call move the appointment (checked in → in progress → completed, with the call's duration).
+call move the appointment (checked in → in progress, with the calls' duration; the practitioner
+then completes it with its results).
 
 Channel-agnostic: the WebSocket signalling calls these; they know nothing of sockets.
 """
@@ -64,38 +65,47 @@ async def arrive(conn: Connection, principal: Principal, appointment: Appointmen
 
 
 async def start_call(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> Appointment:
-    """The specialist admitted the patient side: the consultation is in progress (once)."""
+    """The specialist admitted the patient side: the consultation is in progress and a call runs.
+
+    A call that ended may start again (the link dropped for good, they call back); a running
+    call is left alone."""
     current = await load_appointment(conn, appointment_id, for_update=True)
-    if current.status == "in_progress":
-        return current
-    if current.status not in ("booked", "checked_in"):
+    if current.status not in ("booked", "checked_in", "in_progress"):
         raise Conflict("consultation_closed", f"the appointment is {current.status}")
-    await conn.execute(
-        """UPDATE appointments SET status = 'in_progress', call_started_at = coalesce(call_started_at, now()),
-                                   updated_at = now(), version = version + 1 WHERE id = $1""",
+    started = await conn.fetchval(
+        """UPDATE appointments
+              SET status = 'in_progress', call_started_at = now(), call_ended_at = NULL,
+                  updated_at = now(), version = version + 1
+            WHERE id = $1 AND (status <> 'in_progress' OR call_started_at IS NULL OR call_ended_at IS NOT NULL)
+        RETURNING 1""",
         appointment_id,
     )
+    if started is None:
+        return current
     updated = await load_appointment(conn, appointment_id)
     await record_change(conn, principal, updated, "start_call", current.status, None)
     return updated
 
 
 async def end_call(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> int | None:
-    """The call is over: the appointment is completed and the call's duration recorded.
+    """The call is over: its end and total duration are recorded. The appointment stays in
+    progress until the practitioner completes it with its results (domain.record.consultation).
 
-    Returns the duration in seconds, or None if the call never started (nobody was admitted).
+    Returns the calls' total duration in seconds, or None if no call was running.
     """
     current = await load_appointment(conn, appointment_id, for_update=True)
-    if current.status != "in_progress":
-        return None
-    seconds: int = await conn.fetchval(
+    seconds: int | None = await conn.fetchval(
         """UPDATE appointments
-              SET status = 'completed', call_ended_at = now(),
-                  call_seconds = greatest(0, extract(epoch FROM now() - call_started_at))::int,
+              SET call_ended_at = now(),
+                  call_seconds = coalesce(call_seconds, 0)
+                                 + greatest(0, extract(epoch FROM now() - call_started_at))::int,
                   updated_at = now(), version = version + 1
-            WHERE id = $1 RETURNING call_seconds""",
+            WHERE id = $1 AND status = 'in_progress' AND call_started_at IS NOT NULL AND call_ended_at IS NULL
+        RETURNING call_seconds""",
         appointment_id,
     )
+    if seconds is None:
+        return None
     updated = await load_appointment(conn, appointment_id)
-    await record_change(conn, principal, updated, "end_call", current.status, f"call lasted {seconds} s")
+    await record_change(conn, principal, updated, "end_call", current.status, f"calls lasted {seconds} s in all")
     return seconds

@@ -84,12 +84,19 @@ async def test_waiting_room_relay_across_workers_resume_and_end(
     assert await back.closed_with() == 1000
     row = await db.fetchrow("SELECT status, call_seconds FROM appointments WHERE id = $1", c.appointment_id)
     assert row is not None
-    assert row["status"] == "completed"
+    assert row["status"] == "in_progress"  # until the specialist completes it with results
     assert row["call_seconds"] is not None
+    # The call is over; the specialist completes the consultation (results go to the record).
+    async with httpx.AsyncClient(base_url=rtc_servers.http_a) as http:
+        done = await http.post(
+            f"/v1/appointments/{c.appointment_id}/complete", json={}, headers=auth(c.specialist.token)
+        )
+    assert done.status_code in (200, 201), done.text
+    assert await db.fetchval("SELECT status FROM appointments WHERE id = $1", c.appointment_id) == "completed"
     events = await db.fetch(
         "SELECT action FROM appointment_events WHERE appointment_id = $1 ORDER BY id", c.appointment_id
     )
-    assert [e["action"] for e in events] == ["book", "check_in", "start_call", "end_call"]
+    assert [e["action"] for e in events] == ["book", "check_in", "start_call", "end_call", "complete"]
 
 
 async def test_bad_input_is_refused_and_the_room_survives(

@@ -76,4 +76,6 @@ async def test_aiortc_peers_exchange_video_and_data_across_workers(
     finally:
         await specialist_pc.close()
         await patient_pc.close()
-    assert await db.fetchval("SELECT status FROM appointments WHERE id = $1", c.appointment_id) == "completed"
+    ended = await db.fetchrow("SELECT status, call_seconds FROM appointments WHERE id = $1", c.appointment_id)
+    assert ended is not None
+    assert (ended["status"], ended["call_seconds"] is not None) == ("in_progress", True)
