@@ -192,3 +192,23 @@ class TestAudit:
             appointment,
         )
         assert outbox == 1
+
+
+class TestFollowUps:
+    async def test_a_specialist_books_follow_ups_only_with_themself_for_their_patients(
+        self, client: Client, factory: Factory
+    ) -> None:
+        n = await _network(factory)
+        await _book(client, n.chw_a, n.alice, n.spec_1, "08:00")
+        follow_up = {
+            "patient_id": str(n.alice.patient_id),
+            "practitioner_id": str(n.spec_1.practitioner_id),
+            "start": iso(next_local("Asia/Phnom_Penh", "10:00", days_ahead=9)),
+        }
+        ok = await client.post("/v1/appointments", json=follow_up, headers=n.spec_1.headers)
+        assert ok.status_code == 201, ok.text
+        for_colleague = {**follow_up, "practitioner_id": str(n.spec_2.practitioner_id)}
+        refused = await client.post("/v1/appointments", json=for_colleague, headers=n.spec_1.headers)
+        assert refused.status_code == 403
+        stranger = {**follow_up, "patient_id": str(n.bob.patient_id)}
+        assert (await client.post("/v1/appointments", json=stranger, headers=n.spec_1.headers)).status_code == 403
