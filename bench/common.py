@@ -8,14 +8,18 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from infra.embedded import EmbeddedServices
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -138,3 +142,27 @@ def base_env(database_url: str, redis_url: str, data_dir: Path, secret: str) -> 
         "SPEAN_LOG_LEVEL": "warning",
         "SPEAN_ENV": "development",
     }
+
+
+@dataclass(frozen=True)
+class BenchEnvironment:
+    folder: Path
+    database_url: str  # a scratch database, dropped afterwards
+    redis_url: str
+    secret: str  # the servers' signing key, to mint tokens for the load
+
+
+@contextmanager
+def bench_environment(prefix: str) -> Iterator[BenchEnvironment]:
+    """A temporary folder, a scratch database on DATABASE_URL's server (or an embedded one),
+    REDIS_URL's Redis (or an embedded one) and a fresh signing key; all cleaned up after."""
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as folder:
+        tmp = Path(folder)
+        embedded = EmbeddedServices(tmp / "data")
+        try:
+            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
+            redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
+            with scratch_database(admin_dsn, prefix.replace("-", "_")) as database_url:
+                yield BenchEnvironment(tmp, database_url, redis_url, secrets.token_urlsafe(48))
+        finally:
+            embedded.stop()

@@ -13,10 +13,8 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
-import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +22,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from bench.common import base_env, percentile, pgbench_tps, scratch_database, spean_server
+from bench.common import base_env, bench_environment, percentile, pgbench_tps, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
-from infra.embedded import EmbeddedServices, free_port
+from infra.embedded import free_port
 from infra.migrate import migrate
 
 TZ = "Asia/Phnom_Penh"
@@ -102,52 +100,43 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--practitioners", type=int, default=200)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
-    parser.add_argument("--pool", type=int, default=8, help="database connections per worker")
+    parser.add_argument(
+        "--pool", type=int, default=None, help="database connections per worker (default: enough for every client)"
+    )
     parser.add_argument("--idempotency-keys", action="store_true", help="send an Idempotency-Key with each booking")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="spean-bench-") as folder:
-        tmp = Path(folder)
-        embedded = EmbeddedServices(tmp / "data")
-        try:
-            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
-            redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
-            with scratch_database(admin_dsn, "spean_bench") as database_url:
-                secret = secrets.token_urlsafe(48)
-                token, pairs = asyncio.run(seed(database_url, args.practitioners, secret))
-                budget = int(args.seconds * 6000) + 10_000  # more bookings than any run can use
-                plan(pairs, budget, tmp / "plan.jsonl")
-                port = free_port()
-                env = {
-                    **base_env(database_url, redis_url, tmp / "data", secret),
-                    "SPEAN_AUTO_MIGRATE": "false",
-                    "SPEAN_DB_POOL_MAX": str(max(8, args.clients // max(args.workers, 1) + 4)),
-                }
-                with spean_server(env, port, args.workers, tmp / "server.log"):
-                    load = subprocess.run(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.booking.load",
-                            "--port",
-                            str(port),
-                            "--clients",
-                            str(args.clients),
-                            "--seconds",
-                            str(args.seconds),
-                            "--plan",
-                            str(tmp / "plan.jsonl"),
-                            "--token",
-                            token,
-                        ],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                    )
-                result = json.loads(load.stdout)
-                tps = pgbench_tps(database_url, clients=16, seconds=args.pgbench_seconds)
-        finally:
-            embedded.stop()
+    with bench_environment("spean-bench-booking") as bench:
+        token, pairs = asyncio.run(seed(bench.database_url, args.practitioners, bench.secret))
+        budget = int(args.seconds * 6000) + 10_000  # more bookings than any run can use
+        plan(pairs, budget, bench.folder / "plan.jsonl")
+        port = free_port()
+        env = {
+            **base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret),
+            "SPEAN_AUTO_MIGRATE": "false",
+            "SPEAN_DB_POOL_MAX": str(args.pool or args.clients // max(args.workers, 1) + 4),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "bench.booking.load",
+            "--port",
+            str(port),
+            "--clients",
+            str(args.clients),
+            "--seconds",
+            str(args.seconds),
+            "--plan",
+            str(bench.folder / "plan.jsonl"),
+            "--token",
+            token,
+        ]
+        if args.idempotency_keys:
+            command.append("--idempotency-keys")
+        with spean_server(env, port, args.workers, bench.folder / "server.log"):
+            load = subprocess.run(command, check=True, capture_output=True, text=True)
+        result = json.loads(load.stdout)
+        tps = pgbench_tps(bench.database_url, clients=16, seconds=args.pgbench_seconds)
 
     latencies = result["latencies"]
     booked = result["statuses"].get("201", 0)

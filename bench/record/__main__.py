@@ -13,20 +13,17 @@ import argparse
 import asyncio
 import gzip
 import os
-import secrets
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 
-from bench.common import base_env, percentile, scratch_database, spean_server
+from bench.common import base_env, bench_environment, percentile, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
-from infra.embedded import EmbeddedServices, free_port
+from infra.embedded import free_port
 from infra.migrate import migrate
 
 _COLUMNS = (
@@ -127,21 +124,17 @@ def main() -> None:
     parser.add_argument("--per-patient", type=int, default=2, help="entries of each other patient")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="spean-bench-") as folder:
-        tmp = Path(folder)
-        embedded = EmbeddedServices(tmp / "data")
-        try:
-            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
-            redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
-            with scratch_database(admin_dsn, "spean_bench_record") as database_url:
-                secret = secrets.token_urlsafe(48)
-                token, patient = asyncio.run(seed(database_url, args.patients, args.entries, args.per_patient, secret))
-                port = free_port()
-                env = {**base_env(database_url, redis_url, tmp / "data", secret), "SPEAN_AUTO_MIGRATE": "false"}
-                with spean_server(env, port, 1, tmp / "server.log"):
-                    results = asyncio.run(measure(port, token, patient, args.rounds))
-        finally:
-            embedded.stop()
+    with bench_environment("spean-bench-record") as bench:
+        token, patient = asyncio.run(
+            seed(bench.database_url, args.patients, args.entries, args.per_patient, bench.secret)
+        )
+        port = free_port()
+        env = {
+            **base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret),
+            "SPEAN_AUTO_MIGRATE": "false",
+        }
+        with spean_server(env, port, 1, bench.folder / "server.log"):
+            results = asyncio.run(measure(port, token, patient, args.rounds))
     total = args.entries + args.per_patient * (args.patients - 1)
     print(f"bench/record  patients={args.patients} entries={total} rounds={args.rounds} cores={os.cpu_count()}")
     print(f"  {'request':28} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'bytes/resp':>11} {'gzip':>9}")

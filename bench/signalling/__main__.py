@@ -15,22 +15,19 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
-import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
 
-from bench.common import base_env, percentile, scratch_database, spean_server
+from bench.common import base_env, bench_environment, percentile, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
-from infra.embedded import EmbeddedServices, free_port
+from infra.embedded import free_port
 from infra.migrate import migrate
 
 PER_PAIR = 100  # rooms per (specialist, patient) pair: one-second appointments back to back
@@ -119,83 +116,73 @@ def main() -> None:
     parser.add_argument("--ws", default="websockets-sansio", help="the servers' WebSocket implementation")
     args = parser.parse_args()
     lines = []
-    with tempfile.TemporaryDirectory(prefix="spean-bench-rtc-") as folder:
-        tmp = Path(folder)
-        embedded = EmbeddedServices(tmp / "data")
-        try:
-            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
-            redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
-            with scratch_database(admin_dsn, "spean_bench_rtc") as database_url:
-                secret = secrets.token_urlsafe(48)
-                plan = asyncio.run(seed(database_url, args.rooms + 2 * args.active, secret))
-                idle_plan, relay_plan = plan[: args.rooms], plan[args.rooms :]
-                env = {**base_env(database_url, redis_url, tmp / "data", secret), "SPEAN_AUTO_MIGRATE": "false"}
-                port_a, port_b = free_port(), free_port()
-                a, b = f"ws://127.0.0.1:{port_a}", f"ws://127.0.0.1:{port_b}"
-                with (
-                    spean_server(env, port_a, 1, tmp / "a.log", ("--ws", args.ws)) as server_a,
-                    spean_server(env, port_b, 1, tmp / "b.log", ("--ws", args.ws)) as server_b,
-                ):
-                    # Memory per idle socket is the growth from the first half of the rooms to all
-                    # of them: pools, caches and imports warmed up by the first half do not count.
-                    loaders, sizes = [], []
-                    half = max(1, len(idle_plan) // 2)
-                    for part in range(0, len(idle_plan), half):  # at most 10,000 sockets per load process
-                        chunk = idle_plan[part : part + half]
-                        (tmp / f"idle-{part}.json").write_text(json.dumps(chunk))
-                        loader = subprocess.Popen(
-                            [
-                                sys.executable,
-                                "-m",
-                                "bench.signalling.load",
-                                "idle",
-                                "--plan",
-                                str(tmp / f"idle-{part}.json"),
-                                "--a",
-                                a,
-                                "--b",
-                                b,
-                            ],
-                            stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE,
-                            text=True,
-                        )
-                        assert loader.stdout is not None
-                        assert loader.stdout.readline().strip() == "ready", "idle load failed"
-                        loaders.append(loader)
-                        sizes.append((2 * len(chunk), rss(server_a.pid) + rss(server_b.pid)))
-                    sockets = sum(n for n, _ in sizes)
-                    grown = sizes[-1][1] - sizes[0][1]
-                    per_socket = grown / max(sockets - sizes[0][0], 1)
-                    lines.append(
-                        f"  idle sockets                 {sockets:8d}      server memory "
-                        f"{sizes[-1][1] / 2**20:7.0f} MiB   per socket {per_socket / 1024:5.1f} KiB"
-                    )
-                    (tmp / "same.json").write_text(json.dumps(relay_plan[: args.active]))
-                    (tmp / "cross.json").write_text(json.dumps(relay_plan[args.active :]))
-                    common = ["--rate", str(args.rate), "--seconds", str(args.seconds)]
-                    same = run_load(["relay", "--plan", str(tmp / "same.json"), "--a", a, "--b", a, *common])
-                    cross = run_load(["relay", "--plan", str(tmp / "cross.json"), "--a", a, "--b", b, *common])
-                    for loader in loaders:
-                        assert loader.stdin is not None
-                        loader.stdin.write("done\n")
-                        loader.stdin.flush()
-                        loader.wait(120)
-                echo_port = free_port()
-                echo_server = subprocess.Popen(
-                    [sys.executable, "-m", "bench.signalling.echo", str(echo_port)], stdout=subprocess.PIPE, text=True
+    with bench_environment("spean-bench-rtc") as bench:
+        tmp, database_url, redis_url, secret = bench.folder, bench.database_url, bench.redis_url, bench.secret
+        plan = asyncio.run(seed(database_url, args.rooms + 2 * args.active, secret))
+        idle_plan, relay_plan = plan[: args.rooms], plan[args.rooms :]
+        env = {**base_env(database_url, redis_url, tmp / "data", secret), "SPEAN_AUTO_MIGRATE": "false"}
+        port_a, port_b = free_port(), free_port()
+        a, b = f"ws://127.0.0.1:{port_a}", f"ws://127.0.0.1:{port_b}"
+        with (
+            spean_server(env, port_a, 1, tmp / "a.log", ("--ws", args.ws)) as server_a,
+            spean_server(env, port_b, 1, tmp / "b.log", ("--ws", args.ws)) as server_b,
+        ):
+            # Memory per idle socket is the growth from the first half of the rooms to all
+            # of them: pools, caches and imports warmed up by the first half do not count.
+            loaders, sizes = [], []
+            half = max(1, len(idle_plan) // 2)
+            for part in range(0, len(idle_plan), half):  # at most 10,000 sockets per load process
+                chunk = idle_plan[part : part + half]
+                (tmp / f"idle-{part}.json").write_text(json.dumps(chunk))
+                loader = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.signalling.load",
+                        "idle",
+                        "--plan",
+                        str(tmp / f"idle-{part}.json"),
+                        "--a",
+                        a,
+                        "--b",
+                        b,
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
-                try:
-                    assert echo_server.stdout is not None
-                    echo_server.stdout.readline()
-                    echo = run_load(
-                        ["echo", "--a", f"ws://127.0.0.1:{echo_port}", "--connections", str(args.active), *common]
-                    )
-                finally:
-                    echo_server.terminate()
-                    echo_server.wait(10)
+                assert loader.stdout is not None
+                assert loader.stdout.readline().strip() == "ready", "idle load failed"
+                loaders.append(loader)
+                sizes.append((2 * len(chunk), rss(server_a.pid) + rss(server_b.pid)))
+            sockets = sum(n for n, _ in sizes)
+            grown = sizes[-1][1] - sizes[0][1]
+            per_socket = grown / max(sockets - sizes[0][0], 1)
+            lines.append(
+                f"  idle sockets                 {sockets:8d}      server memory "
+                f"{sizes[-1][1] / 2**20:7.0f} MiB   per socket {per_socket / 1024:5.1f} KiB"
+            )
+            (tmp / "same.json").write_text(json.dumps(relay_plan[: args.active]))
+            (tmp / "cross.json").write_text(json.dumps(relay_plan[args.active :]))
+            common = ["--rate", str(args.rate), "--seconds", str(args.seconds)]
+            same = run_load(["relay", "--plan", str(tmp / "same.json"), "--a", a, "--b", a, *common])
+            cross = run_load(["relay", "--plan", str(tmp / "cross.json"), "--a", a, "--b", b, *common])
+            for loader in loaders:
+                assert loader.stdin is not None
+                loader.stdin.write("done\n")
+                loader.stdin.flush()
+                loader.wait(120)
+        echo_port = free_port()
+        echo_server = subprocess.Popen(
+            [sys.executable, "-m", "bench.signalling.echo", str(echo_port)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert echo_server.stdout is not None
+            echo_server.stdout.readline()
+            echo = run_load(["echo", "--a", f"ws://127.0.0.1:{echo_port}", "--connections", str(args.active), *common])
         finally:
-            embedded.stop()
+            echo_server.terminate()
+            echo_server.wait(10)
     print(
         f"bench/signalling  rooms={args.rooms} active={args.active} rate={args.rate:g}/s "
         f"seconds={args.seconds:g} cores={os.cpu_count()}"
