@@ -19,6 +19,7 @@ from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
+from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ReferralController,
             FhirController,
             FhirSchedulingController,
+            FhirSearchController,
             SyncController,
             AttachmentController,
         ],

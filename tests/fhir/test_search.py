@@ -1,0 +1,98 @@
+"""FHIR search of the workflow and directory types: each finds what the app API shows the caller,
+pages with next links, and every emitted resource validates against the FHIR R4B models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from api.fhir.errors import code_of
+from tests.factory import Factory
+from tests.fhir.test_resources import Client, fhir_get, rich_record
+
+BASE = "http://127.0.0.1:8000"
+
+
+def ids(found: dict[str, Any]) -> list[str]:
+    return [e["resource"]["id"] for e in found.get("entry", [])]
+
+
+def next_path(found: dict[str, Any]) -> str | None:
+    url = next((link["url"] for link in found["link"] if link["relation"] == "next"), None)
+    return None if url is None else url.removeprefix(BASE)
+
+
+async def test_appointment_search(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    r = await rich_record(client, factory, db)
+    h, appointment = r["chw"].headers, r["appointment"]["id"]
+    practitioner = f"Practitioner/{r['specialist'].practitioner_id}"
+    assert ids(await fhir_get(client, "/fhir/Appointment", h, patient=str(r["patient"]))) == [appointment]
+    assert ids(await fhir_get(client, "/fhir/Appointment", h, actor=f"Patient/{r['patient']}")) == [appointment]
+    by_practitioner = await fhir_get(client, "/fhir/Appointment", r["specialist"].headers, actor=practitioner)
+    assert appointment in ids(by_practitioner)
+    found = await fhir_get(client, "/fhir/Appointment", h, patient=str(r["patient"]), status="fulfilled",
+                           date=["ge2000-01-01", "lt2100-01-01"])  # fmt: skip
+    assert ids(found) == [appointment]
+    assert ids(await fhir_get(client, "/fhir/Appointment", h, patient=str(r["patient"]), status="cancelled")) == []
+    # The app API's visibility: a stranger sees none of this patient's appointments.
+    stranger = await factory.staff(await factory.facility(), role="chw")
+    assert ids(await fhir_get(client, "/fhir/Appointment", stranger.headers, patient=str(r["patient"]))) == []
+    wrong = await client.get("/fhir/Appointment", params={"status": "nonsense"}, headers=h)
+    assert wrong.status_code == 422
+    assert code_of(wrong.json()) == "invalid_status"
+
+
+async def test_appointment_search_pages(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    r = await rich_record(client, factory, db)
+    other = await rich_record(client, factory, db)
+    admin = {"Authorization": f"Bearer {await factory.admin_token()}"}
+    seen: list[str] = []
+    page = await fhir_get(client, "/fhir/Appointment", admin, _count=1, date="ge2000-01-01")
+    for _ in range(3):
+        seen += ids(page)
+        path = next_path(page)
+        assert path is not None
+        page = await fhir_get(client, path, admin)
+    assert len(seen) == len(set(seen)) == 3
+    assert r["appointment"]["id"] != other["appointment"]["id"]
+
+
+async def test_service_request_search(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    r = await rich_record(client, factory, db)
+    h, referral = r["chw"].headers, r["referral"]["id"]
+    assert ids(await fhir_get(client, "/fhir/ServiceRequest", h, patient=str(r["patient"]))) == [referral]
+    assert ids(await fhir_get(client, "/fhir/ServiceRequest", h, patient=f"Patient/{r['patient']}",
+                              status="active")) == [referral]  # fmt: skip
+    assert ids(await fhir_get(client, "/fhir/ServiceRequest", h, patient=str(r["patient"]), status="revoked")) == []
+    # The centre reads it too; staff of an unrelated facility do not (as GET /v1/referrals/{id}).
+    assert ids(await fhir_get(client, "/fhir/ServiceRequest", r["specialist"].headers,
+                              patient=str(r["patient"]))) == [referral]  # fmt: skip
+    stranger = await factory.staff(await factory.facility(), role="chw")
+    assert ids(await fhir_get(client, "/fhir/ServiceRequest", stranger.headers, patient=str(r["patient"]))) == []
+
+
+async def test_directory_searches(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    r = await rich_record(client, factory, db)
+    h = r["chw"].headers
+    specialist = str(r["specialist"].practitioner_id)
+    name = (await fhir_get(client, f"/fhir/Practitioner/{specialist}", h))["name"][0]["text"]
+    assert ids(await fhir_get(client, "/fhir/Practitioner", h, name=name)) == [specialist]
+    first = await fhir_get(client, "/fhir/Practitioner", h, _count=1)
+    path = next_path(first)
+    assert path is not None
+    assert ids(await fhir_get(client, path, h)) != ids(first)
+
+    centre = (await fhir_get(client, f"/fhir/Organization/{r['centre']}", h))["name"]
+    assert ids(await fhir_get(client, "/fhir/Organization", h, name=centre)) == [str(r["centre"])]
+    posts = await fhir_get(client, "/fhir/Organization", h, type="health_post", _count=1000)
+    assert str(r["post"]) in ids(posts)
+    assert str(r["centre"]) not in ids(posts)
+    assert ids(await fhir_get(client, "/fhir/Location", h, name=centre)) == [str(r["centre"])]
+    page = await fhir_get(client, "/fhir/Location", h, _count=1)
+    assert next_path(page) is not None
+
+    by_practitioner = await fhir_get(client, "/fhir/Schedule", h, actor=f"Practitioner/{specialist}")
+    assert ids(by_practitioner) == [specialist]
+    assert ids(await fhir_get(client, "/fhir/Schedule", h, actor=f"Location/{r['centre']}")) == [specialist]
+    assert ids(await fhir_get(client, "/fhir/Schedule", h, actor=f"Location/{r['post']}")) == []
