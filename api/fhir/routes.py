@@ -132,6 +132,10 @@ class FhirController(Controller):
     async def read_referral(self, referral_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
         return fhir(admin.service_request(await referrals.get(conn, principal, referral_id)))
 
+    @get("/Consent/{consent_id:uuid}", summary="Read a Consent (the patient's side, as the consent list)")
+    async def read_consent(self, consent_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
+        return fhir(admin.consent(await consent.get(conn, principal, consent_id)))
+
     @get("/Consent", summary="A patient's consents")
     async def search_consents(
         self, conn: Conn, principal: Caller, settings: Config, patient: FromQuery[uuid.UUID]

@@ -3,6 +3,7 @@ pages with next links, and every emitted resource validates against the FHIR R4B
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -96,3 +97,22 @@ async def test_directory_searches(client: Client, factory: Factory, db: asyncpg.
     assert ids(by_practitioner) == [specialist]
     assert ids(await fhir_get(client, "/fhir/Schedule", h, actor=f"Location/{r['centre']}")) == [specialist]
     assert ids(await fhir_get(client, "/fhir/Schedule", h, actor=f"Location/{r['post']}")) == []
+
+
+async def test_consent_read_follows_the_consent_list_rule(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    r = await rich_record(client, factory, db)
+    [listed] = (await fhir_get(client, "/fhir/Consent", r["chw"].headers, patient=str(r["patient"])))["entry"]
+    consent_id = listed["resource"]["id"]
+    read = await fhir_get(client, f"/fhir/Consent/{consent_id}", r["chw"].headers)
+    assert read == listed["resource"]
+    # The centre may read the record under this consent but does not manage it, as in the app API.
+    refused = await client.get(f"/fhir/Consent/{consent_id}", headers=r["specialist"].headers)
+    assert refused.status_code == 403
+    assert code_of(refused.json()) == "patient_access_denied"
+    unknown = await client.get(f"/fhir/Consent/{uuid.uuid4()}", headers=r["chw"].headers)
+    assert unknown.status_code == 404
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'read' AND resource_type = 'Consent' AND resource_id = $1",
+        consent_id,
+    )
+    assert audited == 1
