@@ -17,6 +17,7 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
@@ -124,6 +125,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirController,
             FhirSchedulingController,
             FhirSearchController,
+            FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
         ],

@@ -45,6 +45,10 @@ _PARAM_TYPES = {
     "start": "date",
 }
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
+# Types whose _history is their current version only (no past versions are stored; see current.py).
+CURRENT_HISTORY = (
+    "Patient", "Practitioner", "Organization", "Location", "Schedule", "Appointment", "ServiceRequest", "Consent",
+)  # fmt: skip
 
 
 def fhir(resource: Resource, status_code: int = 200) -> Response[Any]:
@@ -112,7 +116,7 @@ def capability_statement(base: str) -> Resource:
     resources = []
     for name, params in SEARCHABLE.items():
         interactions = [{"code": "read"}, *([{"code": "search-type"}] if params else [])]
-        if name in HISTORY:
+        if name in HISTORY or name in CURRENT_HISTORY:
             interactions.append({"code": "history-instance"})
         resource: dict[str, Any] = {
             "type": name,

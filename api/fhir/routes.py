@@ -217,16 +217,13 @@ class FhirController(Controller):
         principal: Caller,
         settings: Config,
     ) -> Response[Any]:
+        self_path = f"/fhir/{resource_type}/{entry_id}/_history"
         kind = _kind(resource_type)
         versions = await record.history(conn, principal, entry_id)
         if not versions or versions[0].kind != kind or resource_type not in HISTORY:
             raise NotFound("entry_not_found", f"no such {resource_type}")
         resources = [to_fhir(v) for v in reversed(versions)]  # newest first, as FHIR history is
-        return fhir(
-            bundle(
-                settings.public_base_url, "history", resources, self_path=f"/fhir/{resource_type}/{entry_id}/_history"
-            )
-        )
+        return fhir(bundle(settings.public_base_url, "history", resources, self_path=self_path))
 
     @get("/{resource_type:str}", summary="Search Encounters, Observations, Conditions or MedicationRequests")
     async def search_entries(

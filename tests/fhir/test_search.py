@@ -116,3 +116,35 @@ async def test_consent_read_follows_the_consent_list_rule(client: Client, factor
         consent_id,
     )
     assert audited == 1
+
+
+async def test_history_of_unversioned_types_is_the_current_version(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    r = await rich_record(client, factory, db)
+    h = r["chw"].headers
+    consent_id = (await fhir_get(client, "/fhir/Consent", h, patient=str(r["patient"])))["entry"][0]["resource"]["id"]
+    for resource_type, ident in (
+        ("Patient", r["patient"]),
+        ("Practitioner", r["specialist"].practitioner_id),
+        ("Organization", r["centre"]),
+        ("Location", r["centre"]),
+        ("Schedule", r["specialist"].practitioner_id),
+        ("Appointment", r["appointment"]["id"]),
+        ("ServiceRequest", r["referral"]["id"]),
+        ("Consent", consent_id),
+    ):
+        current = await fhir_get(client, f"/fhir/{resource_type}/{ident}", h)
+        history = await fhir_get(client, f"/fhir/{resource_type}/{ident}/_history", h)
+        assert history["type"] == "history"
+        [entry] = history["entry"]
+        assert entry["resource"]["meta"]["versionId"] == current["meta"]["versionId"], resource_type
+        method = "POST" if current["meta"]["versionId"] == "1" else "PUT"
+        assert entry["request"] == {"method": method, "url": f"{resource_type}/{ident}"}
+    # The appointment was booked, checked in and completed: its one entry is a later version.
+    appointment = await fhir_get(client, f"/fhir/Appointment/{r['appointment']['id']}/_history", h)
+    assert appointment["entry"][0]["request"]["method"] == "PUT"
+    # Same rules as the read: a stranger may not see the patient's appointment history either.
+    stranger = await factory.staff(await factory.facility(), role="chw")
+    refused = await client.get(f"/fhir/Appointment/{r['appointment']['id']}/_history", headers=stranger.headers)
+    assert refused.status_code in (403, 404)
