@@ -44,6 +44,7 @@ _PARAM_TYPES = {
     "type": "token",
     "start": "date",
 }
+NO_READ = ("Slot", "AuditEvent")  # found by search only
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
 # Types whose _history is their current version only (no past versions are stored; see current.py).
 CURRENT_HISTORY = (
@@ -115,7 +116,8 @@ def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, 
 def capability_statement(base: str) -> Resource:
     resources = []
     for name, params in SEARCHABLE.items():
-        interactions = [{"code": "read"}, *([{"code": "search-type"}] if params else [])]
+        reads = [] if name in NO_READ else [{"code": "read"}]
+        interactions = [*reads, *([{"code": "search-type"}] if params else [])]
         if name in HISTORY or name in CURRENT_HISTORY:
             interactions.append({"code": "history-instance"})
         resource: dict[str, Any] = {

@@ -148,3 +148,11 @@ async def test_history_of_unversioned_types_is_the_current_version(
     stranger = await factory.staff(await factory.facility(), role="chw")
     refused = await client.get(f"/fhir/Appointment/{r['appointment']['id']}/_history", headers=stranger.headers)
     assert refused.status_code in (403, 404)
+
+
+async def test_capability_statement_lists_the_searches(client: Client) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    by_type = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert {p["name"] for p in by_type["Appointment"]["searchParam"]} >= {"patient", "actor", "date", "status"}
+    assert {"code": "history-instance"} in by_type["Consent"]["interaction"]
+    assert {"code": "read"} not in by_type["Slot"]["interaction"]
