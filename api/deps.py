@@ -12,12 +12,13 @@ from litestar.di import NamedDependency, Provide
 from api.transaction import SCOPE_CONN
 from domain.principal import Principal
 from infra.config import Settings
-from infra.db import Connection
+from infra.db import Connection, Pool
 
 # Handler parameter types: the name of the parameter picks the dependency.
 Conn = NamedDependency[Connection]
 Caller = NamedDependency[Principal]
 Config = NamedDependency[Settings]
+DbPool = NamedDependency[Pool]  # for what must outlive the request's transaction (refusal audits)
 
 
 def provide_conn(request: Request[Any, Any, Any]) -> Connection:
@@ -37,11 +38,17 @@ def provide_settings(state: State, conn: Conn) -> Settings:
     return settings
 
 
-# The chain conn -> settings -> principal (each takes the previous one, unused) is deliberate:
+def provide_pool(state: State, principal: Caller) -> Pool:
+    pool: Pool = state.pool
+    return pool
+
+
+# The chain conn -> settings -> principal (-> pool) (each takes the previous one, unused) is deliberate:
 # Litestar resolves dependencies of equal depth concurrently in an anyio task group, which cost
 # ~15% of a booking's CPU; chained, they resolve one after another with no task at all.
 DEPENDENCIES = {
     "conn": Provide(provide_conn, sync_to_thread=False),
     "principal": Provide(provide_principal, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),
+    "pool": Provide(provide_pool, sync_to_thread=False),
 }

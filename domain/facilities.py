@@ -132,16 +132,25 @@ async def get(conn: Connection, facility_id: uuid.UUID) -> Facility:
 
 
 async def search(
-    conn: Connection, *, kind: Kind | None = None, country: str | None = None, name: str | None = None, limit: int = 100
+    conn: Connection,
+    *,
+    kind: Kind | None = None,
+    country: str | None = None,
+    name: str | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = 100,
 ) -> list[Facility]:
+    """Ordered by (name, id); `after` is the id of the last one seen (keyset paging)."""
     rows = await conn.fetch(
         f"""{_SELECT} WHERE ($1::text IS NULL OR f.kind = $1) AND ($2::text IS NULL OR f.country = $2)
               AND ($3::text IS NULL OR f.name ILIKE '%' || $3 || '%')
+              AND ($5::uuid IS NULL OR (f.name, f.id) > (SELECT a.name, a.id FROM facilities a WHERE a.id = $5))
             GROUP BY f.id ORDER BY f.name, f.id LIMIT $4""",
         kind,
         country,
         name,
         limit,
+        after,
     )
     return [_to_facility(r) for r in rows]
 

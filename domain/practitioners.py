@@ -111,17 +111,24 @@ async def search(
     specialty: str | None = None,
     facility_id: uuid.UUID | None = None,
     language: str | None = None,
+    name: str | None = None,
+    after: uuid.UUID | None = None,
     limit: int = 100,
 ) -> list[Practitioner]:
+    """Ordered by (name, id); `after` is the id of the last one seen (keyset paging)."""
     rows = await conn.fetch(
         f"""{_SELECT} WHERE ($1::text IS NULL OR $1 = ANY(p.specialties))
               AND ($2::text IS NULL OR $2 = ANY(p.languages))
               AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships mm
                                                WHERE mm.user_id = p.user_id AND mm.facility_id = $3))
+              AND ($5::text IS NULL OR p.name ILIKE '%' || $5 || '%')
+              AND ($6::uuid IS NULL OR (p.name, p.id) > (SELECT a.name, a.id FROM practitioners a WHERE a.id = $6))
             GROUP BY p.id ORDER BY p.name, p.id LIMIT $4""",
         specialty,
         language,
         facility_id,
         limit,
+        name,
+        after,
     )
     return [_to_practitioner(r) for r in rows]

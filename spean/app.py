@@ -18,8 +18,10 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
+from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -127,6 +129,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ReferralController,
             FhirController,
             FhirSchedulingController,
+            FhirSearchController,
+            FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
         ],

@@ -14,7 +14,7 @@ from domain.practitioners import Practitioner
 from domain.referral.service import Referral
 
 _BCP47 = "urn:ietf:bcp:47"
-_APPOINTMENT_STATUS = {
+APPOINTMENT_STATUS = {
     "booked": "booked",
     "checked_in": "checkedin",
     "in_progress": "arrived",
@@ -22,7 +22,7 @@ _APPOINTMENT_STATUS = {
     "cancelled": "cancelled",
     "no_show": "noshow",
 }
-_REFERRAL_STATUS = {
+REFERRAL_STATUS = {
     "requested": "active",
     "accepted": "active",
     "answered": "completed",
@@ -106,7 +106,7 @@ def appointment(a: Appointment) -> Resource:
         "resourceType": "Appointment",
         "id": str(a.id),
         "meta": _meta(a.version, a.updated_at),
-        "status": _APPOINTMENT_STATUS[a.status],
+        "status": APPOINTMENT_STATUS[a.status],
         "start": instant(a.start),
         "end": instant(a.end),
         "created": instant(a.created_at),
@@ -126,7 +126,7 @@ def service_request(r: Referral) -> Resource:
         "resourceType": "ServiceRequest",
         "id": str(r.id),
         "meta": _meta(r.version, r.updated_at),
-        "status": _REFERRAL_STATUS[r.status],
+        "status": REFERRAL_STATUS[r.status],
         "intent": "order",
         "priority": _PRIORITY[r.urgency],
         "category": [{"text": "referral"}],

@@ -19,13 +19,13 @@ SEARCHABLE = {
     "Condition": ["patient", "date", "status", "_count", "_lastUpdated"],
     "MedicationRequest": ["patient", "date", "status", "_count", "_lastUpdated"],
     "Consent": ["patient"],
-    "Practitioner": [],
-    "Organization": [],
-    "Appointment": [],
-    "ServiceRequest": [],
+    "Practitioner": ["name", "_count"],
+    "Organization": ["name", "type", "_count"],
+    "Appointment": ["patient", "practitioner", "actor", "date", "status", "_count"],
+    "ServiceRequest": ["patient", "status", "_count"],
     "Provenance": ["patient", "_count"],
-    "Location": [],
-    "Schedule": [],
+    "Location": ["name", "_count"],
+    "Schedule": ["actor", "_count"],
     "Slot": ["schedule", "start", "_count"],
     "AuditEvent": ["site", "_count"],
 }
@@ -39,9 +39,17 @@ _PARAM_TYPES = {
     "status": "token",
     "site": "token",
     "schedule": "reference",
+    "practitioner": "reference",
+    "actor": "reference",
+    "type": "token",
     "start": "date",
 }
+NO_READ = ("Slot", "AuditEvent")  # found by search only
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
+# Types whose _history is their current version only (no past versions are stored; see current.py).
+CURRENT_HISTORY = (
+    "Patient", "Practitioner", "Organization", "Location", "Schedule", "Appointment", "ServiceRequest", "Consent",
+)  # fmt: skip
 
 
 def fhir(resource: Resource, status_code: int = 200) -> Response[Any]:
@@ -108,8 +116,9 @@ def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, 
 def capability_statement(base: str) -> Resource:
     resources = []
     for name, params in SEARCHABLE.items():
-        interactions = [{"code": "read"}, *([{"code": "search-type"}] if params else [])]
-        if name in HISTORY:
+        reads = [] if name in NO_READ else [{"code": "read"}]
+        interactions = [*reads, *([{"code": "search-type"}] if params else [])]
+        if name in HISTORY or name in CURRENT_HISTORY:
             interactions.append({"code": "history-instance"})
         resource: dict[str, Any] = {
             "type": name,

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from api.deps import Caller, Config, Conn
+from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin, transaction
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
@@ -94,11 +94,12 @@ class FhirController(Controller):
         conn: Conn,
         principal: Caller,
         settings: Config,
+        pool: DbPool,
         count: Count = 1000,
         cursor: Cursor = None,
     ) -> Response[Any]:
         entries = await record.search(
-            conn, principal, patient_id, kinds=_EVERYTHING_KINDS, after_seq=cursor, limit=count
+            conn, principal, patient_id, pool=pool, kinds=_EVERYTHING_KINDS, after_seq=cursor, limit=count
         )
         resources: list[Resource] = []
         if cursor is None:  # the Patient and their consultations lead the first page only
@@ -132,6 +133,10 @@ class FhirController(Controller):
     async def read_referral(self, referral_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
         return fhir(admin.service_request(await referrals.get(conn, principal, referral_id)))
 
+    @get("/Consent/{consent_id:uuid}", summary="Read a Consent (the patient's side, as the consent list)")
+    async def read_consent(self, consent_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
+        return fhir(admin.consent(await consent.get(conn, principal, consent_id)))
+
     @get("/Consent", summary="A patient's consents")
     async def search_consents(
         self, conn: Conn, principal: Caller, settings: Config, patient: FromQuery[uuid.UUID]
@@ -149,12 +154,14 @@ class FhirController(Controller):
         principal: Caller,
         settings: Config,
         patient: FromQuery[uuid.UUID],
+        pool: DbPool,
         count: Count = 100,
         cursor: Cursor = None,
     ) -> Response[Any]:
         entries = await record.search(
-            conn, principal, patient, kinds=_EVERYTHING_KINDS, include_errors=True, after_seq=cursor, limit=count
-        )
+            conn, principal, patient, pool=pool, kinds=_EVERYTHING_KINDS, include_errors=True, after_seq=cursor,
+            limit=count,
+        )  # fmt: skip
         more = {"_cursor": entries[-1].seq} if len(entries) == count else None
         return fhir(
             bundle(settings.public_base_url, "searchset", [provenance(e) for e in entries],
@@ -163,13 +170,15 @@ class FhirController(Controller):
         )  # fmt: skip
 
     @get("/Provenance/{provenance_id:str}", summary="Provenance of one version of an entry ({id}-v{version})")
-    async def read_provenance(self, provenance_id: FromPath[str], conn: Conn, principal: Caller) -> Response[Any]:
+    async def read_provenance(
+        self, provenance_id: FromPath[str], conn: Conn, principal: Caller, pool: DbPool
+    ) -> Response[Any]:
         entry_id, _, version = provenance_id.rpartition("-v")
         try:
             wanted = (uuid.UUID(entry_id), int(version))
         except ValueError:
             raise NotFound("provenance_not_found", "no such Provenance") from None
-        for v in await record.history(conn, principal, wanted[0]):
+        for v in await record.history(conn, principal, wanted[0], pool=pool):
             if v.version == wanted[1] and v.kind in BY_KIND:
                 return fhir(provenance(v))
         raise NotFound("provenance_not_found", "no such Provenance")
@@ -196,10 +205,10 @@ class FhirController(Controller):
         "/{resource_type:str}/{entry_id:uuid}", summary="Read an Encounter, Observation, Condition or MedicationRequest"
     )
     async def read_entry(
-        self, resource_type: FromPath[str], entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller
+        self, resource_type: FromPath[str], entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool
     ) -> Response[Any]:
         kind = _kind(resource_type)
-        entry = await record.get(conn, principal, entry_id)
+        entry = await record.get(conn, principal, entry_id, pool=pool)
         if entry.kind != kind:
             raise NotFound("entry_not_found", f"no such {resource_type}")
         return fhir(to_fhir(entry))
@@ -212,17 +221,15 @@ class FhirController(Controller):
         conn: Conn,
         principal: Caller,
         settings: Config,
+        pool: DbPool,
     ) -> Response[Any]:
+        self_path = f"/fhir/{resource_type}/{entry_id}/_history"
         kind = _kind(resource_type)
-        versions = await record.history(conn, principal, entry_id)
+        versions = await record.history(conn, principal, entry_id, pool=pool)
         if not versions or versions[0].kind != kind or resource_type not in HISTORY:
             raise NotFound("entry_not_found", f"no such {resource_type}")
         resources = [to_fhir(v) for v in reversed(versions)]  # newest first, as FHIR history is
-        return fhir(
-            bundle(
-                settings.public_base_url, "history", resources, self_path=f"/fhir/{resource_type}/{entry_id}/_history"
-            )
-        )
+        return fhir(bundle(settings.public_base_url, "history", resources, self_path=self_path))
 
     @get("/{resource_type:str}", summary="Search Encounters, Observations, Conditions or MedicationRequests")
     async def search_entries(
@@ -232,6 +239,7 @@ class FhirController(Controller):
         principal: Caller,
         settings: Config,
         patient: FromQuery[uuid.UUID],
+        pool: DbPool,
         date: FromQuery[list[str] | None] = None,
         status: FromQuery[str | None] = None,
         last_updated: LastUpdated = None,
@@ -242,7 +250,7 @@ class FhirController(Controller):
         effective_from, effective_to = date_bounds(date, "date")
         since, _ = date_bounds(last_updated, "_lastUpdated")
         entries = await record.search(
-            conn, principal, patient, kinds=[kind], include_errors=status is not None,
+            conn, principal, patient, pool=pool, kinds=[kind], include_errors=status is not None,
             effective_from=effective_from, effective_to=effective_to, recorded_since=since,
             after_seq=cursor, limit=count,
         )  # fmt: skip

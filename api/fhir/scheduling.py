@@ -43,6 +43,7 @@ def schedule(p: Practitioner) -> Resource:
     resource: Resource = {
         "resourceType": "Schedule",
         "id": str(p.id),  # one schedule per practitioner, across the sites they consult at
+        "meta": {"versionId": "1", "lastUpdated": instant(p.created_at)},  # not versioned: see current.py
         "active": True,
         "actor": [ref("Practitioner", p.id), *(ref("Location", s) for s in sites)],
     }

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from api.deps import Caller, Config, Conn
+from api.deps import Caller, Config, Conn, DbPool
 from domain.record import attachments
 from domain.record.types import Entry
 from infra.storage import BlobStore
@@ -48,9 +48,14 @@ class AttachmentController(Controller):
         media_type="application/octet-stream",
     )
     async def download(
-        self, entry_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], conn: Conn, principal: Caller
+        self,
+        entry_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        principal: Caller,
+        pool: DbPool,
     ) -> Response[bytes]:
-        entry, data = await attachments.content(conn, principal, _blobs(request), entry_id)
+        entry, data = await attachments.content(conn, pool, principal, _blobs(request), entry_id)
         return Response(
             content=data,
             media_type=entry.body["content_type"],

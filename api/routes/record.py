@@ -11,7 +11,7 @@ from litestar import Controller, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
-from api.deps import Caller, Conn
+from api.deps import Caller, Conn, DbPool
 from api.schemas import Reason
 from domain.record import consultation, service
 from domain.record.consultation import Completed, ConsultationResults
@@ -48,22 +48,23 @@ class RecordController(Controller):
         patient_id: FromPath[uuid.UUID],
         conn: Conn,
         principal: Caller,
+        pool: DbPool,
         kind: FromQuery[Kind | None] = None,
         include_errors: FromQuery[bool] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> RecordPage:
         items = await service.patient_record(
-            conn, principal, patient_id, kind=kind, include_errors=include_errors, limit=limit
+            conn, principal, patient_id, pool=pool, kind=kind, include_errors=include_errors, limit=limit
         )
         return RecordPage(items=items)
 
     @get("/v1/record/{entry_id:uuid}", summary="The current version of an entry")
-    async def read(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Entry:
-        return await service.get(conn, principal, entry_id)
+    async def read(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool) -> Entry:
+        return await service.get(conn, principal, entry_id, pool=pool)
 
     @get("/v1/record/{entry_id:uuid}/history", summary="Every version of an entry, oldest first")
-    async def history(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> list[Entry]:
-        return await service.history(conn, principal, entry_id)
+    async def history(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool) -> list[Entry]:
+        return await service.history(conn, principal, entry_id, pool=pool)
 
     @post("/v1/record/{entry_id:uuid}/correct", status_code=HTTP_200_OK, summary="Correct an entry (new version)")
     async def correct(

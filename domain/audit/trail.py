@@ -1,4 +1,5 @@
-"""Appends audit events in the caller's transaction, so an act and its record commit together."""
+"""Appends audit events in the caller's transaction, so an act and its record commit together;
+refusals, which roll that transaction back, are written apart (record_refused)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from domain.principal import Principal
-from infra.db import Connection
+from infra.db import Connection, Pool
 
 Action = Literal[
     "read",
@@ -61,3 +62,22 @@ async def record(
         principal.request_id,
         patients,
     )
+
+
+async def record_refused(
+    pool: Pool,
+    principal: Principal,
+    *,
+    action: Action,
+    resource_type: str,
+    resource_id: str | uuid.UUID | None,
+    patient_id: uuid.UUID,
+    facility_id: uuid.UUID | None = None,
+) -> None:
+    """A refused access, on its own connection and short transaction: the request's transaction
+    rolls back with the refusal, and an audit event written there would vanish with it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await record(
+            conn, principal, action=action, resource_type=resource_type, resource_id=resource_id,
+            patient_ids=[patient_id], facility_id=facility_id, outcome="refused",
+        )  # fmt: skip

@@ -140,6 +140,18 @@ async def list_for_patient(conn: Connection, principal: Principal, patient_id: u
     return [_to_consent(r) for r in rows]
 
 
+async def get(conn: Connection, principal: Principal, consent_id: uuid.UUID) -> Consent:
+    """One consent, for whoever may list the patient's consents (list_for_patient's rule)."""
+    row = await conn.fetchrow("SELECT * FROM consents WHERE id = $1", consent_id)
+    if row is None:
+        raise NotFound("consent_not_found", "no such consent")
+    await _require_patient_side(conn, principal, row["patient_id"])
+    await trail.record(
+        conn, principal, action="read", resource_type="Consent", resource_id=consent_id, patient_ids=[row["patient_id"]]
+    )
+    return _to_consent(row)
+
+
 async def revoke(conn: Connection, principal: Principal, consent_id: uuid.UUID, reason: str | None) -> Consent:
     row = await conn.fetchrow("SELECT * FROM consents WHERE id = $1 FOR UPDATE", consent_id)
     if row is None:

@@ -12,7 +12,7 @@ from domain.errors import InvalidInput, NotFound
 from domain.principal import Principal
 from domain.record import service
 from domain.record.types import Entry
-from infra.db import Connection
+from infra.db import Connection, Pool
 from infra.storage import BlobStore
 
 # Declared type -> the magic bytes a real file of that type starts with.
@@ -60,9 +60,11 @@ async def add(
     )
 
 
-async def content(conn: Connection, principal: Principal, blobs: BlobStore, entry_id: uuid.UUID) -> tuple[Entry, bytes]:
+async def content(
+    conn: Connection, pool: Pool, principal: Principal, blobs: BlobStore, entry_id: uuid.UUID
+) -> tuple[Entry, bytes]:
     """The current version's bytes, for a reader the record's rules allow (audited as a read)."""
-    entry = await service.get(conn, principal, entry_id)
+    entry = await service.get(conn, principal, entry_id, pool=pool)
     if entry.kind != "attachment":
         raise NotFound("attachment_not_found", "no such attachment")
     data = await blobs.get(entry.body["sha256"])

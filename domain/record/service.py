@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 
 from domain import access
 from domain.audit import trail
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
 from domain.record import store
 from domain.record.types import EncounterIn, Entry, EntryIn
 from domain.record.validate import check
-from infra.db import Connection
+from infra.db import Connection, Pool
 
 # FHIR resource type of each kind, as named in the audit trail.
 RESOURCE_TYPE = {
@@ -194,18 +194,43 @@ async def _audit(
     )
 
 
-async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> Entry:
+async def _require_read(
+    conn: Connection,
+    pool: Pool,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    action: trail.Action,
+    resource_type: str,
+    resource_id: uuid.UUID,
+) -> access.RecordAccess:
+    """access.require_can_read_record, auditing a refusal (outcome 'refused') on a connection of
+    its own: the request's transaction, where reads are audited, rolls back with the 403."""
+    try:
+        return await access.require_can_read_record(conn, principal, patient_id)
+    except Forbidden:
+        await trail.record_refused(
+            pool, principal, action=action, resource_type=resource_type, resource_id=resource_id,
+            patient_id=patient_id, facility_id=access.authoring_facility(principal),
+        )  # fmt: skip
+        raise
+
+
+async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> Entry:
     entry = await store.head(conn, entry_id)
     if entry is None:
         raise NotFound("entry_not_found", "no such record entry")
-    grant = await access.require_can_read_record(conn, principal, entry.patient_id)
+    grant = await _require_read(
+        conn, pool, principal, entry.patient_id, action="read", resource_type=RESOURCE_TYPE[entry.kind],
+        resource_id=entry.id,
+    )  # fmt: skip
     reader_facility = access.authoring_facility(principal, grant.home_facility_id)
     await _audit(conn, principal, "read", entry, purpose=grant.basis, facility_id=reader_facility)
     return entry
 
 
-async def history(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> list[Entry]:
-    entry = await get(conn, principal, entry_id)
+async def history(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> list[Entry]:
+    entry = await get(conn, principal, entry_id, pool=pool)
     return await store.versions(conn, entry.id)
 
 
@@ -214,12 +239,15 @@ async def patient_record(
     principal: Principal,
     patient_id: uuid.UUID,
     *,
+    pool: Pool,
     kind: str | None = None,
     include_errors: bool = False,
     limit: int = 200,
 ) -> list[Entry]:
     """The patient's current entries, most recent first."""
-    grant = await access.require_can_read_record(conn, principal, patient_id)
+    grant = await _require_read(
+        conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
+    )
     entries = await store.heads_of_patient(conn, patient_id, kind=kind, include_errors=include_errors, limit=limit)
     await trail.record(
         conn,
@@ -239,6 +267,7 @@ async def search(
     principal: Principal,
     patient_id: uuid.UUID,
     *,
+    pool: Pool,
     kinds: list[str],
     include_errors: bool = False,
     effective_from: datetime | None = None,
@@ -248,7 +277,9 @@ async def search(
     limit: int = 100,
 ) -> list[Entry]:
     """The patient's entries of some kinds in change order (FHIR search, $everything, paging by seq)."""
-    grant = await access.require_can_read_record(conn, principal, patient_id)
+    grant = await _require_read(
+        conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
+    )
     entries = await store.search_heads(
         conn,
         patient_id,

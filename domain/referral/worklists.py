@@ -58,3 +58,37 @@ async def sent(
     items = [to_referral(r) for r in rows]
     await _audited(conn, principal, facility_id, items)
     return items
+
+
+async def for_patient(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    statuses: list[ReferralStatus] | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[Referral]:
+    """A patient's referrals that the caller may read one by one (the same rule as
+    service.get: staff of the referring facility or of the centre), oldest first."""
+    staff = list(principal.facilities_with(*access.CLINICAL_ROLES, "facility_admin"))
+    rows = await conn.fetch(
+        """SELECT * FROM referrals WHERE patient_id = $1
+             AND ($2::boolean OR from_facility_id = ANY($3::uuid[]) OR to_facility_id = ANY($3::uuid[]))
+             AND ($4::text[] IS NULL OR status = ANY($4::text[]))
+             AND ($5::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM referrals WHERE id = $5))
+           ORDER BY created_at, id LIMIT $6""",
+        patient_id,
+        principal.is_system_admin,
+        staff,
+        statuses,
+        after,
+        limit,
+    )
+    items = [to_referral(r) for r in rows]
+    if items:
+        await trail.record(
+            conn, principal, action="search", resource_type="ServiceRequest", resource_id=None,
+            patient_ids=[patient_id],
+        )  # fmt: skip
+    return items
