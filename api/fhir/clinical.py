@@ -150,6 +150,8 @@ def encounter(entry: Entry) -> Resource:
         resource["reasonCode"] = [{"text": body["reason"]}]
     if entry.appointment_id is not None:
         resource["appointment"] = [ref("Appointment", entry.appointment_id)]
+    if "referral_id" in body:  # an asynchronous consultation answering a referral
+        resource["basedOn"] = [ref("ServiceRequest", body["referral_id"])]
     if entry.provenance.facility_id is not None:
         resource["serviceProvider"] = ref("Organization", entry.provenance.facility_id)
     return resource

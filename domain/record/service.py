@@ -55,15 +55,20 @@ async def write(
     appointment_id: uuid.UUID | None = None,
     appointment_facility: uuid.UUID | None = None,
     home_facility: uuid.UUID | None = None,
+    referral_id: uuid.UUID | None = None,
 ) -> Entry:
-    """Add a new entry (version 1). Callers that already checked access pass `home_facility`."""
+    """Add a new entry (version 1). Callers that already checked access pass `home_facility`.
+
+    `referral_id` links an encounter to the referral it answers (an asynchronous consultation);
+    only the server sets it, so a client cannot attach an encounter to someone else's referral."""
     if home_facility is None:
         home_facility = await access.require_can_write_record(conn, principal, patient_id)
     checked = check(entry)
+    body = checked.body if referral_id is None else {**checked.body, "referral_id": str(referral_id)}
     encounter_id = None if isinstance(entry, EncounterIn) else entry.encounter_id
     await check_encounter(conn, patient_id, encounter_id)
     return await insert_new(
-        conn, principal, patient_id, _kind(entry), body=checked.body, code=checked.code, encounter_id=encounter_id,
+        conn, principal, patient_id, _kind(entry), body=body, code=checked.code, encounter_id=encounter_id,
         home=home_facility, appointment_id=appointment_id, appointment_facility=appointment_facility,
         effective_at=checked.effective_at,
     )  # fmt: skip

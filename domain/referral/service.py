@@ -22,7 +22,7 @@ from domain.booking.appointments import Mode
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal, Role
 from domain.record import service as record
-from domain.record.types import NoteIn
+from domain.record.types import EncounterIn, NoteIn
 from infra.db import Connection
 from infra.outbox import enqueue
 
@@ -203,8 +203,21 @@ async def triage(conn: Connection, principal: Principal, referral_id: uuid.UUID,
             )
             status, note, appointment_id = "accepted", None, appointment.id
         case Advise():
-            # The advice is also a note in the shared record: the next clinician sees it.
-            await record.write(conn, principal, current.patient_id, NoteIn(text=decision.advice, category="advice"))
+            # An asynchronous consultation: an encounter answering the referral, and the advice as
+            # a note in it, in the shared record where the next clinician sees them.
+            encounter = await record.write(
+                conn,
+                principal,
+                current.patient_id,
+                EncounterIn(mode="async", reason=current.reason),
+                referral_id=current.id,
+            )
+            await record.write(
+                conn,
+                principal,
+                current.patient_id,
+                NoteIn(text=decision.advice, category="advice", encounter_id=encounter.id),
+            )
             status, note = "answered", decision.advice
         case Decline():
             status, note = "declined", decision.reason

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from fhir.resources.R4B.encounter import Encounter
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -166,6 +167,18 @@ class TestTriage:
         [note] = notes.json()["items"]
         assert note["body"] == {"text": advice["advice"], "category": "advice"}
         assert note["provenance"]["facility_id"] == str(n.centre)
+        # The advice is an asynchronous consultation: an encounter answering the referral holds it.
+        encounters = await client.get(
+            f"/v1/patients/{n.patient.patient_id}/record", params={"kind": "encounter"}, headers=n.chw.headers
+        )
+        [encounter] = encounters.json()["items"]
+        assert encounter["body"]["mode"] == "async"
+        assert encounter["body"]["referral_id"] == referral["id"]
+        assert note["encounter_id"] == encounter["id"]
+        fhir = await client.get(f"/fhir/Encounter/{encounter['id']}", headers=n.chw.headers)
+        assert fhir.status_code == 200, fhir.text
+        assert fhir.json()["basedOn"] == [{"reference": f"ServiceRequest/{referral['id']}"}]
+        Encounter.model_validate(fhir.json())
 
     async def test_only_the_centre_triages_and_only_the_two_facilities_read(
         self, client: Client, factory: Factory
