@@ -5,8 +5,9 @@ FHIR exactly what the app API shows them (and the same searches are audited)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Protocol, get_args
 
 from litestar import Controller, Response, get
 from litestar.params import FromQuery, QueryParameter
@@ -118,7 +119,7 @@ class FhirSearchController(Controller):
         found = await worklists.for_patient(
             conn, principal, reference_id(patient, "Patient", "patient"), statuses=statuses, after=cursor, limit=count
         )
-        more = {"_cursor": str(found[-1].id)} if len(found) == count else None
+        more = _after_last(found, count)
         return fhir(
             bundle(settings.public_base_url, "searchset", [admin.service_request(r) for r in found],
                    self_path="/fhir/ServiceRequest",
@@ -136,7 +137,7 @@ class FhirSearchController(Controller):
         cursor: IdCursor = None,
     ) -> Response[Any]:
         found = await practitioners.search(conn, name=name, after=cursor, limit=count)
-        more = {"_cursor": str(found[-1].id)} if len(found) == count else None
+        more = _after_last(found, count)
         return fhir(
             bundle(settings.public_base_url, "searchset", [admin.practitioner(p) for p in found],
                    self_path="/fhir/Practitioner", params={"name": name, "_count": count}, next_params=more)
@@ -155,7 +156,7 @@ class FhirSearchController(Controller):
     ) -> Response[Any]:
         kind = _facility_kind(type_)
         found = await facilities.search(conn, name=name, kind=kind, after=cursor, limit=count)
-        more = {"_cursor": str(found[-1].id)} if len(found) == count else None
+        more = _after_last(found, count)
         return fhir(
             bundle(settings.public_base_url, "searchset", [admin.organization(f) for f in found],
                    self_path="/fhir/Organization", params={"name": name, "type": type_, "_count": count},
@@ -173,7 +174,7 @@ class FhirSearchController(Controller):
         cursor: IdCursor = None,
     ) -> Response[Any]:
         found = await facilities.search(conn, name=name, after=cursor, limit=count)
-        more = {"_cursor": str(found[-1].id)} if len(found) == count else None
+        more = _after_last(found, count)
         return fhir(
             bundle(settings.public_base_url, "searchset", [location(f) for f in found],
                    self_path="/fhir/Location", params={"name": name, "_count": count}, next_params=more)
@@ -210,6 +211,15 @@ class FhirSearchController(Controller):
 
 
 _CONSULTING = ("specialist", "clinician")
+
+
+class _HasId(Protocol):
+    id: uuid.UUID
+
+
+def _after_last(found: Sequence[_HasId], count: int) -> dict[str, str] | None:
+    """The next page starts after the last id of a full page; a short page is the last."""
+    return {"_cursor": str(found[-1].id)} if len(found) == count else None
 
 
 def _facility_kind(value: str | None) -> Kind | None:
