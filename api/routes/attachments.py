@@ -60,5 +60,9 @@ class AttachmentController(Controller):
             content=data,
             media_type=entry.body["content_type"],
             # Health data: never in a shared cache; the hash names the bytes exactly.
-            headers={"Cache-Control": "private, no-store", "ETag": f'"{entry.body["sha256"]}"'},
+            headers={
+                "Cache-Control": "private, no-store",
+                "ETag": f'"{entry.body["sha256"]}"',
+                "X-Content-Type-Options": "nosniff",  # a browser renders it as the checked type, nothing else
+            },
         )
