@@ -142,7 +142,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             TransactionMiddleware,
         ],
         response_class=NegotiatedResponse,
-        request_max_body_size=1_048_576,  # the API takes small JSON documents; attachments go elsewhere
+        request_max_body_size=1_048_576,  # JSON documents and attachments (SPEAN_ATTACHMENT_MAX_BYTES)
         lifespan=[lifespan],
         state=State(
             {
