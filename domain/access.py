@@ -75,15 +75,29 @@ def appointment_args(principal: Principal) -> tuple[object, ...]:
 
 async def require_can_read_patient(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
     """Return the patient's home facility, or refuse."""
+    return await _home_if(
+        conn, PATIENT_VISIBLE, patient_args(principal), patient_id, "you may not access this patient's data"
+    )
+
+
+async def require_patient_side(conn: Connection, principal: Principal, patient_id: uuid.UUID, detail: str) -> uuid.UUID:
+    """The patient's own side (PATIENT_SIDE) only; return the patient's home facility, or refuse."""
+    # PATIENT_SIDE takes no practitioner ($4).
+    return await _home_if(conn, PATIENT_SIDE, patient_args(principal)[:3], patient_id, detail)
+
+
+async def _home_if(
+    conn: Connection, rule: str, args: tuple[object, ...], patient_id: uuid.UUID, detail: str
+) -> uuid.UUID:
     row = await conn.fetchrow(
-        f"SELECT p.home_facility_id, {PATIENT_VISIBLE} AS allowed FROM patients p WHERE p.id = $5",
-        *patient_args(principal),
+        f"SELECT p.home_facility_id, {rule} AS allowed FROM patients p WHERE p.id = ${len(args) + 1}",
+        *args,
         patient_id,
     )
     if row is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
     if not row["allowed"]:
-        raise Forbidden("patient_access_denied", "you may not access this patient's data")
+        raise Forbidden("patient_access_denied", detail)
     home: uuid.UUID = row["home_facility_id"]
     return home
 

@@ -59,23 +59,11 @@ class BreakGlass(msgspec.Struct, kw_only=True):
     expires_at: datetime
 
 
+_MANAGES = "only the patient or their health post manages consent"
+
+
 def _to_consent(row: asyncpg.Record) -> Consent:
     return Consent(**{f: row[f] for f in Consent.__struct_fields__})
-
-
-async def _require_patient_side(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> uuid.UUID:
-    """The patient, a health worker of their home facility (recording it with a witness), or a system admin."""
-    row = await conn.fetchrow(
-        f"SELECT p.home_facility_id, {access.PATIENT_SIDE} AS allowed FROM patients p WHERE p.id = $4",
-        *access.patient_args(principal)[:3],  # PATIENT_SIDE takes no practitioner ($4)
-        patient_id,
-    )
-    if row is None:
-        raise NotFound("patient_not_found", "no such patient", field="patient_id")
-    if not row["allowed"]:
-        raise Forbidden("patient_access_denied", "only the patient or their health post manages consent")
-    home: uuid.UUID = row["home_facility_id"]
-    return home
 
 
 def _method(principal: Principal, data: ConsentIn) -> Method:
@@ -92,7 +80,7 @@ def _method(principal: Principal, data: ConsentIn) -> Method:
 
 
 async def grant(conn: Connection, principal: Principal, patient_id: uuid.UUID, data: ConsentIn) -> Consent:
-    home = await _require_patient_side(conn, principal, patient_id)
+    home = await access.require_patient_side(conn, principal, patient_id, _MANAGES)
     method = _method(principal, data)
     if data.scope == "practitioner":
         if data.practitioner_id is None or data.facility_id is not None:
@@ -132,7 +120,7 @@ async def grant(conn: Connection, principal: Principal, patient_id: uuid.UUID, d
 
 
 async def list_for_patient(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> list[Consent]:
-    await _require_patient_side(conn, principal, patient_id)
+    await access.require_patient_side(conn, principal, patient_id, _MANAGES)
     rows = await conn.fetch("SELECT * FROM consents WHERE patient_id = $1 ORDER BY granted_at, id", patient_id)
     await trail.record(
         conn, principal, action="search", resource_type="Consent", resource_id=None, patient_ids=[patient_id]
@@ -145,7 +133,7 @@ async def get(conn: Connection, principal: Principal, consent_id: uuid.UUID) -> 
     row = await conn.fetchrow("SELECT * FROM consents WHERE id = $1", consent_id)
     if row is None:
         raise NotFound("consent_not_found", "no such consent")
-    await _require_patient_side(conn, principal, row["patient_id"])
+    await access.require_patient_side(conn, principal, row["patient_id"], _MANAGES)
     await trail.record(
         conn, principal, action="read", resource_type="Consent", resource_id=consent_id, patient_ids=[row["patient_id"]]
     )
@@ -156,7 +144,7 @@ async def revoke(conn: Connection, principal: Principal, consent_id: uuid.UUID, 
     row = await conn.fetchrow("SELECT * FROM consents WHERE id = $1 FOR UPDATE", consent_id)
     if row is None:
         raise NotFound("consent_not_found", "no such consent")
-    await _require_patient_side(conn, principal, row["patient_id"])
+    await access.require_patient_side(conn, principal, row["patient_id"], _MANAGES)
     if row["revoked_at"] is not None:
         raise Conflict("already_revoked", "this consent was already revoked")
     row = await conn.fetchrow(

@@ -57,10 +57,6 @@ class VerifiedTokens:
         return principal
 
 
-def decode_access_token(token: str, secret: str) -> Principal:
-    return _decode(token, secret)[0]
-
-
 def _decode(token: str, secret: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
