@@ -117,11 +117,15 @@ def encode_cursor(*parts: object) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+def invalid_cursor() -> InvalidInput:
+    return InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="cursor")
+
+
 def decode_cursor(cursor: str, arity: int) -> list[str]:
     try:
         parts = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
     except (ValueError, UnicodeDecodeError):
         parts = []
     if len(parts) != arity:
-        raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="cursor")
+        raise invalid_cursor()
     return parts

@@ -27,7 +27,7 @@ def _services(settings: Settings) -> Iterator[tuple[str, str]]:
     embedded = EmbeddedServices(settings.data_dir)
     try:
         database_url = settings.database_url or embedded.start_postgres()
-        redis_url = settings.redis_url or (embedded.start_redis() if settings.uses_embedded_redis else "")
+        redis_url = settings.redis_url or embedded.start_redis()
         yield database_url, redis_url
     finally:
         embedded.stop()

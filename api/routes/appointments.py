@@ -11,7 +11,15 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
-from api.schemas import AppointmentPage, BookRequest, CancelRequest, RescheduleRequest, decode_cursor, encode_cursor
+from api.schemas import (
+    AppointmentPage,
+    BookRequest,
+    CancelRequest,
+    RescheduleRequest,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
 from domain.booking import appointments
 from domain.booking.appointments import Appointment, AppointmentEvent, AppointmentQuery, Status
 
@@ -52,7 +60,7 @@ class AppointmentController(Controller):
             try:
                 after = (datetime.fromisoformat(start), uuid.UUID(last_id))
             except ValueError:
-                decode_cursor("", 2)  # raises the same invalid_cursor error
+                raise invalid_cursor() from None
         query = AppointmentQuery(
             patient_id=patient_id,
             practitioner_id=practitioner_id,

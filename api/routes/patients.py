@@ -9,7 +9,7 @@ from litestar import Controller, get, patch, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.deps import Caller, Config, Conn
-from api.schemas import PatientPage
+from api.schemas import PatientPage, invalid_cursor
 from domain import patients
 from domain.errors import InvalidInput
 
@@ -42,9 +42,7 @@ class PatientController(Controller):
             try:
                 after = uuid.UUID(cursor)
             except ValueError:
-                raise InvalidInput(
-                    "invalid_cursor", "the cursor is not one this server issued", field="cursor"
-                ) from None
+                raise invalid_cursor() from None
         query = patients.PatientQuery(
             identifier=identifier, phone=phone, name=name, facility_id=facility_id, after=after, limit=limit
         )
