@@ -129,7 +129,9 @@ async def test_every_clinical_read_path_gives_each_basis_the_same_answer(
 async def test_everything_carries_the_patient_for_consent_and_break_glass(client: Client, factory: Factory) -> None:
     r = await _record(client, factory)
     for reader in r.readers[2:4]:
-        bundle = (await client.get(f"/fhir/Patient/{r.patient.patient_id}/$everything", headers=auth(reader.token))).json()
+        bundle = (
+            await client.get(f"/fhir/Patient/{r.patient.patient_id}/$everything", headers=auth(reader.token))
+        ).json()
         types = [e["resource"]["resourceType"] for e in bundle["entry"]]
         assert types[0] == "Patient", (reader.basis, types)
         assert bundle["entry"][0]["resource"]["id"] == str(r.patient.patient_id)
