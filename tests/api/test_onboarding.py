@@ -133,3 +133,24 @@ async def test_a_new_phone_gets_a_new_account(client: Client, factory: Factory, 
         "AND resource_id = $1",
         response.json()["id"],
     )
+
+
+async def test_a_patients_logins_follow_their_phone(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    """A new number for the patient: the old number's login (a lost phone, a recycled SIM) no
+    longer acts for them; the new number's does."""
+    post = await factory.facility(kind="health_post")
+    chw = await factory.staff(post, role="chw")
+    old = await factory.patient_login(post)
+    new = new_phone()
+    moved = await client.patch(f"/v1/patients/{old.patient_id}", json={"phone": new}, headers=chw.headers)
+    assert moved.status_code == 200, moved.text
+    refused = await client.get(f"/v1/patients/{old.patient_id}", headers=old.headers)
+    assert refused.status_code == 403
+    assert (await client.get("/v1/me", headers=old.headers)).json()["patient_ids"] == []
+    async with db.acquire() as conn:
+        from domain.identity import users
+
+        user_id = await users.login(conn, new)
+    assert user_id is not None
+    me = (await client.get("/v1/me", headers=auth(await factory.token_for(user_id)))).json()
+    assert me["patient_ids"] == [str(old.patient_id)]
