@@ -98,8 +98,11 @@ async def _patient_login(
             phone,
             facility_id,
         )
+    created = user_id is None
     user_id = await users.login(conn, phone)  # links every patient registered with this phone
     assert user_id is not None
+    if created and name:  # a name for the account just made; an existing one keeps its own
+        await conn.execute("UPDATE users SET display_name = $2 WHERE id = $1", user_id, name)
     ids = ", ".join(
         str(r["patient_id"])
         for r in await conn.fetch("SELECT patient_id FROM patient_accounts WHERE user_id = $1", user_id)
