@@ -84,7 +84,7 @@ class _Staff:
 ON_CALL = _Staff(
     "dr-oncall",
     "+85512000204",
-    "Dr. Ouk Rachana (on call)",
+    "Dr. Ouk Rachana",
     "pp-ref",
     ("specialist",),
     ("general_medicine",),
@@ -233,7 +233,7 @@ async def load_demo(database_url: str, settings: Settings) -> str:
         f"  system admin      {SYSTEM_ADMIN_PHONE}",
         *(f"  {s.roles[0]:<17} {s.phone}  {s.name}  @ {s.facility}" for s in STAFF),
         *(f"  patient           {p.phone}  {p.names[-1].text}" for p in PATIENTS if p.phone),
-        f"  on call around the clock: {ON_CALL.name} ({ON_CALL.phone}), specialty {ON_CALL.specialties[0]}",
+        f"  on call around the clock, every day: {ON_CALL.phone}  {ON_CALL.name}, specialty {ON_CALL.specialties[0]}",
         *(f"  skipped {phone}: it belongs to another account, left unchanged" for phone in skipped),
         'Sign in: POST /v1/auth/otp {"phone": ...}; the code is written to the server log.',
         f"Or: spean admin issue-token --phone {ON_CALL.phone}   (a patient: --phone {PATIENTS[0].phone})",
