@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api.deps import Config, Conn
+from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
 from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
@@ -66,7 +67,7 @@ class AuthController(Controller):
         ) or texts.language_for_phone(phone)
         message = texts.text(language, "login_code", code=code, minutes=settings.otp_ttl_s // 60)
         sender: SmsSender = request.app.state.sms_sender
-        return Response(
+        return NegotiatedResponse(
             OtpSent(phone=phone, expires_in=settings.otp_ttl_s),
             status_code=HTTP_202_ACCEPTED,
             background=BackgroundTask(_send_code, sender, phone, message) if known else None,

@@ -229,3 +229,12 @@ async def test_codes_rate_limited_per_client_address(settings: Settings) -> None
     assert statuses[:3] == [202, 202, 202]
     assert refused.status_code == 429
     assert refused.json()["code"] == "otp_rate_limited_ip"
+
+
+async def test_the_code_request_answers_in_messagepack_too(client: Client, factory: Factory) -> None:
+    response = await client.post(
+        "/v1/auth/otp", json={"phone": await known_phone(factory)}, headers={"Accept": "application/msgpack"}
+    )
+    assert response.status_code == 202
+    assert response.headers["content-type"].startswith("application/msgpack")
+    assert set(msgspec.msgpack.decode(response.content)) == {"phone", "expires_in"}
