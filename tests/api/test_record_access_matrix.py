@@ -7,6 +7,8 @@ health workers' phones, so only that part of `treatment` is served there."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -161,6 +163,16 @@ async def test_sync_serves_the_home_facility_only(client: Client, factory: Facto
     """Sync copies the record to phones: only the home facility's health workers get it; a
     consent or break-glass reader reads online (audited each time, and a grant expires)."""
     r = await _record(client, factory)
+    # First the home facility's CHW sees it (the feed serves a change once every transaction
+    # older than it has ended); from then on its absence elsewhere means something.
+    deadline = time.monotonic() + 30
+    while True:
+        home = await client.get("/v1/sync", params={"since": "0"}, headers=auth(r.home_chw))
+        assert home.status_code == 200, home.text
+        if r.observation in {c["id"] for c in home.json()["changes"]}:
+            break
+        assert time.monotonic() < deadline, "the home facility's feed never served the entry"
+        await asyncio.sleep(0.2)
     for reader in r.readers:
         response = await client.get("/v1/sync", params={"since": "0"}, headers=auth(reader.token))
         if response.status_code == 403:
