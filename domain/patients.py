@@ -210,6 +210,23 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
     return patient
 
 
+async def _move_logins(conn: Connection, patient_id: uuid.UUID, old: str | None, new: str | None) -> None:
+    """A patient's logins follow their phone (owning the number is what sign-in proves): the old
+    number's login no longer acts for them (a lost phone, a recycled SIM), the new one's does."""
+    await conn.execute(
+        """DELETE FROM patient_accounts pa USING users u
+           WHERE pa.patient_id = $1 AND pa.user_id = u.id AND u.phone = $2""",
+        patient_id,
+        old,
+    )
+    await conn.execute(
+        """INSERT INTO patient_accounts (user_id, patient_id)
+           SELECT id, $1 FROM users WHERE phone = $2 ON CONFLICT DO NOTHING""",
+        patient_id,
+        new,
+    )
+
+
 async def load_many(conn: Connection, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, Patient]:
     """Patients by id, for callers that already decided the reader may see them (offline sync)."""
     rows = await conn.fetch(f"{_SELECT} WHERE p.id = ANY($1::uuid[]) GROUP BY p.id", patient_ids)
@@ -328,6 +345,8 @@ async def update(
         patch.preferred_language or current.preferred_language,
         patch.preferred_channel or current.preferred_channel,
     )
+    if phone != current.phone:
+        await _move_logins(conn, patient_id, current.phone, phone)
     if patch.identifiers is not None:
         _check_identifiers(patch.identifiers)
         await conn.execute("DELETE FROM patient_identifiers WHERE patient_id = $1", patient_id)

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from domain import access
+from domain.audit import trail
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
 from domain.phone import normalize
@@ -26,6 +27,9 @@ class PractitionerIn(msgspec.Struct, kw_only=True):
     specialties: list[str] = []
     languages: list[str] = []
     qualification: str | None = None
+    # The phone already signs in (or is a registered patient's): give that account this role and
+    # a practitioner profile too, keeping its name and other roles. Without it: 409 phone_in_use.
+    link_existing_account: bool = False
 
 
 class Practitioner(msgspec.Struct, kw_only=True):
@@ -71,19 +75,28 @@ def _check(data: PractitionerIn) -> None:
 
 
 async def create(conn: Connection, principal: Principal, data: PractitionerIn, *, default_region: str) -> Practitioner:
-    """Give a person a login at a facility: a user, the role, and their practitioner profile."""
+    """Give a person a login at a facility: a user, the role, and their practitioner profile.
+
+    An existing account is never changed silently (users.onboard): an existing practitioner is a
+    409 practitioner_exists, any other account or patient phone a 409 phone_in_use unless
+    `link_existing_account`, and then the account keeps its name and roles and gains this one."""
     access.require_facility_admin(principal, data.facility_id)
     _check(data)
     phone = normalize(data.phone, default_region)
-    user_id = await users.ensure_user(conn, phone, display_name=data.name.strip())
-    await users.grant_role(conn, user_id, data.facility_id, data.role)
-    existing = await conn.fetchval("SELECT id FROM practitioners WHERE user_id = $1", user_id)
+    existing = await conn.fetchval(
+        "SELECT p.id FROM practitioners p JOIN users u ON u.id = p.user_id WHERE u.phone = $1", phone
+    )
     if existing is not None:
         raise Conflict(
             "practitioner_exists",
-            "this phone already belongs to a practitioner: grant a role instead",
+            "this phone already belongs to a practitioner; nothing was changed",
+            field="phone",
             id=str(existing),
         )
+    if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", data.facility_id):
+        raise NotFound("facility_not_found", "no such facility", field="facility_id")
+    user_id, linked = await users.onboard(conn, phone, data.name.strip(), link_existing=data.link_existing_account)
+    await users.grant_role(conn, user_id, data.facility_id, data.role)
     practitioner_id = uuid.uuid4()
     await conn.execute(
         """INSERT INTO practitioners (id, user_id, name, specialties, languages, qualification)
@@ -94,6 +107,15 @@ async def create(conn: Connection, principal: Principal, data: PractitionerIn, *
         data.specialties,
         data.languages,
         data.qualification,
+    )
+    await trail.record(
+        conn,
+        principal,
+        action="link_account" if linked else "create",
+        resource_type="Practitioner",
+        resource_id=practitioner_id,
+        patient_ids=[],
+        facility_id=data.facility_id,
     )
     return await get(conn, practitioner_id)
 

@@ -82,6 +82,7 @@ class PeerSession:
         self.appointment_id: uuid.UUID | None = None
         self.peer_id = ""
         self.side = ""
+        self.name = ""  # how the room names this peer
         self.state = "waiting"
         self.finished = False  # left the room, or the room ended: nothing more to relay
         self.close_code = 1000
@@ -199,6 +200,7 @@ class PeerSession:
         async with self.pool.acquire() as conn, conn.transaction():
             try:
                 appointment, side = await consultation.participant(conn, self.principal, message.appointment_id)
+                self.name = await consultation.display_name(conn, appointment, self.principal, side)
                 if side != "specialist":
                     await consultation.arrive(conn, self.principal, appointment)
             except DomainError as exc:
@@ -208,12 +210,12 @@ class PeerSession:
         resumed = await self._resume(message, user) if message.resume else None
         if resumed is None:
             self.state = "admitted" if side == "specialist" else "waiting"
-            self.peer_id, token = await self.rooms.add(self.room, user, side, self.state)  # type: ignore[arg-type]
+            self.peer_id, token = await self.rooms.add(self.room, user, side, self.state, self.name)  # type: ignore[arg-type]
         else:
             token = resumed
         await self.bus.join(self.room, self.deliver)
         peers = {
-            pid: {"side": p.side, "state": p.state, "connected": p.connected}
+            pid: {"side": p.side, "state": p.state, "connected": p.connected, "name": p.name}
             for pid, p in (await self.rooms.peers(self.room)).items()
             if pid != self.peer_id
         }
@@ -223,6 +225,7 @@ class PeerSession:
                 "peer": self.peer_id,
                 "session": token,
                 "side": side,
+                "name": self.name,
                 "state": self.state,
                 "peers": peers,
                 "resumed": resumed is not None,
@@ -238,7 +241,9 @@ class PeerSession:
                 ):
                     self.send({**replay, "seq": seq, "replayed": True})
         event = "peer_waiting" if self.state == "waiting" else "peer_joined"
-        await self.publish({"type": event, "peer": self.peer_id, "side": side, "resumed": resumed is not None})
+        await self.publish(
+            {"type": event, "peer": self.peer_id, "side": side, "name": self.name, "resumed": resumed is not None}
+        )
 
     async def _resume(self, message: m.Join, user: str) -> str | None:
         session = await self.rooms.session(message.resume or "")
@@ -290,7 +295,9 @@ class PeerSession:
         async with self.pool.acquire() as conn, conn.transaction():
             await consultation.start_call(conn, self.principal, self.appointment_id)
         await self.publish({"type": "admitted", "peer": peer_id}, to=peer_id)
-        await self.publish({"type": "peer_joined", "peer": peer_id, "side": peer.side, "resumed": False})
+        await self.publish(
+            {"type": "peer_joined", "peer": peer_id, "side": peer.side, "name": peer.name, "resumed": False}
+        )
 
     async def leave_dropped(self) -> None:
         await self._leave(explicit=False)

@@ -1,7 +1,7 @@
 """Room state in Redis, so any worker can serve any peer and presence outlives a worker.
 
 Per appointment room:
-- `rtc:{room}:peers`  hash  peer id -> JSON {user, side, state: waiting|admitted, connected}
+- `rtc:{room}:peers`  hash  peer id -> JSON {user, side, state: waiting|admitted, connected, name}
 - `rtc:{room}:log`    stream of relayed messages (capped), replayed to a peer that resumes
 - `rtc:session:{token}`  -> JSON {room, peer}, lives for the reconnection grace period
 Keys expire a day after the last activity; a consultation never lasts that long.
@@ -36,6 +36,7 @@ class Peer(msgspec.Struct):
     side: str
     state: PeerState
     connected: bool = True
+    name: str = ""  # how the room names this peer (consultation.display_name)
 
 
 class Session(msgspec.Struct):
@@ -61,12 +62,12 @@ class Rooms:
         self.grace_s = grace_s
         self._append_and_publish = redis.register_script(_APPEND_AND_PUBLISH)
 
-    async def add(self, room: str, user: str, side: str, state: PeerState) -> tuple[str, str]:
+    async def add(self, room: str, user: str, side: str, state: PeerState, name: str = "") -> tuple[str, str]:
         """A new peer in the room: (peer id, session token for resuming)."""
         peer_id = secrets.token_hex(6)
         token = secrets.token_urlsafe(24)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_peers(room), peer_id, msgspec.json.encode(Peer(user, side, state)))
+            pipe.hset(_peers(room), peer_id, msgspec.json.encode(Peer(user, side, state, name=name)))
             pipe.expire(_peers(room), _TTL_S)
             pipe.set(f"rtc:session:{token}", msgspec.json.encode(Session(room, peer_id)), ex=_TTL_S)
             await pipe.execute()

@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 
-from domain.audit import chain
-from domain.errors import InvalidInput
+from domain.audit import chain, trail
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from domain.phone import normalize
@@ -16,8 +16,18 @@ from infra.config import Settings
 
 
 async def create_user(
-    database_url: str, settings: Settings, *, phone: str, role: str, facility: str | None, name: str | None
+    database_url: str,
+    settings: Settings,
+    *,
+    phone: str,
+    role: str,
+    facility: str | None,
+    name: str | None,
+    link_existing: bool = False,
 ) -> str:
+    """Create an account with a role. A phone already in use (an account, or a registered patient's)
+    is refused with phone_in_use unless `link_existing`: then the account keeps its name and its
+    other roles and gains this one (users.onboard), and the link is audited."""
     e164 = normalize(phone, settings.default_region)
     facility_id = _facility_id(facility) if facility else None
     if role not in ("system_admin",) and facility_id is None:
@@ -26,12 +36,18 @@ async def create_user(
     try:
         await db.init_connection(conn)
         async with conn.transaction():
-            user_id = await users.ensure_user(conn, e164, display_name=name, system_admin=role == "system_admin")
+            if facility_id is not None and not await conn.fetchval(
+                "SELECT 1 FROM facilities WHERE id = $1", facility_id
+            ):
+                raise InvalidInput("facility_not_found", f"no facility {facility_id}", field="facility")
             if role == "patient":
                 assert facility_id is not None
-                patient_id = await _ensure_patient(conn, user_id, e164, facility_id, name)
-                return f"user {user_id} ({e164}) acts for patient {patient_id}"
-            if facility_id is not None and role != "system_admin":
+                return await _patient_login(conn, e164, facility_id, name, link_existing=link_existing)
+            user_id, linked = await users.onboard(conn, e164, name, link_existing=link_existing)
+            if role == "system_admin":
+                await conn.execute("UPDATE users SET is_system_admin = true WHERE id = $1", user_id)
+            else:
+                assert facility_id is not None
                 await users.grant_role(conn, user_id, facility_id, role)  # type: ignore[arg-type]
                 if role != "facility_admin":
                     await conn.execute(
@@ -41,35 +57,57 @@ async def create_user(
                         user_id,
                         name or e164,
                     )
-        return f"user {user_id} ({e164}) is {role}" + (f" at {facility_id}" if facility_id else "")
+            if linked:
+                await trail.record_operator(
+                    conn, action="link_account", resource_type="User", resource_id=user_id, facility_id=facility_id
+                )
+        kept = " (an existing account: its name and other roles are kept)" if linked else ""
+        return f"user {user_id} ({e164}) is {role}" + (f" at {facility_id}" if facility_id else "") + kept
     finally:
         await conn.close()
 
 
-async def _ensure_patient(
-    conn: asyncpg.Connection, user_id: uuid.UUID, phone: str, facility_id: uuid.UUID, name: str | None
-) -> uuid.UUID:
-    if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", facility_id):
-        raise InvalidInput("facility_not_found", f"no facility {facility_id}", field="facility")
-    existing: uuid.UUID | None = await conn.fetchval(
-        "SELECT patient_id FROM patient_accounts WHERE user_id = $1 LIMIT 1", user_id
+async def _patient_login(
+    conn: asyncpg.Connection, phone: str, facility_id: uuid.UUID, name: str | None, *, link_existing: bool
+) -> str:
+    """A login for the patients registered with `phone` (as its first sign-in would make), with a
+    new patient record when none is registered yet."""
+    user_id: uuid.UUID | None = await conn.fetchval("SELECT id FROM users WHERE phone = $1", phone)
+    if user_id is not None:
+        acts_for = await conn.fetch("SELECT patient_id FROM patient_accounts WHERE user_id = $1", user_id)
+        if acts_for:
+            ids = ", ".join(str(r["patient_id"]) for r in acts_for)
+            return f"user {user_id} ({phone}) already acts for patient {ids}; nothing changed"
+        if not link_existing:
+            raise Conflict(
+                "phone_in_use",
+                "this phone already signs in to Spean; pass --link-existing to make that account a patient login too",
+                field="phone",
+            )
+        await trail.record_operator(
+            conn, action="link_account", resource_type="User", resource_id=user_id, facility_id=facility_id
+        )
+    if not await conn.fetchval("SELECT 1 FROM patients WHERE phone = $1 LIMIT 1", phone):
+        display = name or phone
+        await conn.execute(
+            """INSERT INTO patients (id, names, search_text, phone, home_facility_id)
+               VALUES ($1, $2, $3, $4, $5)""",
+            uuid.uuid4(),
+            [{"text": display}],
+            display.casefold(),
+            phone,
+            facility_id,
+        )
+    created = user_id is None
+    user_id = await users.login(conn, phone)  # links every patient registered with this phone
+    assert user_id is not None
+    if created and name:  # a name for the account just made; an existing one keeps its own
+        await conn.execute("UPDATE users SET display_name = $2 WHERE id = $1", user_id, name)
+    ids = ", ".join(
+        str(r["patient_id"])
+        for r in await conn.fetch("SELECT patient_id FROM patient_accounts WHERE user_id = $1", user_id)
     )
-    if existing is not None:
-        return existing
-    patient_id = uuid.uuid4()
-    display = name or phone
-    await conn.execute(
-        """INSERT INTO patients (id, names, search_text, phone, home_facility_id, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        patient_id,
-        [{"text": display}],
-        display.casefold(),
-        phone,
-        facility_id,
-        user_id,
-    )
-    await conn.execute("INSERT INTO patient_accounts (user_id, patient_id) VALUES ($1, $2)", user_id, patient_id)
-    return patient_id
+    return f"user {user_id} ({phone}) acts for patient {ids}"
 
 
 def _facility_id(value: str) -> uuid.UUID:
@@ -85,8 +123,12 @@ async def issue_token(database_url: str, settings: Settings, secret_key: str, *,
     e164 = normalize(phone, settings.default_region)
     conn = await asyncpg.connect(database_url)
     try:
-        user_id = await users.user_id_by_phone(conn, e164)
-        principal = await users.load_principal(conn, user_id)
+        async with conn.transaction():
+            # What signing in with this phone would give: a registered patient's first token too.
+            user_id = await users.login(conn, e164)
+            if user_id is None:
+                raise NotFound("user_not_found", f"no account or registered patient with phone {e164}", field="phone")
+            principal = await users.load_principal(conn, user_id)
     finally:
         await conn.close()
     return issue_access_token(principal, secret_key, ttl_s or settings.access_token_ttl_s)

@@ -98,7 +98,13 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         print(
             asyncio.run(
                 create_user(
-                    database_url, settings, phone=args.phone, role=args.role, facility=args.facility, name=args.name
+                    database_url,
+                    settings,
+                    phone=args.phone,
+                    role=args.role,
+                    facility=args.facility,
+                    name=args.name,
+                    link_existing=args.link_existing,
                 )
             )
         )
@@ -158,11 +164,16 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="load the demo network (idempotent)").set_defaults(handler=_demo)
 
     admin = commands.add_parser("admin", help="operator tasks").add_subparsers(dest="admin_command", required=True)
-    create = admin.add_parser("create-user", help="create a user, or give an existing one a role")
+    create = admin.add_parser("create-user", help="create a user with a role (--link-existing: an existing one)")
     create.add_argument("--phone", required=True)
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--facility", help="facility id (required for facility roles and patients)")
     create.add_argument("--name", help="display name (and patient or practitioner name)")
+    create.add_argument(
+        "--link-existing",
+        action="store_true",
+        help="the phone already has an account: give it this role too (its name and other roles are kept)",
+    )
     create.set_defaults(handler=_create_user)
     token = admin.add_parser("issue-token", help="print an access token for a user (for scripts)")
     token.add_argument("--phone", required=True)

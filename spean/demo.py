@@ -1,15 +1,19 @@
 """`spean demo`: a realistic demo network, loaded idempotently (fixed ids, upserts).
 
 A national reference centre in Phnom Penh, health posts in Kampong Cham and Takeo provinces, a
-reference hospital in Hanoi, their staff, patients with Khmer and Vietnamese names, and weekly
-availability for the specialists.
+reference hospital in Hanoi, their staff, patients with Khmer and Vietnamese names (each phone
+with its login, so `spean admin issue-token --phone <patient phone>` works), weekly availability
+for the specialists, and an on-call specialist available every day around the clock, so that a
+consultation can be booked, and its video room opened, whenever the demo is tried.
+
+Demo phones already held by another account are left alone (reported), never taken over.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import asyncpg
 import msgspec
@@ -77,6 +81,15 @@ class _Staff:
     languages: tuple[str, ...] = ("km", "en")
 
 
+ON_CALL = _Staff(
+    "dr-oncall",
+    "+85512000204",
+    "Dr. Ouk Rachana",
+    "pp-ref",
+    ("specialist",),
+    ("general_medicine",),
+    ("km", "en", "fr"),
+)
 STAFF = (
     _Staff("admin-pp", "+85512000101", "Sok Dara (facility admin)", "pp-ref", ("facility_admin",)),
     _Staff(
@@ -96,6 +109,7 @@ STAFF = (
         ("endocrinology",),
         ("vi", "en", "fr"),
     ),
+    ON_CALL,
 )
 SYSTEM_ADMIN_PHONE = "+85512000001"
 
@@ -198,9 +212,12 @@ PATIENTS = (
 )
 
 # Mornings and afternoons, Monday to Friday, 20-minute slots, in each facility's local time.
-_WEEK = [(day, time(8, 0), time(11, 40)) for day in range(1, 6)] + [
-    (day, time(14, 0), time(17, 0)) for day in range(1, 6)
+_WEEK = [(day, time(8, 0), time(11, 40), 20) for day in range(1, 6)] + [
+    (day, time(14, 0), time(17, 0), 20) for day in range(1, 6)
 ]
+# On call: every day, 15-minute slots from midnight to 23:45 (a rule ends within its day), so a
+# free slot always starts within the next half hour.
+_ROUND_THE_CLOCK = [(day, time(0, 0), time(23, 45), 15) for day in range(1, 8)]
 
 
 async def load_demo(database_url: str, settings: Settings) -> str:
@@ -208,7 +225,7 @@ async def load_demo(database_url: str, settings: Settings) -> str:
     try:
         await db.init_connection(conn)
         async with conn.transaction():
-            await _load(conn)
+            skipped = await _load(conn)
     finally:
         await conn.close()
     lines = [
@@ -216,13 +233,29 @@ async def load_demo(database_url: str, settings: Settings) -> str:
         f"  system admin      {SYSTEM_ADMIN_PHONE}",
         *(f"  {s.roles[0]:<17} {s.phone}  {s.name}  @ {s.facility}" for s in STAFF),
         *(f"  patient           {p.phone}  {p.names[-1].text}" for p in PATIENTS if p.phone),
+        f"  on call around the clock, every day: {ON_CALL.phone}  {ON_CALL.name}, specialty {ON_CALL.specialties[0]}",
+        *(f"  skipped {phone}: it belongs to another account, left unchanged" for phone in skipped),
         'Sign in: POST /v1/auth/otp {"phone": ...}; the code is written to the server log.',
-        "Or: spean admin issue-token --phone +85512000201",
+        f"Or: spean admin issue-token --phone {ON_CALL.phone}   (a patient: --phone {PATIENTS[0].phone})",
     ]
     return "\n".join(lines)
 
 
-async def _load(conn: asyncpg.Connection) -> None:
+async def _own_account(conn: asyncpg.Connection, user_id: uuid.UUID, phone: str, name: str) -> bool:
+    """The demo's account for `phone`: created if missing; False if another account holds it."""
+    await conn.execute(
+        "INSERT INTO users (id, phone, display_name) VALUES ($1, $2, $3) ON CONFLICT (phone) DO NOTHING",
+        user_id,
+        phone,
+        name,
+    )
+    holder = await conn.fetchval("SELECT id FROM users WHERE phone = $1", phone)
+    return bool(holder == user_id)
+
+
+async def _load(conn: asyncpg.Connection) -> list[str]:
+    """Load the network; the phones skipped because another account holds them."""
+    skipped: list[str] = []
     for f in FACILITIES:
         await conn.execute(
             """INSERT INTO facilities (id, name, kind, timezone, country, province, latitude, longitude)
@@ -242,22 +275,18 @@ async def _load(conn: asyncpg.Connection) -> None:
             demo_id("facility", source),
             demo_id("facility", target),
         )
-    await conn.execute(
-        """INSERT INTO users (id, phone, display_name, is_system_admin) VALUES ($1, $2, 'System administrator', true)
-           ON CONFLICT (phone) DO NOTHING""",
-        demo_id("user", "sysadmin"),
-        SYSTEM_ADMIN_PHONE,
-    )
-    today = datetime.now(UTC).date()
+    if await _own_account(conn, demo_id("user", "sysadmin"), SYSTEM_ADMIN_PHONE, "System administrator"):
+        await conn.execute("UPDATE users SET is_system_admin = true WHERE id = $1", demo_id("user", "sysadmin"))
+    else:
+        skipped.append(SYSTEM_ADMIN_PHONE)
+    # Yesterday (UTC): every facility's local today is covered, whatever the hour and time zone.
+    valid_from = datetime.now(UTC).date() - timedelta(days=1)
     for s in STAFF:
         user_id = demo_id("user", s.key)
         facility_id = demo_id("facility", s.facility)
-        await conn.execute(
-            "INSERT INTO users (id, phone, display_name) VALUES ($1, $2, $3) ON CONFLICT (phone) DO NOTHING",
-            user_id,
-            s.phone,
-            s.name,
-        )
+        if not await _own_account(conn, user_id, s.phone, s.name):
+            skipped.append(s.phone)
+            continue
         for role in s.roles:
             await conn.execute(
                 "INSERT INTO memberships VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", user_id, facility_id, role
@@ -277,15 +306,17 @@ async def _load(conn: asyncpg.Connection) -> None:
         if "specialist" in s.roles and not await conn.fetchval(
             "SELECT 1 FROM availability_rules WHERE practitioner_id = $1 LIMIT 1", practitioner_id
         ):
+            week = _ROUND_THE_CLOCK if s is ON_CALL else _WEEK
             await conn.executemany(
                 """INSERT INTO availability_rules (id, practitioner_id, facility_id, weekday, start_local, end_local,
                                                    slot_minutes, modes, valid_from)
-                   VALUES ($1, $2, $3, $4, $5, $6, 20, '{video,audio,async}', $7)""",
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, '{video,audio,async}', $8)""",
                 [
-                    (demo_id("rule", f"{s.key}:{day}:{start}"), practitioner_id, facility_id, day, start, end, today)
-                    for day, start, end in _WEEK
+                    (demo_id("rule", f"{s.key}:{day}:{start}"), practitioner_id, facility_id, day, start, end, minutes,
+                     valid_from)
+                    for day, start, end, minutes in week
                 ],
-            )
+            )  # fmt: skip
     for p in PATIENTS:
         patient_id = demo_id("patient", p.key)
         birth_date = datetime.strptime(p.birth, "%Y-%m-%d").date() if len(p.birth) == 10 else None
@@ -313,3 +344,19 @@ async def _load(conn: asyncpg.Connection) -> None:
                 f"urn:spean:id:{system}",
                 p.health_id,
             )
+    # Each patient phone gets its login now, as its first sign-in would: linked to every patient
+    # registered with it (p4 and p5 share a family phone). An account already holding the phone
+    # is that phone's login: linking it is what signing in does anyway.
+    for phone in dict.fromkeys(p.phone for p in PATIENTS if p.phone):
+        await conn.execute(
+            "INSERT INTO users (id, phone) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING",
+            demo_id("user", f"patient:{phone}"),
+            phone,
+        )
+        await conn.execute(
+            """INSERT INTO patient_accounts (user_id, patient_id)
+               SELECT u.id, p.id FROM users u JOIN patients p ON p.phone = u.phone
+               WHERE u.phone = $1 ON CONFLICT DO NOTHING""",
+            phone,
+        )
+    return skipped

@@ -150,6 +150,7 @@ class Factory:
         patient_id = await self.patient(facility_id, phone=phone)
         async with self.db.acquire() as conn:
             user_id = await users.login(conn, phone)
+        assert user_id is not None  # a registered patient's phone may sign in
         return PatientLogin(patient_id, phone, await self.token_for(user_id), user_id)
 
     async def scene(self) -> Scene:

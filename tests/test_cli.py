@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,65 @@ def test_admin_gives_roles_and_patient_logins(cli_env: dict[str, str], database_
     )
     assert bad.returncode == 1
     assert "invalid_facility" in bad.stderr
+
+
+def test_create_user_never_changes_an_existing_account_unless_told(cli_env: dict[str, str], database_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def sql(query: str, *args: object) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    facility = str(
+        asyncio.run(
+            sql(
+                "INSERT INTO facilities (id, name, kind, timezone, country) "
+                "VALUES (gen_random_uuid(), 'CLI centre', 'reference_centre', 'Asia/Phnom_Penh', 'KH') RETURNING id"
+            )
+        )[0]["id"]
+    )
+    phone = new_phone()
+    first = spean(cli_env, "admin", "create-user", "--phone", phone, "--role", "patient", "--facility", facility,
+                  "--name", "Sok Chantha")  # fmt: skip
+    assert "acts for patient" in first.stdout
+    before = asyncio.run(sql("SELECT display_name, is_system_admin FROM users WHERE phone = $1", phone))
+    for role in ("specialist", "system_admin"):
+        refused = spean(cli_env, "admin", "create-user", "--phone", phone, "--role", role, "--facility", facility,
+                        "--name", "Dr Someone", check=False)  # fmt: skip
+        assert refused.returncode == 1
+        assert "phone_in_use" in refused.stderr
+    assert asyncio.run(sql("SELECT display_name, is_system_admin FROM users WHERE phone = $1", phone)) == before
+    roles = "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.phone = $1"
+    assert not asyncio.run(sql(roles, phone))
+    linked = spean(cli_env, "admin", "create-user", "--phone", phone, "--role", "specialist", "--facility", facility,
+                   "--name", "Dr Someone", "--link-existing")  # fmt: skip
+    assert "existing account" in linked.stdout
+    after = asyncio.run(
+        sql(
+            """SELECT u.display_name, p.name FROM users u JOIN practitioners p ON p.user_id = u.id
+               WHERE u.phone = $1""",
+            phone,
+        )
+    )
+    assert [tuple(r) for r in after] == [("Sok Chantha", "Dr Someone")]
+    assert asyncio.run(sql("SELECT 1 FROM audit_events WHERE action = 'link_account' AND actor_role = 'operator'"))
+    # A patient registered by a health worker: the CLI makes their login, with no duplicate record.
+    registered = new_phone()
+    patient = asyncio.run(
+        sql(
+            """INSERT INTO patients (id, names, search_text, phone, home_facility_id)
+               VALUES (gen_random_uuid(), '[{"text": "Heng"}]', 'heng', $1, $2) RETURNING id""",
+            registered,
+            uuid.UUID(facility),
+        )
+    )[0]["id"]
+    token = spean(cli_env, "admin", "issue-token", "--phone", registered).stdout.strip()
+    assert token.count(".") == 2
+    made = spean(cli_env, "admin", "create-user", "--phone", registered, "--role", "patient", "--facility", facility)
+    assert str(patient) in made.stdout
+    assert asyncio.run(sql("SELECT count(*) AS n FROM patients WHERE phone = $1", registered))[0]["n"] == 1

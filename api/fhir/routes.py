@@ -98,12 +98,14 @@ class FhirController(Controller):
         count: Count = 1000,
         cursor: Cursor = None,
     ) -> Response[Any]:
-        entries = await record.search(
+        # The record's rule decides (as for every clinical read); appointments are those of the
+        # patient's that the caller may see anyway (scheduling has its own rule, and filters).
+        patient, entries = await record.everything(
             conn, principal, patient_id, pool=pool, kinds=_EVERYTHING_KINDS, after_seq=cursor, limit=count
         )
         resources: list[Resource] = []
-        if cursor is None:  # the Patient and their consultations lead the first page only
-            resources.append(admin.patient(await patients.get(conn, principal, patient_id)))
+        if patient is not None:  # the Patient and their consultations lead the first page only
+            resources.append(admin.patient(patient))
             query = appointments.AppointmentQuery(patient_id=patient_id, limit=200)
             resources += [admin.appointment(a) for a in await appointments.search(conn, principal, query)]
         resources += [to_fhir(e) for e in entries]

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, post
+import structlog
+from litestar import Controller, Request, Response, post
+from litestar.background_tasks import BackgroundTask
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api.deps import Config, Conn
+from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
 from domain.phone import normalize
 from infra.config import Settings
 from infra.db import Connection
 from sms import texts
+from sms.sender import SmsSender
+
+log = structlog.get_logger(__name__)
 
 _PUBLIC = {"exclude_from_auth": True}
 
@@ -28,23 +34,44 @@ async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id
     return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl_s)
 
 
+async def _send_code(sender: SmsSender, phone: str, message: str) -> None:
+    try:
+        await sender.send(phone, message)
+    except Exception:  # after the response: the caller asks for a new code when none arrives
+        log.exception("otp_sms_failed", to=phone)
+
+
 class AuthController(Controller):
     path = "/v1/auth"
     tags = ["auth"]
 
-    @post("/otp", status_code=HTTP_202_ACCEPTED, opt=_PUBLIC, summary="Send a one-time sign-in code by SMS")
+    @post(
+        "/otp",
+        status_code=HTTP_202_ACCEPTED,
+        opt=_PUBLIC,
+        summary="Send a one-time sign-in code by SMS (to numbers Spean knows; the same answer for any number)",
+    )
     async def request_code(
         self, request: Request[Any, Any, Any], data: JSONBody[OtpRequest], settings: Config, conn: Conn
-    ) -> OtpSent:
+    ) -> Response[OtpSent]:
+        """Only a phone with an account or a registered patient gets a code (no self-sign-up), but
+        the answer must not tell which numbers those are: every number counts against the same
+        rate limits, gets a code stored the same way (a wrong guess then fails alike), and the
+        SMS leaves after the response, so neither body, status nor timing differ."""
         phone = normalize(data.phone, settings.default_region)
         client_ip = request.client.host if request.client else "unknown"
         code = await request.app.state.otp.issue(phone, client_ip)
+        known = await users.is_known(conn, phone)
         language = await conn.fetchval(
             "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at LIMIT 1", phone
         ) or texts.language_for_phone(phone)
         message = texts.text(language, "login_code", code=code, minutes=settings.otp_ttl_s // 60)
-        await request.app.state.sms_sender.send(phone, message)
-        return OtpSent(phone=phone, expires_in=settings.otp_ttl_s)
+        sender: SmsSender = request.app.state.sms_sender
+        return NegotiatedResponse(
+            OtpSent(phone=phone, expires_in=settings.otp_ttl_s),
+            status_code=HTTP_202_ACCEPTED,
+            background=BackgroundTask(_send_code, sender, phone, message) if known else None,
+        )
 
     @post("/token", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Exchange a one-time code for tokens")
     async def exchange_code(
@@ -56,6 +83,8 @@ class AuthController(Controller):
             raise InvalidInput("invalid_code_format", "the code is 6 digits", field="code")
         await request.app.state.otp.verify(phone, code)
         user_id = await users.login(conn, phone)
+        if user_id is None:  # an unknown number was never sent its code: answer as to a wrong guess
+            raise Unauthenticated("otp_invalid", "the code is wrong")
         token = await refresh.issue(conn, user_id, settings.refresh_token_ttl_s)
         return await _token_pair(conn, request, user_id, token)
 

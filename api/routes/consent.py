@@ -60,7 +60,7 @@ class ConsentController(Controller):
     ) -> BreakGlass:
         return await service.break_glass(conn, principal, patient_id, data)
 
-    @get("/v1/me/access-log", summary="Who read or changed my record (patient login)")
+    @get("/v1/me/access-log", summary="Who read or changed my record, or tried and was refused (patient login)")
     async def access_log(
         self,
         conn: Conn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -24,6 +25,7 @@ class AccessLogEntry(msgspec.Struct, kw_only=True):
     purpose: str | None
     break_glass: bool
     channel: str
+    outcome: Literal["success", "refused"]  # success, or refused: an attempt that was turned away (nothing was read)
 
 
 async def for_patient_login(
@@ -31,10 +33,13 @@ async def for_patient_login(
 ) -> list[AccessLogEntry]:
     """Events on the patients linked to this login, by anyone but the login itself, newest first.
 
+    Refused attempts are listed too, with outcome 'refused', so a patient sees who tried and failed.
+
     Reading the log is not itself logged (it would only add the patient's own reads)."""
     rows = await conn.fetch(
         """SELECT e.id, e.at, e.patient_id, coalesce(pr.name, u.display_name) AS actor_name, e.actor_role,
-                  e.facility_id, f.name AS facility_name, e.action, e.resource_type, e.purpose, e.channel
+                  e.facility_id, f.name AS facility_name, e.action, e.resource_type, e.purpose, e.channel,
+                  e.outcome
            FROM patient_accounts pa
            JOIN audit_events e ON e.patient_id = pa.patient_id
            LEFT JOIN users u ON u.id = e.actor_user_id

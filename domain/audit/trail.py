@@ -29,6 +29,7 @@ Action = Literal[
     "consent",
     "revoke_consent",
     "break_glass",
+    "link_account",  # staff onboarding gave an existing account a role (users.onboard)
 ]
 
 
@@ -81,3 +82,23 @@ async def record_refused(
             conn, principal, action=action, resource_type=resource_type, resource_id=resource_id,
             patient_ids=[patient_id], facility_id=facility_id, outcome="refused",
         )  # fmt: skip
+
+
+async def record_operator(
+    conn: Connection,
+    *,
+    action: Action,
+    resource_type: str,
+    resource_id: str | uuid.UUID | None,
+    facility_id: uuid.UUID | None = None,
+) -> None:
+    """An act of an operator at the command line (spean admin): no user, role 'operator'."""
+    await conn.execute(
+        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, action, resource_type, resource_id,
+                                     channel, outcome)
+           VALUES (NULL, 'operator', $1, $2, $3, $4, 'cli', 'success')""",
+        facility_id,
+        action,
+        resource_type,
+        None if resource_id is None else str(resource_id),
+    )

@@ -50,6 +50,27 @@ async def participant(conn: Connection, principal: Principal, appointment_id: uu
     return appointment, side
 
 
+async def display_name(conn: Connection, appointment: Appointment, principal: Principal, side: Side) -> str:
+    """How the room names a participant to the others: the patient by their usual name (a health
+    worker beside them as "<patient> (with <worker>)"), the specialist by their name."""
+    row = await conn.fetchrow(
+        """SELECT coalesce((SELECT n->>'text' FROM jsonb_array_elements(p.names) n WHERE n->>'use' = 'usual' LIMIT 1),
+                           p.names->0->>'text') AS patient,
+                  coalesce(pr.name, u.display_name) AS caller
+           FROM patients p, users u LEFT JOIN practitioners pr ON pr.user_id = u.id
+           WHERE p.id = $1 AND u.id = $2""",
+        appointment.patient_id,
+        principal.user_id,
+    )
+    patient = (row["patient"] if row else None) or "the patient"
+    caller = (row["caller"] if row else None) or "a health worker"
+    if side == "patient":
+        return str(patient)
+    if side == "chw":
+        return f"{patient} (with {caller})"
+    return str(caller)
+
+
 async def arrive(conn: Connection, principal: Principal, appointment: Appointment) -> Appointment:
     """The patient side entered the waiting room: a booked appointment is now checked in."""
     if appointment.status != "booked":

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import uuid
 
-from domain.errors import NotFound, Unauthenticated
+from domain.errors import Conflict, NotFound, Unauthenticated
 from domain.principal import Membership, Principal, Role
 from infra.db import Connection
 
 
-async def login(conn: Connection, phone: str) -> uuid.UUID:
-    """The user for a phone that just proved possession by OTP, created on first login.
+async def is_known(conn: Connection, phone: str) -> bool:
+    """May this phone sign in: it has an account (staff, administrator, an earlier sign-in) or a
+    patient is registered with it. Nobody else gets a code or a token (see login)."""
+    known: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE phone = $1) OR EXISTS (SELECT 1 FROM patients WHERE phone = $1)",
+        phone,
+    )
+    return known
+
+
+async def login(conn: Connection, phone: str) -> uuid.UUID | None:
+    """The user for a phone that just proved possession by OTP, created on the first sign-in of a
+    registered patient's phone; None for a phone Spean does not know (no self-sign-up: is_known).
 
     Patients registered with this phone (by a health worker, or on a shared family phone) become
     reachable from this login: owning the number is what the OTP proved.
     """
     row = await conn.fetchrow("SELECT id, disabled_at FROM users WHERE phone = $1", phone)
     if row is None:
-        user_id = uuid.uuid4()
-        await conn.execute("INSERT INTO users (id, phone) VALUES ($1, $2)", user_id, phone)
+        if not await conn.fetchval("SELECT 1 FROM patients WHERE phone = $1 LIMIT 1", phone):
+            return None
+        # Two first sign-ins at once: both end with the one account.
+        user_id: uuid.UUID = await conn.fetchval(
+            """INSERT INTO users (id, phone) VALUES ($1, $2)
+               ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone RETURNING id""",
+            uuid.uuid4(),
+            phone,
+        )
     elif row["disabled_at"] is not None:
         raise Unauthenticated("user_disabled", "this account is disabled")
     else:
@@ -53,13 +71,48 @@ async def load_principal(conn: Connection, user_id: uuid.UUID) -> Principal:
     )
 
 
+async def onboard(
+    conn: Connection, phone: str, display_name: str | None, *, link_existing: bool
+) -> tuple[uuid.UUID, bool]:
+    """The account a member of staff (or an administrator) will sign in with: (user id, linked).
+
+    A phone nobody uses gets a new account with `display_name`. A phone already in use, by an
+    account (a patient's login, staff, an administrator) or by a registered patient (whose login it
+    will become at the first sign-in), is refused with 409 phone_in_use unless the caller links it
+    explicitly (`link_existing`); a linked account keeps its name and every role it had, and the
+    caller adds only the new role and says so in the audit trail. Never a silent rename or grant.
+    """
+    row = await conn.fetchrow("SELECT id FROM users WHERE phone = $1 FOR UPDATE", phone)
+    in_use = row is not None or await conn.fetchval("SELECT 1 FROM patients WHERE phone = $1 LIMIT 1", phone)
+    if in_use and not link_existing:
+        raise Conflict(
+            "phone_in_use",
+            "this phone already belongs to a patient or an account; to give that account this role too, "
+            "link it explicitly (its name and other roles are kept)",
+            field="phone",
+        )
+    if row is not None:
+        return row["id"], True
+    user_id: uuid.UUID | None = await conn.fetchval(
+        """INSERT INTO users (id, phone, display_name) VALUES ($1, $2, $3)
+           ON CONFLICT (phone) DO NOTHING RETURNING id""",
+        uuid.uuid4(),
+        phone,
+        display_name,
+    )
+    if user_id is None:  # created concurrently by someone else: that account is not ours to change
+        raise Conflict("phone_in_use", "this phone was just given to another account", field="phone")
+    return user_id, bool(in_use)
+
+
 async def ensure_user(
     conn: Connection, phone: str, *, display_name: str | None = None, system_admin: bool = False
 ) -> uuid.UUID:
+    """Tests' and tools' shortcut: the account for `phone`, created if missing (never renamed)."""
     user_id: uuid.UUID = await conn.fetchval(
         """INSERT INTO users (id, phone, display_name, is_system_admin) VALUES ($1, $2, $3, $4)
            ON CONFLICT (phone) DO UPDATE
-              SET display_name = coalesce(EXCLUDED.display_name, users.display_name),
+              SET display_name = coalesce(users.display_name, EXCLUDED.display_name),
                   is_system_admin = users.is_system_admin OR EXCLUDED.is_system_admin
            RETURNING id""",
         uuid.uuid4(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from domain import access
+from domain import access, patients
 from domain.audit import trail
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
@@ -282,6 +282,28 @@ async def search(
     limit: int = 100,
 ) -> list[Entry]:
     """The patient's entries of some kinds in change order (FHIR search, $everything, paging by seq)."""
+    _, entries = await _search(
+        conn, principal, patient_id, pool=pool, kinds=kinds, include_errors=include_errors,
+        effective_from=effective_from, effective_to=effective_to, recorded_since=recorded_since,
+        after_seq=after_seq, limit=limit,
+    )  # fmt: skip
+    return entries
+
+
+async def _search(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    pool: Pool,
+    kinds: list[str],
+    include_errors: bool = False,
+    effective_from: datetime | None = None,
+    effective_to: datetime | None = None,
+    recorded_since: datetime | None = None,
+    after_seq: int | None = None,
+    limit: int = 100,
+) -> tuple[access.RecordAccess, list[Entry]]:
     grant = await _require_read(
         conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
     )
@@ -306,4 +328,39 @@ async def search(
         facility_id=access.authoring_facility(principal, grant.home_facility_id),
         purpose=grant.basis,
     )
-    return entries
+    return grant, entries
+
+
+async def everything(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    pool: Pool,
+    kinds: list[str],
+    after_seq: int | None,
+    limit: int,
+) -> tuple[patients.Patient | None, list[Entry]]:
+    """FHIR Patient/$everything: the patient's entries in change order and, on the first page
+    (`after_seq` None), the patient themself.
+
+    One rule, the record's (RECORD_BASIS): a reader the record is open to (consent and break-glass
+    included) also reads the demographics the record is about; the record's own read is audited
+    with its basis by `search`, the Patient read here with the same purpose."""
+    grant, entries = await _search(
+        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit
+    )
+    if after_seq is not None:
+        return None, entries
+    patient = (await patients.load_many(conn, [patient_id]))[patient_id]
+    await trail.record(
+        conn,
+        principal,
+        action="read",
+        resource_type="Patient",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        facility_id=access.authoring_facility(principal, grant.home_facility_id),
+        purpose=grant.basis,
+    )
+    return patient, entries

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import time
 
+import asyncpg
 import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
 from infra.config import Settings
@@ -36,9 +38,18 @@ async def _sign_in(client: Client, outbox: LogSmsSender, phone: str) -> dict[str
     return pair
 
 
+async def known_phone(factory: Factory) -> str:
+    """A registered patient's phone: sign-in is for numbers Spean knows."""
+    phone = new_phone()
+    await factory.patient(await factory.facility(kind="health_post"), phone=phone)
+    return phone
+
+
 class TestOneTimeCode:
-    async def test_code_by_sms_then_tokens_then_me(self, client: Client, sms_outbox: LogSmsSender) -> None:
-        phone = new_phone()
+    async def test_code_by_sms_then_tokens_then_me(
+        self, client: Client, factory: Factory, sms_outbox: LogSmsSender
+    ) -> None:
+        phone = await known_phone(factory)
         national = "0" + phone.removeprefix("+855")  # people type their number the local way
         sent = await client.post("/v1/auth/otp", json={"phone": national})
         assert sent.json() == {"phone": phone, "expires_in": 300}
@@ -55,6 +66,7 @@ class TestOneTimeCode:
         assert me.status_code == 200
         assert me.json()["phone"] == phone
         assert me.json()["roles"] == []
+        assert len(me.json()["patient_ids"]) == 1
 
     async def test_patient_registered_by_chw_is_reachable_after_sign_in(
         self, client: Client, factory: Factory, sms_outbox: LogSmsSender
@@ -68,8 +80,8 @@ class TestOneTimeCode:
         read = await client.get(f"/v1/patients/{patient_id}", headers=auth(pair["access_token"]))
         assert read.status_code == 200
 
-    async def test_code_is_single_use(self, client: Client, sms_outbox: LogSmsSender) -> None:
-        phone = new_phone()
+    async def test_code_is_single_use(self, client: Client, factory: Factory, sms_outbox: LogSmsSender) -> None:
+        phone = await known_phone(factory)
         await client.post("/v1/auth/otp", json={"phone": phone})
         code = _last_code(sms_outbox, phone)
         assert (await client.post("/v1/auth/token", json={"phone": phone, "code": code})).status_code == 200
@@ -77,8 +89,8 @@ class TestOneTimeCode:
         assert again.status_code == 401
         assert again.json()["code"] == "otp_expired"
 
-    async def test_wrong_codes_are_capped(self, client: Client, sms_outbox: LogSmsSender) -> None:
-        phone = new_phone()
+    async def test_wrong_codes_are_capped(self, client: Client, factory: Factory, sms_outbox: LogSmsSender) -> None:
+        phone = await known_phone(factory)
         await client.post("/v1/auth/otp", json={"phone": phone})
         code = _last_code(sms_outbox, phone)
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
@@ -109,11 +121,59 @@ class TestOneTimeCode:
         assert fmt.json()["code"] == "invalid_code_format"
 
 
+class TestUnknownNumbers:
+    """No self-sign-up: a number with no account and no registered patient never gets a code or
+    a token, and nothing in the answers tells it apart from a known number."""
+
+    async def test_an_unknown_number_gets_the_same_answer_but_no_code_and_no_token(
+        self, client: Client, factory: Factory, sms_outbox: LogSmsSender, db: asyncpg.Pool
+    ) -> None:
+        known, unknown = await known_phone(factory), new_phone()
+        answers = [await client.post("/v1/auth/otp", json={"phone": phone}) for phone in (known, unknown)]
+        assert [a.status_code for a in answers] == [202, 202]
+        assert [set(a.json()) for a in answers] == [{"phone", "expires_in"}] * 2
+        assert [a.json()["phone"] for a in answers] == [known, unknown]
+        known_headers, unknown_headers = ({k for k in a.headers if k not in ("x-request-id", "date")} for a in answers)
+        assert known_headers == unknown_headers
+        assert any(to == known for to, _ in sms_outbox.sent)
+        assert not any(to == unknown for to, _ in sms_outbox.sent)
+        # A guess fails alike for both, attempt for attempt, and no account is ever created.
+        real = _last_code(sms_outbox, known)
+        guesses = [g for g in (f"{n:06d}" for n in range(6)) if g != real][:5]
+        for phone in (known, unknown):
+            codes = []
+            for guess in guesses:
+                response = await client.post("/v1/auth/token", json={"phone": phone, "code": guess})
+                codes.append((response.status_code, response.json()["code"]))
+            assert codes == [(401, "otp_invalid")] * 4 + [(401, "otp_attempts_exceeded")]
+            never = await client.post("/v1/auth/token", json={"phone": phone, "code": "123456"})
+            assert (never.status_code, never.json()["code"]) == (401, "otp_expired")
+        assert await db.fetchval("SELECT count(*) FROM users WHERE phone = $1", unknown) == 0
+
+    async def test_even_the_right_code_gives_an_unknown_number_no_token(
+        self, client: Client, settings: Settings, db: asyncpg.Pool
+    ) -> None:
+        """Were the code ever leaked or guessed, the unknown number still gets no account."""
+        unknown = new_phone()
+        redis = Redis.from_url(settings.redis_url)  # the service the app uses, on this test's loop
+        otp = OtpService(redis, client.app.state.secret_key, OtpPolicy(300, 5, 5, 100))
+        code = await otp.issue(unknown, "198.51.100.7")
+        await redis.aclose()
+        response = await client.post("/v1/auth/token", json={"phone": unknown, "code": code})
+        assert (response.status_code, response.json()["code"]) == (401, "otp_invalid")
+        assert await db.fetchval("SELECT count(*) FROM users WHERE phone = $1", unknown) == 0
+
+    async def test_unknown_numbers_count_against_the_same_rate_limit(self, client: Client, factory: Factory) -> None:
+        for phone in (await known_phone(factory), new_phone()):
+            statuses = [(await client.post("/v1/auth/otp", json={"phone": phone})).status_code for _ in range(6)]
+            assert statuses == [202] * 5 + [429]
+
+
 class TestTokens:
     async def test_refresh_rotates_and_reuse_revokes_the_session(
-        self, client: Client, sms_outbox: LogSmsSender
+        self, client: Client, factory: Factory, sms_outbox: LogSmsSender
     ) -> None:
-        pair = await _sign_in(client, sms_outbox, new_phone())
+        pair = await _sign_in(client, sms_outbox, await known_phone(factory))
         rotated = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
         assert rotated.status_code == 200
         second = rotated.json()
@@ -125,8 +185,8 @@ class TestTokens:
         after = await client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
         assert after.json()["code"] == "refresh_token_revoked"
 
-    async def test_logout_revokes(self, client: Client, sms_outbox: LogSmsSender) -> None:
-        pair = await _sign_in(client, sms_outbox, new_phone())
+    async def test_logout_revokes(self, client: Client, factory: Factory, sms_outbox: LogSmsSender) -> None:
+        pair = await _sign_in(client, sms_outbox, await known_phone(factory))
         out = await client.post("/v1/auth/logout", json={"refresh_token": pair["refresh_token"]})
         assert out.status_code == 204
         after = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
@@ -169,3 +229,12 @@ async def test_codes_rate_limited_per_client_address(settings: Settings) -> None
     assert statuses[:3] == [202, 202, 202]
     assert refused.status_code == 429
     assert refused.json()["code"] == "otp_rate_limited_ip"
+
+
+async def test_the_code_request_answers_in_messagepack_too(client: Client, factory: Factory) -> None:
+    response = await client.post(
+        "/v1/auth/otp", json={"phone": await known_phone(factory)}, headers={"Accept": "application/msgpack"}
+    )
+    assert response.status_code == 202
+    assert response.headers["content-type"].startswith("application/msgpack")
+    assert set(msgspec.msgpack.decode(response.content)) == {"phone", "expires_in"}

@@ -72,18 +72,17 @@ class TestRegistration:
         assert again.status_code == 409
         assert again.json()["code"] == "identifier_taken"
 
-    async def test_self_registration_links_the_new_record(self, client: Client, factory: Factory) -> None:
+    async def test_a_patient_login_registers_a_family_member_on_its_phone(
+        self, client: Client, factory: Factory
+    ) -> None:
         post = await factory.facility(kind="health_post")
-        async with factory.db.acquire() as conn:
-            from domain.identity import users
-
-            user_id = await users.login(conn, new_phone())
-        token = await factory.token_for(user_id)
+        login = await factory.patient_login(post)  # sign-in is for known numbers only
+        token = login.token
         body = {"names": [{"text": "Ngoc"}], "home_facility_id": str(post), "preferred_language": "vi"}
         created = await client.post("/v1/patients", json=body, headers=auth(token))
         assert created.status_code == 201, created.text
         me = (await client.get("/v1/me", headers=auth(token))).json()
-        assert me["patient_ids"] == [created.json()["id"]]
+        assert sorted(me["patient_ids"]) == sorted([str(login.patient_id), created.json()["id"]])
         other_phone = await client.post("/v1/patients", json={**body, "phone": new_phone()}, headers=auth(token))
         assert other_phone.status_code == 403
         assert other_phone.json()["code"] == "phone_mismatch"

@@ -194,3 +194,31 @@ async def test_presence_survives_a_worker_dying(rtc_servers: Servers, consultati
     assert (await specialist.next("chat"))["text"] == "yes"
     await specialist.send(type="end")
     assert (await back.next("ended"))["type"] == "ended"
+
+
+async def test_the_room_names_its_participants(
+    rtc_servers: Servers, consultation: Consultation, db: asyncpg.Pool
+) -> None:
+    """peer_waiting, peer_joined and ready's peers carry `name`: the patient's name for the
+    patient side, "<patient> (with <worker>)" for the health worker beside them, the specialist's."""
+    c = consultation
+    patient_name = await db.fetchval("SELECT names->0->>'text' FROM patients WHERE id = $1", c.patient.patient_id)
+    chw_name = await db.fetchval("SELECT name FROM practitioners WHERE id = $1", c.chw.practitioner_id)
+    doctor_name = await db.fetchval("SELECT name FROM practitioners WHERE id = $1", c.specialist.practitioner_id)
+    specialist = await Signal.open(rtc_servers.a)
+    await specialist.join(c.specialist.token, c.appointment_id)
+    patient = await Signal.open(rtc_servers.b)
+    ready = await patient.join(c.patient.token, c.appointment_id)
+    assert ready["name"] == patient_name
+    assert [p["name"] for p in ready["peers"].values()] == [doctor_name]
+    waiting = await specialist.next("peer_waiting")
+    assert (waiting["peer"], waiting["side"], waiting["name"]) == (ready["peer"], "patient", patient_name)
+    chw = await Signal.open(rtc_servers.a)
+    beside = await chw.join(c.chw.token, c.appointment_id)
+    assert beside["name"] == f"{patient_name} (with {chw_name})"
+    assert {p["name"] for p in beside["peers"].values()} == {doctor_name, patient_name}
+    await specialist.send(type="admit", peer=ready["peer"])
+    joined = await specialist.next("peer_joined")
+    assert (joined["peer"], joined["name"]) == (ready["peer"], patient_name)
+    for socket in (specialist, patient, chw):
+        await socket.close()
