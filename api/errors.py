@@ -72,6 +72,22 @@ class Problem(msgspec.Struct, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
 
+class InputRejected(ValidationException):
+    """A request value refused while decoding (400), with a stable code and the public field name."""
+
+    def __init__(self, code: str, field: str, message: str, source: str = "body") -> None:
+        super().__init__(detail=f"{field}: {message}")
+        self.code = code
+        self.errors = [FieldError(field, message, source)]
+
+    @classmethod
+    def from_msgspec(cls, exc: Exception, *, prefix: str = "") -> InputRejected:
+        """msgspec names the public field in its message (`... - at `$.rules[0].start``)."""
+        error = field_errors(ValidationException(extra=[{"message": str(exc), "key": prefix}]))[0]
+        missing = "missing required field" in error.message.lower()
+        return cls("missing_field" if missing else "invalid_input", error.field, error.message)
+
+
 def status_of(exc: Exception) -> int:
     if isinstance(exc, DomainError):
         return STATUS_BY_KIND[exc.kind]
@@ -122,7 +138,7 @@ _MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _MISSING_PARAM = re.compile(r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'")
 
 
-def _field_errors(exc: ValidationException) -> list[FieldError]:
+def field_errors(exc: ValidationException) -> list[FieldError]:
     found: list[FieldError] = []
     items = exc.extra if isinstance(exc.extra, list) else []
     for item in items:
@@ -142,7 +158,7 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    errors = _field_errors(exc)
+    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc)
     if not errors:
         # Litestar reports a missing parameter or an undecodable body as a bare message.
         detail = exc.detail or ""
@@ -153,7 +169,7 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
             field = (match["path"] or "").lstrip(".") if match and match["path"] else "body"
             errors = [FieldError(field or "body", match["msg"] if match else "malformed body", "body")]
     missing = any("required" in e.message.lower() or "missing" in e.message.lower() for e in errors)
-    code = "missing_field" if missing else "invalid_input"
+    code = getattr(exc, "code", None) or ("missing_field" if missing else "invalid_input")
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
     return problem_response(request, 400, code, detail, errors=errors)
 

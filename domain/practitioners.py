@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import asyncpg
 import msgspec
 
 from domain import access
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.fields import Code, Name, Phone, ShortText
 from domain.identity import users
 from domain.phone import normalize
 from domain.principal import Membership, Principal, Role
@@ -19,13 +21,13 @@ LANGUAGES = ("km", "vi", "fr", "en")
 
 
 class PractitionerIn(msgspec.Struct, kw_only=True):
-    name: str
-    phone: str
+    name: Name
+    phone: Phone
     facility_id: uuid.UUID
     role: Role
-    specialties: list[str] = []
-    languages: list[str] = []
-    qualification: str | None = None
+    specialties: Annotated[list[Code], msgspec.Meta(max_length=20)] = []
+    languages: Annotated[list[Code], msgspec.Meta(max_length=20)] = []
+    qualification: ShortText | None = None
 
 
 class Practitioner(msgspec.Struct, kw_only=True):

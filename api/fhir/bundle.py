@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from litestar import Response
 
 from api.fhir.clinical import Resource, instant
+from api.input_rules import EARLIEST, LATEST
 from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
@@ -106,6 +107,8 @@ def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, 
                 "invalid_date", f"{field} takes [ge|gt|le|lt]YYYY-MM-DD[Thh:mm:ssZ]", field=field
             ) from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not EARLIEST <= moment.date() <= LATEST:  # date arithmetic on the calendar's edge overflows
+            raise InvalidInput("out_of_range", f"{field} is between {EARLIEST} and {LATEST}", field=field)
         if prefix in ("ge", "gt", "eq"):
             low = moment
         else:

@@ -1,0 +1,127 @@
+"""The one place the request line and headers are checked, before any handler reads them.
+
+Every route passes through here: query parameters, path segments and headers must be valid UTF-8
+without NUL (PostgreSQL cannot store it), query values are at most MAX_QUERY_LENGTH characters,
+and typed query parameters are read strictly. Litestar converts query values leniently, so
+`to=0.5` would become 1970-01-01T00:00:00.5Z and `limit=9223372036854775808` an integer no
+database column holds: an integer parameter must fit int64, an instant must be written as an
+RFC 3339 instant and a date as a date, both within the supported calendar (api/input_rules.py).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from datetime import date, datetime
+from typing import Any, Literal
+from urllib.parse import unquote_to_bytes
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import ParameterKwarg
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import InputRejected
+from api.input_rules import EARLIEST, INT64_MAX, INT64_MIN, LATEST
+from domain.errors import InvalidInput
+
+__all__ = ["MAX_QUERY_LENGTH", "InputGuardMiddleware", "query_kinds"]
+
+MAX_QUERY_LENGTH = 1000
+Kind = Literal["int", "datetime", "date"]
+_RESERVED = {"request", "socket", "state", "scope", "headers", "cookies", "query", "body", "data"}
+_PATH_PARAM = re.compile(r"{(\w+):")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_EXAMPLES: dict[Kind, str] = {
+    "datetime": "an instant such as 2026-12-01T02:00:00Z",
+    "date": "a date such as 2026-12-01",
+}
+
+
+def _leaves(annotation: Any) -> set[Any]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _leaves(typing.get_args(annotation)[0])
+    args = typing.get_args(annotation)
+    if not args:
+        return {annotation}
+    return set().union(*(_leaves(a) for a in args))
+
+
+def query_kinds(handler: HTTPRouteHandler) -> dict[str, Kind]:
+    """Public query parameter name -> the kind of strict check it gets."""
+    path_params = {name for path in handler.paths for name in _PATH_PARAM.findall(path)}
+    skip = _RESERVED | path_params | set(handler.resolve_dependencies())
+    kinds: dict[str, Kind] = {}
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kwarg = field.kwarg_definition
+        if name in skip or (isinstance(kwarg, ParameterKwarg) and (kwarg.header or kwarg.cookie)):
+            continue
+        public = kwarg.query if isinstance(kwarg, ParameterKwarg) and kwarg.query else name
+        leaves = _leaves(field.annotation)
+        if datetime in leaves:
+            kinds[public] = "datetime"
+        elif date in leaves:
+            kinds[public] = "date"
+        elif int in leaves:
+            kinds[public] = "int"
+    return kinds
+
+
+def _text(raw: bytes, field: str, source: str) -> str:
+    try:
+        text = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputRejected("invalid_utf8", field, "not valid UTF-8", source) from None
+    if "\x00" in text:
+        raise InputRejected("nul_character", field, "the NUL character (U+0000) is not allowed", source)
+    return text
+
+
+def _check_value(name: str, value: str, kind: Kind | None) -> None:
+    if len(value) > MAX_QUERY_LENGTH:
+        raise InputRejected("invalid_input", name, f"at most {MAX_QUERY_LENGTH} characters", "query")
+    if kind == "int":
+        if _INTEGER.fullmatch(value) and not INT64_MIN <= int(value) <= INT64_MAX:
+            raise InvalidInput("out_of_range", "integers are 64-bit", field=name)
+        return  # anything else that is not an integer: Litestar's own conversion names it
+    if kind is None or not value:
+        return
+    try:
+        moment = msgspec.convert(value, datetime if kind == "datetime" else date, strict=True)
+    except msgspec.ValidationError:
+        raise InputRejected("invalid_input", name, f"expected {_EXAMPLES[kind]}", "query") from None
+    day = moment.date() if isinstance(moment, datetime) else moment
+    if not EARLIEST <= day <= LATEST:
+        raise InvalidInput("out_of_range", f"between {EARLIEST} and {LATEST}", field=name)
+
+
+class InputGuardMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._kinds: dict[int, dict[str, Kind]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            self._check(scope)
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> None:
+        for key, value in scope["headers"]:
+            if b"\x00" in value:
+                raise InputRejected("nul_character", key.decode("latin-1"), "NUL is not allowed", "header")
+        path_params: dict[str, Any] = scope.get("path_params") or {}
+        for name, value in path_params.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise InputRejected("nul_character", name, "the NUL character (U+0000) is not allowed", "path")
+        _text(scope.get("raw_path") or scope["path"].encode(), "path", "path")
+        handler = scope.get("route_handler")
+        kinds: dict[str, Kind] = {}
+        if isinstance(handler, HTTPRouteHandler):
+            kinds = self._kinds.get(id(handler)) or self._kinds.setdefault(id(handler), query_kinds(handler))
+        for pair in scope["query_string"].split(b"&"):
+            if not pair:
+                continue
+            raw_name, _, raw_value = pair.partition(b"=")
+            name = _text(raw_name.replace(b"+", b" "), "query", "query")
+            _check_value(name, _text(raw_value.replace(b"+", b" "), name, "query"), kinds.get(name))
