@@ -48,6 +48,8 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
             detail=f"send the body as application/json (UTF-8), not {content_type or 'without a Content-Type'}",
         )
     try:
+        # Every byte must be UTF-8, also in members the type ignores (msgspec skips them unread).
+        body.decode("utf-8")
         # NUL can only reach a string as the escape \u0000; look closer only when that appears.
         if b"\\u0000" in body and (field := nul_field(_untyped.decode(body))):
             raise InputRejected("nul_character", field, "the NUL character (U+0000) is not allowed in text")

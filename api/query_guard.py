@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
 import msgspec
-from litestar.enums import ScopeType
+from litestar.enums import ParamType, ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import ParameterKwarg
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -55,9 +55,9 @@ def query_kinds(handler: HTTPRouteHandler) -> dict[str, Kind]:
     kinds: dict[str, Kind] = {}
     for name, field in handler.parsed_fn_signature.parameters.items():
         kwarg = field.kwarg_definition
-        if name in skip or (isinstance(kwarg, ParameterKwarg) and (kwarg.header or kwarg.cookie)):
+        if name in skip or (isinstance(kwarg, ParameterKwarg) and kwarg.param_type != ParamType.QUERY):
             continue
-        public = kwarg.query if isinstance(kwarg, ParameterKwarg) and kwarg.query else name
+        public = (kwarg.query or kwarg.name or name) if isinstance(kwarg, ParameterKwarg) else name
         leaves = _leaves(field.annotation)
         if datetime in leaves:
             kinds[public] = "datetime"
@@ -114,7 +114,8 @@ class InputGuardMiddleware:
         for name, value in path_params.items():
             if isinstance(value, str) and "\x00" in value:
                 raise InputRejected("nul_character", name, "the NUL character (U+0000) is not allowed", "path")
-        _text(scope.get("raw_path") or scope["path"].encode(), "path", "path")
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        _text(raw_path.partition(b"?")[0], "path", "path")  # some servers leave the query in raw_path
         handler = scope.get("route_handler")
         kinds: dict[str, Kind] = {}
         if isinstance(handler, HTTPRouteHandler):

@@ -140,8 +140,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             RequestContextMiddleware,
-            DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
+            DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             TransactionMiddleware,
         ],
         response_class=NegotiatedResponse,

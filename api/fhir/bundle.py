@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,6 +94,23 @@ def bundle(
         "link": links,
         "entry": entries,
     }
+
+
+_FHIR_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
+
+
+def fhir_date(value: str | None, field: str) -> str | None:
+    """A FHIR `date` (YYYY, YYYY-MM or YYYY-MM-DD) that exists in the supported calendar."""
+    if value is None:
+        return None
+    padded = value + "-01-01"[len(value) - 4 :] if _FHIR_DATE.fullmatch(value) else ""
+    try:
+        day = date.fromisoformat(padded)
+    except ValueError:  # 2026-02-30, 0000-00-00, or not a date at all
+        raise InvalidInput("invalid_date", f"{field} takes YYYY, YYYY-MM or YYYY-MM-DD", field=field) from None
+    if not EARLIEST <= day <= LATEST:
+        raise InvalidInput("out_of_range", f"{field} is between {EARLIEST} and {LATEST}", field=field)
+    return value
 
 
 def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, datetime | None]:

@@ -18,7 +18,7 @@ from domain.fields import Code, Phone, ShortText, Uri
 __all__ = ["Bundle", "FhirObservation", "FhirPatient"]
 
 # FHIR `date`: YYYY, YYYY-MM or YYYY-MM-DD (the day itself is checked when it is read).
-FhirDate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$")]
+FhirDate = Annotated[str, msgspec.Meta(max_length=10, pattern=r"^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$")]
 Few = msgspec.Meta(max_length=20)
 
 

@@ -12,7 +12,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin, transaction
-from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir
+from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir, fhir_date
 from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
@@ -69,6 +69,7 @@ class FhirController(Controller):
         count: Count = 50,
         cursor: Annotated[uuid.UUID | None, QueryParameter(name="_cursor")] = None,
     ) -> Response[Any]:
+        birthdate = fhir_date(birthdate, "birthdate")
         query = patients.PatientQuery(identifier=identifier, phone=phone, name=name, after=cursor, limit=count)
         found = await patients.search(conn, principal, query, default_region=settings.default_region)
         # birthdate narrows each page (a year matches a full date within it).

@@ -35,8 +35,9 @@ async def test_each_hostile_frame_is_answered_and_the_socket_stays(
 
 
 async def test_a_hostile_first_frame_closes_with_4400(rtc_servers: Servers) -> None:
-    for frame in HOSTILE_FRAMES[:2] + ['{"type": "auth", "token": "x\\u0000y"}']:
+    for frame in [*HOSTILE_FRAMES[:2], '{"type": "auth", "token": "x\\u0000y"}']:
         socket = await Signal.open(rtc_servers.b)
         await socket.ws.send(frame)
         assert await socket.closed_with() == 4400, frame[:80]
-        assert socket.seen and socket.seen[0]["type"] == "error"
+        assert socket.seen, frame[:80]
+        assert socket.seen[0]["type"] == "error"
