@@ -60,7 +60,7 @@ class CancelRequest(msgspec.Struct, kw_only=True):
 
 class AvailabilityIn(msgspec.Struct, kw_only=True):
     facility_id: uuid.UUID
-    rules: list[RuleInput]
+    rules: Annotated[list[RuleInput], msgspec.Meta(max_length=100)]  # a week of rules at one facility
 
 
 class RuleOut(msgspec.Struct, kw_only=True):
