@@ -42,7 +42,7 @@ def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc)
+    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc, request)
     code = getattr(exc, "code", None) or "bad_request"
     field = errors[0].field if errors else None
     return Response(outcome("invalid", code, str(exc.detail), field), status_code=400, media_type=FHIR_JSON)

@@ -284,6 +284,18 @@ class QueryParam:
     path: str
     name: str
     schema: dict[str, Any]
+    others_required: tuple[tuple[str, str], ...] = ()  # (name, a valid value) of the required others
+
+
+def _valid(name: str, schema: dict[str, Any]) -> str:
+    kinds = _kinds(schema)
+    if "uuid" in kinds:
+        return str(uuid.uuid4())
+    if "date" in kinds:
+        return "2030-01-02"
+    if "integer" in kinds:
+        return "1"
+    return f"Schedule/{uuid.uuid4()}" if name == "schedule" else "x"
 
 
 def query_params(app: Litestar) -> list[QueryParam]:
@@ -291,9 +303,14 @@ def query_params(app: Litestar) -> list[QueryParam]:
     found = []
     for path, item in schema["paths"].items():
         for method, operation in item.items():
-            for param in operation.get("parameters", []):
-                if param["in"] == "query":
-                    found.append(QueryParam(method.upper(), path, param["name"], param.get("schema", {})))
+            params = [p for p in operation.get("parameters", []) if p["in"] == "query"]
+            for param in params:
+                others = tuple(
+                    (p["name"], _valid(p["name"], p.get("schema", {})))
+                    for p in params
+                    if p.get("required") and p["name"] != param["name"]
+                )
+                found.append(QueryParam(method.upper(), path, param["name"], param.get("schema", {}), others))
     assert len(found) >= 50
     return found
 
@@ -322,14 +339,17 @@ async def test_every_query_parameter_refuses_hostile_values_naming_it(
         kinds = _kinds(param.schema)
         cases: list[tuple[str, str]] = [("a%00b", "NUL"), ("%FF", "invalid UTF-8"), ("x" * 1001, "too long")]
         if "integer" in kinds:
-            cases += [(str(v), "integer") for v in BAD_INTEGERS]
+            cases += [(str(v), "integer") for v in BAD_INTEGERS] + [("abc", "not an integer")]
+        if "uuid" in kinds:
+            cases += [("abc", "not a uuid")]
         if "date-time" in kinds:
             cases += [(str(v), "instant") for v in BAD_INSTANTS]
         if "date" in kinds:
             cases += [(str(v), "date") for v in BAD_DATES]
         for raw, what in cases:
             encoded = raw.replace("+", "%2B").replace(":", "%3A")
-            response = await client.request(param.method, f"{url}?{param.name}={encoded}", headers=headers)
+            others = "".join(f"&{name}={value}" for name, value in param.others_required)
+            response = await client.request(param.method, f"{url}?{param.name}={encoded}{others}", headers=headers)
             if problem := _verdict(response, param.name):
                 failures.append(f"{param.method} {param.path} ?{param.name}= ({what} {raw[:30]}): {problem}")
     assert failures == []
