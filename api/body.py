@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Empty
 
 from api.errors import InputRejected
-from api.input_rules import is_json_media_type, nul_field, out_of_range_field, too_deep_field
+from api.input_rules import instant_or_integer_problem, is_json_media_type, nul_field, too_deep_field
 from domain.errors import InvalidInput
 
 __all__ = ["StrictRequest", "decode_json_body"]
@@ -64,8 +64,9 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
         raise InputRejected("malformed_body", "body", f"the body is not valid JSON: {exc}") from None
     if field := too_deep_field(value):
         raise InputRejected("nesting_too_deep", field, "nested too deeply")
-    if found := out_of_range_field(value):
-        raise InvalidInput("out_of_range", found[1], field=found[0])
+    if found := instant_or_integer_problem(value):
+        code, field, reason = found
+        raise InvalidInput(code, reason, field=field)
     return value
 
 

@@ -20,9 +20,10 @@ __all__ = [
     "INT64_MIN",
     "LATEST",
     "MAX_DEPTH",
+    "calendar_problem",
+    "instant_or_integer_problem",
     "is_json_media_type",
     "nul_field",
-    "out_of_range_field",
     "too_deep_field",
 ]
 
@@ -92,17 +93,25 @@ def nul_field(value: Any) -> str | None:
     return None
 
 
-def out_of_range_field(value: Any) -> tuple[str, str] | None:
-    """(path, reason) of the first instant, date or integer outside what the API stores."""
+def instant_or_integer_problem(value: Any) -> tuple[str, str, str] | None:
+    """(code, path, reason) of the first integer beyond int64, instant without a UTC offset, or
+    instant or date outside the supported calendar."""
     for path, item, _ in _walk(value):
         if isinstance(item, bool):
             continue
         if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
-            return path or "body", "integers are 64-bit"
-        if isinstance(item, datetime):
-            # The wall-clock date: converting to UTC could itself overflow at the calendar's edge.
-            if not EARLIEST <= item.date() <= LATEST:
-                return path or "body", f"instants are between {EARLIEST} and {LATEST}"
-        elif isinstance(item, date) and not EARLIEST <= item <= LATEST:
-            return path or "body", f"dates are between {EARLIEST} and {LATEST}"
+            return "out_of_range", path or "body", "integers are 64-bit"
+        if isinstance(item, datetime | date) and (reason := calendar_problem(item)):
+            return reason[0], path or "body", reason[1]
+    return None
+
+
+def calendar_problem(moment: date) -> tuple[str, str] | None:
+    """(code, reason) when an instant has no UTC offset or a date or instant is out of range."""
+    if isinstance(moment, datetime) and moment.utcoffset() is None:
+        return "timezone_required", "give instants with a UTC offset, e.g. 2026-12-01T02:00:00Z"
+    # The wall-clock date: converting to UTC could itself overflow at the calendar's edge.
+    day = moment.date() if isinstance(moment, datetime) else moment
+    if not EARLIEST <= day <= LATEST:
+        return "out_of_range", f"instants and dates are between {EARLIEST} and {LATEST}"
     return None

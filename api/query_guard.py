@@ -5,7 +5,7 @@ without NUL (PostgreSQL cannot store it), query values are at most MAX_QUERY_LEN
 and typed query parameters are read strictly. Litestar converts query values leniently, so
 `to=0.5` would become 1970-01-01T00:00:00.5Z and `limit=9223372036854775808` an integer no
 database column holds: an integer parameter must fit int64, an instant must be written as an
-RFC 3339 instant and a date as a date, both within the supported calendar (api/input_rules.py).
+RFC 3339 instant with a UTC offset and a date as a date, both within the supported calendar (api/input_rules.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from litestar.params import ParameterKwarg
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import InputRejected
-from api.input_rules import EARLIEST, INT64_MAX, INT64_MIN, LATEST
+from api.input_rules import INT64_MAX, INT64_MIN, calendar_problem
 from domain.errors import InvalidInput
 
 __all__ = ["MAX_QUERY_LENGTH", "InputGuardMiddleware", "query_kinds"]
@@ -91,9 +91,8 @@ def _check_value(name: str, value: str, kind: Kind | None) -> None:
         moment = msgspec.convert(value, datetime if kind == "datetime" else date, strict=True)
     except msgspec.ValidationError:
         raise InputRejected("invalid_input", name, f"expected {_EXAMPLES[kind]}", "query") from None
-    day = moment.date() if isinstance(moment, datetime) else moment
-    if not EARLIEST <= day <= LATEST:
-        raise InvalidInput("out_of_range", f"between {EARLIEST} and {LATEST}", field=name)
+    if problem := calendar_problem(moment):
+        raise InvalidInput(problem[0], problem[1], field=name)
 
 
 class InputGuardMiddleware:
