@@ -12,6 +12,7 @@ import uuid
 from datetime import date
 from typing import Any
 
+from api.fhir.bundle import fhir_date
 from api.fhir.bundle_in import Bundle, CodeableConcept, FhirObservation, FhirPatient, Quantity
 from api.fhir.clinical import Resource
 from domain import patients
@@ -34,14 +35,9 @@ def _reference_id(reference: str, prefix: str, field: str) -> uuid.UUID:
 
 
 def _birth(birth: str | None, field: str) -> tuple[date | None, int | None]:
-    if not birth:
+    if not fhir_date(birth, field) or birth is None:  # refuses 2026-02-30, 0000-00-00, 9999
         return None, None
-    if len(birth) == 10:
-        try:
-            return date.fromisoformat(birth), int(birth[:4])
-        except ValueError:  # 2026-02-30, 0000-00-00
-            raise _bad(field, "birthDate is not a day of the calendar") from None
-    return None, int(birth[:4])
+    return (date.fromisoformat(birth) if len(birth) == 10 else None), int(birth[:4])
 
 
 def _patient_in(resource: FhirPatient, at: str, default_facility: uuid.UUID | None) -> patients.PatientIn:

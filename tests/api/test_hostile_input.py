@@ -7,6 +7,7 @@ the OpenAPI schema), so a route or field added later is swept too. Each case mus
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Iterator
@@ -400,6 +401,17 @@ async def test_cursors_beyond_their_types_are_refused(client: Client, factory: F
         assert response.status_code == 422, (since, response.text)
         assert response.json()["code"] == "invalid_cursor"
         assert response.json()["errors"][0]["field"] == "since"
+    far = ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00", "2026-01-01T00:00:00")
+    for start in far:  # cursors this server never wrote, at the calendar's edge or without an offset
+        raw = f"{start}|{uuid.uuid4()}".encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        response = await client.get("/v1/appointments", params={"cursor": cursor}, headers=scene.chw.headers)
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_cursor"), response.text
+        response = await client.get(
+            "/fhir/Appointment", params={"_cursor": f"{start}~{uuid.uuid4()}"}, headers=scene.chw.headers
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["issue"][0]["expression"] == ["_cursor"]
     for if_match in ("²", str(2**31), str(2**63), "0"):
         sent = [(k.encode(), v.encode()) for k, v in {**scene.chw.headers, "if-match": if_match}.items()]
         response = await client.patch(f"/v1/patients/{scene.patient}", json={"sex": "male"}, headers=sent)

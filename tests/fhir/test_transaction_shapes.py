@@ -51,6 +51,8 @@ CASES: list[tuple[tuple[Any, ...], Any, str]] = [
     (("entry", 0, "resource", "birthDate"), "2026-02-30", "entry[0].resource.birthDate"),
     (("entry", 0, "resource", "birthDate"), "0000-00-00", "entry[0].resource.birthDate"),
     (("entry", 0, "resource", "birthDate"), 1990, "entry[0].resource.birthDate"),
+    (("entry", 0, "resource", "birthDate"), "0001-01-01", "entry[0].resource.birthDate"),
+    (("entry", 0, "resource", "birthDate"), "9999", "entry[0].resource.birthDate"),
     (("entry", 0, "resource", "managingOrganization"), "Organization/x", "entry[0].resource.managingOrganization"),
     (
         ("entry", 0, "resource", "managingOrganization", "reference"),
