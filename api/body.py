@@ -22,12 +22,10 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Empty
 
 from api.errors import InputRejected
-from api.input_rules import instant_or_integer_problem, is_json_media_type, nul_field, too_deep_field
+from api.input_rules import decoded_problem, is_json_media_type, nul_field
 from domain.errors import InvalidInput
 
 __all__ = ["StrictRequest", "decode_json_body"]
-
-_untyped = msgspec.json.Decoder()
 
 
 @cache
@@ -50,8 +48,7 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
     try:
         # Every byte must be UTF-8, also in members the type ignores (msgspec skips them unread).
         body.decode("utf-8")
-        # NUL can only reach a string as the escape \u0000; look closer only when that appears.
-        if b"\\u0000" in body and (field := nul_field(_untyped.decode(body))):
+        if field := nul_field(body):
             raise InputRejected("nul_character", field, "the NUL character (U+0000) is not allowed in text")
         value = _decoder(data_type).decode(body)
     except UnicodeDecodeError:
@@ -62,10 +59,10 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
         raise InputRejected.from_msgspec(exc) from None
     except msgspec.DecodeError as exc:
         raise InputRejected("malformed_body", "body", f"the body is not valid JSON: {exc}") from None
-    if field := too_deep_field(value):
-        raise InputRejected("nesting_too_deep", field, "nested too deeply")
-    if found := instant_or_integer_problem(value):
+    if found := decoded_problem(value):
         code, field, reason = found
+        if code == "nesting_too_deep":
+            raise InputRejected(code, field, reason)
         raise InvalidInput(code, reason, field=field)
     return value
 

@@ -8,6 +8,7 @@ values (builtins or msgspec Structs) without recursion, so no input can exhaust 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -21,10 +22,9 @@ __all__ = [
     "LATEST",
     "MAX_DEPTH",
     "calendar_problem",
-    "instant_or_integer_problem",
+    "decoded_problem",
     "is_json_media_type",
     "nul_field",
-    "too_deep_field",
 ]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -49,60 +49,74 @@ def is_json_media_type(content_type: str) -> bool:
     return True
 
 
-def _children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, msgspec.Struct):
-        cls = type(value)
-        for name, public in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True):
-            yield _join(path, public), getattr(value, name)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield _join(path, str(key)), key  # the key itself is a string that may carry NUL
-            yield _join(path, str(key)), item
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield f"{path}[{index}]", item
+# A place in a value: (the parent's place, the key or index here); the root is None. The path
+# text is only built when a problem is found, so walking a valid request stays cheap.
+Place = tuple[Any, "str | int"] | None
+_LEAVES = frozenset({str, float, bool, type(None), uuid.UUID, bytes})  # nothing inside to check
+_untyped = msgspec.json.Decoder()
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+def _path(place: Place) -> str:
+    keys: list[str | int] = []
+    while place is not None:
+        place, key = place
+        keys.append(key)
+    text = ""
+    for key in reversed(keys):
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+    return text or "body"
 
 
-def _walk(value: Any) -> Iterator[tuple[str, Any, int]]:
-    """Every (path, value, depth) inside value, depth-first, without recursion."""
-    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+def _walk(value: Any) -> Iterator[tuple[Any, int, Place]]:
+    """Every (value, depth, place) inside value, depth-first, without recursion. Dict keys are
+    visited too: a key is a string that may carry NUL. Dispatches on the exact type: isinstance
+    against msgspec.Struct costs a metaclass check per value."""
+    stack: list[tuple[Any, int, Place]] = [(value, 0, None)]
     while stack:
-        path, item, depth = stack.pop()
-        yield path, item, depth
-        if isinstance(item, msgspec.Struct | dict | list | tuple):
-            stack.extend((p, v, depth + 1) for p, v in _children(item, path))
-
-
-def too_deep_field(value: Any) -> str | None:
-    """The path of the first container nested deeper than MAX_DEPTH."""
-    for path, _, depth in _walk(value):
-        if depth > MAX_DEPTH:
-            return path or "body"
-    return None
-
-
-def nul_field(value: Any) -> str | None:
-    """The path of the first string (value or key) holding U+0000."""
-    for path, item, _ in _walk(value):
-        if isinstance(item, str) and "\x00" in item:
-            return path or "body"
-    return None
-
-
-def instant_or_integer_problem(value: Any) -> tuple[str, str, str] | None:
-    """(code, path, reason) of the first integer beyond int64, instant without a UTC offset, or
-    instant or date outside the supported calendar."""
-    for path, item, _ in _walk(value):
-        if isinstance(item, bool):
+        item, depth, place = stack.pop()
+        yield item, depth, place
+        kind = type(item)
+        if kind in _LEAVES:
             continue
-        if isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
-            return "out_of_range", path or "body", "integers are 64-bit"
-        if isinstance(item, datetime | date) and (reason := calendar_problem(item)):
-            return reason[0], path or "body", reason[1]
+        depth += 1
+        if (fields := getattr(kind, "__struct_fields__", None)) is not None:
+            for name, public in zip(fields, kind.__struct_encode_fields__, strict=True):
+                child = getattr(item, name)
+                if type(child) not in _LEAVES:
+                    stack.append((child, depth, (place, public)))
+        elif kind is dict:
+            for key, child in item.items():
+                stack.append((key, depth, (place, str(key))))
+                stack.append((child, depth, (place, str(key))))
+        elif kind is list or kind is tuple:
+            stack.extend((child, depth, (place, index)) for index, child in enumerate(item))
+
+
+def nul_field(document: bytes | str) -> str | None:
+    """The path of the first string (value or key) of a JSON document holding U+0000.
+
+    In valid JSON a NUL can only be written as the escape \\u0000, so documents without it are
+    passed at the cost of a substring search; the others are decoded untyped and walked.
+    Raises what msgspec.json.decode raises (the caller decodes the document anyway)."""
+    escaped = b"\\u0000" in document if isinstance(document, bytes) else "\\u0000" in document
+    if not escaped:
+        return None
+    for item, _, place in _walk(_untyped.decode(document)):
+        if isinstance(item, str) and "\x00" in item:
+            return _path(place)
+    return None
+
+
+def decoded_problem(value: Any) -> tuple[str, str, str] | None:
+    """(code, path, reason) of the first container nested deeper than MAX_DEPTH, integer beyond
+    int64, instant without a UTC offset, or instant or date outside the supported calendar."""
+    for item, depth, place in _walk(value):
+        if depth > MAX_DEPTH:
+            return "nesting_too_deep", _path(place), "nested too deeply"
+        if isinstance(item, int) and not isinstance(item, bool) and not INT64_MIN <= item <= INT64_MAX:
+            return "out_of_range", _path(place), "integers are 64-bit"
+        if isinstance(item, date) and (reason := calendar_problem(item)):  # datetime is a date too
+            return reason[0], _path(place), reason[1]
     return None
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from api.input_rules import nul_field, too_deep_field
+from api.input_rules import decoded_problem, nul_field
 
 Sdp = Annotated[str, msgspec.Meta(max_length=32_000)]
 PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
@@ -92,14 +92,15 @@ def decode(frame: str | bytes) -> Incoming:
     no NUL in any string, so a hostile frame gets an `error` frame, never a server error."""
     try:
         message: Incoming = _decoder.decode(frame)
+        nul = nul_field(frame)
     except RecursionError:
         raise msgspec.DecodeError("the message is nested too deeply") from None
     except UnicodeDecodeError:
         raise msgspec.DecodeError("the message is not valid UTF-8") from None
-    if field := too_deep_field(message):
-        raise msgspec.ValidationError(f"nested too deeply - at `$.{field}`")
-    if field := nul_field(message):
-        raise msgspec.ValidationError(f"the NUL character (U+0000) is not allowed - at `$.{field}`")
+    if nul:
+        raise msgspec.ValidationError(f"the NUL character (U+0000) is not allowed - at `$.{nul}`")
+    if problem := decoded_problem(message):
+        raise msgspec.ValidationError(f"{problem[2]} - at `$.{problem[1]}`")
     return message
 
 

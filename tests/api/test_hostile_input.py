@@ -240,6 +240,7 @@ BAD_BODIES: list[tuple[bytes, str | None, int, str]] = [
     (b'{"a": [', "application/json", 400, "malformed_body"),
     (b'{"a": "\\u0000"}', "application/json", 400, "nul_character"),
     (b'{"a\\u0000": 1}', "application/json", 400, "nul_character"),
+    (b'{"a": "x\x00y"}', "application/json", 400, "malformed_body nul_character"),  # a raw NUL byte
     (b"{}", "text/plain", 415, "unsupported_media_type"),
     (b"{}", None, 415, "unsupported_media_type"),
     (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
