@@ -2,10 +2,11 @@
 
 Every route passes through here: query parameters, path segments and headers must be valid UTF-8
 without NUL (PostgreSQL cannot store it), query values are at most MAX_QUERY_LENGTH characters,
-and typed query parameters are read strictly. Litestar converts query values leniently, so
-`to=0.5` would become 1970-01-01T00:00:00.5Z and `limit=9223372036854775808` an integer no
-database column holds: an integer parameter must fit int64, an instant must be written as an
-RFC 3339 instant with a UTC offset and a date as a date, both within the supported calendar (api/input_rules.py).
+typed query parameters are read strictly, and a parameter that takes one value is given once.
+Litestar converts query values leniently, so `to=0.5` would become 1970-01-01T00:00:00.5Z and
+`limit=9223372036854775808` an integer no database column holds: an integer parameter must fit
+int64, an instant must be written as an RFC 3339 instant with a UTC offset and a date as a date,
+both within the supported calendar (api/input_rules.py).
 """
 
 from __future__ import annotations
@@ -48,23 +49,33 @@ def _leaves(annotation: Any) -> set[Any]:
     return set().union(*(_leaves(a) for a in args))
 
 
-def query_kinds(handler: HTTPRouteHandler) -> dict[str, Kind]:
-    """Public query parameter name -> the kind of strict check it gets."""
+def _repeatable(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _repeatable(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        return True
+    return any(_repeatable(a) for a in typing.get_args(annotation))
+
+
+def query_kinds(handler: HTTPRouteHandler) -> dict[str, tuple[Kind | None, bool]]:
+    """Public query parameter name -> (the kind of strict check it gets, whether it may repeat)."""
     path_params = {name for path in handler.paths for name in _PATH_PARAM.findall(path)}
     skip = _RESERVED | path_params | set(handler.resolve_dependencies())
-    kinds: dict[str, Kind] = {}
+    kinds: dict[str, tuple[Kind | None, bool]] = {}
     for name, field in handler.parsed_fn_signature.parameters.items():
         kwarg = field.kwarg_definition
         if name in skip or (isinstance(kwarg, ParameterKwarg) and kwarg.param_type != ParamType.QUERY):
             continue
         public = (kwarg.query or kwarg.name or name) if isinstance(kwarg, ParameterKwarg) else name
         leaves = _leaves(field.annotation)
+        kind: Kind | None = None
         if datetime in leaves:
-            kinds[public] = "datetime"
+            kind = "datetime"
         elif date in leaves:
-            kinds[public] = "date"
+            kind = "date"
         elif int in leaves:
-            kinds[public] = "int"
+            kind = "int"
+        kinds[public] = (kind, _repeatable(field.annotation))
     return kinds
 
 
@@ -98,7 +109,7 @@ def _check_value(name: str, value: str, kind: Kind | None) -> None:
 class InputGuardMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._kinds: dict[int, dict[str, Kind]] = {}
+        self._kinds: dict[int, dict[str, tuple[Kind | None, bool]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -116,12 +127,17 @@ class InputGuardMiddleware:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         _text(raw_path.partition(b"?")[0], "path", "path")  # some servers leave the query in raw_path
         handler = scope.get("route_handler")
-        kinds: dict[str, Kind] = {}
+        kinds: dict[str, tuple[Kind | None, bool]] = {}
         if isinstance(handler, HTTPRouteHandler):
             kinds = self._kinds.get(id(handler)) or self._kinds.setdefault(id(handler), query_kinds(handler))
+        seen: set[str] = set()
         for pair in scope["query_string"].split(b"&"):
             if not pair:
                 continue
             raw_name, _, raw_value = pair.partition(b"=")
             name = _text(raw_name.replace(b"+", b" "), "query", "query")
-            _check_value(name, _text(raw_value.replace(b"+", b" "), name, "query"), kinds.get(name))
+            kind, repeatable = kinds.get(name, (None, True))
+            if name in seen and not repeatable:  # which one was meant? Litestar would keep the last
+                raise InputRejected("invalid_input", name, "give this parameter once", "query")
+            seen.add(name)
+            _check_value(name, _text(raw_value.replace(b"+", b" "), name, "query"), kind)
