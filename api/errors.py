@@ -82,9 +82,9 @@ class InputRejected(ValidationException):
         self.errors = [FieldError(field, message, source)]
 
     @classmethod
-    def from_msgspec(cls, exc: Exception, *, prefix: str = "") -> InputRejected:
+    def from_msgspec(cls, exc: Exception) -> InputRejected:
         """msgspec names the public field in its message (`... - at `$.rules[0].start``)."""
-        error = field_errors(ValidationException(extra=[{"message": str(exc), "key": prefix}]))[0]
+        error = field_errors(ValidationException(extra=[{"message": str(exc)}]))[0]
         missing = "missing required field" in error.message.lower()
         return cls("missing_field" if missing else "invalid_input", error.field, error.message)
 
