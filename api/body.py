@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Empty
@@ -68,7 +68,16 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
 
 
 class StrictRequest(Request[Any, Any, Any]):
-    """Litestar's request, with `json()` (what fills a handler's `data`) decoding as above."""
+    """Litestar's request, with `json()` (what fills a handler's `data`) decoding as above, and a
+    body cut short by the client's going away answered as the client's fault, not a 500."""
+
+    async def body(self) -> bytes:
+        try:
+            return await super().body()
+        except InternalServerException as exc:
+            if "disconnected" not in str(exc.detail):
+                raise
+            raise InputRejected("body_incomplete", "body", "the connection closed before the whole body") from None
 
     async def json(self) -> Any:
         state = self._connection_state
