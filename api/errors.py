@@ -20,6 +20,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.params import ParameterKwarg
 from litestar.types import ExceptionHandlersMap
 
 from domain.errors import DomainError, ErrorKind, RateLimited
@@ -72,6 +73,22 @@ class Problem(msgspec.Struct, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
 
+class InputRejected(ValidationException):
+    """A request value refused while decoding (400), with a stable code and the public field name."""
+
+    def __init__(self, code: str, field: str, message: str, source: str = "body") -> None:
+        super().__init__(detail=f"{field}: {message}")
+        self.code = code
+        self.errors = [FieldError(field, message, source)]
+
+    @classmethod
+    def from_msgspec(cls, exc: Exception) -> InputRejected:
+        """msgspec names the public field in its message (`... - at `$.rules[0].start``)."""
+        error = field_errors(ValidationException(extra=[{"message": str(exc)}]))[0]
+        missing = "missing required field" in error.message.lower()
+        return cls("missing_field" if missing else "invalid_input", error.field, error.message)
+
+
 def status_of(exc: Exception) -> int:
     if isinstance(exc, DomainError):
         return STATUS_BY_KIND[exc.kind]
@@ -122,7 +139,18 @@ _MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _MISSING_PARAM = re.compile(r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'")
 
 
-def _field_errors(exc: ValidationException) -> list[FieldError]:
+def public_name(request: Request[Any, Any, Any] | None, key: str) -> str:
+    """A handler parameter's name as clients write it: `from`, `_count`, not `from_`, `count`."""
+    handler = request.scope.get("route_handler") if request is not None else None
+    head, dot, rest = key.partition(".")
+    field = handler.parsed_fn_signature.parameters.get(head) if handler is not None else None
+    kwarg = field.kwarg_definition if field is not None else None
+    if isinstance(kwarg, ParameterKwarg) and (alias := kwarg.query or kwarg.header or kwarg.cookie or kwarg.name):
+        return f"{alias}{dot}{rest}"
+    return key
+
+
+def field_errors(exc: ValidationException, request: Request[Any, Any, Any] | None = None) -> list[FieldError]:
     found: list[FieldError] = []
     items = exc.extra if isinstance(exc.extra, list) else []
     for item in items:
@@ -137,12 +165,12 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
         missing = _MISSING_FIELD.search(message)
         if missing:  # msgspec names the absent field in the message, not in the path
             key = ".".join(filter(None, [key if key not in ("data", "body") else "", missing["name"]]))
-        found.append(FieldError(key or "body", message, item.get("source")))
+        found.append(FieldError(public_name(request, key) if key else "body", message, item.get("source")))
     return found
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    errors = _field_errors(exc)
+    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc, request)
     if not errors:
         # Litestar reports a missing parameter or an undecodable body as a bare message.
         detail = exc.detail or ""
@@ -153,7 +181,7 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
             field = (match["path"] or "").lstrip(".") if match and match["path"] else "body"
             errors = [FieldError(field or "body", match["msg"] if match else "malformed body", "body")]
     missing = any("required" in e.message.lower() or "missing" in e.message.lower() for e in errors)
-    code = "missing_field" if missing else "invalid_input"
+    code = getattr(exc, "code", None) or ("missing_field" if missing else "invalid_input")
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
     return problem_response(request, 400, code, detail, errors=errors)
 

@@ -12,14 +12,12 @@ import msgspec
 from domain.booking.appointments import Appointment, Mode
 from domain.booking.availability import RuleInput
 from domain.errors import InvalidInput
+from domain.fields import Phone, Reason, Token
 from domain.patients import Patient
-
-# Free text from people: bounded, so a field cannot carry a megabyte of anything.
-Reason = Annotated[str, msgspec.Meta(max_length=2000)]
 
 
 class OtpRequest(msgspec.Struct, kw_only=True):
-    phone: str
+    phone: Phone
 
 
 class OtpSent(msgspec.Struct, kw_only=True):
@@ -28,12 +26,12 @@ class OtpSent(msgspec.Struct, kw_only=True):
 
 
 class TokenRequest(msgspec.Struct, kw_only=True):
-    phone: str
-    code: str
+    phone: Phone
+    code: Annotated[str, msgspec.Meta(max_length=16)]
 
 
 class RefreshRequest(msgspec.Struct, kw_only=True):
-    refresh_token: str
+    refresh_token: Token
 
 
 class TokenPair(msgspec.Struct, kw_only=True):
@@ -62,7 +60,7 @@ class CancelRequest(msgspec.Struct, kw_only=True):
 
 class AvailabilityIn(msgspec.Struct, kw_only=True):
     facility_id: uuid.UUID
-    rules: list[RuleInput]
+    rules: Annotated[list[RuleInput], msgspec.Meta(max_length=100)]  # a week of rules at one facility
 
 
 class RuleOut(msgspec.Struct, kw_only=True):

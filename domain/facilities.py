@@ -12,6 +12,7 @@ import msgspec
 
 from domain import access
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.fields import Code, Name, Phone, ShortText
 from domain.phone import normalize
 from domain.principal import Principal
 from infra.db import Connection
@@ -21,23 +22,23 @@ REFERRAL_TARGET_KINDS = ("district_hospital", "reference_centre")
 
 
 class FacilityIn(msgspec.Struct, kw_only=True):
-    name: str
+    name: Name
     kind: Kind
-    timezone: str
-    country: str
-    province: str | None = None
+    timezone: Code
+    country: Code
+    province: ShortText | None = None
     latitude: float | None = None
     longitude: float | None = None
-    phone: str | None = None
+    phone: Phone | None = None
 
 
 class FacilityPatch(msgspec.Struct, kw_only=True):
-    name: str | None = None
-    timezone: str | None = None
-    province: str | None = None
+    name: Name | None = None
+    timezone: Code | None = None
+    province: ShortText | None = None
     latitude: float | None = None
     longitude: float | None = None
-    phone: str | None = None
+    phone: Phone | None = None
 
 
 class Facility(msgspec.Struct, kw_only=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import asyncpg
 import msgspec
@@ -13,6 +13,7 @@ import msgspec
 from domain import access
 from domain.audit import trail
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.fields import Code, Int32, Phone, ShortText
 from domain.phone import normalize
 from domain.principal import Principal
 from infra.db import Connection
@@ -25,39 +26,39 @@ Sex = Literal["female", "male", "other", "unknown"]
 class HumanName(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A name in any script; `lang` tags the script or language (e.g. km, km-Latn, vi)."""
 
-    text: str
-    family: str | None = None
-    given: list[str] = []
+    text: ShortText
+    family: ShortText | None = None
+    given: Annotated[list[ShortText], msgspec.Meta(max_length=10)] = []
     use: Literal["official", "usual", "nickname", "maiden"] = "official"
-    lang: str | None = None
+    lang: Code | None = None
 
 
 class Identifier(msgspec.Struct, frozen=True):
-    system: str
-    value: str
+    system: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
 
 class PatientIn(msgspec.Struct, kw_only=True):
-    names: list[HumanName]
+    names: Annotated[list[HumanName], msgspec.Meta(max_length=10)]
     home_facility_id: uuid.UUID
     birth_date: date | None = None
-    birth_year: int | None = None
+    birth_year: Int32 | None = None
     sex: Sex = "unknown"
-    phone: str | None = None
+    phone: Phone | None = None
     preferred_language: Language = "km"
     preferred_channel: PatientChannel = "sms"
-    identifiers: list[Identifier] = []
+    identifiers: Annotated[list[Identifier], msgspec.Meta(max_length=20)] = []
 
 
 class PatientPatch(msgspec.Struct, kw_only=True):
-    names: list[HumanName] | None = None
+    names: Annotated[list[HumanName], msgspec.Meta(max_length=10)] | None = None
     birth_date: date | None = None
-    birth_year: int | None = None
+    birth_year: Int32 | None = None
     sex: Sex | None = None
-    phone: str | None = None
+    phone: Phone | None = None
     preferred_language: Language | None = None
     preferred_channel: PatientChannel | None = None
-    identifiers: list[Identifier] | None = None
+    identifiers: Annotated[list[Identifier], msgspec.Meta(max_length=20)] | None = None
 
 
 class Patient(msgspec.Struct, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import asyncpg
 import msgspec
@@ -11,6 +12,7 @@ import msgspec
 from domain import access
 from domain.audit import trail
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.fields import Code, Name, Phone, ShortText
 from domain.identity import users
 from domain.phone import normalize
 from domain.principal import Membership, Principal, Role
@@ -20,13 +22,13 @@ LANGUAGES = ("km", "vi", "fr", "en")
 
 
 class PractitionerIn(msgspec.Struct, kw_only=True):
-    name: str
-    phone: str
+    name: Name
+    phone: Phone
     facility_id: uuid.UUID
     role: Role
-    specialties: list[str] = []
-    languages: list[str] = []
-    qualification: str | None = None
+    specialties: Annotated[list[Code], msgspec.Meta(max_length=20)] = []
+    languages: Annotated[list[Code], msgspec.Meta(max_length=20)] = []
+    qualification: ShortText | None = None
     # The phone already signs in (or is a registered patient's): give that account this role and
     # a practitioner profile too, keeping its name and other roles. Without it: 409 phone_in_use.
     link_existing_account: bool = False

@@ -182,6 +182,8 @@ class PeerSession:
             first = await self.receive(within_s=AUTH_TIMEOUT_S)
         except TimeoutError:
             raise Closing(m.CLOSE_AUTH_TIMEOUT, "auth_timeout", "send {type: auth, token} first") from None
+        if first is None:  # malformed (already answered with an `error` frame)
+            raise Closing(m.CLOSE_MALFORMED, "auth_required", "the first message is {type: auth, token}")
         if not isinstance(first, m.Auth):
             raise Closing(m.CLOSE_UNAUTHENTICATED, "auth_required", "the first message is {type: auth, token}")
         try:

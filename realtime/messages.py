@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from api.input_rules import decoded_problem, nul_field
+
 Sdp = Annotated[str, msgspec.Meta(max_length=32_000)]
 PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
@@ -84,8 +86,21 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode(frame: str | bytes) -> Incoming:
-    """Raise msgspec.DecodeError / ValidationError on anything that is not a known message."""
-    message: Incoming = _decoder.decode(frame)
+    """Raise msgspec.DecodeError / ValidationError on anything that is not a known message.
+
+    The same rules as an HTTP body (api/input_rules.py): valid UTF-8, nesting within MAX_DEPTH,
+    no NUL in any string, so a hostile frame gets an `error` frame, never a server error."""
+    try:
+        message: Incoming = _decoder.decode(frame)
+        nul = nul_field(frame)
+    except RecursionError:
+        raise msgspec.DecodeError("the message is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise msgspec.DecodeError("the message is not valid UTF-8") from None
+    if nul:
+        raise msgspec.ValidationError(f"the NUL character (U+0000) is not allowed - at `$.{nul}`")
+    if problem := decoded_problem(message):
+        raise msgspec.ValidationError(f"{problem[2]} - at `$.{problem[1]}`")
     return message
 
 

@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from api.auth_middleware import BearerAuthMiddleware
+from api.body import StrictRequest
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
@@ -23,6 +24,7 @@ from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse
+from api.query_guard import InputGuardMiddleware
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
 from api.routes.auth import AuthController
@@ -138,10 +140,12 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             RequestContextMiddleware,
+            InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             TransactionMiddleware,
         ],
         response_class=NegotiatedResponse,
+        request_class=StrictRequest,  # every JSON body is decoded strictly, in one place
         request_max_body_size=1_048_576,  # JSON documents and attachments (SPEAN_ATTACHMENT_MAX_BYTES)
         lifespan=[lifespan],
         state=State(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Response
 
 from api.fhir.clinical import Resource, instant
+from api.input_rules import EARLIEST, LATEST
 from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
@@ -94,6 +96,23 @@ def bundle(
     }
 
 
+_FHIR_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
+
+
+def fhir_date(value: str | None, field: str) -> str | None:
+    """A FHIR `date` (YYYY, YYYY-MM or YYYY-MM-DD) that exists in the supported calendar."""
+    if value is None:
+        return None
+    padded = value + "-01-01"[len(value) - 4 :] if _FHIR_DATE.fullmatch(value) else ""
+    try:
+        day = date.fromisoformat(padded)
+    except ValueError:  # 2026-02-30, 0000-00-00, or not a date at all
+        raise InvalidInput("invalid_date", f"{field} takes YYYY, YYYY-MM or YYYY-MM-DD", field=field) from None
+    if not EARLIEST <= day <= LATEST:
+        raise InvalidInput("out_of_range", f"{field} is between {EARLIEST} and {LATEST}", field=field)
+    return value
+
+
 def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, datetime | None]:
     """FHIR date prefixes ge/gt (from) and le/lt (to) on dates or instants; a bare value is ge."""
     low = high = None
@@ -106,6 +125,8 @@ def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, 
                 "invalid_date", f"{field} takes [ge|gt|le|lt]YYYY-MM-DD[Thh:mm:ssZ]", field=field
             ) from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not EARLIEST <= moment.date() <= LATEST:  # date arithmetic on the calendar's edge overflows
+            raise InvalidInput("out_of_range", f"{field} is between {EARLIEST} and {LATEST}", field=field)
         if prefix in ("ge", "gt", "eq"):
             low = moment
         else:

@@ -9,7 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from api.errors import STATUS_BY_KIND
+from api.errors import STATUS_BY_KIND, InputRejected, field_errors
 from api.fhir.bundle import FHIR_JSON
 from domain.errors import DomainError, ErrorKind
 
@@ -42,7 +42,10 @@ def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    return Response(outcome("invalid", "bad_request", str(exc.detail)), status_code=400, media_type=FHIR_JSON)
+    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc, request)
+    code = getattr(exc, "code", None) or "bad_request"
+    field = errors[0].field if errors else None
+    return Response(outcome("invalid", code, str(exc.detail), field), status_code=400, media_type=FHIR_JSON)
 
 
 FHIR_EXCEPTION_HANDLERS: ExceptionHandlersMap = {DomainError: _domain, ValidationException: _validation}

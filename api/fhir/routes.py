@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import msgspec
-from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin, transaction
-from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir
+from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir, fhir_date
+from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.trail import audit_event, provenance
@@ -21,7 +21,7 @@ from domain import facilities, patients, practitioners
 from domain.audit.export import export
 from domain.booking import appointments
 from domain.consent import service as consent
-from domain.errors import InvalidInput, NotFound
+from domain.errors import NotFound
 from domain.record import service as record
 from domain.referral import service as referrals
 
@@ -48,16 +48,9 @@ class FhirController(Controller):
 
     @post("/", status_code=HTTP_200_OK, summary="A transaction Bundle (Patient and Observations), all or nothing")
     async def transaction(
-        self, request: Request[Any, Any, Any], conn: Conn, principal: Caller, settings: Config
+        self, data: JSONBody[Bundle], conn: Conn, principal: Caller, settings: Config
     ) -> Response[Any]:
-        try:
-            bundle_in = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError:
-            raise InvalidInput("invalid_json", "the body is not JSON") from None
-        if not isinstance(bundle_in, dict):
-            raise InvalidInput("transaction_bundle_required", "POST a Bundle of type transaction")
-        done = await transaction.apply(conn, principal, bundle_in, default_region=settings.default_region)
-        return fhir(done)
+        return fhir(await transaction.apply(conn, principal, data, default_region=settings.default_region))
 
     @get("/Patient/{patient_id:uuid}", summary="Read a Patient")
     async def read_patient(self, patient_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
@@ -76,6 +69,7 @@ class FhirController(Controller):
         count: Count = 50,
         cursor: Annotated[uuid.UUID | None, QueryParameter(name="_cursor")] = None,
     ) -> Response[Any]:
+        birthdate = fhir_date(birthdate, "birthdate")
         query = patients.PatientQuery(identifier=identifier, phone=phone, name=name, after=cursor, limit=count)
         found = await patients.search(conn, principal, query, default_region=settings.default_region)
         # birthdate narrows each page (a year matches a full date within it).

@@ -17,6 +17,7 @@ from api.fhir import admin
 from api.fhir.bundle import bundle, date_bounds, fhir
 from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.scheduling import location, schedule
+from api.input_rules import calendar_problem
 from domain import facilities, practitioners
 from domain.booking import appointments
 from domain.booking.model import Status
@@ -55,9 +56,12 @@ def _appointment_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     start, _, ident = raw.partition("~")
     try:
-        return datetime.fromisoformat(start), uuid.UUID(ident)
+        after = datetime.fromisoformat(start), uuid.UUID(ident)
     except ValueError:
-        raise InvalidInput("invalid_cursor", "use the next link as given", field="_cursor") from None
+        after = None
+    if after is None or calendar_problem(after[0]):  # not a link this server wrote
+        raise InvalidInput("invalid_cursor", "use the next link as given", field="_cursor")
+    return after
 
 
 class FhirSearchController(Controller):

@@ -9,9 +9,11 @@ Observation is accepted; the observation rules are the record's (LOINC catalogue
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
+from api.fhir.bundle import fhir_date
+from api.fhir.bundle_in import Bundle, CodeableConcept, FhirObservation, FhirPatient, Quantity
 from api.fhir.clinical import Resource
 from domain import patients
 from domain.errors import InvalidInput
@@ -20,107 +22,108 @@ from domain.record import service as record
 from domain.record.types import Component, ObservationIn
 from infra.db import Connection
 
-_LANGS = {"km", "vi", "fr", "en"}
+
+def _bad(field: str, detail: str) -> InvalidInput:
+    return InvalidInput("invalid_bundle_entry", detail, field=field)
 
 
-def _bad(index: int, detail: str) -> InvalidInput:
-    return InvalidInput("invalid_bundle_entry", detail, field=f"entry[{index}]")
+def _reference_id(reference: str, prefix: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(reference.removeprefix(prefix))
+    except ValueError:
+        raise _bad(field, f"the reference is {prefix}{{id}} or the fullUrl of an entry") from None
 
 
-def _patient_in(resource: Resource, index: int, default_facility: uuid.UUID | None) -> patients.PatientIn:
+def _birth(birth: str | None, field: str) -> tuple[date | None, int | None]:
+    if not fhir_date(birth, field) or birth is None:  # refuses 2026-02-30, 0000-00-00, 9999
+        return None, None
+    return (date.fromisoformat(birth) if len(birth) == 10 else None), int(birth[:4])
+
+
+def _patient_in(resource: FhirPatient, at: str, default_facility: uuid.UUID | None) -> patients.PatientIn:
     names = [
         patients.HumanName(
-            text=n.get("text") or " ".join([*n.get("given", []), n.get("family", "")]).strip(),
-            family=n.get("family"),
-            given=n.get("given", []),
+            text=n.text or " ".join([*n.given, n.family or ""]).strip(),
+            family=n.family,
+            given=n.given,
         )
-        for n in resource.get("name", [])
+        for n in resource.name
     ]
-    organization = resource.get("managingOrganization", {}).get("reference", "")
-    try:
-        facility = uuid.UUID(organization.removeprefix("Organization/")) if organization else default_facility
-    except ValueError:
-        raise _bad(index, "managingOrganization must be Organization/{id}") from None
+    organization = resource.managingOrganization.reference if resource.managingOrganization else None
+    facility = (
+        _reference_id(organization, "Organization/", f"{at}.managingOrganization") if organization else default_facility
+    )
     if facility is None:
-        raise _bad(index, "give managingOrganization (the patient's home facility)")
-    birth = resource.get("birthDate")
-    phones = [t["value"] for t in resource.get("telecom", []) if t.get("system") == "phone"]
+        raise _bad(f"{at}.managingOrganization", "give managingOrganization (the patient's home facility)")
+    birth_date, birth_year = _birth(resource.birthDate, f"{at}.birthDate")
+    phones = [t.value for t in resource.telecom if t.system == "phone" and t.value]
     return patients.PatientIn(
         names=names,
         home_facility_id=facility,
-        birth_date=date.fromisoformat(birth) if birth and len(birth) == 10 else None,
-        birth_year=int(birth[:4]) if birth else None,
-        sex=resource.get("gender", "unknown"),
+        birth_date=birth_date,
+        birth_year=birth_year,
+        sex=resource.gender,
         phone=phones[0] if phones else None,
-        identifiers=[patients.Identifier(i["system"], i["value"]) for i in resource.get("identifier", [])],
+        identifiers=[patients.Identifier(i.system, i.value) for i in resource.identifier],
     )
 
 
-def _quantity(q: dict[str, Any], index: int) -> tuple[float, str]:
-    if "value" not in q or not (q.get("code") or q.get("unit")):
-        raise _bad(index, "valueQuantity needs a value and a UCUM code")
-    return float(q["value"]), str(q.get("code") or q.get("unit"))
+def _quantity(q: Quantity | None, field: str) -> tuple[float, str]:
+    unit = (q.code or q.unit) if q else None
+    if q is None or q.value is None or not unit:
+        raise _bad(field, "valueQuantity needs a value and a UCUM code")
+    return q.value, unit
 
 
-def _loinc(concept: dict[str, Any], index: int) -> str:
-    for coding in concept.get("coding", []):
-        if coding.get("system") == "http://loinc.org" and coding.get("code"):
-            return str(coding["code"])
-    raise _bad(index, "code must carry a LOINC coding")
+def _loinc(concept: CodeableConcept, field: str) -> str:
+    for coding in concept.coding:
+        if coding.system == "http://loinc.org" and coding.code:
+            return coding.code
+    raise _bad(field, "code must carry a LOINC coding")
 
 
-def _observation_in(resource: Resource, index: int) -> ObservationIn:
+def _observation_in(resource: FhirObservation, at: str) -> ObservationIn:
     value = unit = None
-    if "valueQuantity" in resource:
-        value, unit = _quantity(resource["valueQuantity"], index)
+    if resource.valueQuantity is not None:
+        value, unit = _quantity(resource.valueQuantity, f"{at}.valueQuantity")
     components = None
-    if "component" in resource:
+    if resource.component is not None:
         components = []
-        for c in resource["component"]:
-            c_value, c_unit = _quantity(c.get("valueQuantity", {}), index)
-            components.append(Component(code=_loinc(c.get("code", {}), index), value=c_value, unit=c_unit))
-    effective = resource.get("effectiveDateTime")
+        for n, c in enumerate(resource.component):
+            c_value, c_unit = _quantity(c.valueQuantity, f"{at}.component[{n}].valueQuantity")
+            components.append(Component(code=_loinc(c.code, f"{at}.component[{n}].code"), value=c_value, unit=c_unit))
     return ObservationIn(
-        code=_loinc(resource.get("code", {}), index),
+        code=_loinc(resource.code, f"{at}.code"),
         value=value,
         unit=unit,
         components=components,
-        effective_at=datetime.fromisoformat(effective.replace("Z", "+00:00")) if effective else None,
+        effective_at=resource.effectiveDateTime,
     )
 
 
-async def apply(conn: Connection, principal: Principal, bundle: Resource, *, default_region: str) -> Resource:
-    if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
+async def apply(conn: Connection, principal: Principal, bundle: Bundle, *, default_region: str) -> Resource:
+    if bundle.type != "transaction":
         raise InvalidInput("transaction_bundle_required", "POST a Bundle of type transaction", field="type")
-    entries = bundle.get("entry") or []
+    entries = bundle.entry
     default_facility = min(principal.facilities_with("chw", "clinician", "facility_admin"), default=None)
     created: dict[str, uuid.UUID] = {}  # fullUrl -> new patient id
-    responses: list[dict[str, Any]] = []
     # FHIR processes creates before the entries that reference them: patients first.
-    order = sorted(range(len(entries)), key=lambda i: entries[i].get("resource", {}).get("resourceType") != "Patient")
+    order = sorted(range(len(entries)), key=lambda i: not isinstance(entries[i].resource, FhirPatient))
     results: dict[int, dict[str, Any]] = {}
     for i in order:
-        entry = entries[i]
-        resource = entry.get("resource") or {}
-        method = (entry.get("request") or {}).get("method")
-        kind = resource.get("resourceType")
-        if method != "POST" or kind not in ("Patient", "Observation"):
-            raise _bad(i, "this server accepts POST of Patient and Observation in a transaction")
-        try:
-            if kind == "Patient":
-                patient = await patients.register(
-                    conn, principal, _patient_in(resource, i, default_facility), default_region=default_region
-                )
-                if entry.get("fullUrl"):
-                    created[entry["fullUrl"]] = patient.id
-                results[i] = {"status": "201 Created", "location": f"Patient/{patient.id}/_history/1"}
-            else:
-                subject = (resource.get("subject") or {}).get("reference", "")
-                patient_id = created.get(subject) or uuid.UUID(subject.removeprefix("Patient/"))
-                saved = await record.write(conn, principal, patient_id, _observation_in(resource, i))
-                results[i] = {"status": "201 Created", "location": f"Observation/{saved.id}/_history/1"}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _bad(i, f"unreadable {kind}: {exc}") from None
-    for i in range(len(entries)):
-        responses.append({"response": results[i]})
+        entry, at = entries[i], f"entry[{i}].resource"
+        if isinstance(entry.resource, FhirPatient):
+            data = _patient_in(entry.resource, at, default_facility)
+            patient = await patients.register(conn, principal, data, default_region=default_region)
+            if entry.fullUrl:
+                created[entry.fullUrl] = patient.id
+            results[i] = {"status": "201 Created", "location": f"Patient/{patient.id}/_history/1"}
+        else:
+            subject = entry.resource.subject.reference if entry.resource.subject else None
+            if not subject:
+                raise _bad(f"{at}.subject", "an Observation names its subject (Patient/{id} or a fullUrl)")
+            patient_id = created.get(subject) or _reference_id(subject, "Patient/", f"{at}.subject")
+            saved = await record.write(conn, principal, patient_id, _observation_in(entry.resource, at))
+            results[i] = {"status": "201 Created", "location": f"Observation/{saved.id}/_history/1"}
+    responses = [{"response": results[i]} for i in range(len(entries))]
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
+from api.input_rules import calendar_problem
 from api.schemas import (
     AppointmentPage,
     BookRequest,
@@ -61,6 +62,8 @@ class AppointmentController(Controller):
                 after = (datetime.fromisoformat(start), uuid.UUID(last_id))
             except ValueError:
                 raise invalid_cursor() from None
+            if calendar_problem(after[0]):  # not a cursor this server wrote
+                raise invalid_cursor()
         query = AppointmentQuery(
             patient_id=patient_id,
             practitioner_id=practitioner_id,

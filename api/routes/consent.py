@@ -12,13 +12,13 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
-from api.schemas import Reason
 from domain.audit import access_log
 from domain.audit.access_log import AccessLogEntry
 from domain.audit.export import AuditEvent, export
 from domain.consent import service
 from domain.consent.service import BreakGlass, BreakGlassIn, Consent, ConsentIn
 from domain.errors import Forbidden
+from domain.fields import Reason
 
 
 class RevokeIn(msgspec.Struct, kw_only=True):

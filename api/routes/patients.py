@@ -66,7 +66,8 @@ class PatientController(Controller):
         expected = None
         if if_match is not None:
             stripped = if_match.strip().removeprefix("W/").strip('"')
-            if not stripped.isdigit():
+            # A version is a positive int4: ASCII digits only (str.isdigit() also takes "²").
+            if not (stripped.isascii() and stripped.isdigit() and 0 < int(stripped) < 2**31):
                 raise InvalidInput("invalid_if_match", "If-Match is the patient's version number", field="If-Match")
             expected = int(stripped)
         return await patients.update(

@@ -12,20 +12,20 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn, DbPool
-from api.schemas import Reason
+from domain.fields import Reason, Version
 from domain.record import consultation, service
 from domain.record.consultation import Completed, ConsultationResults
 from domain.record.types import Entry, EntryIn, Kind
 
 
 class Correction(msgspec.Struct, kw_only=True):
-    expected_version: int
+    expected_version: Version
     entry: EntryIn
     reason: Reason
 
 
 class ErrorMark(msgspec.Struct, kw_only=True):
-    expected_version: int
+    expected_version: Version
     reason: Reason
 
 

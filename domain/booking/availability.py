@@ -7,6 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
 import msgspec
 from asyncpg import Record
@@ -14,6 +15,7 @@ from asyncpg import Record
 from domain import access
 from domain.booking.slots import Busy, Rule, Slot, expand, slot_at
 from domain.errors import InvalidInput
+from domain.fields import Code, Int32
 from domain.principal import Principal
 from infra.db import Connection
 
@@ -24,11 +26,11 @@ ACTIVE = ("booked", "checked_in", "in_progress")
 class RuleInput(msgspec.Struct, frozen=True, kw_only=True):
     """A weekly rule as written by people: times as "HH:MM" (or "HH:MM:SS") local wall-clock."""
 
-    weekday: int
-    start: str
-    end: str
-    slot_minutes: int = 30
-    modes: tuple[str, ...] = ("video", "audio")
+    weekday: Int32
+    start: Code
+    end: Code
+    slot_minutes: Int32 = 30
+    modes: Annotated[tuple[Code, ...], msgspec.Meta(max_length=10)] = ("video", "audio")
     valid_from: date | None = None
     valid_until: date | None = None
 

@@ -12,6 +12,7 @@ version is returned), or rejected (with the error code).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Literal
 
@@ -21,6 +22,7 @@ import msgspec
 from domain import access, patients
 from domain.audit import trail
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput
+from domain.fields import Version
 from domain.patients import Patient
 from domain.principal import Principal
 from domain.record import service, store
@@ -36,7 +38,7 @@ class Change(msgspec.Struct, kw_only=True):
     patient_id: uuid.UUID | None = None  # create
     entry: EntryIn | None = None  # create, correct
     entry_id: uuid.UUID | None = None  # correct, entered_in_error
-    base_version: int | None = None  # the version the phone changed
+    base_version: Version | None = None  # the version the phone changed
     reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
 
 
@@ -64,9 +66,13 @@ def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
     return facilities
 
 
+_CURSOR = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,19})?")  # ASCII digits only: str.isdigit() takes "²"
+
+
 def _cursor(value: str) -> tuple[int, int]:
     tx, _, seq = value.partition(".")
-    if not (tx.isdigit() and (seq.isdigit() or not seq)):
+    # The position is (xid8, bigint): anything beyond either type is not a cursor this server wrote.
+    if not _CURSOR.fullmatch(value) or int(tx) >= 2**64 or int(seq or 0) >= 2**63:
         raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
     return int(tx), int(seq or 0)
 

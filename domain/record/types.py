@@ -31,7 +31,7 @@ class Component(msgspec.Struct, kw_only=True):
     code: Short
     value: float
     unit: Short
-    display: str | None = None
+    display: Short | None = None
 
 
 class ObservationIn(_InEncounter, tag="observation", tag_field="kind"):
@@ -40,9 +40,9 @@ class ObservationIn(_InEncounter, tag="observation", tag_field="kind"):
     code: Short
     value: float | None = None
     unit: Short | None = None
-    components: list[Component] | None = None
+    components: Annotated[list[Component], msgspec.Meta(max_length=20)] | None = None
     effective_at: datetime | None = None
-    display: str | None = None  # filled from the catalogue
+    display: Short | None = None  # filled from the catalogue
 
 
 class ConditionIn(_InEncounter, tag="condition", tag_field="kind"):
