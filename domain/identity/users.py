@@ -15,14 +15,18 @@ async def login(conn: Connection, phone: str) -> uuid.UUID:
     Patients registered with this phone (by a health worker, or on a shared family phone) become
     reachable from this login: owning the number is what the OTP proved.
     """
-    row = await conn.fetchrow("SELECT id, disabled_at FROM users WHERE phone = $1", phone)
-    if row is None:
-        user_id = uuid.uuid4()
-        await conn.execute("INSERT INTO users (id, phone) VALUES ($1, $2)", user_id, phone)
-    elif row["disabled_at"] is not None:
+    # Insert, or read what is there: two first sign-ins with one phone (or a sign-in while staff
+    # onboard that phone) meet on the unique phone, the second waits and reads the first's user.
+    # (Two statements: the read needs a snapshot taken after the wait.)
+    row = await conn.fetchrow(
+        "INSERT INTO users (id, phone) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING RETURNING id, disabled_at",
+        uuid.uuid4(),
+        phone,
+    ) or await conn.fetchrow("SELECT id, disabled_at FROM users WHERE phone = $1", phone)
+    assert row is not None
+    if row["disabled_at"] is not None:
         raise Unauthenticated("user_disabled", "this account is disabled")
-    else:
-        user_id = row["id"]
+    user_id: uuid.UUID = row["id"]
     await conn.execute(
         """INSERT INTO patient_accounts (user_id, patient_id)
            SELECT $1, id FROM patients WHERE phone = $2 ON CONFLICT DO NOTHING""",
