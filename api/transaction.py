@@ -31,7 +31,7 @@ import asyncpg
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
-from litestar.utils.scope.state import CONNECTION_STATE_KEY
+from litestar.utils.scope.state import ScopeState
 
 from api.asgi_util import header, problem_messages, send_problem
 from api.errors import RETRY_SCOPE_KEY
@@ -97,8 +97,8 @@ class TransactionMiddleware:
         itself lost a race (then nothing was written)."""
         scope = request.scope
         scope.pop(RETRY_SCOPE_KEY, None)  # type: ignore[misc]
-        if not fresh:  # the framework's per-request caches (e.g. "response started") start anew
-            scope.get("state", {}).pop(CONNECTION_STATE_KEY, None)
+        if not fresh:  # the framework's own exception handling must not think the answer has left
+            ScopeState.from_scope(scope).response_started = False
         user = scope.get("user")
         principal = str(user.user_id) if user is not None else "anonymous"
         state = scope["app"].state

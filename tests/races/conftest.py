@@ -41,7 +41,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"server on {port} not ready:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("races")
     env = {
@@ -51,7 +51,7 @@ def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "SPEAN_SECRET_KEY": settings.secret_key,
         "SPEAN_DATA_DIR": str(folder),
         "SPEAN_LOG_LEVEL": "warning",
-        "SPEAN_DB_POOL_MAX": "40",
+        "SPEAN_DB_POOL_MAX": "20",  # as in production; torn down after this package (the server is shared)
     }
     ports = [free_port(), free_port()]
     procs = []

@@ -18,7 +18,7 @@ from tests.races.conftest import Live
 
 PATIENTS = 10
 PRACTITIONERS = 10
-ROUNDS = 4
+ROUNDS = 6
 
 
 async def _cast(factory: Factory) -> tuple[Staff, list[Staff], list[uuid.UUID]]:
@@ -52,7 +52,7 @@ async def test_patients_times_practitioners_colliding_at_100_way(
     chw, specialists, patients = await _cast(factory)
     practitioner_ids = [s.practitioner_id for s in specialists]
     for round_no in range(ROUNDS):
-        start = next_local("Asia/Phnom_Penh", f"{8 + round_no}:00")
+        start = next_local("Asia/Phnom_Penh", f"{8 + round_no // 2}:{30 * (round_no % 2):02d}")
         pairs = [(p, s) for p in patients for s in practitioner_ids]
         random.shuffle(pairs)
 
