@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from litestar import Response
 
 from api.fhir.clinical import Resource, instant
+from api.negotiation import NegotiatedResponse
 from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
@@ -53,7 +54,8 @@ CURRENT_HISTORY = (
 
 
 def fhir(resource: Resource, status_code: int = 200) -> Response[Any]:
-    return Response(content=resource, media_type=FHIR_JSON, status_code=status_code)
+    # Negotiated like every answer, so instants follow the one rule (api.negotiation).
+    return NegotiatedResponse(content=resource, media_type=FHIR_JSON, status_code=status_code)
 
 
 def bundle(

@@ -11,13 +11,14 @@ from typing import Any
 
 from domain.record.catalogue import ICD10, LOINC, UCUM
 from domain.record.types import Entry
+from infra import instants
 
 Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
 def instant(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    return instants.text(value)
 
 
 def ref(kind: str, value: object) -> dict[str, str]:

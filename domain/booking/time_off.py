@@ -13,6 +13,7 @@ from domain import access
 from domain.booking.locks import lock_practitioner
 from domain.errors import InvalidInput, NotFound
 from domain.principal import Principal
+from infra import instants
 from infra.db import Connection
 
 
@@ -63,8 +64,8 @@ async def add_exception(
     )
     return TimeOff(
         id=exc_id,
-        starts_at=starts_at,
-        ends_at=ends_at,
+        starts_at=instants.utc(starts_at),
+        ends_at=instants.utc(ends_at),
         reason=reason,
         practitioner_id=practitioner_id,
         facility_id=facility_id,
