@@ -17,6 +17,7 @@ from typing import NamedTuple
 import asyncpg
 
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
+from infra.db import RETRYABLE
 
 
 class Meaning(NamedTuple):
@@ -64,7 +65,7 @@ _ENTITY = {
     "users": "user",
 }
 _MISSING_KEY = re.compile(r'^Key \((?P<columns>[^)]*)\)=\(.*\) is not present in table "(?P<table>[^"]+)"', re.S)
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError)
+_RETRYABLE = (*RETRYABLE, asyncpg.LockNotAvailableError)
 
 
 def domain_error(exc: asyncpg.PostgresError) -> DomainError | None:
