@@ -14,7 +14,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from api.fhir.errors import code_of
 from tests.factory import Factory, auth, iso, new_phone, next_local
+from tests.fhir.test_transaction import transaction
 from tests.races.conftest import Live
 
 N = 20
@@ -258,3 +260,21 @@ async def test_one_consent_revoked_twenty_times_at_once(
     )
     assert _statuses(answers, {200, 409})[200] == 1
     assert _codes(answers, 409) == {"already_revoked"}
+
+
+async def test_one_health_id_in_twenty_fhir_transactions_at_once(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """Under /fhir the loser's answer is an OperationOutcome carrying the same code."""
+    post = await factory.facility(kind="health_post")
+    chw = await factory.staff(post, role="chw")
+    health_id = uuid.uuid4().hex[:10]
+    answers = await _at_once(
+        N,
+        lambda i: http.post(f"{live.url(i)}/fhir", json=transaction(post, health_id, 37 + i / 10), headers=chw.headers),
+    )
+    assert _statuses(answers, {200, 409})[200] == 1
+    lost = [a for a in answers if a.status_code == 409]
+    assert {a.headers["content-type"].split(";")[0] for a in lost} == {"application/fhir+json"}
+    assert {code_of(a.json()) for a in lost} == {"identifier_taken"}
+    assert await db.fetchval("SELECT count(*) FROM patient_identifiers WHERE value = $1", health_id) == 1
