@@ -311,11 +311,13 @@ async def update(
         else (None if patch.birth_date is not None else current.birth_year),
     )
     phone = normalize(patch.phone, default_region) if patch.phone else current.phone
-    await conn.execute(
+    # The version is checked again by the write itself: two edits made against the same version
+    # queue on the row, and the second then finds the version moved on (no lost update).
+    updated = await conn.fetchval(
         """UPDATE patients SET names = $2, search_text = $3, birth_date = $4, birth_year = $5, sex = $6,
                   phone = $7, preferred_language = $8, preferred_channel = $9, updated_at = now(),
                   version = version + 1
-           WHERE id = $1""",
+           WHERE id = $1 AND ($10::int IS NULL OR version = $10) RETURNING version""",
         patient_id,
         msgspec.to_builtins(names),
         search_text_of(names),
@@ -325,7 +327,10 @@ async def update(
         phone,
         patch.preferred_language or current.preferred_language,
         patch.preferred_channel or current.preferred_channel,
+        expected_version,
     )
+    if updated is None:
+        raise Conflict("version_mismatch", "the record changed meanwhile: reload it")
     if patch.identifiers is not None:
         _check_identifiers(patch.identifiers)
         await conn.execute("DELETE FROM patient_identifiers WHERE patient_id = $1", patient_id)

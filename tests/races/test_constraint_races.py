@@ -278,3 +278,22 @@ async def test_one_health_id_in_twenty_fhir_transactions_at_once(
     assert {a.headers["content-type"].split(";")[0] for a in lost} == {"application/fhir+json"}
     assert {code_of(a.json()) for a in lost} == {"identifier_taken"}
     assert await db.fetchval("SELECT count(*) FROM patient_identifiers WHERE value = $1", health_id) == 1
+
+
+async def test_one_patient_version_edited_twenty_times_at_once(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """Edits made against the same version (If-Match): one wins, the others learn it moved on."""
+    scene = await factory.scene()
+    version = await db.fetchval("SELECT version FROM patients WHERE id = $1", scene.patient)
+    answers = await _at_once(
+        N,
+        lambda i: http.patch(
+            f"{live.url(i)}/v1/patients/{scene.patient}",
+            json={"names": [{"text": f"Edit {i}"}]},
+            headers=auth(scene.chw.token, **{"If-Match": f'"{version}"'}),
+        ),
+    )
+    assert _statuses(answers, {200, 409})[200] == 1
+    assert _codes(answers, 409) == {"version_mismatch"}
+    assert await db.fetchval("SELECT version FROM patients WHERE id = $1", scene.patient) == version + 1
