@@ -44,7 +44,7 @@ def _instants(content: Any, enc_hook: Any, *, as_text: bool) -> Any:
             return instants.text(value) if as_text else instants.utc(value)
         return value
 
-    return walk(msgspec.to_builtins(content, enc_hook=enc_hook, builtin_types=(datetime,)))
+    return walk(msgspec.to_builtins(content, enc_hook=enc_hook, builtin_types=(datetime, bytes, bytearray)))
 
 
 class NegotiatedResponse(Response[Any]):

@@ -15,7 +15,9 @@ flight lands either before the change or after it (as if made a moment earlier: 
 appointments are kept when rules change or leave is entered).
 
 Transaction-scoped advisory locks keyed by (namespace, hash of the id): a hash collision only
-makes two unrelated schedules wait for each other briefly.
+makes two unrelated schedules wait for each other briefly. The price: bookings with one
+practitioner (or for one patient) commit one after another, each holding the lock from its
+insert to its commit (a round trip or two), which bounds a single practitioner, not the system.
 """
 
 from __future__ import annotations
