@@ -9,6 +9,7 @@ import itertools
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -297,3 +298,43 @@ async def test_one_patient_version_edited_twenty_times_at_once(
     assert _statuses(answers, {200, 409})[200] == 1
     assert _codes(answers, 409) == {"version_mismatch"}
     assert await db.fetchval("SELECT version FROM patients WHERE id = $1", scene.patient) == version + 1
+
+
+async def test_twenty_patients_registered_with_one_family_phone_at_once(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """A phone is not unique to a patient (a family shares one): all are registered, and all are
+    linked to the login of that phone."""
+    scene = await factory.scene()
+    family = await factory.patient_login(scene.post)
+
+    def register(i: int) -> Awaitable[httpx.Response]:
+        body = {"names": [{"text": f"Child {i}"}], "home_facility_id": str(scene.post), "phone": family.phone}
+        return http.post(f"{live.url(i)}/v1/patients", json=body, headers=scene.chw.headers)
+
+    _statuses(await _at_once(N, register), {201})
+    linked = await db.fetchval("SELECT count(*) FROM patient_accounts WHERE user_id = $1", family.user_id)
+    assert linked == N + 1
+
+
+async def test_one_closure_withdrawn_twenty_times_at_once(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    scene = await factory.scene()
+    admin = await factory.admin_token()
+    start = next_local("Asia/Phnom_Penh", "08:00", days_ahead=9)
+    closure = await factory.post(
+        f"/v1/facilities/{scene.centre}/closures",
+        {"starts_at": iso(start), "ends_at": iso(start + timedelta(hours=4))},
+        admin,
+    )
+    answers = await _at_once(
+        N,
+        lambda i: http.delete(
+            f"{live.url(i)}/v1/facilities/{scene.centre}/closures/{closure['id']}", headers=auth(admin)
+        ),
+    )
+    _statuses(answers, {204, 404})
+    assert (
+        await db.fetchval("SELECT count(*) FROM availability_exceptions WHERE id = $1", uuid.UUID(closure["id"])) == 0
+    )
