@@ -102,7 +102,7 @@ def condition(entry: Entry) -> Resource:
             ]
         }
     if "onset" in body:
-        resource["onsetDateTime"] = body["onset"]
+        resource["onsetDateTime"] = instant(datetime.fromisoformat(body["onset"]))
     if "note" in body:
         resource["note"] = [{"text": body["note"]}]
     return resource
@@ -146,7 +146,7 @@ def encounter(entry: Entry) -> Resource:
         "period": {"start": instant(entry.effective_at)},
     }
     if "ended_at" in body:
-        resource["period"]["end"] = body["ended_at"]
+        resource["period"]["end"] = instant(datetime.fromisoformat(body["ended_at"]))
     if "reason" in body:
         resource["reasonCode"] = [{"text": body["reason"]}]
     if entry.appointment_id is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
@@ -131,3 +131,28 @@ async def test_fhir_instants_are_utc(client: Client, factory: Factory) -> None:
     )
     assert slots.status_code == 200, slots.text
     assert_utc(slots.json(), at_least=2)
+
+
+async def test_instants_inside_record_entries_are_utc(client: Client, factory: Factory) -> None:
+    """started_at, ended_at, onset and effective_at are kept in the entry's body: UTC there too,
+    in the app API and in the FHIR resources made from it."""
+    scene = await factory.scene()
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    entries: list[dict[str, Any]] = [
+        {
+            "kind": "encounter",
+            "started_at": in_phnom_penh(began),
+            "ended_at": in_phnom_penh(began + timedelta(hours=1)),
+        },
+        {"kind": "condition", "code": "I10", "onset": in_phnom_penh(began)},
+        {"kind": "observation", "code": "8310-5", "value": 37.5, "unit": "Cel", "effective_at": in_phnom_penh(began)},
+    ]
+    for entry in entries:
+        written = await factory.post(f"/v1/patients/{scene.patient}/record", entry, scene.chw.token)
+        assert_utc(written["body"])
+        assert_utc(written, at_least=3)
+        kind = {"encounter": "Encounter", "condition": "Condition", "observation": "Observation"}[entry["kind"]]
+        resource = await client.get(f"/fhir/{kind}/{written['id']}", headers=scene.chw.headers)
+        assert resource.status_code == 200, resource.text
+        assert_utc(resource.json())
+        assert iso(began) in resource.text
