@@ -16,6 +16,14 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def send_problem(send: Send, scope: Scope, status: int, code: str, detail: str) -> None:
+    for message in problem_messages(scope, status, code, detail):
+        await send(message)
+
+
+def problem_messages(
+    scope: Scope, status: int, code: str, detail: str, *, retry_after_s: int | None = None
+) -> list[Message]:
+    """The messages of a problem+json answer, for a middleware that sends them itself."""
     body = msgspec.json.encode(
         Problem(
             type=f"https://spean.dev/problems/{code.replace('_', '-')}",
@@ -27,10 +35,10 @@ async def send_problem(send: Send, scope: Scope, status: int, code: str, detail:
             request_id=scope.get("state", {}).get("request_id"),
         )
     )
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
 from litestar import Request, Response
@@ -23,11 +24,15 @@ from litestar.exceptions import (
 from litestar.params import ParameterKwarg
 from litestar.types import ExceptionHandlersMap
 
-from domain.errors import DomainError, ErrorKind, RateLimited
+from domain import constraints
+from domain.errors import DomainError, ErrorKind, RateLimited, Unavailable
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# Set in the scope when the request's transaction lost a race it may win if run again whole
+# (deadlock, serialization failure): api.transaction then retries the request.
+RETRY_SCOPE_KEY = "spean.retry"
 
 STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.INVALID: 422,
@@ -127,7 +132,7 @@ def problem_response(
 def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     status = STATUS_BY_KIND[exc.kind]
     errors = [FieldError(exc.field, exc.detail)] if exc.field else None
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited | Unavailable) else None
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="spean"'}
     extra = {k: v for k, v in exc.extra.items() if k != "retry_after"} or None
@@ -208,6 +213,22 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     return problem_response(request, status, code, detail, errors=errors)
 
 
+def database_refusal(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> DomainError | None:
+    """The domain error for what PostgreSQL refused (domain.constraints), flagging a lost race
+    for a retry of the whole request; None if it is a bug."""
+    error = constraints.domain_error(exc)
+    if error is not None:
+        log.info("database_refusal", sqlstate=exc.sqlstate, constraint=exc.constraint_name, code=error.code)
+        if isinstance(error, Unavailable):
+            request.scope[RETRY_SCOPE_KEY] = True  # type: ignore[literal-required]
+    return error
+
+
+def _database(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Problem]:
+    error = database_refusal(request, exc)
+    return _unexpected(request, exc) if error is None else _domain(request, error)
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(request, 500, "internal_error", "something went wrong on our side; it was logged")
@@ -215,6 +236,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: _domain,
+    asyncpg.PostgresError: _database,
     ValidationException: _validation,
     HTTPException: _http,
     Exception: _unexpected,

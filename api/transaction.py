@@ -9,26 +9,44 @@ The key is claimed, the handler's writes are made and the answer is stored in th
 transaction, so a retry never sees a half-done request, and a concurrent duplicate waits on the
 key's row until the first commits, then replays it. Only successes are kept: an error rolls
 everything back, so a retry runs again. The same key with a different body is a 422.
+
+Races: a transaction that loses to a concurrent one in a way PostgreSQL cannot queue (deadlock
+40P01, serialization failure 40001) is rolled back and the WHOLE request runs again here, with
+the same body and key, a few times at most with short random pauses; every route passes here, so
+none answers such a race with a 500. If it loses every time the answer is a 503 with Retry-After.
+The key is claimed inside the transaction that is retried, so a retry claims it afresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import asyncpg
+import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
-from api.asgi_util import header, send_problem
+from api.asgi_util import header, problem_messages, send_problem
+from api.errors import RETRY_SCOPE_KEY
+from domain import constraints
+from domain.errors import Unavailable
+
+log = structlog.get_logger(__name__)
 
 SCOPE_CONN = "spean.conn"
 NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no database
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
+MAX_ATTEMPTS = 4  # a request that lost a race runs at most this often in all
+BACKOFF_S = 0.01  # the pause before retry n is random in [0, BACKOFF_S * 2**n)
 
 
 class _RollBack(Exception):
@@ -45,52 +63,109 @@ class TransactionMiddleware:
             await self.app(scope, receive, send)
             return
         key = header(scope, b"idempotency-key") if scope.get("method") == "POST" else None
-        body = b""
+        body: bytes | None = None
         if key is not None:
             if not _KEY.match(key):
                 await send_problem(
                     send, scope, 400, "invalid_idempotency_key", "Idempotency-Key is 1 to 255 visible ASCII characters"
                 )
                 return
-            read = await _read_body(receive)
-            if read is None:
+            body = await _read_body(receive)
+            if body is None:
                 await send_problem(send, scope, 413, "payload_too_large", f"the body exceeds {MAX_BODY} bytes")
                 return
-            body = read
+        request = _Request(scope, _ReplayableBody(receive, body), key)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            messages = await self._attempt(request, fresh=attempt == 1)
+            if messages is not None and not scope.get(RETRY_SCOPE_KEY):
+                break
+            if attempt < MAX_ATTEMPTS:
+                # Lost a race (deadlock, serialization failure): everything was rolled back, so
+                # the request runs again whole, same body, same key, after a short random pause
+                # that lets the winner commit and keeps the losers from meeting again in step.
+                log.info("request_retried", attempt=attempt, path=scope.get("path"))
+                await asyncio.sleep(random.uniform(0, BACKOFF_S * 2**attempt))  # noqa: S311 - jitter, not secrecy
+        if messages is None:  # lost at commit every time
+            messages = problem_messages(
+                scope, 503, "concurrent_update", "the request met a concurrent one: send it again", retry_after_s=1
+            )
+        for message in messages:
+            await send(message)
+
+    async def _attempt(self, request: _Request, *, fresh: bool) -> list[Message] | None:
+        """One run of the request in one transaction: the answer to send, or None if the commit
+        itself lost a race (then nothing was written)."""
+        scope = request.scope
+        scope.pop(RETRY_SCOPE_KEY, None)  # type: ignore[misc]
+        if not fresh:  # the framework's own exception handling must not think the answer has left
+            ScopeState.from_scope(scope).response_started = False
         user = scope.get("user")
         principal = str(user.user_id) if user is not None else "anonymous"
         state = scope["app"].state
+        ttl_s = state.settings.idempotency_ttl_s
         captured: list[Message] = []
         async with state.pool.acquire() as conn:
             try:
                 async with conn.transaction():
                     fingerprint = b""
-                    if key is not None:
-                        fingerprint = _fingerprint(scope, body)
-                        if not await _claim(conn, principal, key, fingerprint, state.settings.idempotency_ttl_s):
-                            await _replay(conn, scope, send, principal, key, fingerprint)
-                            return
+                    if request.key is not None:
+                        fingerprint = _fingerprint(scope, request.body.complete)
+                        if not await _claim(conn, principal, request.key, fingerprint, ttl_s):
+                            return await _replay(conn, scope, principal, request.key, fingerprint)
                     scope[SCOPE_CONN] = conn  # type: ignore[literal-required]
-                    captured = await _run(self.app, scope, body if key is not None else None, receive)
+                    captured = await _run(self.app, scope, request.body.receiver())
                     status = cast("int", captured[0].get("status", 500)) if captured else 500
                     if not 200 <= status < 400:
                         raise _RollBack
-                    if key is not None:
+                    if request.key is not None:
                         await conn.execute(
                             "UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5 "
                             "WHERE principal = $1 AND key = $2",
                             principal,
-                            key,
+                            request.key,
                             status,
                             _kept_headers(captured[0]),
                             _joined_body(captured),
                         )
             except _RollBack:
                 pass
+            except asyncpg.PostgresError as exc:  # in the commit or the key's statements, not the handler
+                if not isinstance(constraints.domain_error(exc), Unavailable):
+                    raise
+                return None
             finally:
                 scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
-        for message in captured:
-            await send(message)
+        return captured
+
+
+class _ReplayableBody:
+    """The request body, kept as the app reads it so that a retry can read it again."""
+
+    def __init__(self, receive: Receive, complete: bytes | None) -> None:
+        self._receive = receive
+        self._seen: list[ReceiveMessage] = []
+        self.complete = complete or b""  # read up front (Idempotency-Key requests), or b""
+        if complete is not None:
+            self._seen.append(HTTPRequestEvent(type="http.request", body=complete, more_body=False))
+
+    def receiver(self) -> Receive:
+        replay = list(self._seen)
+
+        async def receive() -> ReceiveMessage:
+            if replay:
+                return replay.pop(0)
+            message = await self._receive()
+            if message["type"] == "http.request":
+                self._seen.append(message)
+            return message
+
+        return receive
+
+
+class _Request(NamedTuple):
+    scope: Scope
+    body: _ReplayableBody
+    key: str | None
 
 
 def _fingerprint(scope: Scope, body: bytes) -> bytes:
@@ -134,23 +209,14 @@ async def _read_body(receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _run(app: ASGIApp, scope: Scope, body: bytes | None, receive: Receive) -> list[Message]:
+async def _run(app: ASGIApp, scope: Scope, receive: Receive) -> list[Message]:
     """Run the app, holding its answer back until the transaction is settled."""
-    delivered = body is None
-
-    async def replay_receive() -> ReceiveMessage:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return HTTPRequestEvent(type="http.request", body=body or b"", more_body=False)
-        return await receive()
-
     captured: list[Message] = []
 
     async def capture(message: Message) -> None:
         captured.append(message)
 
-    await app(scope, replay_receive, capture)
+    await app(scope, receive, capture)
     return captured
 
 
@@ -166,7 +232,7 @@ def _joined_body(messages: list[Message]) -> bytes:
     return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
 
 
-async def _replay(conn: Any, scope: Scope, send: Send, principal: str, key: str, fingerprint: bytes) -> None:
+async def _replay(conn: Any, scope: Scope, principal: str, key: str, fingerprint: bytes) -> list[Message]:
     row = await conn.fetchrow(
         "SELECT fingerprint, status_code, headers, body FROM idempotency_keys WHERE principal = $1 AND key = $2",
         principal,
@@ -174,15 +240,15 @@ async def _replay(conn: Any, scope: Scope, send: Send, principal: str, key: str,
     )
     if row is None or row["status_code"] is None:
         # Only if the row expired and was purged between our two statements: ask for a retry.
-        await send_problem(send, scope, 409, "idempotency_key_in_flux", "retry the request")
-        return
+        return problem_messages(scope, 409, "idempotency_key_in_flux", "retry the request")
     if bytes(row["fingerprint"]) != fingerprint:
-        await send_problem(
-            send, scope, 422, "idempotency_key_reused", "this Idempotency-Key was used for a different request"
+        return problem_messages(
+            scope, 422, "idempotency_key_reused", "this Idempotency-Key was used for a different request"
         )
-        return
     body: bytes = row["body"]
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row["headers"]]
     headers += [(b"content-length", str(len(body)).encode()), (b"idempotent-replayed", b"true")]
-    await send({"type": "http.response.start", "status": row["status_code"], "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return [
+        {"type": "http.response.start", "status": row["status_code"], "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    ]

@@ -54,3 +54,13 @@ class RateLimited(DomainError):
     def __init__(self, code: str, detail: str, *, retry_after_s: int) -> None:
         super().__init__(code, detail, retry_after=retry_after_s)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(DomainError):
+    """Not now: a dependency is away or the request lost a race it can win on a second try."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+    def __init__(self, code: str, detail: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(code, detail, retry_after=retry_after_s)
+        self.retry_after_s = retry_after_s

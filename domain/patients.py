@@ -147,14 +147,12 @@ def _check_identifiers(identifiers: list[Identifier]) -> None:
 
 
 async def _save_identifiers(conn: Connection, patient_id: uuid.UUID, identifiers: list[Identifier]) -> None:
-    try:
-        async with conn.transaction():
-            await conn.executemany(
-                "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)",
-                [(patient_id, i.system, i.value) for i in identifiers],
-            )
-    except asyncpg.UniqueViolationError:
-        raise Conflict("identifier_taken", "another patient already has this identifier", field="identifiers") from None
+    # An identifier another patient holds is refused by the primary key (domain.constraints: 409
+    # identifier_taken), also when two registrations race for it.
+    await conn.executemany(
+        "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)",
+        [(patient_id, i.system, i.value) for i in identifiers],
+    )
 
 
 async def register(conn: Connection, principal: Principal, data: PatientIn, *, default_region: str) -> Patient:
@@ -331,11 +329,13 @@ async def update(
         else (None if patch.birth_date is not None else current.birth_year),
     )
     phone = normalize(patch.phone, default_region) if patch.phone else current.phone
-    await conn.execute(
+    # The version is checked again by the write itself: two edits made against the same version
+    # queue on the row, and the second then finds the version moved on (no lost update).
+    updated = await conn.fetchval(
         """UPDATE patients SET names = $2, search_text = $3, birth_date = $4, birth_year = $5, sex = $6,
                   phone = $7, preferred_language = $8, preferred_channel = $9, updated_at = now(),
                   version = version + 1
-           WHERE id = $1""",
+           WHERE id = $1 AND ($10::int IS NULL OR version = $10) RETURNING version""",
         patient_id,
         msgspec.to_builtins(names),
         search_text_of(names),
@@ -345,7 +345,10 @@ async def update(
         phone,
         patch.preferred_language or current.preferred_language,
         patch.preferred_channel or current.preferred_channel,
+        expected_version,
     )
+    if updated is None:
+        raise Conflict("version_mismatch", "the record changed meanwhile: reload it")
     if phone != current.phone:
         await _move_logins(conn, patient_id, current.phone, phone)
     if patch.identifiers is not None:

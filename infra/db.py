@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -16,6 +19,28 @@ if TYPE_CHECKING:
 else:
     Connection = asyncpg.Connection  # a single class: Litestar's signature model refuses unions of classes
     Pool = asyncpg.Pool
+
+
+T = TypeVar("T")
+# A transaction aborted by these lost a race that it may win if run again whole.
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+async def in_transaction(pool: Pool, work: Callable[[Connection], Awaitable[T]], *, attempts: int = 4) -> T:
+    """`work` in a transaction of its own, run again whole (a few times at most, after a short
+    random pause) if PostgreSQL aborts it as the loser of a deadlock or serialization failure.
+
+    For work outside an HTTP request (the WebSocket signalling); requests get the same from
+    api.transaction."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+        except RETRYABLE:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not secrecy
+    raise AssertionError("unreachable")
 
 
 async def init_connection(conn: Connection) -> None:

@@ -20,8 +20,10 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from domain.booking import consultation
+from domain.booking.model import Appointment
 from domain.errors import DomainError, ErrorKind
 from domain.principal import Principal
+from infra.db import Connection, in_transaction
 from realtime import messages as m
 from realtime.bus import Bus
 from realtime.rooms import Rooms
@@ -199,14 +201,19 @@ class PeerSession:
         if not isinstance(message, m.Join):
             raise Closing(m.CLOSE_MALFORMED, "join_required", "the second message is {type: join, appointment_id}")
         assert self.principal is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                appointment, side = await consultation.participant(conn, self.principal, message.appointment_id)
-                self.name = await consultation.display_name(conn, appointment, self.principal, side)
-                if side != "specialist":
-                    await consultation.arrive(conn, self.principal, appointment)
-            except DomainError as exc:
-                raise Closing(_CLOSE_BY_KIND.get(exc.kind, m.CLOSE_MALFORMED), exc.code, exc.detail) from None
+        principal = self.principal
+
+        async def enter(conn: Connection) -> tuple[Appointment, consultation.Side, str]:
+            appointment, side = await consultation.participant(conn, principal, message.appointment_id)
+            name = await consultation.display_name(conn, appointment, principal, side)
+            if side != "specialist":
+                await consultation.arrive(conn, principal, appointment)
+            return appointment, side, name
+
+        try:
+            appointment, side, self.name = await in_transaction(self.pool, enter)
+        except DomainError as exc:
+            raise Closing(_CLOSE_BY_KIND.get(exc.kind, m.CLOSE_MALFORMED), exc.code, exc.detail) from None
         self.appointment_id, self.room, self.side = appointment.id, str(appointment.id), side
         user = str(self.principal.user_id)
         resumed = await self._resume(message, user) if message.resume else None
@@ -294,8 +301,8 @@ class PeerSession:
             return
         assert self.principal is not None
         assert self.appointment_id is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            await consultation.start_call(conn, self.principal, self.appointment_id)
+        principal, appointment_id = self.principal, self.appointment_id
+        await in_transaction(self.pool, lambda conn: consultation.start_call(conn, principal, appointment_id))
         await self.publish({"type": "admitted", "peer": peer_id}, to=peer_id)
         await self.publish(
             {"type": "peer_joined", "peer": peer_id, "side": peer.side, "name": peer.name, "resumed": False}
@@ -333,8 +340,8 @@ class PeerSession:
     async def _end(self) -> None:
         assert self.principal is not None
         assert self.appointment_id is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            seconds = await consultation.end_call(conn, self.principal, self.appointment_id)
+        principal, appointment_id = self.principal, self.appointment_id
+        seconds = await in_transaction(self.pool, lambda conn: consultation.end_call(conn, principal, appointment_id))
         self.finished = True
         self.send({"type": "ended", "by": self.peer_id, "duration_s": seconds})
         await self.publish({"type": "ended", "by": self.peer_id, "duration_s": seconds})

@@ -11,6 +11,7 @@ from litestar import Response
 
 from api.fhir.clinical import Resource, instant
 from api.input_rules import EARLIEST, LATEST
+from api.negotiation import NegotiatedResponse
 from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
@@ -55,7 +56,8 @@ CURRENT_HISTORY = (
 
 
 def fhir(resource: Resource, status_code: int = 200) -> Response[Any]:
-    return Response(content=resource, media_type=FHIR_JSON, status_code=status_code)
+    # Negotiated like every answer, so instants follow the one rule (api.negotiation).
+    return NegotiatedResponse(content=resource, media_type=FHIR_JSON, status_code=status_code)
 
 
 def bundle(

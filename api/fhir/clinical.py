@@ -11,13 +11,14 @@ from typing import Any
 
 from domain.record.catalogue import ICD10, LOINC, UCUM
 from domain.record.types import Entry
+from infra import instants
 
 Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
 def instant(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    return instants.text(value)
 
 
 def ref(kind: str, value: object) -> dict[str, str]:
@@ -101,7 +102,7 @@ def condition(entry: Entry) -> Resource:
             ]
         }
     if "onset" in body:
-        resource["onsetDateTime"] = body["onset"]
+        resource["onsetDateTime"] = instant(datetime.fromisoformat(body["onset"]))
     if "note" in body:
         resource["note"] = [{"text": body["note"]}]
     return resource
@@ -145,7 +146,7 @@ def encounter(entry: Entry) -> Resource:
         "period": {"start": instant(entry.effective_at)},
     }
     if "ended_at" in body:
-        resource["period"]["end"] = body["ended_at"]
+        resource["period"]["end"] = instant(datetime.fromisoformat(body["ended_at"]))
     if "reason" in body:
         resource["reasonCode"] = [{"text": body["reason"]}]
     if entry.appointment_id is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from api.errors import STATUS_BY_KIND, InputRejected, field_errors
+from api.errors import EXCEPTION_HANDLERS, STATUS_BY_KIND, InputRejected, database_refusal, field_errors
 from api.fhir.bundle import FHIR_JSON
 from domain.errors import DomainError, ErrorKind
 
@@ -38,7 +39,15 @@ def outcome(issue_type: str, code: str, detail: str, field: str | None = None) -
 
 def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     body = outcome(_ISSUE_TYPE[exc.kind], exc.code, exc.detail, exc.field)
-    return Response(body, status_code=STATUS_BY_KIND[exc.kind], media_type=FHIR_JSON)
+    headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+    return Response(body, status_code=STATUS_BY_KIND[exc.kind], media_type=FHIR_JSON, headers=headers)
+
+
+def _database(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Any]:
+    error = database_refusal(request, exc)
+    if error is None:
+        return EXCEPTION_HANDLERS[Exception](request, exc)  # a bug: the app's bare 500
+    return _domain(request, error)
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -48,7 +57,11 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     return Response(outcome("invalid", code, str(exc.detail), field), status_code=400, media_type=FHIR_JSON)
 
 
-FHIR_EXCEPTION_HANDLERS: ExceptionHandlersMap = {DomainError: _domain, ValidationException: _validation}
+FHIR_EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain,
+    asyncpg.PostgresError: _database,
+    ValidationException: _validation,
+}
 
 
 def code_of(body: dict[str, Any]) -> str:

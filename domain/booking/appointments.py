@@ -2,7 +2,9 @@
 completed), or cancelled / no-show. Reschedules keep their history in appointment_events.
 
 Double booking is refused by the database's exclusion constraints, not by a prior read, so two
-concurrent requests for one slot cannot both succeed whatever the interleaving.
+concurrent requests for one slot cannot both succeed whatever the interleaving; the violation
+becomes a 409 through domain.conflicts. Writers that place an appointment on a time take the
+schedule locks first (domain.booking.locks), so colliding writers queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-import asyncpg
 import msgspec
 
 from domain import access
 from domain.audit import trail
-from domain.booking.availability import find_slot, pick_slot, slot_rules_sql
+from domain.booking.availability import ACTIVE, find_slot, pick_slot, slot_rules_sql
 from domain.booking.history import HISTORY_AUDIT_OUTBOX, record_args, record_change
+from domain.booking.locks import lock_schedules, schedule_locks_sql
 from domain.booking.model import (
     EPOCH,
     SELECT,
@@ -35,12 +37,6 @@ from infra.db import Connection
 
 CHECK_IN_OPENS = timedelta(minutes=60)
 _DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show", "complete": "completed"}
-
-
-def _overlap_conflict(exc: asyncpg.ExclusionViolationError) -> Conflict:
-    if exc.constraint_name == "appointments_patient_no_overlap":
-        return Conflict("patient_double_booked", "the patient already has a consultation at that time", field="start")
-    return Conflict("slot_taken", "that slot was just booked by someone else: pick another", field="start")
 
 
 def _require_future(start: datetime, now: datetime) -> None:
@@ -62,8 +58,9 @@ async def book(
     mode: Mode = "video",
     reason: str | None = None,
 ) -> Appointment:
-    """Two statements: one read (may the caller book for this patient; the practitioner's rules
-    at `start`), one write (appointment, history, audit, outbox). This is the hottest write path."""
+    """Two statements: one read (may the caller book for this patient; does the practitioner
+    exist, and their rules at `start`), one write (schedule locks, then appointment, history,
+    audit, outbox). This is the hottest write path."""
     _require_future(start, datetime.now(UTC))
     columns, joins = slot_rules_sql("$6", "$7")
     # The wider visibility rule only matters when a practitioner books with themself (a
@@ -71,7 +68,8 @@ async def book(
     follow_up = principal.practitioner_id == practitioner_id
     visible = access.PATIENT_VISIBLE if follow_up else "($4::uuid IS NULL AND false)"
     rows = await conn.fetch(
-        f"""SELECT {visible} AS visible, {access.PATIENT_SIDE} AS patient_side, {columns}
+        f"""SELECT {visible} AS visible, {access.PATIENT_SIDE} AS patient_side,
+                   EXISTS (SELECT 1 FROM practitioners WHERE id = $6) AS practitioner_exists, {columns}
             FROM patients p LEFT JOIN ({joins}) ON true WHERE p.id = $5""",
         *access.patient_args(principal),
         patient_id,
@@ -83,6 +81,8 @@ async def book(
     # A specialist who can see the patient may book a follow-up, but only with themself.
     if not (rows[0]["patient_side"] or (rows[0]["visible"] and follow_up)):
         raise Forbidden("patient_access_denied", "you may not book for this patient")
+    if not rows[0]["practitioner_exists"]:
+        raise NotFound("practitioner_not_found", "no such practitioner", field="practitioner_id")
     rule, slot = pick_slot(rows, start)
     if mode not in slot.modes:
         raise InvalidInput("mode_not_offered", f"this slot offers {', '.join(slot.modes)}", field="mode")
@@ -105,23 +105,20 @@ async def book(
         updated_at=EPOCH,
         version=1,
     )
-    try:
-        # A conflict aborts the transaction, which is fine: the request fails as a whole.
-        created = await conn.fetchval(
-            f"""WITH change AS (
-                    INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at, status,
-                                              mode, reason, booked_by, channel)
-                    VALUES ($1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12)
-                    RETURNING created_at
-                ), {HISTORY_AUDIT_OUTBOX}
-                SELECT created_at FROM change""",
-            *record_args(principal, appointment, "book", None, None),
-            practitioner_id,
-            mode,
-            reason,
-        )
-    except asyncpg.ExclusionViolationError as exc:
-        raise _overlap_conflict(exc) from None
+    # A conflict aborts the transaction, which is fine: the request fails as a whole.
+    created = await conn.fetchval(
+        f"""WITH change AS (
+                INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at, status,
+                                          mode, reason, booked_by, channel)
+                SELECT $1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12 FROM {schedule_locks_sql("$15", "$11")}
+                RETURNING created_at
+            ), {HISTORY_AUDIT_OUTBOX}
+            SELECT created_at FROM change""",
+        *record_args(principal, appointment, "book", None, None),
+        practitioner_id,
+        mode,
+        reason,
+    )
     appointment.created_at = appointment.updated_at = created
     return appointment
 
@@ -230,18 +227,15 @@ async def reschedule(
         raise Conflict("invalid_status", f"a {current.status} appointment cannot be rescheduled")
     if start == current.start:
         raise InvalidInput("same_time", "the appointment is already at that time", field="start")
+    await lock_schedules(conn, current.practitioner_id, current.patient_id)
     _rule, slot = await find_slot(conn, current.practitioner_id, start)
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                """UPDATE appointments SET start_at = $2, end_at = $3, updated_at = now(), version = version + 1
-                   WHERE id = $1""",
-                appointment_id,
-                slot.start,
-                slot.end,
-            )
-    except asyncpg.ExclusionViolationError as exc:
-        raise _overlap_conflict(exc) from None
+    await conn.execute(
+        """UPDATE appointments SET start_at = $2, end_at = $3, updated_at = now(), version = version + 1
+           WHERE id = $1""",
+        appointment_id,
+        slot.start,
+        slot.end,
+    )
     updated = await load_appointment(conn, appointment_id)
     await record_change(conn, principal, updated, "reschedule", current.status, reason)
     return updated
@@ -270,6 +264,8 @@ async def _transition(
             raise Forbidden("role_required", "only staff may mark a no-show")
         if now < current.start:
             raise Conflict("not_started", "a no-show can only be marked after the start time")
+    if to in ACTIVE:  # the row stays under the exclusion constraints: queue like a booking does
+        await lock_schedules(conn, current.practitioner_id, current.patient_id)
     await conn.execute(
         """UPDATE appointments SET status = $2, cancel_reason = coalesce($3, cancel_reason), updated_at = now(),
                                    version = version + 1 WHERE id = $1""",

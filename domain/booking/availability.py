@@ -13,6 +13,7 @@ import msgspec
 from asyncpg import Record
 
 from domain import access
+from domain.booking.locks import lock_practitioner
 from domain.booking.slots import Busy, Rule, Slot, expand, slot_at
 from domain.errors import InvalidInput
 from domain.fields import Code, Int32
@@ -98,6 +99,9 @@ async def replace_rules(
     await access.require_can_manage_schedule(conn, principal, practitioner_id, facility_id)
     checked = _check_rules(rules)
     today = datetime.now(UTC).date()
+    # Two replaces at once would each delete only the rules they saw and both insert theirs
+    # (overlapping weekly rules); under the lock the second replaces what the first wrote.
+    await lock_practitioner(conn, practitioner_id)
     await conn.execute(
         "DELETE FROM availability_rules WHERE practitioner_id = $1 AND facility_id = $2",
         practitioner_id,

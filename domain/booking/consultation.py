@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from domain.booking.history import record_change
+from domain.booking.locks import lock_schedules
 from domain.booking.model import Appointment, load_appointment
 from domain.errors import Conflict, Forbidden, NotFound
 from domain.principal import Principal
@@ -75,12 +76,16 @@ async def arrive(conn: Connection, principal: Principal, appointment: Appointmen
     """The patient side entered the waiting room: a booked appointment is now checked in."""
     if appointment.status != "booked":
         return appointment
-    await conn.execute(
+    # Still under the exclusion constraints after the change: queue like a booking (domain.booking.locks).
+    await lock_schedules(conn, appointment.practitioner_id, appointment.patient_id)
+    arrived = await conn.fetchval(
         "UPDATE appointments SET status = 'checked_in', updated_at = now(), version = version + 1 WHERE id = $1 "
-        "AND status = 'booked'",
+        "AND status = 'booked' RETURNING 1",
         appointment.id,
     )
     updated = await load_appointment(conn, appointment.id)
+    if arrived is None:  # cancelled, checked in or admitted meanwhile: nothing happened here
+        return updated
     await record_change(conn, principal, updated, "check_in", appointment.status, "joined the waiting room")
     return updated
 
@@ -93,6 +98,7 @@ async def start_call(conn: Connection, principal: Principal, appointment_id: uui
     current = await load_appointment(conn, appointment_id, for_update=True)
     if current.status not in ("booked", "checked_in", "in_progress"):
         raise Conflict("consultation_closed", f"the appointment is {current.status}")
+    await lock_schedules(conn, current.practitioner_id, current.patient_id)
     started = await conn.fetchval(
         """UPDATE appointments
               SET status = 'in_progress', call_started_at = now(), call_ended_at = NULL,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from domain.audit import trail
 from domain.booking.model import Appointment
 from domain.principal import Principal
+from infra import instants
 from infra.db import Connection
 
 # History, audit and outbox rows for a change, as data-modifying CTEs of one statement (the
@@ -32,7 +33,7 @@ def record_args(
         "appointment_id": str(appointment.id),
         "patient_id": str(appointment.patient_id),
         "practitioner_id": str(appointment.practitioner_id),
-        "start": appointment.start.isoformat(),
+        "start": instants.text(appointment.start),
         "status": appointment.status,
     }
     return (

@@ -113,6 +113,7 @@ def slot_at(rule: Rule, start: datetime) -> Slot | None:
         return None
     if _instant(day, local.time().replace(tzinfo=None), zone) != start:
         return None  # the second occurrence of a repeated local time, or a skipped one
+    start = start.astimezone(UTC)  # the caller may have written it with any offset
     return Slot(
         practitioner_id=rule.practitioner_id,
         facility_id=rule.facility_id,

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 import msgspec
 
 from domain import access
+from domain.booking.locks import lock_practitioner
 from domain.errors import InvalidInput, NotFound
 from domain.principal import Principal
+from infra import instants
 from infra.db import Connection
 
 
@@ -45,6 +47,7 @@ async def add_exception(
         raise InvalidInput("time_range_too_long", "at most a year at once", field="ends_at")
     if practitioner_id is not None:
         await access.require_can_manage_schedule(conn, principal, practitioner_id, None)
+        await lock_practitioner(conn, practitioner_id)  # a booking in flight commits first, then this
     elif facility_id is not None:
         access.require_facility_admin(principal, facility_id)
     exc_id = uuid.uuid4()
@@ -61,8 +64,8 @@ async def add_exception(
     )
     return TimeOff(
         id=exc_id,
-        starts_at=starts_at,
-        ends_at=ends_at,
+        starts_at=instants.utc(starts_at),
+        ends_at=instants.utc(ends_at),
         reason=reason,
         practitioner_id=practitioner_id,
         facility_id=facility_id,

@@ -94,23 +94,21 @@ async def grant(conn: Connection, principal: Principal, patient_id: uuid.UUID, d
         raise InvalidInput("facility_required", "name the facility", field="facility_id")
     if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
         raise InvalidInput("expires_in_past", "a consent must expire in the future", field="expires_at")
-    try:
-        row = await conn.fetchrow(
-            """INSERT INTO consents (id, patient_id, scope, facility_id, practitioner_id, method, witness_name,
-                                     recorded_by, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *""",
-            uuid.uuid4(),
-            patient_id,
-            data.scope,
-            facility_id,
-            data.practitioner_id,
-            method,
-            data.witness_name if method == "chw_witness" else None,
-            principal.user_id,
-            data.expires_at,
-        )
-    except asyncpg.ForeignKeyViolationError:
-        raise InvalidInput("grantee_not_found", "no such facility or practitioner") from None
+    # An unknown grantee is refused by the foreign keys (domain.constraints: grantee_not_found).
+    row = await conn.fetchrow(
+        """INSERT INTO consents (id, patient_id, scope, facility_id, practitioner_id, method, witness_name,
+                                 recorded_by, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *""",
+        uuid.uuid4(),
+        patient_id,
+        data.scope,
+        facility_id,
+        data.practitioner_id,
+        method,
+        data.witness_name if method == "chw_witness" else None,
+        principal.user_id,
+        data.expires_at,
+    )
     assert row is not None
     consent = _to_consent(row)
     await trail.record(

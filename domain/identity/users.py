@@ -30,17 +30,18 @@ async def login(conn: Connection, phone: str) -> uuid.UUID | None:
     if row is None:
         if not await conn.fetchval("SELECT 1 FROM patients WHERE phone = $1 LIMIT 1", phone):
             return None
-        # Two first sign-ins at once: both end with the one account.
-        user_id: uuid.UUID = await conn.fetchval(
+        # Two first sign-ins at once (or one while staff onboard the phone) meet on the unique
+        # phone: the second waits for the first and both end with the one account.
+        row = await conn.fetchrow(
             """INSERT INTO users (id, phone) VALUES ($1, $2)
-               ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone RETURNING id""",
+               ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone RETURNING id, disabled_at""",
             uuid.uuid4(),
             phone,
         )
-    elif row["disabled_at"] is not None:
+        assert row is not None
+    if row["disabled_at"] is not None:
         raise Unauthenticated("user_disabled", "this account is disabled")
-    else:
-        user_id = row["id"]
+    user_id: uuid.UUID = row["id"]
     await conn.execute(
         """INSERT INTO patient_accounts (user_id, patient_id)
            SELECT $1, id FROM patients WHERE phone = $2 ON CONFLICT DO NOTHING""",

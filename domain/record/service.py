@@ -114,6 +114,10 @@ async def _locked_head(conn: Connection, principal: Principal, entry_id: uuid.UU
     """The head, locked against concurrent changes; access is checked before the version, so a
     caller who may not write learns nothing about the entry."""
     current = await store.head(conn, entry_id, for_update=True)
+    if current is None and await conn.fetchval("SELECT 1 FROM record_entries WHERE id = $1 LIMIT 1", entry_id):
+        # We waited for the head while a concurrent change superseded it: lock the new head, so
+        # the loser of the race is told of a version conflict, not of a missing entry.
+        current = await store.head(conn, entry_id, for_update=True)
     if current is None:
         raise NotFound("entry_not_found", "no such record entry")
     await access.require_can_write_record(conn, principal, current.patient_id)

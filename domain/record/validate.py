@@ -19,6 +19,7 @@ from domain.record.types import (
     ObservationIn,
     PrescriptionIn,
 )
+from infra import instants
 
 # Clocks on phones drift; a time much later than the server's is a wrong clock, not a future fact.
 _CLOCK_SKEW = timedelta(minutes=10)
@@ -94,7 +95,10 @@ def _observation(obs: ObservationIn, now: datetime) -> Checked:
 
 
 def _builtins(entry: EntryIn) -> dict[str, Any]:
-    body: dict[str, Any] = msgspec.to_builtins(entry)
+    # Instants in the stored body (started_at, ended_at, onset, effective_at) are kept as UTC text,
+    # whatever offset the client wrote: they leave in answers and FHIR resources as they are.
+    raw: dict[str, Any] = msgspec.to_builtins(entry, builtin_types=(datetime,))
+    body = {k: instants.text(v) if isinstance(v, datetime) else v for k, v in raw.items()}
     body.pop("kind", None)
     body.pop("encounter_id", None)  # a column of its own
     return {k: v for k, v in body.items() if v is not None}

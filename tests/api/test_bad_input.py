@@ -132,8 +132,8 @@ class TestBookingInput:
                 json={"patient_id": patient, "practitioner_id": str(uuid.uuid4()), "start": start},
                 headers=headers,
             ),
-            422,
-            "slot_unavailable",
+            404,
+            "practitioner_not_found",
         )
         _problem(await client.get(f"/v1/appointments/{uuid.uuid4()}", headers=headers), 404, "appointment_not_found")
         _problem(await client.get(f"/v1/patients/{uuid.uuid4()}", headers=headers), 404, "patient_not_found")

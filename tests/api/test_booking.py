@@ -231,3 +231,16 @@ class TestNoDoubleBooking:
         )
         assert second.status_code == 409
         assert second.json()["code"] == "patient_double_booked"
+
+
+class TestUnknownIds:
+    async def test_every_id_of_a_booking_is_checked_for_existence(self, client: Client, factory: Factory) -> None:
+        """An unknown practitioner is a 404 naming it, not "slot unavailable"; so is an unknown patient."""
+        scene = await factory.scene()
+        for field, code in (("practitioner_id", "practitioner_not_found"), ("patient_id", "patient_not_found")):
+            response = await client.post(
+                "/v1/appointments", json={**scene.booking(), field: str(uuid.uuid4())}, headers=scene.chw.headers
+            )
+            assert response.status_code == 404, response.text
+            assert response.json()["code"] == code
+            assert response.json()["errors"][0]["field"] == field
