@@ -102,6 +102,11 @@ async def onboard(
         display_name,
     )
     if user_id is None:  # created concurrently by someone else: that account is not ours to change
+        # The insert waited for the other transaction to commit, so this read sees what it made.
+        if await conn.fetchval(
+            "SELECT 1 FROM practitioners p JOIN users u ON u.id = p.user_id WHERE u.phone = $1", phone
+        ):
+            raise Conflict("practitioner_exists", "this phone was just given to a practitioner", field="phone")
         raise Conflict("phone_in_use", "this phone was just given to another account", field="phone")
     return user_id, bool(in_use)
 
