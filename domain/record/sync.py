@@ -64,34 +64,39 @@ def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
     return facilities
 
 
+_MAX_TICKET = 2**63 - 1
+
+
 def _cursor(value: str) -> tuple[int, int]:
     tx, _, seq = value.partition(".")
-    if not (tx.isdigit() and (seq.isdigit() or not seq)):
+    if not (tx.isdigit() and (seq.isdigit() or not seq)) or int(tx) > _MAX_TICKET or int(seq or 0) > _MAX_TICKET:
         raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
     return int(tx), int(seq or 0)
 
 
 # The feed: record entry versions and patient rows of the facilities, after the cursor and below
-# the horizon, in (transaction, position) order. $1 facilities, $2 cursor tx, $3 cursor seq.
+# the horizon, in (ticket, position) order. $1 facilities, $2 cursor ticket, $3 cursor seq, $4 horizon.
 _FEED = """
     SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
-    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
-      AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::bigint, $3) AND e.tx < $4::bigint
     UNION ALL
     SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
-    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::text::xid8, $3)
-      AND p.tx < pg_snapshot_xmin(pg_current_snapshot())"""
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint"""
 
 
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
-    """Changes after the cursor `tx.seq` up to the horizon below which every transaction has
-    finished (see migrations 0009, 0010): a cursor never passes a change."""
+    """Changes after the cursor `tx.seq` up to the horizon below which every writer of the feed
+    has finished (see migration 0011): a cursor never passes a change. The horizon is read in a
+    statement of its own, so the feed query's snapshot (READ COMMITTED) is taken after it."""
     tx, seq = _cursor(since)
+    facilities = _sync_facilities(principal)
+    horizon = await conn.fetchval("SELECT sync_feed_horizon()")
     feed = await conn.fetch(
-        f"SELECT what, id, version, tx::text AS tx_text, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $4",
-        _sync_facilities(principal),
-        str(tx),
+        f"SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5",
+        facilities,
+        tx,
         seq,
+        horizon,
         limit + 1,
     )
     page = feed[:limit]
@@ -109,7 +114,7 @@ async def pull(conn: Connection, principal: Principal, *, since: str, limit: int
             patient_ids=touched,
             purpose="sync",
         )
-    cursor = f"{page[-1]['tx_text']}.{page[-1]['seq']}" if page else since
+    cursor = f"{page[-1]['tx']}.{page[-1]['seq']}" if page else since
     return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
 
 
