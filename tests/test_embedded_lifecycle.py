@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,12 +57,12 @@ def _otp(port: int) -> int:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
         self.port = free_port()
         self.log = log
         with log.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "spean.cli", "serve", "--port", str(self.port), "--workers", "2"],
+                [sys.executable, "-m", "spean.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -88,14 +86,10 @@ class Server:
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: as root, PostgreSQL runs as another user that must traverse
-    # the folders above, and a concurrent pytest resets /tmp/pytest-of-<user> to 0700.
-    folder = Path(tempfile.mkdtemp(prefix="spean-lifecycle-")).resolve()
-    yield folder / "data"
-    for process in _servers_of(folder):  # a failed test must not leak servers either
+def data_dir(scratch_dir: Path) -> Iterator[Path]:
+    yield scratch_dir / "data"
+    for process in _servers_of(scratch_dir):  # a failed test must not leak servers either
         process.kill()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -136,7 +130,7 @@ def test_killed_restarted_and_interrupted_server_leaves_nothing_behind(
     assert _servers_of(data_dir) == []
     assert _errors(second.log) == []
 
-    third = Server(env, tmp_path / "third.log")
+    third = Server(env, tmp_path / "third.log", workers=1)  # uvicorn serves in this process
     assert _otp(third.port) == 429  # Redis kept its data on disk across a clean stop
     assert third.signal_group(signal.SIGINT) == 0
     assert _servers_of(data_dir) == []

@@ -9,6 +9,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -27,7 +28,7 @@ async def busy_neighbour(servers: tuple[str, str]) -> AsyncIterator[None]:
     admin = await asyncpg.connect(servers[0])
     neighbour = f"sync_neighbour_{secrets.token_hex(4)}"
     await admin.execute(f'CREATE DATABASE "{neighbour}"')
-    other = await asyncpg.connect(servers[0].rsplit("/", 1)[0] + f"/{neighbour}")
+    other = await asyncpg.connect(urlunsplit(urlsplit(servers[0])._replace(path=f"/{neighbour}")))
     try:
         await other.execute("BEGIN; SELECT pg_current_xact_id();")
         yield

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import asyncpg
+import psutil
 from redis.asyncio import Redis
 
 from infra.embedded import EmbeddedServices
 from infra.migrate import migrate
 
 
-async def test_embedded_postgres_and_redis_start_migrate_and_stop(tmp_path: Path) -> None:
-    services = EmbeddedServices(tmp_path / "data")
+async def test_embedded_postgres_and_redis_start_migrate_and_stop(scratch_dir: Path) -> None:
+    services = EmbeddedServices(scratch_dir / "data")
     try:
         database_url = services.start_postgres()
         redis_url = services.start_redis()
@@ -28,4 +30,53 @@ async def test_embedded_postgres_and_redis_start_migrate_and_stop(tmp_path: Path
         await redis.aclose()
     finally:
         services.stop()
-    assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+    assert (scratch_dir / "data" / "postgres" / "PG_VERSION").exists()
+
+
+def _postgres_of(pgdata: Path) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or ())
+    ]
+
+
+async def test_a_shared_server_stops_with_its_last_user(scratch_dir: Path) -> None:
+    """Two processes' worth of users (e.g. `spean serve` and `spean admin`): the first to leave
+    does not pull the server from under the other; the last one stops it."""
+    data = (scratch_dir / "data").resolve()
+    first, second = EmbeddedServices(data), EmbeddedServices(data)
+    try:
+        url = first.start_postgres()
+        assert second.start_postgres() == url  # adopted, not a second server
+        first.stop()
+        conn = await asyncpg.connect(url)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    finally:
+        first.stop()
+        second.stop()
+    assert _postgres_of(data / "postgres") == []
+
+
+def test_a_pid_file_naming_another_process_is_not_a_server(scratch_dir: Path) -> None:
+    """A stale postmaster.pid whose pid now belongs to some other process: not adopted, not
+    signalled; a real server is started and stopped."""
+    data = (scratch_dir / "data").resolve()
+    services = EmbeddedServices(data)
+    services.start_postgres()
+    services.stop()
+    bystander = subprocess.Popen(["sleep", "60"])  # noqa: S607 - coreutils
+    try:
+        (data / "postgres" / "postmaster.pid").write_text(f"{bystander.pid}\n{data / 'postgres'}\n")
+        services = EmbeddedServices(data)
+        try:
+            services.start_postgres()
+            assert len(_postgres_of(data / "postgres")) > 0
+        finally:
+            services.stop()
+        assert _postgres_of(data / "postgres") == []
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
