@@ -59,11 +59,17 @@ class EmbeddedServices:
         with _control(pgdata) as use:
             self._users.append(use)
             use.stop_server = lambda: _stop_postgres(pgdata)
+            adopted = _postmaster(pgdata) is not None
             admin_uri = _start_postgres(pgdata)
         self.database_url = _with_database(admin_uri, database)
         if _psql(admin_uri, f"SELECT 1 FROM pg_database WHERE datname = '{database}';").find("1 row") < 0:
             _psql(admin_uri, f"CREATE DATABASE {database};")
-        log.info("embedded_postgres_started", data_dir=str(pgdata), seconds=round(time.perf_counter() - started, 2))
+        log.info(
+            "embedded_postgres_started",
+            data_dir=str(pgdata),
+            adopted=adopted,  # left running by a process that was killed, or shared with one alive
+            seconds=round(time.perf_counter() - started, 2),
+        )
         return self.database_url
 
     def start_redis(self) -> str:
@@ -72,9 +78,10 @@ class EmbeddedServices:
         with _control(folder) as use:
             self._users.append(use)
             use.stop_server = lambda: _stop_redis(folder)
+            adopted = _redis_server(folder) is not None
             port = _start_redis(folder)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
-        log.info("embedded_redis_started", url=self.redis_url, data_dir=str(folder))
+        log.info("embedded_redis_started", url=self.redis_url, data_dir=str(folder), adopted=adopted)
         return self.redis_url
 
     def stop(self) -> None:
