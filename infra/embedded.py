@@ -27,9 +27,10 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import quote
 
 import psutil
@@ -56,14 +57,13 @@ class EmbeddedServices:
         pgdata = (self.data_dir / "postgres").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        with _control(pgdata) as use:
-            self._users.append(use)
-            use.stop_server = lambda: _stop_postgres(pgdata)
+        with _control(pgdata, stop_server=lambda: _stop_postgres(pgdata)) as use:
             adopted = _postmaster(pgdata) is not None
             admin_uri = _start_postgres(pgdata)
+            if _psql(admin_uri, f"SELECT 1 FROM pg_database WHERE datname = '{database}';").find("1 row") < 0:
+                _psql(admin_uri, f"CREATE DATABASE {database};")
+        self._users.append(use)
         self.database_url = _with_database(admin_uri, database)
-        if _psql(admin_uri, f"SELECT 1 FROM pg_database WHERE datname = '{database}';").find("1 row") < 0:
-            _psql(admin_uri, f"CREATE DATABASE {database};")
         log.info(
             "embedded_postgres_started",
             data_dir=str(pgdata),
@@ -75,11 +75,10 @@ class EmbeddedServices:
     def start_redis(self) -> str:
         folder = (self.data_dir / "redis").resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        with _control(folder) as use:
-            self._users.append(use)
-            use.stop_server = lambda: _stop_redis(folder)
+        with _control(folder, stop_server=lambda: _stop_redis(folder)) as use:
             adopted = _redis_server(folder) is not None
             port = _start_redis(folder)
+        self._users.append(use)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         log.info("embedded_redis_started", url=self.redis_url, data_dir=str(folder), adopted=adopted)
         return self.redis_url
@@ -100,7 +99,7 @@ class _Use:
 
     folder: Path
     users: IO[bytes]
-    stop_server: Any = None
+    stop_server: Callable[[], None]
 
     def leave(self) -> None:
         with _locked(self.folder.with_name(self.folder.name + ".control")):
@@ -111,26 +110,24 @@ class _Use:
                 return  # another live process still uses the server
             finally:
                 self.users.close()
-            if self.stop_server is not None:
-                self.stop_server()
+            self.stop_server()
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Any:
+def _locked(path: Path) -> Iterator[None]:
     with path.open("ab") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released on close, or by the kernel if we die
         yield
 
 
 @contextlib.contextmanager
-def _control(folder: Path) -> Any:
+def _control(folder: Path, stop_server: Callable[[], None]) -> Iterator[_Use]:
     """Start (or adopt) a server while no other process starts or stops it; join its users."""
     with _locked(folder.with_name(folder.name + ".control")):
         users = folder.with_name(folder.name + ".users").open("ab")
         fcntl.flock(users, fcntl.LOCK_SH)
-        use = _Use(folder, users)
         try:
-            yield use
+            yield _Use(folder, users, stop_server)
         except BaseException:
             users.close()
             raise

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -80,3 +83,49 @@ def test_a_pid_file_naming_another_process_is_not_a_server(scratch_dir: Path) ->
     finally:
         bystander.kill()
         bystander.wait()
+
+
+_USE_AT = """
+import asyncio, sys, time
+from pathlib import Path
+import asyncpg, redis
+from infra.embedded import EmbeddedServices
+from infra.logging import configure
+configure("info", json=True)
+start, hold = float(sys.argv[2]), float(sys.argv[3])
+while time.time() < start:
+    pass
+services = EmbeddedServices(Path(sys.argv[1]))
+try:
+    database_url, redis_url = services.start_postgres(), services.start_redis()
+    while time.time() < hold:  # everyone is started before anyone leaves
+        time.sleep(0.05)
+    assert asyncio.run(asyncpg.connect(database_url)).is_closed() is False
+    assert redis.Redis.from_url(redis_url).incr("users") >= 1
+finally:
+    services.stop()
+"""
+
+
+def test_processes_starting_together_share_one_server_of_each(scratch_dir: Path) -> None:
+    data = scratch_dir / "data"
+    start = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _USE_AT, str(data), str(start), str(start + 15)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=90) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
+    started = [json.loads(line) for out, err in results for line in (out + err).splitlines() if "_started" in line]
+    assert len(started) == 8
+    assert sorted(e["event"] for e in started if not e["adopted"]) == [  # one of each server was started
+        "embedded_postgres_started",
+        "embedded_redis_started",
+    ]
+    assert _postgres_of(data / "postgres") == []
+    assert not (data / "redis" / "server.json").exists()
