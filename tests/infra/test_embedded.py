@@ -86,19 +86,20 @@ def test_a_pid_file_naming_another_process_is_not_a_server(scratch_dir: Path) ->
 
 
 _USE_AT = """
-import asyncio, sys, time
+import asyncio, os, sys, time
 from pathlib import Path
 import asyncpg, redis
 from infra.embedded import EmbeddedServices
 from infra.logging import configure
 configure("info", json=True)
-start, hold = float(sys.argv[2]), float(sys.argv[3])
+start, barrier = float(sys.argv[2]), Path(sys.argv[3])
 while time.time() < start:
     pass
 services = EmbeddedServices(Path(sys.argv[1]))
 try:
     database_url, redis_url = services.start_postgres(), services.start_redis()
-    while time.time() < hold:  # everyone is started before anyone leaves
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < 4:  # everyone is started before anyone leaves
         time.sleep(0.05)
     assert asyncio.run(asyncpg.connect(database_url)).is_closed() is False
     assert redis.Redis.from_url(redis_url).incr("users") >= 1
@@ -108,11 +109,12 @@ finally:
 
 
 def test_processes_starting_together_share_one_server_of_each(scratch_dir: Path) -> None:
-    data = scratch_dir / "data"
+    data, barrier = scratch_dir / "data", scratch_dir / "barrier"
+    barrier.mkdir()
     start = time.time() + 2.0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _USE_AT, str(data), str(start), str(start + 15)],
+            [sys.executable, "-c", _USE_AT, str(data), str(start), str(barrier)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
