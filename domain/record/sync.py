@@ -12,6 +12,7 @@ version is returned), or rejected (with the error code).
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Literal
 
@@ -64,14 +65,16 @@ def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
     return facilities
 
 
-_MAX_TICKET = 2**63 - 1
+_CURSOR = re.compile(r"(\d{1,19})(?:\.(\d{1,19}))?", re.ASCII)
+_BIGINT_MAX = 2**63 - 1
 
 
 def _cursor(value: str) -> tuple[int, int]:
-    tx, _, seq = value.partition(".")
-    if not (tx.isdigit() and (seq.isdigit() or not seq)) or int(tx) > _MAX_TICKET or int(seq or 0) > _MAX_TICKET:
+    match = _CURSOR.fullmatch(value)
+    tx, seq = (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
+    if not (0 <= tx <= _BIGINT_MAX and 0 <= seq <= _BIGINT_MAX):  # both are bigint columns
         raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
-    return int(tx), int(seq or 0)
+    return tx, seq
 
 
 # The feed: record entry versions and patient rows of the facilities, after the cursor and below

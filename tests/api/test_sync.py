@@ -129,8 +129,9 @@ class TestPull:
         assert packed.headers["content-type"].startswith("application/msgpack")
         assert msgspec.msgpack.decode(packed.content)["changes"][0]["id"] == as_json.json()["changes"][0]["id"]
         assert len(packed.content) < len(as_json.content)
-        bad = await client.get("/v1/sync", params={"since": "abc"}, headers=scene.chw.headers)
-        assert bad.json()["code"] == "invalid_cursor"
+        for cursor in ("abc", "9" * 20, "1.9223372036854775808", "9223372036854775808", "\u00b2", "1.", "9" * 5000):
+            bad = await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)
+            assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor"), cursor
         specialist = await client.get("/v1/sync", headers=scene.specialist.headers)
         assert specialist.status_code == 403
         assert uuid.UUID(as_json.json()["changes"][0]["id"])
