@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test lint typecheck check bench bench-signalling bench-record clean
+.PHONY: install run serve demo test lint typecheck check bench bench-signalling bench-record bench-feed-write clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,8 @@ bench-signalling: install
 	$(BIN)/python -m bench.signalling
 bench-record: install
 	$(BIN)/python -m bench.record
+bench-feed-write: install
+	$(BIN)/python -m bench.feed_write
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

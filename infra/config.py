@@ -6,8 +6,10 @@ a message naming the variable, rather than failing later on the first request th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -149,19 +151,33 @@ def resolve_secret_key(settings: Settings) -> str:
     """The signing key: configured, or (outside production) one kept in the data folder.
 
     Keeping the generated key on disk lets `spean admin issue-token`, run beside the server,
-    sign tokens the server accepts, and keeps sessions valid across restarts.
+    sign tokens the server accepts, and keeps sessions valid across restarts. Workers starting
+    together race to create it: the key is written whole to a private temp file and then linked
+    into place, which fails if another process got there first; the name therefore only ever
+    points at a complete key, and every process ends up with the same one.
     """
     if settings.secret_key:
         return settings.secret_key
     path = settings.data_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its key
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _publish_once(path, secrets.token_urlsafe(48))
+    key = path.read_text().strip()
+    if not key:  # only a file written by an older Spean that died mid-write
+        raise ConfigError(f"{path} is empty: delete it (a new key is generated) or set SPEAN_SECRET_KEY")
     return key
+
+
+def _publish_once(path: Path, text: str) -> None:
+    """Create `path` holding `text` (mode 0600) unless it exists; never visible half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # link(2), unlike rename, refuses to replace: a key another worker already uses stays.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)

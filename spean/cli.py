@@ -8,8 +8,10 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import get_args
 
 from domain.errors import DomainError
@@ -22,21 +24,20 @@ ROLES = ("patient", "system_admin", *get_args(Role))
 
 
 @contextmanager
-def _services(settings: Settings) -> Iterator[tuple[str, str]]:
-    """The configured PostgreSQL and Redis, or embedded ones for as long as the command runs."""
+def _services(settings: Settings, *, redis: bool = False) -> Iterator[tuple[str, str]]:
+    """The configured PostgreSQL (and Redis, if asked), or embedded ones for as long as the
+    command runs; an embedded server another process still uses keeps running."""
     embedded = EmbeddedServices(settings.data_dir)
     try:
         database_url = settings.database_url or embedded.start_postgres()
-        redis_url = settings.redis_url or embedded.start_redis()
+        redis_url = (settings.redis_url or embedded.start_redis()) if redis else ""
         yield database_url, redis_url
     finally:
         embedded.stop()
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    with _services(settings) as (database_url, redis_url):
+    with _services(settings, redis=True) as (database_url, redis_url):
         # Workers are separate processes: they learn where the servers are from the environment.
         os.environ["DATABASE_URL"] = database_url
         os.environ["REDIS_URL"] = redis_url
@@ -47,28 +48,52 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
             asyncio.run(migrate(database_url))
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"  # done once here, not once per worker
+        metrics_dir = None
         if args.workers > 1:
-            metrics_dir = settings.data_dir / "prometheus"
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-            metrics_dir.mkdir(parents=True)
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
-        # uvicorn re-raises SIGTERM once it has shut down; make that an exit that runs our
-        # clean-up (stopping embedded servers) instead of the default handler's instant death.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        uvicorn.run(
-            "spean.app:create_app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=True,
-            forwarded_allow_ips=args.forwarded_allow_ips,
-            timeout_graceful_shutdown=10,
-            ws=args.ws,
-        )
+            metrics_dir = _metrics_dir(settings.data_dir)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # uvicorn re-raises SIGINT/SIGTERM once it has shut down the app; make that an exit that
+        # runs our clean-up (stopping embedded servers, after the app) instead of a traceback or
+        # the default handler's instant death.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: sys.exit(0))
+        try:
+            _run_uvicorn(args)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir(data_dir: Path) -> Path:
+    """A fresh folder for this server's worker metrics: two servers sharing a data folder never
+    wipe each other's. Folders of servers that died without cleaning up (named by pid) go."""
+    import psutil
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for old in data_dir.glob("prometheus-*-*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"prometheus-{os.getpid()}-", dir=data_dir)).resolve()
+
+
+def _run_uvicorn(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "spean.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=10,
+        ws=args.ws,
+    )
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -202,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError) as exc:
         print(f"spean: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl+C before the server took over its signals: cleaned up already
+        return 130
     return code
 
 

@@ -37,6 +37,15 @@ def data_dir() -> Iterator[Path]:
         yield Path(folder)
 
 
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A fresh folder for embedded servers, outside pytest's tmp_path: as root, PostgreSQL runs
+    as another user who must traverse the folders above, and a concurrent pytest resets
+    /tmp/pytest-of-<user> to 0700."""
+    with tempfile.TemporaryDirectory(prefix="spean-scratch-") as folder:
+        yield Path(folder).resolve()
+
+
 @pytest.fixture(scope="session")
 def servers(data_dir: Path) -> Iterator[tuple[str, str]]:
     """(server admin DSN, redis URL): the configured servers, or embedded ones."""

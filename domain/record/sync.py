@@ -66,38 +66,41 @@ def _sync_facilities(principal: Principal) -> list[uuid.UUID]:
     return facilities
 
 
-_CURSOR = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,19})?")  # ASCII digits only: str.isdigit() takes "²"
+_CURSOR = re.compile(r"(\d{1,19})(?:\.(\d{1,19}))?", re.ASCII)
+_BIGINT_MAX = 2**63 - 1
 
 
 def _cursor(value: str) -> tuple[int, int]:
-    tx, _, seq = value.partition(".")
-    # The position is (xid8, bigint): anything beyond either type is not a cursor this server wrote.
-    if not _CURSOR.fullmatch(value) or int(tx) >= 2**64 or int(seq or 0) >= 2**63:
+    match = _CURSOR.fullmatch(value)
+    tx, seq = (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
+    if not (0 <= tx <= _BIGINT_MAX and 0 <= seq <= _BIGINT_MAX):  # both are bigint columns
         raise InvalidInput("invalid_cursor", "the cursor is not one this server issued", field="since")
-    return int(tx), int(seq or 0)
+    return tx, seq
 
 
 # The feed: record entry versions and patient rows of the facilities, after the cursor and below
-# the horizon, in (transaction, position) order. $1 facilities, $2 cursor tx, $3 cursor seq.
+# the horizon, in (ticket, position) order. $1 facilities, $2 cursor ticket, $3 cursor seq, $4 horizon.
 _FEED = """
     SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
-    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::text::xid8, $3)
-      AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::bigint, $3) AND e.tx < $4::bigint
     UNION ALL
     SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
-    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::text::xid8, $3)
-      AND p.tx < pg_snapshot_xmin(pg_current_snapshot())"""
+    WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint"""
 
 
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
-    """Changes after the cursor `tx.seq` up to the horizon below which every transaction has
-    finished (see migrations 0009, 0010): a cursor never passes a change."""
+    """Changes after the cursor `tx.seq` up to the horizon below which every writer of the feed
+    has finished (see migration 0011): a cursor never passes a change. The horizon is read in a
+    statement of its own, so the feed query's snapshot (READ COMMITTED) is taken after it."""
     tx, seq = _cursor(since)
+    facilities = _sync_facilities(principal)
+    horizon = await conn.fetchval("SELECT sync_feed_horizon()")
     feed = await conn.fetch(
-        f"SELECT what, id, version, tx::text AS tx_text, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $4",
-        _sync_facilities(principal),
-        str(tx),
+        f"SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5",
+        facilities,
+        tx,
         seq,
+        horizon,
         limit + 1,
     )
     page = feed[:limit]
@@ -115,7 +118,7 @@ async def pull(conn: Connection, principal: Principal, *, since: str, limit: int
             patient_ids=touched,
             purpose="sync",
         )
-    cursor = f"{page[-1]['tx_text']}.{page[-1]['seq']}" if page else since
+    cursor = f"{page[-1]['tx']}.{page[-1]['seq']}" if page else since
     return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
 
 

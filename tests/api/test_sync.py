@@ -3,17 +3,39 @@ reports conflicts with the current version, and one bad item does not undo the o
 
 from __future__ import annotations
 
+import asyncio
+import random
+import secrets
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.factory import Factory, Scene
 
 Client = AsyncTestClient[Litestar]
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def busy_neighbour(servers: tuple[str, str]) -> AsyncIterator[None]:
+    """The server is shared: another database holds a transaction (with an xid) open throughout."""
+    admin = await asyncpg.connect(servers[0])
+    neighbour = f"sync_neighbour_{secrets.token_hex(4)}"
+    await admin.execute(f'CREATE DATABASE "{neighbour}"')
+    other = await asyncpg.connect(urlunsplit(urlsplit(servers[0])._replace(path=f"/{neighbour}")))
+    try:
+        await other.execute("BEGIN; SELECT pg_current_xact_id();")
+        yield
+    finally:
+        await other.close()
+        await admin.execute(f'DROP DATABASE "{neighbour}" WITH (FORCE)')
+        await admin.close()
 
 
 def temperature(value: float) -> dict[str, Any]:
@@ -107,8 +129,9 @@ class TestPull:
         assert packed.headers["content-type"].startswith("application/msgpack")
         assert msgspec.msgpack.decode(packed.content)["changes"][0]["id"] == as_json.json()["changes"][0]["id"]
         assert len(packed.content) < len(as_json.content)
-        bad = await client.get("/v1/sync", params={"since": "abc"}, headers=scene.chw.headers)
-        assert bad.json()["code"] == "invalid_cursor"
+        for cursor in ("abc", "9" * 20, "1.9223372036854775808", "9223372036854775808", "\u00b2", "1.", "9" * 5000):
+            bad = await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)
+            assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor"), cursor
         specialist = await client.get("/v1/sync", headers=scene.specialist.headers)
         assert specialist.status_code == 403
         assert uuid.UUID(as_json.json()["changes"][0]["id"])
@@ -140,3 +163,90 @@ class TestHorizon:
             await tx.commit()
         both = (await client.get("/v1/sync", params={"since": held["cursor"]}, headers=scene.chw.headers)).json()
         assert [c["kind"] for c in both["changes"]] == ["note", "observation"]
+
+    async def test_an_unrelated_long_transaction_does_not_hold_sync_back(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """Only the feed's own writers set the horizon: a transaction with an xid open in this
+        database on another table (and, from the module fixture, one in another database)
+        does not delay the phone."""
+        scene = await factory.scene()
+        async with db.acquire() as idle:
+            tx = idle.transaction()
+            await tx.start()
+            await idle.execute("UPDATE facilities SET name = name WHERE id = $1", scene.post)
+            assert await idle.fetchval("SELECT pg_current_xact_id_if_assigned()") is not None
+            await push(
+                client, scene, [{"client_id": "now", "patient_id": str(scene.patient), "entry": temperature(37)}]
+            )
+            page = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+            assert [c["kind"] for c in page["changes"]] == ["observation"]
+            await tx.rollback()
+
+    async def test_a_rolled_back_savepoint_unregisters_its_writer(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """A feed write undone by a savepoint no longer holds the horizon; the rest of the
+        transaction's later feed writes register again."""
+        scene = await factory.scene()
+        async with db.acquire() as conn, conn.transaction():
+            try:
+                async with conn.transaction():
+                    await conn.execute("UPDATE patients SET version = version WHERE id = $1", scene.patient)
+                    raise RuntimeError("undo")
+            except RuntimeError:
+                pass
+            registered = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+            assert registered == 0
+            await push(client, scene, [{"client_id": "sp", "patient_id": str(scene.patient), "entry": temperature(37)}])
+            page = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+            assert [c["kind"] for c in page["changes"]] == ["observation"]
+
+    async def test_a_cursor_never_passes_a_change_under_concurrent_writers(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """Writers commit (or roll back) in a shuffled order while a phone pulls in a loop: every
+        committed change reaches it exactly once, none that rolled back."""
+        scene = await factory.scene()
+        committed: set[str] = set()
+
+        async def writer(i: int) -> None:
+            async with db.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                entry_id = uuid.uuid4()
+                await asyncio.sleep(random.random() / 50)
+                await conn.execute(
+                    """INSERT INTO record_entries (id, version, patient_id, kind, status, body, effective_at,
+                                                   author_user_id, author_role, channel)
+                       VALUES ($1, 1, $2, 'note', 'current', $3, now(), $4, 'chw', 'app')""",
+                    entry_id,
+                    scene.patient,
+                    {"text": f"w{i}", "category": "progress"},
+                    scene.chw.user_id,
+                )
+                await asyncio.sleep(random.random() / 10)
+                if i % 5 == 0:
+                    await tx.rollback()
+                    return
+                await tx.commit()
+                committed.add(str(entry_id))
+
+        seen: list[str] = []
+        cursor = "0"
+
+        async def pull_once() -> None:
+            nonlocal cursor
+            page = (await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)).json()
+            seen.extend(c["id"] for c in page["changes"])
+            cursor = page["cursor"]
+
+        writers = asyncio.gather(*(writer(i) for i in range(30)))
+        while not writers.done():
+            await pull_once()
+            await asyncio.sleep(0.005)
+        await writers
+        await pull_once()
+        assert sorted(seen) == sorted(committed)
