@@ -48,7 +48,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 
 
-@get("/metrics", opt=_PUBLIC, tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+@get("/metrics", opt=_PUBLIC, tags=["ops"], summary="Prometheus metrics", media_type="text/plain")
 async def metrics() -> Response[bytes]:
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
