@@ -141,15 +141,17 @@ class ArrayLikeStructSchema(OpenAPISchemaPlugin):
     @staticmethod
     def is_plugin_supported_type(value: Any) -> bool:
         return (
-            isinstance(value, type) and issubclass(value, msgspec.Struct) and bool(value.__struct_config__.array_like)  # type: ignore[attr-defined]
+            isinstance(value, type) and issubclass(value, msgspec.Struct) and bool(value.__struct_config__.array_like)
         )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
         fields = msgspec.structs.fields(field_definition.annotation)
         items = [schema_creator.for_field_definition(FieldDefinition.from_annotation(f.type)) for f in fields]
+        # `prefixItems` would say which position holds what, but not every OpenAPI tool reads it
+        # (schemathesis rejects the schema): each item is one of the fields, in the described order.
         return Schema(
             type=OpenAPIType.ARRAY,
-            prefix_items=items,
+            items=Schema(any_of=items),
             min_items=len(items),
             max_items=len(items),
             description=f"[{', '.join(f.encode_name for f in fields)}]",

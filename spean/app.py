@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
@@ -139,7 +140,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[stamp_response],
+        before_send=[stamp_response, full_allow_header],
         middleware=[
             RequestContextMiddleware,
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),

@@ -63,6 +63,14 @@ async def test_every_unlisted_method_is_a_405_with_allow(client: Client, schema:
             _problem(response, 405, "method_not_allowed")
 
 
+async def test_options_lists_every_method_of_the_path(client: Client, schema: dict[str, Any]) -> None:
+    for path, item in schema["paths"].items():
+        response = await client.options(_concrete(path))
+        assert response.status_code == 204, (path, response.text)
+        allowed = {m.strip().lower() for m in response.headers["allow"].split(",")}
+        assert allowed == {m for m in _METHODS if m in item} | {"options"}, (path, allowed)
+
+
 async def test_every_protected_operation_refuses_a_missing_token_in_its_format(
     client: Client, schema: dict[str, Any]
 ) -> None:
