@@ -4,8 +4,10 @@ X-Request-ID. Checked across every route of the schema, not on a few examples.""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -125,3 +127,34 @@ async def test_every_answer_carries_a_request_id(client: Client) -> None:
     assert _problem(given, 404, "route_not_found")["request_id"] == "trace-1234-abcd"
     unsafe = await client.get("/health", headers={"X-Request-ID": "bad id;<script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+
+
+async def test_one_log_line_per_error_response(live: tuple[str, Path]) -> None:
+    base, folder = live
+    sent: dict[str, tuple[str, str, int, str]] = {}
+    async with httpx.AsyncClient(base_url=base) as http:
+        for n, (method, path, status, code) in enumerate(
+            [
+                ("GET", "/v1/nothing-here", 404, "route_not_found"),
+                ("DELETE", "/v1/facilities", 405, "method_not_allowed"),
+                ("GET", "/v1/me", 401, "missing_token"),
+                ("GET", "/fhir/Basic", 401, "missing_token"),
+                ("GET", "/fhir/Nothing/1/2/3", 404, "route_not_found"),
+                ("POST", "/v1/auth/otp", 400, "malformed_body"),
+            ]
+        ):
+            request_id = f"log-check-{uuid.uuid4().hex[:8]}-{n}"
+            response = await http.request(method, path, headers={"X-Request-ID": request_id}, content=b"{")
+            assert response.status_code == status, (path, response.text)
+            assert response.headers["x-request-id"] == request_id
+            sent[request_id] = (method, path, status, code)
+    lines = [json.loads(line) for line in (folder / "server.log").read_text().splitlines() if line.startswith("{")]
+    for request_id, (method, path, status, code) in sent.items():
+        logged = [e for e in lines if e.get("event") == "error_response" and e.get("request_id") == request_id]
+        assert len(logged) == 1, (request_id, logged)
+        assert (logged[0]["method"], logged[0]["path"], logged[0]["status"], logged[0]["code"]) == (
+            method,
+            path,
+            status,
+            code,
+        )

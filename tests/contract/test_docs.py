@@ -1,0 +1,96 @@
+"""The docs page works offline: Swagger UI's assets come from this server, not a CDN, and the
+schema it shows says which routes are public and what errors each operation answers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi.spec import Operation
+from litestar.testing import AsyncTestClient
+
+from api.openapi import error_statuses
+
+Client = AsyncTestClient[Litestar]
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+async def test_swagger_page_loads_every_asset_locally(client: Client) -> None:
+    page = await client.get("/schema/swagger")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert len(urls) >= 4, urls  # the JS bundle, the preset, the CSS and the icon
+    for url in urls:
+        assert url.startswith("/schema/assets/"), f"{url} is not served by this server"
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 0, url
+
+
+async def test_public_routes_are_marked_public(client: Client) -> None:
+    schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    public = {
+        (method, path)
+        for path, item in schema["paths"].items()
+        for method in _METHODS
+        if method in item and item[method].get("security") == []
+    }
+    expected = {("get", "/health"), ("get", "/ready"), ("get", "/metrics"), ("get", "/fhir/metadata")}
+    expected |= {("post", p) for p in schema["paths"] if p.startswith("/v1/auth/")}
+    assert public == expected
+    assert schema["security"] == [{"bearer": []}]
+
+
+async def test_every_operation_documents_its_errors_in_its_format(client: Client) -> None:
+    schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    assert {"Problem", "FieldError", "OperationOutcome"} <= set(schema["components"]["schemas"])
+    for path, item in schema["paths"].items():
+        for method in (m for m in _METHODS if m in item):
+            operation = item[method]
+            public = operation.get("security") == []
+            fhir = path.startswith("/fhir")
+            errors = {int(s) for s in operation["responses"] if int(s) >= 400}
+            if not public:
+                assert {401, 403, 404, 422, 503} <= errors, (method, path, errors)
+            if method in ("post", "put", "patch"):
+                assert {400, 413, 415} <= errors, (method, path, errors)
+            for status in errors:
+                content = operation["responses"][str(status)]["content"]
+                media, ref = (
+                    ("application/fhir+json", "OperationOutcome") if fhir else ("application/problem+json", "Problem")
+                )
+                assert content == {media: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}, (method, path)
+            for status, response in operation["responses"].items():
+                assert response["headers"]["X-Request-ID"]["required"] is True, (method, path, status)
+                if fhir and int(status) < 400 and "content" in response:
+                    assert set(response["content"]) == {"application/fhir+json"}, (method, path)
+
+
+def test_write_operations_without_a_token_never_miss_401() -> None:
+    statuses = error_statuses("/v1/things", "post", Operation(), public=False)
+    assert {400, 401, 403, 404, 409, 413, 415, 422, 503} <= statuses
+
+
+async def test_links_chain_created_resources(client: Client) -> None:
+    schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    operation_ids = {op["operationId"] for item in schema["paths"].values() for m, op in item.items() if m in _METHODS}
+    created = schema["paths"]["/v1/appointments"]["post"]["responses"]["201"]["links"]
+    assert {"GetAppointment", "Reschedule", "Cancel"} <= set(created)
+    patients = schema["paths"]["/v1/patients"]["post"]["responses"]["201"]["links"]
+    assert patients["GetPatient"]["parameters"] == {"patient_id": "$response.body#/id"}
+    for item in schema["paths"].values():
+        for method in (m for m in _METHODS if m in item):
+            for response in item[method]["responses"].values():
+                for link in response.get("links", {}).values():
+                    assert link["operationId"] in operation_ids
+
+
+async def test_types_are_documented_as_sent(client: Client) -> None:
+    schemas: dict[str, Any] = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    roles = schemas["Me"]["properties"]["roles"]["items"]
+    assert roles["type"] == "array"
+    assert roles["minItems"] == roles["maxItems"] == 2
+    start = schemas["RuleOut"]["properties"]["start"]
+    assert "format" not in start
+    assert re.fullmatch(start["pattern"], "08:00:00")
