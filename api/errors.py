@@ -157,6 +157,15 @@ _MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
 _MISSING_PARAM = re.compile(r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'")
 
 
+def _public_name(request: Request[Any, Any, Any], name: str) -> str:
+    """The name the client sent (`from`), not the handler's parameter (`from_`)."""
+    handler = request.scope.get("route_handler")
+    parameter = handler.parsed_fn_signature.parameters.get(name) if handler is not None else None
+    kwarg = getattr(parameter, "kwarg_definition", None)
+    public = getattr(kwarg, "name", None) or getattr(kwarg, "header", None) or getattr(kwarg, "cookie", None)
+    return str(public) if public else name
+
+
 def _field_errors(exc: ValidationException) -> list[FieldError]:
     found: list[FieldError] = []
     items = exc.extra if isinstance(exc.extra, list) else []
@@ -181,7 +190,10 @@ def _empty_body(request: Request[Any, Any, Any]) -> bool:
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = _field_errors(exc)
+    errors = [
+        msgspec.structs.replace(e, field=_public_name(request, e.field)) if e.source != "body" else e
+        for e in _field_errors(exc)
+    ]
     if _empty_body(request) and any(e.source == "body" for e in errors):
         # msgspec reports an absent body as a missing `data` key: say what happened instead.
         detail = "the body is empty: send a JSON document"

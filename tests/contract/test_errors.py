@@ -104,6 +104,10 @@ async def test_framework_errors_share_the_contract(client: Client, factory: Fact
     body = _problem(await client.post("/v1/facilities", content=b"{", headers=auth(token)), 400, "malformed_body")
     assert body["errors"][0]["field"] == "body"
     _outcome(await client.get("/fhir/Patient", params={"_count": 0}, headers=auth(token)), 400, "invalid_input")
+    # the public name of a renamed parameter, never the handler's (`from`, not `from_`)
+    for path, params in (("/v1/slots", {"from": "zz", "to": "2030-01-01"}), ("/v1/appointments", {"from": "zz"})):
+        bad = await client.get(path, params=params, headers=auth(token))
+        assert [e["field"] for e in _problem(bad, 400, "invalid_input")["errors"]] == ["from"], path
     # raised in a middleware: the bearer check and the channel header
     _problem(await client.get("/v1/me", headers={"Authorization": "Basic x"}), 401, "invalid_token")
     _problem(await client.get("/v1/me", headers=auth(token, **{"X-Client-Channel": "sms"})), 422, "invalid_channel")
