@@ -271,6 +271,10 @@ def _complete_operation(path: str, method: str, operation: Operation, public: bo
             response.headers = {**(response.headers or {}), "X-Request-ID": _REQUEST_ID}
     media_type, schema = (FHIR_JSON, "OperationOutcome") if fhir else (PROBLEM_JSON, "Problem")
     for status in sorted(error_statuses(path, method, operation, public)):
+        if str(status) in responses and status != 400:
+            # The handler documents this answer itself (e.g. /ready's 503 is its Health report);
+            # Litestar's own 400 is replaced, as it describes a body this API never sends.
+            continue
         headers: dict[str, OpenAPIHeader | Reference] = {"X-Request-ID": _REQUEST_ID}
         if status in (429, 503):
             headers["Retry-After"] = _RETRY_AFTER

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -26,7 +27,13 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", opt=_PUBLIC, tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+@get(
+    "/ready",
+    opt=_PUBLIC,
+    tags=["ops"],
+    summary="Readiness: PostgreSQL and Redis answer",
+    responses={503: ResponseSpec(data_container=Health, description="A dependency does not answer")},
+)
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     state = request.app.state
     checks: dict[str, str] = {}

@@ -56,6 +56,8 @@ async def test_every_operation_documents_its_errors_in_its_format(client: Client
             if method in ("post", "put", "patch"):
                 assert {400, 413, 415} <= errors, (method, path, errors)
             for status in errors:
+                if (path, status) == ("/ready", 503):
+                    continue  # readiness answers with its Health report, documented as such
                 content = operation["responses"][str(status)]["content"]
                 media, ref = (
                     ("application/fhir+json", "OperationOutcome") if fhir else ("application/problem+json", "Problem")

@@ -51,7 +51,7 @@ async def _role_tokens(factory: Factory) -> dict[str, str]:
     }
 
 
-def _schemathesis(base: str, token: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(base: str, token: str, folder: Path) -> subprocess.CompletedProcess[str]:
     options = {
         "--url": base,
         "--header": f"Authorization: Bearer {token}",
@@ -65,6 +65,7 @@ def _schemathesis(base: str, token: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "st"), "run", f"{base}/schema/openapi.json", "--no-color"]
         + [part for option in options.items() for part in option],
+        cwd=folder,  # schemathesis keeps a cache in its working folder
         capture_output=True,
         text=True,
         check=False,
@@ -76,7 +77,7 @@ async def test_fuzz_finds_no_server_error_and_no_schema_violation(live: tuple[st
     failed: list[str] = []
     cases = 0
     for role, token in (await _role_tokens(factory)).items():
-        result = await asyncio.to_thread(_schemathesis, base, token)
+        result = await asyncio.to_thread(_schemathesis, base, token, folder)
         (folder / f"fuzz-{role}.txt").write_text(result.stdout + result.stderr)
         cases += sum(int(n) for n in _GENERATED.findall(result.stdout))
         if result.returncode != 0:
