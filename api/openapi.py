@@ -15,6 +15,7 @@ what it cannot see.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import msgspec
@@ -61,62 +62,90 @@ _REQUEST_ID = OpenAPIHeader(
 _RETRY_AFTER = OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="Seconds to wait before retrying")
 _WWW_AUTHENTICATE = OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="Bearer challenge")
 
-# (method, path, status) -> {link name: (method, path, parameters)}: what a created resource leads to.
-_LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
-    ("post", "/v1/patients", "201"): {
-        "GetPatient": ("get", "/v1/patients/{patient_id}", {"patient_id": "$response.body#/id"}),
-        "UpdatePatient": ("patch", "/v1/patients/{patient_id}", {"patient_id": "$response.body#/id"}),
-        "PatientRecord": ("get", "/v1/patients/{patient_id}/record", {"patient_id": "$response.body#/id"}),
-        "WriteRecord": ("post", "/v1/patients/{patient_id}/record", {"patient_id": "$response.body#/id"}),
-        "ListConsents": ("get", "/v1/patients/{patient_id}/consents", {"patient_id": "$response.body#/id"}),
-        "FhirPatient": ("get", "/fhir/Patient/{patient_id}", {"patient_id": "$response.body#/id"}),
-    },
-    ("post", "/v1/appointments", "201"): {
-        "GetAppointment": ("get", "/v1/appointments/{appointment_id}", {"appointment_id": "$response.body#/id"}),
-        "Reschedule": (
-            "post",
-            "/v1/appointments/{appointment_id}/reschedule",
-            {"appointment_id": "$response.body#/id"},
-        ),
-        "Cancel": ("post", "/v1/appointments/{appointment_id}/cancel", {"appointment_id": "$response.body#/id"}),
-        "CheckIn": ("post", "/v1/appointments/{appointment_id}/check-in", {"appointment_id": "$response.body#/id"}),
-        "History": ("get", "/v1/appointments/{appointment_id}/history", {"appointment_id": "$response.body#/id"}),
-        "FhirAppointment": ("get", "/fhir/Appointment/{appointment_id}", {"appointment_id": "$response.body#/id"}),
-    },
-    ("post", "/v1/facilities", "201"): {
-        "GetFacility": ("get", "/v1/facilities/{facility_id}", {"facility_id": "$response.body#/id"}),
-        "UpdateFacility": ("patch", "/v1/facilities/{facility_id}", {"facility_id": "$response.body#/id"}),
-        "ListClosures": ("get", "/v1/facilities/{facility_id}/closures", {"facility_id": "$response.body#/id"}),
-        "AddClosure": ("post", "/v1/facilities/{facility_id}/closures", {"facility_id": "$response.body#/id"}),
-    },
-    ("post", "/v1/practitioners", "201"): {
-        "GetPractitioner": ("get", "/v1/practitioners/{practitioner_id}", {"practitioner_id": "$response.body#/id"}),
-        "GetAvailability": (
-            "get",
-            "/v1/practitioners/{practitioner_id}/availability",
-            {"practitioner_id": "$response.body#/id"},
-        ),
-        "SetAvailability": (
-            "put",
-            "/v1/practitioners/{practitioner_id}/availability",
-            {"practitioner_id": "$response.body#/id"},
-        ),
-    },
-    ("post", "/v1/patients/{patient_id}/record", "201"): {
-        "GetEntry": ("get", "/v1/record/{entry_id}", {"entry_id": "$response.body#/id"}),
-        "EntryHistory": ("get", "/v1/record/{entry_id}/history", {"entry_id": "$response.body#/id"}),
-        "Correct": ("post", "/v1/record/{entry_id}/correct", {"entry_id": "$response.body#/id"}),
-        "EnteredInError": ("post", "/v1/record/{entry_id}/entered-in-error", {"entry_id": "$response.body#/id"}),
-    },
-    ("post", "/v1/patients/{patient_id}/consents", "201"): {
-        "Revoke": ("post", "/v1/consents/{consent_id}/revoke", {"consent_id": "$response.body#/id"}),
-    },
-    ("post", "/v1/referrals", "201"): {
-        "GetReferral": ("get", "/v1/referrals/{referral_id}", {"referral_id": "$response.body#/id"}),
-        "Triage": ("post", "/v1/referrals/{referral_id}/triage", {"referral_id": "$response.body#/id"}),
-        "CancelReferral": ("post", "/v1/referrals/{referral_id}/cancel", {"referral_id": "$response.body#/id"}),
-    },
+# What a created resource leads to: (method, path) of the creating operation -> the operations
+# that take the new resource's id (`$response.body#/id`) as the named path parameter; the other
+# path parameters come from the creating request's own path.
+_ID = "$response.body#/id"
+_LINKS: dict[tuple[str, str], list[tuple[str, str, str]]] = {
+    ("post", "/v1/facilities"): [
+        ("get", "/v1/facilities/{facility_id}", "facility_id"),
+        ("patch", "/v1/facilities/{facility_id}", "facility_id"),
+        ("get", "/v1/facilities/{facility_id}/closures", "facility_id"),
+        ("post", "/v1/facilities/{facility_id}/closures", "facility_id"),
+        ("post", "/v1/facilities/{facility_id}/referral-targets", "facility_id"),
+        ("get", "/v1/facilities/{facility_id}/referrals", "facility_id"),
+        ("get", "/v1/facilities/{facility_id}/triage-queue", "facility_id"),
+        ("get", "/v1/facilities/{facility_id}/audit-events", "facility_id"),
+        ("get", "/fhir/Organization/{facility_id}", "facility_id"),
+        ("get", "/fhir/Organization/{ident}/_history", "ident"),
+        ("get", "/fhir/Location/{facility_id}", "facility_id"),
+        ("get", "/fhir/Location/{ident}/_history", "ident"),
+    ],
+    ("post", "/v1/facilities/{facility_id}/closures"): [
+        ("delete", "/v1/facilities/{facility_id}/closures/{exception_id}", "exception_id"),
+    ],
+    ("post", "/v1/practitioners"): [
+        ("get", "/v1/practitioners/{practitioner_id}", "practitioner_id"),
+        ("get", "/v1/practitioners/{practitioner_id}/availability", "practitioner_id"),
+        ("put", "/v1/practitioners/{practitioner_id}/availability", "practitioner_id"),
+        ("get", "/v1/practitioners/{practitioner_id}/exceptions", "practitioner_id"),
+        ("post", "/v1/practitioners/{practitioner_id}/exceptions", "practitioner_id"),
+        ("get", "/fhir/Practitioner/{practitioner_id}", "practitioner_id"),
+        ("get", "/fhir/Practitioner/{ident}/_history", "ident"),
+        ("get", "/fhir/Schedule/{practitioner_id}", "practitioner_id"),
+        ("get", "/fhir/Schedule/{ident}/_history", "ident"),
+    ],
+    ("post", "/v1/practitioners/{practitioner_id}/exceptions"): [
+        ("delete", "/v1/practitioners/{practitioner_id}/exceptions/{exception_id}", "exception_id"),
+    ],
+    ("post", "/v1/patients"): [
+        ("get", "/v1/patients/{patient_id}", "patient_id"),
+        ("patch", "/v1/patients/{patient_id}", "patient_id"),
+        ("get", "/v1/patients/{patient_id}/record", "patient_id"),
+        ("post", "/v1/patients/{patient_id}/record", "patient_id"),
+        ("post", "/v1/patients/{patient_id}/attachments", "patient_id"),
+        ("get", "/v1/patients/{patient_id}/consents", "patient_id"),
+        ("post", "/v1/patients/{patient_id}/consents", "patient_id"),
+        ("post", "/v1/patients/{patient_id}/break-glass", "patient_id"),
+        ("get", "/fhir/Patient/{patient_id}", "patient_id"),
+        ("get", "/fhir/Patient/{ident}/_history", "ident"),
+        ("get", "/fhir/Patient/{patient_id}/$everything", "patient_id"),
+    ],
+    ("post", "/v1/appointments"): [
+        ("get", "/v1/appointments/{appointment_id}", "appointment_id"),
+        ("get", "/v1/appointments/{appointment_id}/history", "appointment_id"),
+        ("post", "/v1/appointments/{appointment_id}/reschedule", "appointment_id"),
+        ("post", "/v1/appointments/{appointment_id}/cancel", "appointment_id"),
+        ("post", "/v1/appointments/{appointment_id}/check-in", "appointment_id"),
+        ("post", "/v1/appointments/{appointment_id}/complete", "appointment_id"),
+        ("post", "/v1/appointments/{appointment_id}/no-show", "appointment_id"),
+        ("get", "/fhir/Appointment/{appointment_id}", "appointment_id"),
+        ("get", "/fhir/Appointment/{ident}/_history", "ident"),
+    ],
+    ("post", "/v1/patients/{patient_id}/record"): [
+        ("get", "/v1/record/{entry_id}", "entry_id"),
+        ("get", "/v1/record/{entry_id}/history", "entry_id"),
+        ("post", "/v1/record/{entry_id}/correct", "entry_id"),
+        ("post", "/v1/record/{entry_id}/entered-in-error", "entry_id"),
+    ],
+    ("post", "/v1/patients/{patient_id}/attachments"): [
+        ("get", "/v1/record/{entry_id}", "entry_id"),
+        ("get", "/v1/record/{entry_id}/content", "entry_id"),
+    ],
+    ("post", "/v1/patients/{patient_id}/consents"): [
+        ("post", "/v1/consents/{consent_id}/revoke", "consent_id"),
+        ("get", "/fhir/Consent/{consent_id}", "consent_id"),
+        ("get", "/fhir/Consent/{ident}/_history", "ident"),
+    ],
+    ("post", "/v1/referrals"): [
+        ("get", "/v1/referrals/{referral_id}", "referral_id"),
+        ("post", "/v1/referrals/{referral_id}/triage", "referral_id"),
+        ("post", "/v1/referrals/{referral_id}/cancel", "referral_id"),
+        ("get", "/fhir/ServiceRequest/{referral_id}", "referral_id"),
+        ("get", "/fhir/ServiceRequest/{ident}/_history", "ident"),
+    ],
 }
+_PATH_PARAMETER = re.compile(r"\{([^}]+)\}")
 
 
 class WallClockTimeSchema(OpenAPISchemaPlugin):
@@ -222,12 +251,17 @@ def complete(app: Litestar) -> None:
             if is_public:
                 operation.security = []
             _complete_operation(path, method, operation, is_public)
-    for (method, path, status), links in _LINKS.items():
-        item = (openapi.paths or {})[path]
-        response = getattr(item, method).responses[status]
-        response.links = {
-            name: Link(operation_id=operation_ids[(target_method, target)], parameters=parameters)
-            for name, (target_method, target, parameters) in links.items()
+    for (method, path), targets in _LINKS.items():
+        source = getattr((openapi.paths or {})[path], method)
+        source.responses["201"].links = {
+            operation_ids[(target_method, target)]: Link(
+                operation_id=operation_ids[(target_method, target)],
+                parameters={
+                    name: _ID if name == created else f"$request.path.{name}"
+                    for name in _PATH_PARAMETER.findall(target)
+                },
+            )
+            for target_method, target, created in targets
         }
 
 

@@ -77,10 +77,18 @@ def test_write_operations_without_a_token_never_miss_401() -> None:
 async def test_links_chain_created_resources(client: Client) -> None:
     schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
     operation_ids = {op["operationId"] for item in schema["paths"].values() for m, op in item.items() if m in _METHODS}
-    created = schema["paths"]["/v1/appointments"]["post"]["responses"]["201"]["links"]
-    assert {"GetAppointment", "Reschedule", "Cancel"} <= set(created)
-    patients = schema["paths"]["/v1/patients"]["post"]["responses"]["201"]["links"]
-    assert patients["GetPatient"]["parameters"] == {"patient_id": "$response.body#/id"}
+    booked = schema["paths"]["/v1/appointments"]["post"]["responses"]["201"]["links"]
+    for action in ("get", "reschedule", "cancel"):
+        path = "/v1/appointments/{appointment_id}" + ("" if action == "get" else f"/{action}")
+        target = schema["paths"][path]["get" if action == "get" else "post"]
+        assert booked[target["operationId"]]["parameters"] == {"appointment_id": "$response.body#/id"}
+    registered = schema["paths"]["/v1/patients"]["post"]["responses"]["201"]["links"]
+    read = schema["paths"]["/v1/patients/{patient_id}"]["get"]["operationId"]
+    assert registered[read]["parameters"] == {"patient_id": "$response.body#/id"}
+    closure = schema["paths"]["/v1/facilities/{facility_id}/closures"]["post"]["responses"]["201"]["links"]
+    assert {"facility_id": "$request.path.facility_id", "exception_id": "$response.body#/id"} in [
+        link["parameters"] for link in closure.values()
+    ]
     for item in schema["paths"].values():
         for method in (m for m in _METHODS if m in item):
             for response in item[method]["responses"].values():
