@@ -96,6 +96,7 @@ def error_document(
     *,
     errors: list[FieldError] | None = None,
     extra: dict[str, Any] | None = None,
+    cause: BaseException | None = None,
 ) -> tuple[str, Any]:
     """(media type, document) of an error answer, and its one log line: the single place that
     decides what an error looks like, for the exception handlers and the pure-ASGI middlewares."""
@@ -110,6 +111,8 @@ def error_document(
         path=path,
         method=scope.get("method"),
         fields=fields,
+        # An unexpected error's traceback goes in the same line, not a second one.
+        **({"exc_info": cause, "error_type": type(cause).__name__} if cause is not None else {}),
     )
     if is_fhir_path(path):
         return FHIR_JSON, outcome(status, code, detail, fields, request_id)
@@ -136,8 +139,9 @@ def problem_response(
     errors: list[FieldError] | None = None,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    cause: BaseException | None = None,
 ) -> Response[Any]:
-    media_type, body = error_document(request.scope, status, code, detail, errors=errors, extra=extra)
+    media_type, body = error_document(request.scope, status, code, detail, errors=errors, extra=extra, cause=cause)
     headers = {**(headers or {}), "X-Request-ID": request_id_of(request.scope)}
     return Response(body, status_code=status, media_type=media_type, headers=headers)
 
@@ -242,8 +246,8 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled_error", error_type=type(exc).__name__)
-    return problem_response(request, 500, "internal_error", "something went wrong on our side; it was logged")
+    detail = "something went wrong on our side; it was logged"
+    return problem_response(request, 500, "internal_error", detail, cause=exc)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
