@@ -192,7 +192,7 @@ SCHEMA_PLUGINS = [WallClockTimeSchema(), ArrayLikeStructSchema()]
 _STRING = Schema(type=OpenAPIType.STRING)
 _PROBLEM = Schema(
     type=OpenAPIType.OBJECT,
-    required=["type", "title", "status", "code"],
+    required=["type", "title", "status", "code", "request_id"],
     properties={
         "type": _STRING,
         "title": _STRING,

@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from api.fhir.errors import REQUEST_ID_EXTENSION, code_of
 from tests.factory import Factory, auth
+from tests.fhir.test_resources import validate
 
 Client = AsyncTestClient[Litestar]
 _METHODS = ("get", "post", "put", "patch", "delete")
@@ -39,6 +40,7 @@ def _outcome(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert body["resourceType"] == "OperationOutcome"
     assert code_of(body) == code, body
     assert body["extension"] == [{"url": REQUEST_ID_EXTENSION, "valueString": response.headers["x-request-id"]}]
+    validate(body)  # a valid R4 OperationOutcome, whatever the status
     return body
 
 
