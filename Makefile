@@ -27,7 +27,7 @@ test: install
 
 ## schemathesis against a live server, four roles, all phases: at least 10,000 cases, 0 failures.
 fuzz: install
-	SPEAN_FUZZ_EXAMPLES=100 SPEAN_FUZZ_MAX_TIME=75 SPEAN_FUZZ_SEED= SPEAN_FUZZ_MIN_CASES=10000 \
+	SPEAN_FUZZ_EXAMPLES=100 SPEAN_FUZZ_MAX_TIME=75 SPEAN_FUZZ_SEED= SPEAN_FUZZ_COVERAGE_ROLES=all SPEAN_FUZZ_MIN_CASES=10000 \
 		$(BIN)/pytest -s tests/contract/test_fuzz.py
 
 lint: install
