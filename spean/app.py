@@ -17,7 +17,7 @@ from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
-from api.docs import swagger_assets, swagger_page
+from api.docs import schema_router, swagger_assets, swagger_page
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
@@ -162,6 +162,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             title="Spean API",
             version="0.1.0",
             path="/schema",
+            openapi_router=schema_router(),
             render_plugins=[swagger_page()],
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
