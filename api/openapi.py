@@ -4,7 +4,7 @@ what it cannot see.
 - Errors: every operation lists the error answers the shared layers can give it (api.errors):
   problem+json with the Problem schema, or an OperationOutcome (application/fhir+json) under /fhir.
 - Public routes (`exclude_from_auth`) say `security: []`.
-- FHIR successes are application/fhir+json; the app API's successes also application/msgpack.
+- FHIR successes are application/fhir+json.
 - Every answer documents X-Request-ID; 401, 429 and 503 their WWW-Authenticate / Retry-After.
 - Links from a created resource to what can be done with it, so a stateful client (or fuzzer) can
   chain calls.
@@ -37,12 +37,10 @@ from litestar.typing import FieldDefinition
 from api.errors import PROBLEM_JSON
 from api.fhir.bundle import FHIR_JSON
 from api.fhir.errors import is_fhir_path
-from api.negotiation import MSGPACK_TYPES
 
 __all__ = ["SCHEMA_PLUGINS", "complete"]
 
 _METHODS = ("get", "put", "post", "delete", "patch")
-MSGPACK = MSGPACK_TYPES[0]
 _WRITES = {"post", "put", "patch", "delete"}
 _DESCRIPTIONS = {
     400: "Malformed request: a parameter or the body does not decode or validate (`errors` names the fields)",
@@ -302,10 +300,8 @@ def _complete_operation(path: str, method: str, operation: Operation, public: bo
     responses = operation.responses if operation.responses is not None else {}
     for response in responses.values():
         if isinstance(response, OpenAPIResponse):
-            if response.content and "application/json" in response.content:
-                as_json = response.content["application/json"]
-                # FHIR answers in its own media type; the app API in MessagePack on request.
-                response.content = {FHIR_JSON: as_json} if fhir else {"application/json": as_json, MSGPACK: as_json}
+            if fhir and response.content and "application/json" in response.content:
+                response.content = {FHIR_JSON: response.content["application/json"]}
             response.headers = {**(response.headers or {}), "X-Request-ID": _REQUEST_ID}
     media_type, schema = (FHIR_JSON, "OperationOutcome") if fhir else (PROBLEM_JSON, "Problem")
     for status in sorted(error_statuses(path, method, operation, public)):
