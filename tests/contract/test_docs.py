@@ -4,8 +4,11 @@ schema it shows says which routes are public and what errors each operation answ
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.openapi.spec import Operation
 from litestar.testing import AsyncTestClient
@@ -104,3 +107,34 @@ async def test_types_are_documented_as_sent(client: Client) -> None:
     start = schemas["RuleOut"]["properties"]["start"]
     assert "format" not in start
     assert re.fullmatch(start["pattern"], "08:00:00")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+async def test_swagger_page_renders_with_no_network_beyond_this_server(live: tuple[str, Path]) -> None:
+    from playwright.async_api import Route, async_playwright
+
+    base, _ = live
+    outside: list[str] = []
+
+    async def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(base):
+            await route.continue_()
+        else:  # what an offline clinic network would do to a CDN request
+            outside.append(route.request.url)
+            await route.abort()
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = await browser.new_page()
+            await page.route("**/*", only_this_server)
+            await page.goto(f"{base}/schema/swagger")
+            # Swagger UI drew the operations: its JS and CSS loaded from this server.
+            await page.locator(".opblock").first.wait_for(timeout=20_000)
+            assert await page.locator(".opblock").count() > 50
+        finally:
+            await browser.close()
+    assert outside == []
