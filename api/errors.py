@@ -56,6 +56,7 @@ _TITLES = {
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
+    426: "Upgrade required",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
@@ -219,6 +220,11 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
+    if isinstance(exc, MethodNotAllowedException) and (exc.headers or {}).get("allow") == "websocket":
+        # A plain HTTP request to a WebSocket-only route (/v1/rtc): the router's Allow would name
+        # no HTTP method at all; say what the route needs instead.
+        needs = "this route speaks WebSocket: open it with an Upgrade request"
+        return problem_response(request, 426, "websocket_required", needs, headers={"Upgrade": "websocket"})
     codes: dict[type[HTTPException], str] = {
         NotFoundException: "route_not_found",
         MethodNotAllowedException: "method_not_allowed",

@@ -95,6 +95,9 @@ async def test_unknown_routes_and_resource_types(client: Client, factory: Factor
     _problem(await client.get("/v1/nothing-here", headers=token), 404, "route_not_found")
     _problem(await client.get("/nothing-at-all"), 404, "route_not_found")
     _problem(await client.get("/schema/nothing"), 404, "route_not_found")
+    websocket_only = await client.get("/v1/rtc", headers=token)
+    _problem(websocket_only, 426, "websocket_required")
+    assert websocket_only.headers["upgrade"] == "websocket"
     _problem(await client.get("/schema/nothing.json"), 404, "route_not_found")
     _problem(await client.get("/schema/assets/nothing.js"), 404, "route_not_found")
     _outcome(await client.get("/fhir/Basic", headers=token), 404, "unknown_resource_type")
