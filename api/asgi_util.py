@@ -1,11 +1,12 @@
-"""Small helpers for the pure-ASGI middlewares: header access and sending a problem directly."""
+"""Small helpers for the pure-ASGI middlewares: header access and sending an error directly."""
 
 from __future__ import annotations
 
 import msgspec
 from litestar.types import Message, Scope, Send
 
-from api.errors import PROBLEM_JSON, Problem
+from api.errors import error_document
+from api.request_id import request_id_of
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -16,6 +17,7 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def send_problem(send: Send, scope: Scope, status: int, code: str, detail: str) -> None:
+    """Answer with the same error document the exception handlers write (api.errors)."""
     for message in problem_messages(scope, status, code, detail):
         await send(message)
 
@@ -23,19 +25,14 @@ async def send_problem(send: Send, scope: Scope, status: int, code: str, detail:
 def problem_messages(
     scope: Scope, status: int, code: str, detail: str, *, retry_after_s: int | None = None
 ) -> list[Message]:
-    """The messages of a problem+json answer, for a middleware that sends them itself."""
-    body = msgspec.json.encode(
-        Problem(
-            type=f"https://spean.dev/problems/{code.replace('_', '-')}",
-            title=detail,
-            status=status,
-            code=code,
-            detail=detail,
-            instance=scope.get("path"),
-            request_id=scope.get("state", {}).get("request_id"),
-        )
-    )
-    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    """The messages of an error answer, for a middleware that sends them itself."""
+    media_type, document = error_document(scope, status, code, detail)
+    body = msgspec.json.encode(document)
+    headers = [
+        (b"content-type", media_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id_of(scope).encode()),
+    ]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
     return [

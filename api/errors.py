@@ -1,7 +1,11 @@
-"""Every error leaves as RFC 9457 application/problem+json with a stable machine-readable `code`.
+"""Every error leaves through here: RFC 9457 application/problem+json with a stable `code`, or a
+FHIR OperationOutcome under /fhir, always with the request id (body and X-Request-ID) and one
+`error_response` log line.
 
-Domain errors carry their code and kind; framework errors (validation, routing) are given codes
-here; anything unexpected becomes a bare 500 that names the request id and nothing else.
+Domain errors carry their code and kind; framework errors (routing, validation, body limits,
+content types) are given codes here; anything unexpected becomes a bare 500 that names the
+request id and nothing else. The handlers are registered on the app only (no layer overrides
+them), so router 404/405, middleware and dependency errors take the same path.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 from litestar.params import ParameterKwarg
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Scope
 
+from api.fhir.bundle import FHIR_JSON
+from api.fhir.errors import is_fhir_path, outcome
+from api.request_id import request_id_of
 from domain import constraints
 from domain.errors import DomainError, ErrorKind, RateLimited, Unavailable
 
@@ -54,6 +62,7 @@ _TITLES = {
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
+    426: "Upgrade required",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
@@ -102,8 +111,50 @@ def status_of(exc: Exception) -> int:
     return 500
 
 
+def error_document(
+    scope: Scope,
+    status: int,
+    code: str,
+    detail: str | None,
+    *,
+    errors: list[FieldError] | None = None,
+    extra: dict[str, Any] | None = None,
+    cause: BaseException | None = None,
+) -> tuple[str, Any]:
+    """(media type, document) of an error answer, and its one log line: the single place that
+    decides what an error looks like, for the exception handlers and the pure-ASGI middlewares."""
+    request_id = request_id_of(scope)
+    path: str = scope.get("path", "")
+    fields = [e.field for e in errors] if errors else None
+    (log.error if status >= 500 else log.info)(
+        "error_response",
+        status=status,
+        code=code,
+        request_id=request_id,
+        path=path,
+        method=scope.get("method"),
+        fields=fields,
+        # An unexpected error's traceback goes in the same line, not a second one.
+        **({"exc_info": cause, "error_type": type(cause).__name__} if cause is not None else {}),
+    )
+    if is_fhir_path(path):
+        return FHIR_JSON, outcome(status, code, detail, fields, request_id)
+    body = Problem(
+        type=f"https://spean.dev/problems/{code.replace('_', '-')}",
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        code=code,
+        detail=detail,
+        instance=path or None,
+        request_id=request_id,
+        errors=errors,
+        extra=extra or None,
+    )
+    return PROBLEM_JSON, body
+
+
 def problem_response(
-    request: Request[Any, Any, Any] | None,
+    request: Request[Any, Any, Any],
     status: int,
     code: str,
     detail: str | None,
@@ -111,25 +162,14 @@ def problem_response(
     errors: list[FieldError] | None = None,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> Response[Problem]:
-    request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
-    body = Problem(
-        type=f"https://spean.dev/problems/{code.replace('_', '-')}",
-        title=_TITLES.get(status, "Error"),
-        status=status,
-        code=code,
-        detail=detail,
-        instance=request.url.path if request is not None else None,
-        request_id=request_id,
-        errors=errors,
-        extra=extra or None,
-    )
-    if request_id:
-        headers = {**(headers or {}), "X-Request-ID": request_id}
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    cause: BaseException | None = None,
+) -> Response[Any]:
+    media_type, body = error_document(request.scope, status, code, detail, errors=errors, extra=extra, cause=cause)
+    headers = {**(headers or {}), "X-Request-ID": request_id_of(request.scope)}
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
 
 
-def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     status = STATUS_BY_KIND[exc.kind]
     errors = [FieldError(exc.field, exc.detail)] if exc.field else None
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited | Unavailable) else None
@@ -174,8 +214,16 @@ def field_errors(exc: ValidationException, request: Request[Any, Any, Any] | Non
     return found
 
 
-def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+def _empty_body(request: Request[Any, Any, Any]) -> bool:
+    return request.method in ("POST", "PUT", "PATCH") and request.headers.get("content-length", "0") == "0"
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc, request)
+    if _empty_body(request) and any(e.source == "body" for e in errors):
+        # msgspec reports an absent body as a missing `data` key: say what happened instead.
+        detail = "the body is empty: send a JSON document"
+        return problem_response(request, 400, "malformed_body", detail, errors=[FieldError("body", detail, "body")])
     if not errors:
         # Litestar reports a missing parameter or an undecodable body as a bare message.
         detail = exc.detail or ""
@@ -191,8 +239,13 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     return problem_response(request, 400, code, detail, errors=errors)
 
 
-def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
+    if isinstance(exc, MethodNotAllowedException) and (exc.headers or {}).get("allow") == "websocket":
+        # A plain HTTP request to a WebSocket-only route (/v1/rtc): the router's Allow would name
+        # no HTTP method at all; say what the route needs instead.
+        needs = "this route speaks WebSocket: open it with an Upgrade request"
+        return problem_response(request, 426, "websocket_required", needs, headers={"Upgrade": "websocket"})
     codes: dict[type[HTTPException], str] = {
         NotFoundException: "route_not_found",
         MethodNotAllowedException: "method_not_allowed",
@@ -205,12 +258,23 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     detail = exc.detail if status < 500 else None
     errors = None
     if status == 400 and detail:
-        if "json" in detail.lower():
+        if "json" in detail.lower() or isinstance(exc.__cause__, SerializationException):
+            # Truncated, empty or otherwise undecodable: one code, whatever the decoder said.
             code = "malformed_body"
+            errors = [FieldError("body", detail, "body")]
         elif missing := _MISSING_PARAM.search(detail):
             code = "missing_field"
             errors = [FieldError(missing["name"], f"required {missing['kind']} parameter", missing["kind"])]
-    return problem_response(request, status, code, detail, errors=errors)
+    # The framework's own headers stay: Allow on a 405, WWW-Authenticate on a 401.
+    headers = {k: v for k, v in (exc.headers or {}).items()}
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="spean"')
+    return problem_response(request, status, code, detail, errors=errors, headers=headers or None)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    detail = "something went wrong on our side; it was logged"
+    return problem_response(request, 500, "internal_error", detail, cause=exc)
 
 
 def database_refusal(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> DomainError | None:
@@ -224,14 +288,9 @@ def database_refusal(request: Request[Any, Any, Any], exc: asyncpg.PostgresError
     return error
 
 
-def _database(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Problem]:
+def _database(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Any]:
     error = database_refusal(request, exc)
     return _unexpected(request, exc) if error is None else _domain(request, error)
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.exception("unhandled_error", error_type=type(exc).__name__)
-    return problem_response(request, 500, "internal_error", "something went wrong on our side; it was logged")
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

@@ -10,21 +10,24 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
 from api.body import StrictRequest
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
+from api.docs import schema_router, swagger_assets, swagger_page
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse
+from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
+from api.request_id import stamp_response
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
 from api.routes.auth import AuthController
@@ -111,7 +114,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         finally:
             embedded.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -135,9 +138,11 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
+            swagger_assets(),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[stamp_response, full_allow_header],
         middleware=[
             RequestContextMiddleware,
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
@@ -161,7 +166,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             title="Spean API",
             version="0.1.0",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            openapi_router=schema_router(),
+            render_plugins=[swagger_page()],
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
@@ -169,7 +175,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         ),
         debug=False,
         logging_config=None,  # structlog is configured once per process (infra.logging), not per app
+        plugins=SCHEMA_PLUGINS,
     )
+    complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
+    return app
 
 
 def create_app_from_env() -> Litestar:

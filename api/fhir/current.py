@@ -16,7 +16,6 @@ from api.deps import Caller, Config, Conn
 from api.fhir import admin
 from api.fhir.bundle import CURRENT_HISTORY, bundle, fhir
 from api.fhir.clinical import Resource
-from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.scheduling import location, schedule
 from domain import facilities, patients, practitioners
 from domain.booking import appointments
@@ -76,7 +75,6 @@ READERS: dict[str, Reader] = {
 class FhirCurrentHistoryController(Controller):
     path = "/fhir"
     tags = ["fhir"]
-    exception_handlers = FHIR_EXCEPTION_HANDLERS
 
     # One path per type: the router does not fall back from /Patient/{id}... to /{type}/{id}/_history.
     @get([f"/{name}/{{ident:uuid}}/_history" for name in CURRENT_HISTORY], summary="The current version, as history")

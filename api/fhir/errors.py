@@ -1,67 +1,46 @@
-"""Errors on /fhir leave as FHIR OperationOutcome resources (what FHIR clients parse), carrying
-the same stable code as the app API's problem+json in issue.details.coding."""
+"""How an error reads under /fhir: a FHIR OperationOutcome (what FHIR clients parse), carrying the
+same stable code as the app API's problem+json in issue.details.coding and the request id in an
+extension. api.errors decides status and code for both; this module only shapes the document."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-from litestar import Request, Response
-from litestar.exceptions import ValidationException
-from litestar.types import ExceptionHandlersMap
-
-from api.errors import EXCEPTION_HANDLERS, STATUS_BY_KIND, InputRejected, database_refusal, field_errors
-from api.fhir.bundle import FHIR_JSON
-from domain.errors import DomainError, ErrorKind
-
 PROBLEMS = "https://spean.dev/problems"
+REQUEST_ID_EXTENSION = "https://spean.dev/fhir/StructureDefinition/request-id"
 _ISSUE_TYPE = {
-    ErrorKind.INVALID: "invalid",
-    ErrorKind.UNAUTHENTICATED: "login",
-    ErrorKind.FORBIDDEN: "forbidden",
-    ErrorKind.NOT_FOUND: "not-found",
-    ErrorKind.CONFLICT: "conflict",
-    ErrorKind.RATE_LIMITED: "throttled",
-    ErrorKind.UNAVAILABLE: "transient",
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    413: "too-long",
+    415: "not-supported",
+    422: "invalid",
+    429: "throttled",
+    503: "transient",
 }
 
 
-def outcome(issue_type: str, code: str, detail: str, field: str | None = None) -> dict[str, Any]:
+def is_fhir_path(path: str) -> bool:
+    return path == "/fhir" or path.startswith("/fhir/")
+
+
+def outcome(
+    status: int, code: str, detail: str | None, fields: list[str] | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     issue: dict[str, Any] = {
-        "severity": "error",
-        "code": issue_type,
-        "details": {"coding": [{"system": PROBLEMS, "code": code}], "text": detail},
+        "severity": "error" if status < 500 else "fatal",
+        "code": _ISSUE_TYPE.get(status, "exception"),
+        "details": {"coding": [{"system": PROBLEMS, "code": code}], "text": detail or code},
     }
-    if field:
-        issue["expression"] = [field]
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
-
-
-def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
-    body = outcome(_ISSUE_TYPE[exc.kind], exc.code, exc.detail, exc.field)
-    headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
-    return Response(body, status_code=STATUS_BY_KIND[exc.kind], media_type=FHIR_JSON, headers=headers)
-
-
-def _database(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Any]:
-    error = database_refusal(request, exc)
-    if error is None:
-        return EXCEPTION_HANDLERS[Exception](request, exc)  # a bug: the app's bare 500
-    return _domain(request, error)
-
-
-def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = exc.errors if isinstance(exc, InputRejected) else field_errors(exc, request)
-    code = getattr(exc, "code", None) or "bad_request"
-    field = errors[0].field if errors else None
-    return Response(outcome("invalid", code, str(exc.detail), field), status_code=400, media_type=FHIR_JSON)
-
-
-FHIR_EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    DomainError: _domain,
-    asyncpg.PostgresError: _database,
-    ValidationException: _validation,
-}
+    if fields:
+        issue["expression"] = fields
+    document: dict[str, Any] = {"resourceType": "OperationOutcome", "issue": [issue]}
+    if request_id:
+        document["extension"] = [{"url": REQUEST_ID_EXTENSION, "valueString": request_id}]
+    return document
 
 
 def code_of(body: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
@@ -15,7 +16,6 @@ from api.fhir import admin, transaction
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir, fhir_date
 from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
-from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.trail import audit_event, provenance
 from domain import facilities, patients, practitioners
 from domain.audit.export import export
@@ -40,7 +40,6 @@ def _kind(resource_type: str) -> str:
 class FhirController(Controller):
     path = "/fhir"
     tags = ["fhir"]
-    exception_handlers = FHIR_EXCEPTION_HANDLERS
 
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:
@@ -234,8 +233,9 @@ class FhirController(Controller):
         conn: Conn,
         principal: Caller,
         settings: Config,
-        patient: FromQuery[uuid.UUID],
         pool: DbPool,
+        # Optional to the framework only so that an unknown type is a 404 before it is checked.
+        patient: Annotated[uuid.UUID | None, QueryParameter(description="required")] = None,
         date: FromQuery[list[str] | None] = None,
         status: FromQuery[str | None] = None,
         last_updated: LastUpdated = None,
@@ -243,6 +243,8 @@ class FhirController(Controller):
         cursor: Cursor = None,
     ) -> Response[Any]:
         kind = _kind(resource_type)
+        if patient is None:
+            raise ValidationException("Missing required query parameter 'patient'")
         effective_from, effective_to = date_bounds(date, "date")
         since, _ = date_bounds(last_updated, "_lastUpdated")
         entries = await record.search(

@@ -13,7 +13,6 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from api.deps import Caller, Config, Conn
 from api.fhir.bundle import bundle, date_bounds, fhir
 from api.fhir.clinical import Resource, instant, ref
-from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from domain import facilities, practitioners
 from domain.booking import availability
 from domain.booking.slots import Slot
@@ -67,7 +66,6 @@ def slot(s: Slot) -> Resource:
 class FhirSchedulingController(Controller):
     path = "/fhir"
     tags = ["fhir"]
-    exception_handlers = FHIR_EXCEPTION_HANDLERS
 
     @get("/Location/{facility_id:uuid}", summary="Read a Location (a facility's site)")
     async def read_location(self, facility_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:

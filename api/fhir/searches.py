@@ -15,7 +15,6 @@ from litestar.params import FromQuery, QueryParameter
 from api.deps import Caller, Config, Conn
 from api.fhir import admin
 from api.fhir.bundle import bundle, date_bounds, fhir
-from api.fhir.errors import FHIR_EXCEPTION_HANDLERS
 from api.fhir.scheduling import location, schedule
 from api.input_rules import calendar_problem
 from domain import facilities, practitioners
@@ -67,7 +66,6 @@ def _appointment_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
 class FhirSearchController(Controller):
     path = "/fhir"
     tags = ["fhir"]
-    exception_handlers = FHIR_EXCEPTION_HANDLERS
 
     @get("/Appointment", summary="Search Appointments (patient, practitioner or actor, date, status)")
     async def search_appointments(

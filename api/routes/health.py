@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -26,7 +27,13 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", opt=_PUBLIC, tags=["ops"], summary="Readiness: PostgreSQL and Redis answer")
+@get(
+    "/ready",
+    opt=_PUBLIC,
+    tags=["ops"],
+    summary="Readiness: PostgreSQL and Redis answer",
+    responses={503: ResponseSpec(data_container=Health, description="A dependency does not answer")},
+)
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     state = request.app.state
     checks: dict[str, str] = {}
@@ -48,7 +55,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 
 
-@get("/metrics", opt=_PUBLIC, tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+@get("/metrics", opt=_PUBLIC, tags=["ops"], summary="Prometheus metrics", media_type="text/plain")
 async def metrics() -> Response[bytes]:
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
