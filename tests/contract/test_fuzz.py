@@ -23,17 +23,14 @@ MAX_TIME = int(os.environ.get("SPEAN_FUZZ_MAX_TIME", "0"))  # 0: one pass over e
 # Left out: positive_data_acceptance (schema-valid data that breaks a domain rule, such as an
 # unreachable phone number or a slot outside opening hours, is rightly a 422) and
 # object_level_authorization (the role x resource matrix is tests/api/test_access.py).
-# Pending the input-hardening work of issue 7 ("Hostile and odd input"), which owns both classes:
-# negative_data_rejection (numbers read as datetimes: `GET /v1/appointments?from=0` and
-# `started_at: 0` answer 2xx) and NUL in strings (500 from PostgreSQL). Add them back with
-# SPEAN_FUZZ_CHECKS=...,negative_data_rejection and SPEAN_FUZZ_ALLOW_X00=true once it has landed.
 CHECKS = os.environ.get(
     "SPEAN_FUZZ_CHECKS",
     "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
     "response_schema_conformance,missing_required_header,unsupported_method,allow_header_conformance,"
-    "use_after_free,ensure_resource_availability,ignored_auth",
+    "use_after_free,ensure_resource_availability,ignored_auth,negative_data_rejection",
 )
-ALLOW_X00 = os.environ.get("SPEAN_FUZZ_ALLOW_X00", "false")
+# NUL in generated strings too: it must be refused (400 nul_character), never reach PostgreSQL.
+ALLOW_X00 = os.environ.get("SPEAN_FUZZ_ALLOW_X00", "true")
 # The bounded run repeats itself (a fixed seed); `make fuzz` draws a new one each time.
 SEED = os.environ.get("SPEAN_FUZZ_SEED", "1")
 MIN_CASES = int(os.environ.get("SPEAN_FUZZ_MIN_CASES", "0"))
