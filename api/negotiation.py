@@ -23,8 +23,10 @@ from litestar.serialization import default_serializer, encode_msgpack
 from infra import instants
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
-# An instant as msgspec writes it, unless it is in UTC (…Z): with an offset, or naive.
-_NOT_UTC = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"')
+# An instant as msgspec writes it, unless it is in UTC (…Z): with an offset, or naive. Fields named
+# `…_local` are wall-clock times in the facility's zone on purpose (`start_local`), so they do not
+# count (and an appointment's answer is not encoded twice for them).
+_NOT_UTC = re.compile(rb'(?<!_local":)"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"')
 
 
 def wants_msgpack(accept: str) -> bool:
