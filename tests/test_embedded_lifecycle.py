@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ import psutil
 import pytest
 
 from infra.embedded import free_port
+from tests.live import start_server, wait_ready
 
 PHONE = "+85512345678"
 
@@ -60,25 +58,8 @@ class Server:
     def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
         self.port = free_port()
         self.log = log
-        with log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "spean.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, as a terminal gives it
-            )
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        self.proc = start_server(env, self.port, log, "--workers", str(workers), new_session=True)
+        wait_ready(self.port, self.proc, log, timeout_s=90)
 
     def signal_group(self, signum: int) -> int:
         os.killpg(self.proc.pid, signum)

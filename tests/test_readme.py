@@ -12,8 +12,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 from infra.embedded import free_port
+from tests.live import wait_ready
 from tests.realtime.client import Signal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,20 +46,6 @@ async def _database(admin_dsn: str, sql: str) -> None:
         await admin.execute(sql)
     finally:
         await admin.close()
-
-
-def _wait_ready(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert server.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +78,7 @@ def demo_server(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
                 [BIN / "spean", "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            _wait_ready(port, server, log)
+            wait_ready(port, server, log)
             yield {**env, "DEMO_OUTPUT": demo.stdout}
         finally:
             server.terminate()

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +14,7 @@ import pytest
 from infra.config import Settings
 from infra.embedded import free_port
 from tests.factory import Factory, PatientLogin, Staff
+from tests.live import server_env, start_server, wait_ready
 
 
 @dataclass
@@ -35,53 +32,26 @@ class Servers:
         self.procs[1].kill()
         self.procs[1].wait(10)
         log = self.folder / f"server-{self.ports[1]}-restarted.log"
-        self.procs[1] = _start(self.env, self.ports[1], log)
-        _wait_ready(self.ports[1], self.procs[1], log)
-
-
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "spean.cli", "serve", "--port", str(port), "--no-migrate"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"server on {port} not ready:\n{log.read_text()}")
+        self.procs[1] = start_server(self.env, self.ports[1], log, "--no-migrate")
+        wait_ready(self.ports[1], self.procs[1], log)
 
 
 @pytest.fixture(scope="session")
 def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     folder = tmp_path_factory.mktemp("rtc")
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SPEAN_SECRET_KEY": settings.secret_key,
-        "SPEAN_DATA_DIR": str(folder),
-        "SPEAN_LOG_LEVEL": "warning",
-        "SPEAN_RTC_GRACE": "5",
-        "SPEAN_TURN_URLS": "turn:127.0.0.1:3478",
-        "SPEAN_TURN_SECRET": "coturn-secret",
-        "SPEAN_STUN_URLS": "stun:127.0.0.1:3478",
-    }
+    env = server_env(
+        settings,
+        folder,
+        SPEAN_RTC_GRACE="5",
+        SPEAN_TURN_URLS="turn:127.0.0.1:3478",
+        SPEAN_TURN_SECRET="coturn-secret",
+        SPEAN_STUN_URLS="stun:127.0.0.1:3478",
+    )
     ports = [free_port(), free_port()]
-    procs = [_start(env, port, folder / f"server-{port}.log") for port in ports]
+    procs = [start_server(env, port, folder / f"server-{port}.log", "--no-migrate") for port in ports]
     try:
         for port, proc in zip(ports, procs, strict=True):
-            _wait_ready(port, proc, folder / f"server-{port}.log")
+            wait_ready(port, proc, folder / f"server-{port}.log")
         yield Servers(
             f"ws://127.0.0.1:{ports[0]}",
             f"ws://127.0.0.1:{ports[1]}",
