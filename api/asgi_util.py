@@ -15,7 +15,9 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_problem(send: Send, scope: Scope, status: int, code: str, detail: str) -> None:
+async def send_problem(
+    send: Send, scope: Scope, status: int, code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = msgspec.json.encode(
         Problem(
             type=f"https://spean.dev/problems/{code.replace('_', '-')}",
@@ -30,7 +32,11 @@ async def send_problem(send: Send, scope: Scope, status: int, code: str, detail:
     start: Message = {
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or ()),
+        ],
     }
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})

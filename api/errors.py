@@ -23,6 +23,7 @@ from litestar.exceptions import (
 from litestar.types import ExceptionHandlersMap
 
 from domain.errors import DomainError, ErrorKind, RateLimited
+from infra import outage
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ def status_of(exc: Exception) -> int:
         return STATUS_BY_KIND[exc.kind]
     if isinstance(exc, HTTPException):
         return exc.status_code
-    return 500
+    return 503 if outage.unavailable(exc) is not None else 500
 
 
 def problem_response(
@@ -180,7 +181,17 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     return problem_response(request, status, code, detail, errors=errors)
 
 
+def unavailable_response(request: Request[Any, Any, Any] | None, dependency: outage.Dependency) -> Response[Problem]:
+    """503 with Retry-After: the client may retry the same request (with its Idempotency-Key)."""
+    detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
+    headers = {"Retry-After": str(outage.RETRY_AFTER_S)}
+    return problem_response(request, 503, dependency.code, detail, headers=headers)
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if (dependency := outage.unavailable(exc)) is not None:
+        dependency.down(exc)  # logged once per outage, not once per request
+        return unavailable_response(request, dependency)
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return problem_response(request, 500, "internal_error", "something went wrong on our side; it was logged")
 

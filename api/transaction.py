@@ -23,6 +23,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 
 from api.asgi_util import header, send_problem
+from infra import outage
 
 SCOPE_CONN = "spean.conn"
 NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no database
@@ -60,37 +61,67 @@ class TransactionMiddleware:
         user = scope.get("user")
         principal = str(user.user_id) if user is not None else "anonymous"
         state = scope["app"].state
+        if state.migrations_pending:
+            # Started while PostgreSQL was away: the schema is brought up to date in the background.
+            await _send_unavailable(send, scope, outage.POSTGRES)
+            return
         captured: list[Message] = []
-        async with state.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    fingerprint = b""
-                    if key is not None:
-                        fingerprint = _fingerprint(scope, body)
-                        if not await _claim(conn, principal, key, fingerprint, state.settings.idempotency_ttl_s):
-                            await _replay(conn, scope, send, principal, key, fingerprint)
-                            return
-                    scope[SCOPE_CONN] = conn  # type: ignore[literal-required]
-                    captured = await _run(self.app, scope, body if key is not None else None, receive)
-                    status = cast("int", captured[0].get("status", 500)) if captured else 500
-                    if not 200 <= status < 400:
-                        raise _RollBack
-                    if key is not None:
-                        await conn.execute(
-                            "UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5 "
-                            "WHERE principal = $1 AND key = $2",
-                            principal,
-                            key,
-                            status,
-                            _kept_headers(captured[0]),
-                            _joined_body(captured),
-                        )
-            except _RollBack:
-                pass
-            finally:
-                scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
+        sent = False
+
+        async def send_once(message: Message) -> None:
+            nonlocal sent
+            sent = True
+            await send(message)
+
+        try:
+            async with state.pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        fingerprint = b""
+                        if key is not None:
+                            fingerprint = _fingerprint(scope, body)
+                            if not await _claim(conn, principal, key, fingerprint, state.settings.idempotency_ttl_s):
+                                await _replay(conn, scope, send_once, principal, key, fingerprint)
+                                return
+                        scope[SCOPE_CONN] = conn  # type: ignore[literal-required]
+                        captured = await _run(self.app, scope, body if key is not None else None, receive)
+                        status = cast("int", captured[0].get("status", 500)) if captured else 500
+                        if not 200 <= status < 400:
+                            raise _RollBack
+                        if key is not None:
+                            await conn.execute(
+                                "UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5 "
+                                "WHERE principal = $1 AND key = $2",
+                                principal,
+                                key,
+                                status,
+                                _kept_headers(captured[0]),
+                                _joined_body(captured),
+                            )
+                except _RollBack:
+                    pass
+                finally:
+                    scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
+        except Exception as exc:
+            # PostgreSQL went away while we acquired, queried, committed or rolled back (the answer
+            # was held back, so nothing was sent yet): a retryable 503, never a bare 500. Whether a
+            # failed COMMIT landed is unknown; a retry with the same Idempotency-Key finds out.
+            dependency = outage.unavailable(exc)
+            if dependency is None:
+                raise
+            dependency.down(exc)
+            if not sent:
+                await _send_unavailable(send, scope, dependency)
+            return
+        outage.POSTGRES.up()
         for message in captured:
             await send(message)
+
+
+async def _send_unavailable(send: Send, scope: Scope, dependency: outage.Dependency) -> None:
+    retry_after = str(outage.RETRY_AFTER_S).encode()
+    detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
+    await send_problem(send, scope, 503, dependency.code, detail, [(b"retry-after", retry_after)])
 
 
 def _fingerprint(scope: Scope, body: bytes) -> bytes:

@@ -36,16 +36,19 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int) -> Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, connect_now: bool = True) -> Pool:
+    """`connect_now=False` opens no connection yet (PostgreSQL may be away): connections are made
+    on first use and kept while in use (no floor of `min_size`)."""
     pool = await asyncpg.create_pool(
         dsn,
-        min_size=min_size,
+        min_size=min_size if connect_now else 0,
         max_size=max_size,
         init=init_connection,
         reset=_keep_session,
         # Statements are prepared per connection; a bounded cache keeps memory flat.
         statement_cache_size=256,
         command_timeout=30,
+        timeout=5,  # to connect: a server that does not answer is away, and requests get 503 soon
         server_settings={"application_name": "spean", "timezone": "UTC"},
     )
     assert pool is not None
