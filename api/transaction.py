@@ -13,6 +13,7 @@ everything back, so a retry runs again. The same key with a different body is a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable
@@ -100,6 +101,12 @@ class TransactionMiddleware:
                             )
                 except _RollBack:
                     pass
+                except Exception as exc:
+                    if outage.unavailable(exc) is not None:
+                        # Half-dead: never hand it to the next request (it may be gone already).
+                        with contextlib.suppress(Exception):
+                            conn.terminate()
+                    raise
                 finally:
                     scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
         except Exception as exc:

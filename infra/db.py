@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+
+# While PostgreSQL is away asyncpg's pool logs a traceback at each try to restore its floor of
+# connections; infra.outage says once that PostgreSQL is away, and once that it is back.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 # A connection of its own or one borrowed from the pool: domain code accepts either.
 # (asyncpg's classes are generic only in its type stubs, not at run time.)

@@ -81,6 +81,8 @@ def unavailable(error: BaseException) -> Dependency | None:
         return POSTGRES
     if isinstance(error, asyncpg.InterfaceError) and "clos" in str(error):
         return POSTGRES  # "connection is closed", "pool is closing": the socket died under us
+    if isinstance(error, asyncpg.InternalClientError) and "cannot switch to state" in str(error):
+        return POSTGRES  # a pooled connection that the server's shutdown left half-closed
     return None
 
 
@@ -89,7 +91,7 @@ class Backoff:
     """Exponential pauses with full jitter, capped: retries spread out and never stop."""
 
     first_s: float = 0.5
-    cap_s: float = 15.0
+    cap_s: float = 5.0
     _attempt: int = 0
 
     def next(self) -> float:
