@@ -58,6 +58,10 @@ class OwnPostgres:
         data, log = str(self.folder / "pgdata"), str(self.folder / "postgres.log")
         self._run(str(_PG_BIN / "pg_ctl"), "-D", data, "-l", log, "-o", options, "-w", "-t", "30", "start")
 
+    def start_if_stopped(self) -> None:
+        if not (self.folder / "pgdata" / "postmaster.pid").exists():
+            self.start()
+
     def stop(self) -> None:
         if not (self.folder / "pgdata" / "postmaster.pid").exists():
             return  # not running
@@ -82,7 +86,7 @@ class OwnRedis:
             [redis_server_binary(), *args, "--dir", str(self.folder), "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
         )
-        _wait_until(lambda: _connects(self.port), 10, "redis-server did not start")
+        wait_until(lambda: _connects(self.port), 10, "redis-server did not start")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -105,6 +109,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.launch()
+        wait_until(lambda: self.ready() == 200 and len(self.workers()) == 2, 60, "server not ready", self)
+
+    def launch(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "spean.cli", "serve", "--workers", "2", "--port", str(self.port)],
@@ -112,7 +120,6 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait_until(lambda: self.ready() == 200 and len(self.workers()) == 2, 60, "server not ready", self)
 
     def workers(self) -> list[psutil.Process]:
         assert self.proc is not None
@@ -156,7 +163,7 @@ def _connects(port: int) -> bool:
     return False
 
 
-def _wait_until(check: object, within_s: float, message: str, server: Server | None = None) -> None:
+def wait_until(check: object, within_s: float, message: str, server: Server | None = None) -> None:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if server is not None and server.proc is not None:

@@ -30,7 +30,7 @@ from infra.config import load_settings
 from infra.migrate import migrate
 from spean.app import create_app
 from tests.factory import Factory, PatientLogin, Scene, auth, iso, next_local
-from tests.fault.servers import OwnPostgres, OwnRedis, Server
+from tests.fault.servers import OwnPostgres, OwnRedis, Server, wait_until
 from tests.realtime.client import Signal
 
 BP = {"kind": "observation", "code": "8310-5", "value": 37.2, "unit": "Cel"}
@@ -355,6 +355,55 @@ async def _relayed(sender: Signal, receiver: Signal, sender_peer: str, receiver_
         assert offer["from"] == sender_peer
         return
     raise AssertionError(f"nothing relayed after the outage: {receiver.seen}")
+
+
+async def test_a_server_started_while_both_are_away_serves_once_they_return(stack: Stack, world: World) -> None:
+    """`spean serve` with PostgreSQL and Redis both down: it starts (migrations are left to the
+    workers, in the background), /ready is 503, and it serves by itself once they are back."""
+    await asyncio.to_thread(stack.postgres.stop)
+    await asyncio.to_thread(stack.redis.stop)
+    second = Server(stack.server.env, stack.server.log.with_name("second.log"))
+    try:
+        second.launch()
+        await asyncio.to_thread(
+            wait_until, lambda: second.ready() == 503 and len(second.workers()) == 2, 60, "", second
+        )
+        async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
+            checks = (await http.get("/ready")).json()["checks"]
+            # Migrations wait for PostgreSQL in the background, in the workers.
+            assert checks["migrations"] == "pending", checks
+            assert checks["postgres"].startswith("error"), checks
+            assert checks["redis"].startswith("error"), checks
+            refused = await http.get("/v1/facilities", headers=world.scene.chw.headers)
+            assert refused.status_code == 503, refused.text
+            assert (refused.json()["code"], refused.headers["retry-after"]) == ("database_unavailable", "3")
+            await asyncio.to_thread(time.sleep, 1)
+            assert second.proc is not None
+            assert second.proc.poll() is None, second.log.read_text()[-5000:]
+            await asyncio.to_thread(stack.postgres.start)
+            await asyncio.to_thread(stack.redis.start)
+            await asyncio.to_thread(wait_until, lambda: second.ready() == 200, 30, "not ready again", second)
+            seen = Outcomes()
+            await _phone_once(http, world, seen)
+            # The other worker may still be waiting out its back-off: a retryable 503 at worst.
+            assert seen.statuses[201] == 2, (seen.statuses, seen.failures)
+            assert set(seen.statuses) <= {201, 503}, seen.statuses
+    finally:
+        second.stop()
+        await asyncio.to_thread(stack.postgres.start_if_stopped)
+        if stack.redis.proc is None:
+            await asyncio.to_thread(stack.redis.start)
+
+
+async def _phone_once(http: httpx.AsyncClient, world: World, seen: Outcomes) -> None:
+    booking = {
+        "patient_id": str(world.patients[0]),
+        "practitioner_id": str(world.scene.specialist.practitioner_id),
+        "start": next(world.starts),
+    }
+    chw = world.scene.chw.token
+    assert await _until_done(http, "/v1/appointments", booking, chw, seen) is not None
+    assert await _until_done(http, f"/v1/patients/{world.patients[0]}/record", BP, chw, seen) is not None
 
 
 def _wait_for_replacement(server: Server, victim: int) -> None:
