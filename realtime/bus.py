@@ -16,7 +16,6 @@ from collections.abc import Callable
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from infra import outage
@@ -56,14 +55,14 @@ class Bus:
         async with self._lock:
             first = not self._listeners[room]
             self._listeners[room].add(listener)
-            if first and self._pubsub is not None:
-                try:
+            try:
+                if self._pubsub is None:
+                    await self._subscribe_locked()  # Redis may be back before the pump's next try
+                elif first:
                     await self._pubsub.subscribe(channel(room))
-                except RedisError:
-                    await self._drop()  # the pump resubscribes, this room included
-                    raise
-            elif self._pubsub is None:
-                raise RedisConnectionError("not subscribed: Redis is unavailable")
+            except RedisError:
+                await self._drop()  # the pump resubscribes, this room included
+                raise
 
     async def leave(self, room: str, listener: Listener) -> None:
         """Stop listening; never raises (a lost subscription is renewed without this room)."""
@@ -83,13 +82,18 @@ class Bus:
 
     async def _subscribe(self) -> None:
         async with self._lock:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._own, *(channel(room) for room in self._listeners))
-            except BaseException:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                raise
-            self._pubsub = pubsub
+            if self._pubsub is None:
+                await self._subscribe_locked()
+
+    async def _subscribe_locked(self) -> None:
+        """A fresh subscription to this worker's channel and every room with a local listener."""
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._own, *(channel(room) for room in self._listeners))
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
 
     async def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -100,13 +104,14 @@ class Bus:
     async def _pump(self) -> None:
         backoff = outage.Backoff()
         while True:
+            pubsub = self._pubsub
             try:
-                if self._pubsub is None:
+                if pubsub is None:
                     await self._subscribe()
                     outage.REDIS.up()
                     backoff.reset()
-                assert self._pubsub is not None
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -114,7 +119,8 @@ class Bus:
                     dependency.down(exc)
                 else:
                     log.exception("rtc_bus_read_failed")
-                await self._drop()
+                if self._pubsub is pubsub:  # not one a join has made meanwhile
+                    await self._drop()
                 await asyncio.sleep(backoff.next())
                 continue
             if message is None or message.get("type") != "message":

@@ -14,6 +14,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api.auth_middleware import BearerAuthMiddleware
 from api.context import RequestContextMiddleware
@@ -110,9 +112,16 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             app.state.pool = await _pool(database_url, settings)
             # A blocking pool waits for a free connection instead of failing at once under load;
             # from_pool hands the pool to the client, so closing the client closes its connections.
+            # One immediate retry on a fresh connection: after a Redis restart every pooled
+            # connection is dead, and only the first command on each would notice.
             app.state.redis = Redis.from_pool(
                 BlockingConnectionPool.from_url(
-                    redis_url, max_connections=64, timeout=5, decode_responses=True, socket_connect_timeout=5
+                    redis_url,
+                    max_connections=64,
+                    timeout=5,
+                    decode_responses=True,
+                    socket_connect_timeout=5,
+                    retry=Retry(NoBackoff(), 1),
                 )
             )
             app.state.otp = OtpService(
