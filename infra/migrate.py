@@ -54,7 +54,7 @@ def discover() -> list[Migration]:
 
 async def migrate(dsn: str) -> list[Migration]:
     """Apply pending migrations; return those applied by this call."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, timeout=10)  # a server that does not answer is away: retried
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:

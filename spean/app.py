@@ -72,7 +72,6 @@ async def _migrate(state: State, database_url: str) -> asyncio.Task[None] | None
     except Exception as exc:
         if outage.unavailable(exc) is None:
             raise
-
         return asyncio.create_task(_migrate_later(state, database_url, exc))
     state.migrations_pending = False
     return None
