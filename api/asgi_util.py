@@ -16,26 +16,35 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_problem(send: Send, scope: Scope, status: int, code: str, detail: str) -> None:
+async def send_problem(
+    send: Send, scope: Scope, status: int, code: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Answer with the same error document the exception handlers write (api.errors)."""
-    for message in problem_messages(scope, status, code, detail):
+    for message in problem_messages(scope, status, code, detail, headers=headers):
         await send(message)
 
 
 def problem_messages(
-    scope: Scope, status: int, code: str, detail: str, *, retry_after_s: int | None = None
+    scope: Scope,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    retry_after_s: int | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> list[Message]:
     """The messages of an error answer, for a middleware that sends them itself."""
     media_type, document = error_document(scope, status, code, detail)
     body = msgspec.json.encode(document)
-    headers = [
+    start_headers = [
         (b"content-type", media_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id_of(scope).encode()),
+        *(headers or ()),
     ]
     if retry_after_s is not None:
-        headers.append((b"retry-after", str(retry_after_s).encode()))
+        start_headers.append((b"retry-after", str(retry_after_s).encode()))
     return [
-        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.start", "status": status, "headers": start_headers},
         {"type": "http.response.body", "body": body, "more_body": False},
     ]

@@ -34,6 +34,7 @@ from api.fhir.errors import is_fhir_path, outcome
 from api.request_id import request_id_of
 from domain import constraints
 from domain.errors import DomainError, ErrorKind, RateLimited, Unavailable
+from infra import outage
 
 log = structlog.get_logger(__name__)
 
@@ -108,7 +109,7 @@ def status_of(exc: Exception) -> int:
         return STATUS_BY_KIND[exc.kind]
     if isinstance(exc, HTTPException):
         return exc.status_code
-    return 500
+    return 503 if outage.unavailable(exc) is not None else 500
 
 
 def error_document(
@@ -272,7 +273,17 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return problem_response(request, status, code, detail, errors=errors, headers=headers or None)
 
 
+def unavailable_response(request: Request[Any, Any, Any], dependency: outage.Dependency) -> Response[Any]:
+    """503 with Retry-After: the client may retry the same request (with its Idempotency-Key)."""
+    detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
+    headers = {"Retry-After": str(outage.RETRY_AFTER_S)}
+    return problem_response(request, 503, dependency.code, detail, headers=headers)
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if (dependency := outage.unavailable(exc)) is not None:
+        dependency.down(exc)  # logged once per outage, not once per request
+        return unavailable_response(request, dependency)
     detail = "something went wrong on our side; it was logged"
     return problem_response(request, 500, "internal_error", detail, cause=exc)
 

@@ -15,11 +15,17 @@ Races: a transaction that loses to a concurrent one in a way PostgreSQL cannot q
 the same body and key, a few times at most with short random pauses; every route passes here, so
 none answers such a race with a 500. If it loses every time the answer is a 503 with Retry-After.
 The key is claimed inside the transaction that is retried, so a retry claims it afresh.
+
+Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
+release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
+Retry-After, never a bare 500, and the half-dead connection is terminated rather than pooled.
+Whether a cut-off COMMIT landed is unknown; a retry with the same Idempotency-Key finds out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import re
@@ -37,6 +43,7 @@ from api.asgi_util import header, problem_messages, send_problem
 from api.errors import RETRY_SCOPE_KEY
 from domain import constraints
 from domain.errors import Unavailable
+from infra import outage
 
 log = structlog.get_logger(__name__)
 
@@ -74,9 +81,21 @@ class TransactionMiddleware:
             if body is None:
                 await send_problem(send, scope, 413, "payload_too_large", f"the body exceeds {MAX_BODY} bytes")
                 return
+        if scope["app"].state.migrations_pending:
+            # Started while PostgreSQL was away: the schema is brought up to date in the background.
+            await _send_unavailable(send, scope, outage.POSTGRES)
+            return
         request = _Request(scope, _ReplayableBody(receive, body), key)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            messages = await self._attempt(request, fresh=attempt == 1)
+            try:
+                messages = await self._attempt(request, fresh=attempt == 1)
+            except Exception as exc:
+                if (dependency := outage.unavailable(exc)) is None:
+                    raise
+                dependency.down(exc)  # logged once per outage
+                await _send_unavailable(send, scope, dependency)
+                return
+            outage.POSTGRES.up()
             if messages is not None and not scope.get(RETRY_SCOPE_KEY):
                 break
             if attempt < MAX_ATTEMPTS:
@@ -129,10 +148,16 @@ class TransactionMiddleware:
                         )
             except _RollBack:
                 pass
-            except asyncpg.PostgresError as exc:  # in the commit or the key's statements, not the handler
-                if not isinstance(constraints.domain_error(exc), Unavailable):
-                    raise
-                return None
+            except Exception as exc:
+                # A race lost in the commit or the key's statements (the handler's own are mapped
+                # by api.errors): run again.
+                if isinstance(exc, asyncpg.PostgresError) and isinstance(constraints.domain_error(exc), Unavailable):
+                    return None
+                if outage.unavailable(exc) is not None:
+                    # Half-dead: never hand it to the next request (it may be gone already).
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+                raise
             finally:
                 scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
         return captured
@@ -252,3 +277,9 @@ async def _replay(conn: Any, scope: Scope, principal: str, key: str, fingerprint
         {"type": "http.response.start", "status": row["status_code"], "headers": headers},
         {"type": "http.response.body", "body": body, "more_body": False},
     ]
+
+
+async def _send_unavailable(send: Send, scope: Scope, dependency: outage.Dependency) -> None:
+    retry_after = str(outage.RETRY_AFTER_S).encode()
+    detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
+    await send_problem(send, scope, 503, dependency.code, detail, [(b"retry-after", retry_after)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -10,6 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+
+# While PostgreSQL is away asyncpg's pool logs a traceback at each try to restore its floor of
+# connections; infra.outage says once that PostgreSQL is away, and once that it is back.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 # A connection of its own or one borrowed from the pool: domain code accepts either.
 # (asyncpg's classes are generic only in its type stubs, not at run time.)
@@ -61,16 +66,19 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int) -> Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, connect_now: bool = True) -> Pool:
+    """`connect_now=False` opens no connection yet (PostgreSQL may be away): connections are made
+    on first use and kept while in use (no floor of `min_size`)."""
     pool = await asyncpg.create_pool(
         dsn,
-        min_size=min_size,
+        min_size=min_size if connect_now else 0,
         max_size=max_size,
         init=init_connection,
         reset=_keep_session,
         # Statements are prepared per connection; a bounded cache keeps memory flat.
         statement_cache_size=256,
         command_timeout=30,
+        timeout=5,  # to connect: a server that does not answer is away, and requests get 503 soon
         server_settings={"application_name": "spean", "timezone": "UTC"},
     )
     assert pool is not None

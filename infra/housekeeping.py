@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from infra import outage
 from infra.db import Pool
 
 log = structlog.get_logger(__name__)
@@ -33,13 +34,21 @@ async def purge_expired(pool: Pool) -> int:
 
 
 async def run_forever(pool: Pool, every_s: float = 3600.0) -> None:
+    backoff = outage.Backoff()
     while True:
         try:
             purged = await purge_expired(pool)
             if purged:
                 log.info("idempotency_keys_purged", count=purged)
-        except Exception:  # a failed round is retried next time; never kill the worker
-            log.exception("housekeeping_failed")
+        except Exception as exc:  # a failed round is retried; never kill the worker
+            if (dependency := outage.unavailable(exc)) is None:
+                log.exception("housekeeping_failed")
+            else:
+                dependency.down(exc)  # said once per outage; retried sooner than the next round
+                await asyncio.sleep(min(backoff.next(), every_s))
+                continue
+        outage.POSTGRES.up()
+        backoff.reset()
         await asyncio.sleep(every_s)
 
 

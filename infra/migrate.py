@@ -7,6 +7,7 @@ starting at once), so running twice, or from two processes, applies each file ex
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from importlib import resources
 
 import asyncpg
 import structlog
+
+from infra import outage
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +54,7 @@ def discover() -> list[Migration]:
 
 async def migrate(dsn: str) -> list[Migration]:
     """Apply pending migrations; return those applied by this call."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, timeout=10)  # a server that does not answer is away: retried
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:
@@ -60,6 +63,24 @@ async def migrate(dsn: str) -> list[Migration]:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     finally:
         await conn.close()
+
+
+async def migrate_when_available(dsn: str, first_error: BaseException) -> None:
+    """Retry `migrate` with a growing pause until PostgreSQL answers (a worker that started while it
+    was away). Errors other than its absence are logged and retried too: a worker keeps serving
+    what needs no database rather than exit."""
+    outage.POSTGRES.down(first_error)
+    backoff = outage.Backoff()
+    while True:
+        await asyncio.sleep(backoff.next())
+        try:
+            await migrate(dsn)
+        except Exception as exc:
+            if outage.unavailable(exc) is None:
+                log.exception("migration_failed")
+            continue
+        outage.POSTGRES.up()
+        return
 
 
 async def _apply_pending(conn: asyncpg.Connection) -> list[Migration]:

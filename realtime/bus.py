@@ -15,7 +15,10 @@ from collections.abc import Callable
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
+from infra import outage
 from realtime.rooms import channel
 
 log = structlog.get_logger(__name__)
@@ -24,16 +27,20 @@ Listener = Callable[[str], None]
 
 
 class Bus:
+    """Subscriptions follow the local listeners. While Redis is away the pump retries with a
+    growing pause (one log line per outage), then subscribes afresh to exactly the rooms that
+    still have listeners here; what was published meanwhile is lost, as pub/sub always allows."""
+
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._pubsub = redis.pubsub()
+        self._pubsub: PubSub | None = None  # None: not subscribed (not started, or Redis was lost)
+        self._own = f"rtc:worker:{uuid.uuid4().hex}"
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        # A channel of our own keeps the subscription alive while no room is open here.
-        await self._pubsub.subscribe(f"rtc:worker:{uuid.uuid4().hex}")
+        """Never fails: the first subscription is made by the pump, whenever Redis answers."""
         self._task = asyncio.create_task(self._pump())
 
     async def stop(self) -> None:
@@ -41,33 +48,80 @@ class Bus:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._drop()
 
     async def join(self, room: str, listener: Listener) -> None:
+        """Listen to a room; raises a Redis error if Redis is away (the socket is told to retry)."""
         async with self._lock:
-            if not self._listeners[room]:
-                await self._pubsub.subscribe(channel(room))
+            first = not self._listeners[room]
             self._listeners[room].add(listener)
+            try:
+                if self._pubsub is None:
+                    await self._subscribe_locked()  # Redis may be back before the pump's next try
+                elif first:
+                    await self._pubsub.subscribe(channel(room))
+            except RedisError:
+                await self._drop()  # the pump resubscribes, this room included
+                raise
 
     async def leave(self, room: str, listener: Listener) -> None:
+        """Stop listening; never raises (a lost subscription is renewed without this room)."""
         async with self._lock:
             self._listeners[room].discard(listener)
-            if not self._listeners[room]:
-                del self._listeners[room]
-                await self._pubsub.unsubscribe(channel(room))
+            if self._listeners[room]:
+                return
+            del self._listeners[room]
+            if self._pubsub is not None:
+                try:
+                    await self._pubsub.unsubscribe(channel(room))
+                except RedisError:
+                    await self._drop()
 
     async def publish(self, room: str, envelope: str) -> None:
         await self._redis.publish(channel(room), envelope)
 
+    async def _subscribe(self) -> None:
+        async with self._lock:
+            if self._pubsub is None:
+                await self._subscribe_locked()
+
+    async def _subscribe_locked(self) -> None:
+        """A fresh subscription to this worker's channel and every room with a local listener."""
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._own, *(channel(room) for room in self._listeners))
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+
+    async def _drop(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
     async def _pump(self) -> None:
+        backoff = outage.Backoff()
         while True:
+            pubsub = self._pubsub
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if pubsub is None:
+                    await self._subscribe()
+                    outage.REDIS.up()
+                    backoff.reset()
+                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a dropped Redis connection: redis-py reconnects on the next read
-                log.exception("rtc_bus_read_failed")
-                await asyncio.sleep(0.5)
+            except Exception as exc:
+                if (dependency := outage.unavailable(exc)) is not None:
+                    dependency.down(exc)
+                else:
+                    log.exception("rtc_bus_read_failed")
+                if self._pubsub is pubsub:  # not one a join has made meanwhile
+                    await self._drop()
+                await asyncio.sleep(backoff.next())
                 continue
             if message is None or message.get("type") != "message":
                 continue

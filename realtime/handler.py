@@ -23,6 +23,7 @@ from domain.booking import consultation
 from domain.booking.model import Appointment
 from domain.errors import DomainError, ErrorKind
 from domain.principal import Principal
+from infra import outage
 from infra.db import Connection, in_transaction
 from realtime import messages as m
 from realtime.bus import Bus
@@ -332,10 +333,27 @@ class PeerSession:
 
     async def _expire_after_grace(self) -> None:
         await asyncio.sleep(self.rooms.grace_s)
+        try:
+            await self._expire()
+        except Exception as exc:  # a task of its own: nobody else would see the error
+            if outage.unavailable(exc) is None:
+                log.exception("rtc_expire_failed", room=self.room, peer=self.peer_id)
+            # Redis away: the peer's entry expires with the room's keys.
+
+    async def _expire(self) -> None:
         peer = await self.rooms.peer(self.room, self.peer_id)
         if peer is not None and not peer.connected:
             await self.rooms.remove(self.room, self.peer_id)
             await self.publish({"type": "peer_left", "peer": self.peer_id, "reason": "timeout"})
+
+    def fail_retryably(self, error: BaseException) -> None:
+        """PostgreSQL or Redis is away: say which, and close with 1013 (try again later), as HTTP
+        answers 503; the client reconnects after a pause and resumes with its session token."""
+        dependency = outage.unavailable(error) or outage.POSTGRES
+        dependency.down(error)
+        with contextlib.suppress(Closing):
+            self.send({"type": "error", "code": dependency.code, "detail": f"{dependency.name} is unavailable"})
+        self.close_after_flush(m.CLOSE_TRY_AGAIN)
 
     async def _end(self) -> None:
         assert self.principal is not None
@@ -366,11 +384,18 @@ async def rtc(socket: WebSocket[Any, Any, Any]) -> None:
         with contextlib.suppress(Closing):
             session.send({"type": "error", "code": closing.error, "detail": closing.detail})
         session.close_after_flush(closing.code)
-    except (WebSocketDisconnect, ConnectionError):
+    except WebSocketDisconnect:
         pass  # the peer went away; below, its place is held for the grace period
-    except Exception:
-        log.exception("rtc_session_failed", room=session.room, peer=session.peer_id)
-        session.close_after_flush(m.CLOSE_SERVER_ERROR)
+    except ConnectionError as exc:
+        if isinstance(exc, ConnectionRefusedError):  # a refused server, not the peer's socket
+            session.fail_retryably(exc)
+        # else the peer's socket broke: as a disconnect
+    except Exception as exc:
+        if outage.unavailable(exc) is not None:
+            session.fail_retryably(exc)
+        else:
+            log.exception("rtc_session_failed", room=session.room, peer=session.peer_id)
+            session.close_after_flush(m.CLOSE_SERVER_ERROR)
     finally:
         await session.flushed(2)
         if joined and not session.finished:

@@ -125,3 +125,4 @@ CLOSE_CONFLICT = 4409
 CLOSE_RATE_LIMITED = 4429
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
+CLOSE_TRY_AGAIN = 1013  # PostgreSQL or Redis is away for a moment: reconnect (and resume) later

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
@@ -44,11 +47,11 @@ from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
-from infra import db, housekeeping
+from infra import db, housekeeping, outage
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
-from infra.migrate import migrate
+from infra.migrate import migrate, migrate_when_available
 from infra.storage import DiskBlobStore
 from realtime.bus import Bus
 from realtime.handler import rtc
@@ -65,24 +68,65 @@ def _sms_sender(settings: Settings) -> SmsSender:
     return LogSmsSender()
 
 
+async def _migrate(state: State, database_url: str) -> asyncio.Task[None] | None:
+    """Apply migrations now, or, if PostgreSQL is away, in the background: until then routes that
+    use the database answer 503 (api.transaction). Any other migration error stops the worker."""
+    state.migrations_pending = True
+    try:
+        await migrate(database_url)
+    except Exception as exc:
+        if outage.unavailable(exc) is None:
+            raise
+        return asyncio.create_task(_migrate_later(state, database_url, exc))
+    state.migrations_pending = False
+    return None
+
+
+async def _migrate_later(state: State, database_url: str, first_error: Exception) -> None:
+    await migrate_when_available(database_url, first_error)
+    state.migrations_pending = False
+
+
+async def _pool(database_url: str, settings: Settings) -> db.Pool:
+    """The pool, warmed to its minimum size if PostgreSQL answers, else empty and lazy."""
+    try:
+        return await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    except Exception as exc:
+        if outage.unavailable(exc) is None:
+            raise
+        outage.POSTGRES.down(exc)
+        return await db.create_pool(
+            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
+        )
+
+
 def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
     secret_key = resolve_secret_key(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Neither PostgreSQL nor Redis need answer for a worker to start (a worker replaced while
+        # one is away must not fail, or the supervisor stops the whole server): connections are
+        # made on first use, /ready says 503 until both answer, requests get 503 + Retry-After.
         embedded = EmbeddedServices(settings.data_dir)
         try:
             database_url = settings.database_url or embedded.start_postgres()
             redis_url = settings.redis_url or embedded.start_redis()
-            if settings.auto_migrate:
-                await migrate(database_url)
-            app.state.pool = await db.create_pool(
-                database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-            )
+            migrating = await _migrate(app.state, database_url) if settings.auto_migrate else None
+            app.state.pool = await _pool(database_url, settings)
             # A blocking pool waits for a free connection instead of failing at once under load;
             # from_pool hands the pool to the client, so closing the client closes its connections.
+            # One immediate retry on a fresh connection: after a Redis restart every pooled
+            # connection is dead, and only the first command on each would notice.
             app.state.redis = Redis.from_pool(
-                BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=5, decode_responses=True)
+                BlockingConnectionPool.from_url(
+                    redis_url,
+                    max_connections=64,
+                    timeout=5,
+                    decode_responses=True,
+                    socket_connect_timeout=5,
+                    retry=Retry(NoBackoff(), 1),
+                )
             )
             app.state.otp = OtpService(
                 app.state.redis,
@@ -108,6 +152,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 ):
                     yield
             finally:
+                if migrating is not None:
+                    migrating.cancel()
                 await app.state.rtc_bus.stop()
                 await app.state.redis.aclose()
                 await app.state.pool.close()
@@ -156,6 +202,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         state=State(
             {
                 "settings": settings,
+                "migrations_pending": False,  # True while a worker waits for PostgreSQL to migrate
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),

@@ -43,10 +43,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["REDIS_URL"] = redis_url
         if not args.migrate:
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"
-        elif settings.auto_migrate:
-            from infra.migrate import migrate
-
-            asyncio.run(migrate(database_url))
+        elif settings.auto_migrate and _migrated_now(database_url):
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"  # done once here, not once per worker
         metrics_dir = None
         if args.workers > 1:
@@ -94,6 +91,22 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=10,
         ws=args.ws,
     )
+
+
+def _migrated_now(database_url: str) -> bool:
+    """Migrate before the workers start; if PostgreSQL is away, leave it to them (they migrate in
+    the background when it returns, one at a time) rather than refuse to serve."""
+    from infra import outage
+    from infra.migrate import migrate
+
+    try:
+        asyncio.run(migrate(database_url))
+    except Exception as exc:
+        if outage.unavailable(exc) is None:
+            raise
+        outage.POSTGRES.down(exc)
+        return False
+    return True
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.transaction import NO_TRANSACTION
+from infra import outage
 
 _PUBLIC = {"exclude_from_auth": True, **NO_TRANSACTION}
 
@@ -31,7 +32,7 @@ async def health() -> Health:
     "/ready",
     opt=_PUBLIC,
     tags=["ops"],
-    summary="Readiness: PostgreSQL and Redis answer",
+    summary="Readiness: PostgreSQL and Redis answer, migrations applied",
     responses={503: ResponseSpec(data_container=Health, description="A dependency does not answer")},
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
@@ -45,12 +46,17 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
     async def redis() -> None:
         await state.redis.ping()
 
-    for name, probe in (("postgres", postgres), ("redis", redis)):
+    for dependency, probe in ((outage.POSTGRES, postgres), (outage.REDIS, redis)):
         try:
             await asyncio.wait_for(probe(), timeout=2)
-            checks[name] = "ok"
+            checks[dependency.name] = "ok"
+            dependency.up()
         except Exception as exc:
-            checks[name] = f"error: {type(exc).__name__}"
+            checks[dependency.name] = f"error: {type(exc).__name__}"
+            if outage.unavailable(exc) is not None:
+                dependency.down(exc)
+    if state.migrations_pending:  # started while PostgreSQL was away: not migrated yet
+        checks["migrations"] = "pending"
     ok = all(v == "ok" for v in checks.values())
     return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 
