@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api.deps import Config, Conn
 from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
+from api.transaction import after_commit
 from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
@@ -78,10 +79,11 @@ class AuthController(Controller):
                 essential=True,
                 secret=True,
             )
+        if queued:  # sent as soon as this transaction commits (the loop would, within a second)
+            after_commit(request.scope, partial(outbox.deliver, [queued]))
         return NegotiatedResponse(
             OtpSent(phone=phone, expires_in=settings.otp_ttl_s),
             status_code=HTTP_202_ACCEPTED,
-            background=BackgroundTask(outbox.deliver, [queued]) if queued else None,
         )
 
     @post("/token", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Exchange a one-time code for tokens")

@@ -12,16 +12,17 @@ The inbound answer is an empty TwiML <Response/>: the reply SMS goes through the
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from api.deps import Config, Conn
+from api.transaction import after_commit
 from domain.errors import Forbidden, InvalidInput
 from domain.phone import normalize
 from infra.config import Settings
@@ -105,11 +106,9 @@ class SmsWebhookController(Controller):
         body = form.get("Body", "")[:_MAX_BODY].replace("\x00", "")
         outbox: SmsOutbox = request.app.state.sms_outbox
         reply = await inbound.handle(conn, outbox, message_sid=sid, from_phone=phone, body=body)
-        return Response(
-            str(MessagingResponse()),
-            media_type=_XML,
-            background=BackgroundTask(outbox.deliver, [reply]) if reply else None,
-        )
+        if reply:
+            after_commit(request.scope, partial(outbox.deliver, [reply]))
+        return Response(str(MessagingResponse()), media_type=_XML)
 
     @post(
         "/status",
