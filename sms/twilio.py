@@ -14,6 +14,7 @@ so such a message is sent again (at least once; see sms.outbox).
 
 from __future__ import annotations
 
+import base64
 import contextvars
 from typing import Any
 
@@ -30,8 +31,13 @@ TIMEOUT_S = 10.0  # well inside the outbox lease, so a slow send is never claime
 
 
 class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    async def request(self, *args: Any, **kwargs: Any) -> Response:
-        response: Response = await super().request(*args, **kwargs)
+    async def request(self, method: str, url: str, **kwargs: Any) -> Response:
+        # Basic auth as a header: the SDK's aiohttp.BasicAuth/auth= are deprecated in aiohttp 3.14.
+        login, password = kwargs.pop("auth", None) or (None, None)
+        if login is not None:
+            token = base64.b64encode(f"{login}:{password}".encode()).decode()
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": f"Basic {token}"}
+        response: Response = await super().request(method, url, **kwargs)
         headers = getattr(response, "headers", None) or {}
         _retry_after.set(headers.get("Retry-After"))
         return response
@@ -47,19 +53,28 @@ class TwilioSmsSender:
         messaging_service_sid: str = "",
         api_base_url: str = "",
     ) -> None:
-        self._http = _HttpClient(timeout=TIMEOUT_S)
-        self._client = Client(account_sid, auth_token, http_client=self._http)
-        if api_base_url:  # tests: a local server speaking Twilio's REST format
-            self._client.api.base_url = api_base_url.rstrip("/")
+        self._credentials = (account_sid, auth_token)
+        self._api_base_url = api_base_url.rstrip("/")
         self._sender: dict[str, str] = (
             {"messaging_service_sid": messaging_service_sid} if messaging_service_sid else {"from_": from_number}
         )
+        self._http: _HttpClient | None = None
+        self._client: Client | None = None
+
+    def _twilio(self) -> Client:
+        # Made on first use, inside the worker's event loop (aiohttp binds its session to one).
+        if self._client is None:
+            self._http = _HttpClient(timeout=TIMEOUT_S)
+            self._client = Client(*self._credentials, http_client=self._http)
+            if self._api_base_url:  # tests: a local server speaking Twilio's REST format
+                self._client.api.base_url = self._api_base_url
+        return self._client
 
     async def send(self, to: str, body: str, *, key: str, status_callback: str | None) -> str:
         extra: dict[str, str] = {"status_callback": status_callback} if status_callback else {}
         _retry_after.set(None)
         try:
-            message = await self._client.messages.create_async(to=to, body=body, **self._sender, **extra)
+            message = await self._twilio().messages.create_async(to=to, body=body, **self._sender, **extra)
         except TwilioRestException as exc:
             reason = f"twilio {exc.status} {exc.code}: {exc.msg}"
             if exc.status == 429 or exc.status >= 500:
@@ -70,7 +85,8 @@ class TwilioSmsSender:
         return str(message.sid)
 
     async def aclose(self) -> None:
-        await self._http.close()
+        if self._http is not None:
+            await self._http.close()
 
 
 def _seconds(value: str | None) -> float | None:
