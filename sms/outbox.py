@@ -77,6 +77,11 @@ def backoff_s(attempts: int) -> float:
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
 
 
+def budget_key() -> str:
+    """This hour's counter of the global budget (a fixed window, one key per UTC hour)."""
+    return _BUDGET_KEY + datetime.now(UTC).strftime("%Y%m%d%H")
+
+
 class SmsOutbox:
     def __init__(self, pool: Pool, redis: Redis, sender: SmsSender, policy: OutboxPolicy) -> None:
         self._pool = pool
@@ -143,7 +148,7 @@ class SmsOutbox:
 
     async def spend_budget(self) -> bool:
         """Count one SMS against this hour's global budget; False (metric, log line) once spent."""
-        key = _BUDGET_KEY + datetime.now(UTC).strftime("%Y%m%d%H")
+        key = budget_key()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, 7200, nx=True)
