@@ -69,8 +69,9 @@ async def _signed_form(request: Request[Any, Any, Any], settings: Settings) -> d
     if not settings.twilio_auth_token:
         raise Forbidden("sms_webhook_disabled", "TWILIO_AUTH_TOKEN is not configured: webhooks are refused")
     signature = request.headers.get("x-twilio-signature", "")
-    form = await request.form()
-    params = {key: str(value) for key, value in form.items()}
+    params: dict[str, str] = {}
+    if request.content_type[0] == "application/x-www-form-urlencoded":  # Twilio's only form: no multipart parsing
+        params = {key: str(value) for key, value in (await request.form()).items()}
     url = settings.public_base_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query

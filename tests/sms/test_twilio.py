@@ -260,3 +260,22 @@ class TestWithoutAuthToken:
             answer = await client.post(path, data=form, headers={"X-Twilio-Signature": "anything"})
             assert answer.status_code == 403
             assert answer.json()["code"] == "sms_webhook_disabled"
+
+    async def test_webhooks_are_documented_as_signed_forms(self, client: Client) -> None:
+        schema = (await client.get("/schema/openapi.json")).json()
+        for path, required in (("/v1/sms/inbound", "Body"), ("/v1/sms/status", "MessageStatus")):
+            operation = schema["paths"][path]["post"]
+            assert operation["security"] == []
+            form = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+            assert required in form["required"]
+            assert any(p["name"] == "X-Twilio-Signature" and p["in"] == "header" for p in operation["parameters"])
+            assert "application/problem+json" in operation["responses"]["403"]["content"]
+        assert "application/xml" in schema["paths"]["/v1/sms/inbound"]["post"]["responses"]["200"]["content"]
+
+    async def test_a_body_that_is_not_a_form_is_refused_unread(self, client: Client) -> None:
+        answer = await client.post(
+            "/v1/sms/inbound",
+            content=b"--x\r\nContent-Disposition: form-data; name=Body\r\n\r\nSTOP",
+            headers={"content-type": "multipart/form-data; boundary=x", "X-Twilio-Signature": "x"},
+        )
+        assert answer.status_code == 403
