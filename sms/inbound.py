@@ -3,6 +3,10 @@ as the app (access rules, audit with channel `sms`), and the answer queued in th
 the same transaction, so it leaves after commit, is recorded, retried and counted like any
 message (sms.outbox), rather than returned as TwiML that nothing records.
 
+MOVE n offers the next free time of the same practitioner and asks YES/NO: the question waits in
+Redis (sms.conversation, 15 minutes), and YES moves the appointment through the same domain
+function as the app (a time taken meanwhile is said so, never double-booked).
+
 Opt-out (STOP) is by phone number: it covers every patient on a shared family phone and numbers
 Spean does not know. Answers to a patient's own message are essential (sent even after STOP: the
 patient asked), like sign-in codes.
@@ -14,22 +18,22 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+from redis.asyncio import Redis
 
 from domain.booking import appointments
 from domain.booking.appointments import AppointmentQuery
 from domain.booking.model import Appointment
-from domain.errors import DomainError
 from domain.identity import users
 from domain.principal import Principal
 from infra.db import Connection
-from sms import keywords, texts
+from sms import conversation, keywords, texts
 from sms.outbox import SmsOutbox
 
 _LISTED = 5  # appointments listed by MY (and numbered for CANCEL n)
 
 
 async def handle(
-    conn: Connection, outbox: SmsOutbox, *, message_sid: str, from_phone: str, body: str
+    conn: Connection, outbox: SmsOutbox, redis: Redis, *, message_sid: str, from_phone: str, body: str
 ) -> uuid.UUID | None:
     """Act on one inbound SMS; the id of the queued answer (None: a repeat, or nothing to send)."""
     command = keywords.parse(body)
@@ -46,7 +50,7 @@ async def handle(
         "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at LIMIT 1", from_phone
     )
     language = patient_language or command.language or texts.language_for_phone(from_phone)
-    template, values = await _act(conn, command, from_phone, registered=patient_language is not None)
+    template, values = await _act(conn, redis, command, from_phone, registered=patient_language is not None)
     return await outbox.enqueue(
         conn,
         to=from_phone,
@@ -59,7 +63,7 @@ async def handle(
 
 
 async def _act(
-    conn: Connection, command: keywords.Command, phone: str, *, registered: bool
+    conn: Connection, redis: Redis, command: keywords.Command, phone: str, *, registered: bool
 ) -> tuple[str, dict[str, object]]:
     if command.action == "stop":
         await conn.execute("INSERT INTO sms_opt_outs (phone) VALUES ($1) ON CONFLICT DO NOTHING", phone)
@@ -72,6 +76,8 @@ async def _act(
     if not registered:
         return "sms_unknown_number", {}
     principal = await _principal(conn, phone)
+    if command.action in ("yes", "no"):
+        return await conversation.answer(conn, redis, principal, phone, yes=command.action == "yes")
     upcoming = await _upcoming(conn, principal)
     if command.action == "my":
         if not upcoming:
@@ -83,10 +89,11 @@ async def _act(
     if not 1 <= number <= len(upcoming):
         return "sms_cancel_unknown", {"n": number}
     chosen = upcoming[number - 1]
-    try:
-        async with conn.transaction():  # a refusal leaves the rest of the request's work intact
-            await appointments.cancel(conn, principal, chosen.id, reason="cancelled by SMS")
-    except DomainError:
+    if command.action == "move":
+        return await conversation.offer_move(conn, redis, phone, chosen)
+    if await conversation.refused_by_domain(
+        appointments.cancel(conn, principal, chosen.id, reason="cancelled by SMS"), conn
+    ):
         return "sms_cancel_refused", {}
     return "sms_cancelled", {"when": _when(chosen)}
 
@@ -113,4 +120,4 @@ async def _upcoming(conn: Connection, principal: Principal) -> list[Appointment]
 
 
 def _when(appointment: Appointment) -> str:
-    return appointment.start_local[:16].replace("T", " ")
+    return conversation.wall_clock(appointment.start, appointment.timezone)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal, NamedTuple
 
-Action = Literal["help", "stop", "start", "my", "cancel", "unknown"]
+Action = Literal["help", "stop", "start", "my", "cancel", "move", "yes", "no", "unknown"]
 
 KEYWORDS: dict[str, tuple[Action, str | None]] = {
     # English (and the words every carrier uses)
@@ -24,6 +24,12 @@ KEYWORDS: dict[str, tuple[Action, str | None]] = {
     "MY": ("my", None),
     "LIST": ("my", "en"),
     "CANCEL": ("cancel", None),
+    "MOVE": ("move", None),
+    "YES": ("yes", None),
+    "Y": ("yes", None),
+    "OK": ("yes", None),
+    "NO": ("no", None),
+    "N": ("no", None),
     # French
     "AIDE": ("help", "fr"),
     "ARRET": ("stop", "fr"),
@@ -33,6 +39,10 @@ KEYWORDS: dict[str, tuple[Action, str | None]] = {
     "MES": ("my", "fr"),
     "RDV": ("my", "fr"),
     "ANNULER": ("cancel", "fr"),
+    "DEPLACER": ("move", "fr"),
+    "REPORTER": ("move", "fr"),
+    "OUI": ("yes", "fr"),
+    "NON": ("no", "fr"),
     # Vietnamese
     "GIUP": ("help", "vi"),
     "TRO GIUP": ("help", "vi"),
@@ -41,6 +51,10 @@ KEYWORDS: dict[str, tuple[Action, str | None]] = {
     "LICH": ("my", "vi"),
     "LICH HEN": ("my", "vi"),
     "HUY": ("cancel", "vi"),
+    "DOI": ("move", "vi"),
+    "DOI LICH": ("move", "vi"),
+    "CO": ("yes", "vi"),
+    "KHONG": ("no", "vi"),
     # Khmer
     "ជំនួយ": ("help", "km"),
     "ឈប់": ("stop", "km"),
@@ -50,6 +64,12 @@ KEYWORDS: dict[str, tuple[Action, str | None]] = {
     "ណាត់ជួប": ("my", "km"),
     "បោះបង់": ("cancel", "km"),
     "លុប": ("cancel", "km"),
+    "ផ្លាស់": ("move", "km"),
+    "ផ្លាស់ប្តូរ": ("move", "km"),
+    "ផ្លាស់ប្ដូរ": ("move", "km"),
+    "បាទ": ("yes", "km"),
+    "ចាស": ("yes", "km"),
+    "ទេ": ("no", "km"),
 }
 
 
@@ -86,6 +106,6 @@ def parse(body: str) -> Command:
     if found is None:
         return Command("unknown", None, None)
     action, language = found
-    if action == "cancel" and number is None:
+    if action in ("cancel", "move") and number is None:
         return Command("my", None, language)  # which one? show the numbered list
     return Command(action, number, language)

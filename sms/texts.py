@@ -82,12 +82,18 @@ BUDGETS: dict[str, int] = {
     "sms_unknown_number": 1,
     "sms_result_ready": 2,
     "sms_result_detail": 4,
+    "sms_move_offer": 2,
+    "sms_moved": 1,
+    "sms_move_none": 2,
+    "sms_move_taken": 2,
+    "sms_move_kept": 1,
 }
 SAMPLE_VALUES: dict[str, object] = {
     "code": "000000",
     "minutes": 10,
     "items": "1) 2026-12-05 09:30, 2) 2026-12-06 14:00, 3) 2026-12-09 08:15, 4) 2026-12-10 10:45, 5) 2026-12-11 16:30",
     "when": "2026-12-05 09:30",
+    "new": "2026-12-06 14:00",
     "n": 5,
     "detail": "x" * 120,
 }

@@ -106,7 +106,9 @@ class SmsWebhookController(Controller):
         phone = normalize(_field(form, "From"), settings.default_region)
         body = form.get("Body", "")[:_MAX_BODY].replace("\x00", "")
         outbox: SmsOutbox = request.app.state.sms_outbox
-        reply = await inbound.handle(conn, outbox, message_sid=sid, from_phone=phone, body=body)
+        reply = await inbound.handle(
+            conn, outbox, request.app.state.redis, message_sid=sid, from_phone=phone, body=body
+        )
         if reply:
             after_commit(request.scope, partial(outbox.deliver, [reply]))
         return Response(str(MessagingResponse()), media_type=_XML)

@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from twilio.request_validator import RequestValidator
 
-from sms import notices, texts
+from sms import conversation, notices, texts
 from sms.outbox import SmsOutbox
 from tests.factory import Factory, iso, new_phone, next_local
 from tests.sms.conftest import AUTH_TOKEN, FROM_NUMBER, PUBLIC_BASE_URL
@@ -251,6 +251,47 @@ class TestInbound:
         assert channel == "sms"
         await _sms_in(sms_client, patient.phone, "CANCEL 7")
         assert twilio.sent_to(patient.phone)[-1] == texts.text("km", "sms_cancel_unknown", n=7)
+
+    async def test_move_n_asks_and_yes_moves_no_keeps(
+        self, sms_client: Client, sms_factory: Factory, twilio: TwilioServer, sms_db: asyncpg.Pool
+    ) -> None:
+        centre = await sms_factory.facility()
+        specialist = await sms_factory.staff(centre)
+        await sms_factory.weekly(specialist)
+        patient = await sms_factory.patient_login(await sms_factory.facility(kind="health_post"))
+        await sms_db.execute("UPDATE patients SET preferred_language = 'km' WHERE id = $1", patient.patient_id)
+        response = await sms_client.post(
+            "/v1/appointments",
+            headers={"Authorization": f"Bearer {patient.token}"},
+            json={
+                "patient_id": str(patient.patient_id),
+                "practitioner_id": str(specialist.practitioner_id),
+                "start": iso(next_local("Asia/Phnom_Penh", "11:30", days_ahead=3)),
+            },
+        )
+        assert response.status_code == 201, response.text
+        booked = response.json()
+        when = booked["start_local"][:16].replace("T", " ")
+        await _sms_in(sms_client, patient.phone, "YES")  # nothing was asked
+        assert twilio.sent_to(patient.phone)[-1] == texts.text("km", "sms_help")
+        await _sms_in(sms_client, patient.phone, "MOVE 1")
+        offer = twilio.sent_to(patient.phone)[-1]
+        assert offer.startswith(texts.text("km", "sms_move_offer", when=when, new="X").split("X")[0])
+        await _sms_in(sms_client, patient.phone, "ទេ")  # no
+        assert twilio.sent_to(patient.phone)[-1] == texts.text("km", "sms_move_kept")
+        await _sms_in(sms_client, patient.phone, "ផ្លាស់ ១")
+        assert twilio.sent_to(patient.phone)[-1] == offer
+        await _sms_in(sms_client, patient.phone, "បាទ")  # yes
+        row = await sms_db.fetchrow("SELECT start_at, status FROM appointments WHERE id = $1", uuid.UUID(booked["id"]))
+        assert row is not None
+        new = conversation.wall_clock(row["start_at"], "Asia/Phnom_Penh")
+        assert new != when
+        assert offer == texts.text("km", "sms_move_offer", when=when, new=new)
+        assert twilio.sent_to(patient.phone)[-1] == texts.text("km", "sms_moved", new=new)
+        channel = await sms_db.fetchval(
+            "SELECT channel FROM audit_events WHERE resource_id = $1 AND action = 'reschedule'", booked["id"]
+        )
+        assert channel == "sms"
 
 
 class TestWithoutAuthToken:
