@@ -106,6 +106,30 @@ class TestOutbound:
         await asyncio.sleep(1.5)
         assert twilio.requests == before + 1
 
+    async def test_a_send_cut_off_by_a_dead_worker_is_sent_again_once_its_lease_ran_out(
+        self, sms_client: Client, twilio: TwilioServer, sms_db: asyncpg.Pool
+    ) -> None:
+        dead, alive = new_phone(), new_phone()
+        for phone, lease_s in ((dead, -1.0), (alive, 3600.0)):
+            await sms_db.execute(
+                """INSERT INTO sms_messages (id, idempotency_key, to_phone, template, language, body, segments,
+                                             encoding, status, attempts, lease_until)
+                   VALUES ($1, $2, $3, 'sms_help', 'en', 'hello', 1, 'GSM-7', 'sending', 1,
+                           now() + make_interval(secs => $4))""",
+                uuid.uuid4(),
+                str(uuid.uuid4()),
+                phone,
+                lease_s,
+            )
+        assert await _until(lambda: twilio.sent_to(dead)) == ["hello"]
+        await asyncio.sleep(1.5)  # the loop's next rounds: the live lease is left alone
+        assert twilio.sent_to(dead) == ["hello"]
+        assert twilio.sent_to(alive) == []
+        row = await sms_db.fetchrow("SELECT status, attempts FROM sms_messages WHERE to_phone = $1", dead)
+        assert row is not None
+        assert (row["status"], row["attempts"]) == ("sent", 2)
+        await sms_db.execute("UPDATE sms_messages SET status = 'failed' WHERE to_phone = $1", alive)
+
     async def test_codes_only_to_allowed_countries(self, sms_client: Client, twilio: TwilioServer) -> None:
         before = twilio.requests
         response = await sms_client.post("/v1/auth/otp", json={"phone": "+33612345678"})
