@@ -27,7 +27,9 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
+    RequestBody,
     Schema,
 )
 from litestar.plugins import OpenAPISchemaPlugin
@@ -239,6 +241,7 @@ def complete(app: Litestar) -> None:
         {"Problem": _PROBLEM, "FieldError": _FIELD_ERROR, "OperationOutcome": _OPERATION_OUTCOME}
     )
     public = _public_operations(app)
+    _document_forms(app)
     operation_ids: dict[tuple[str, str], str] = {}
     for path, item in (openapi.paths or {}).items():
         for method in _METHODS:
@@ -265,6 +268,34 @@ def complete(app: Litestar) -> None:
         }
 
 
+def _document_forms(app: Litestar) -> None:
+    """Handlers that read a signed form themselves (webhooks: the signature covers the raw fields,
+    so it is checked before any decoding) name its schema in opt `form_body`."""
+    paths = app.openapi_schema.paths or {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            schema = handler.opt.get("form_body")
+            if schema is None:
+                continue
+            for method in handler.http_methods:
+                operation: Operation = getattr(paths[route.path_format or "/"], method.lower())
+                operation.request_body = RequestBody(
+                    content={"application/x-www-form-urlencoded": OpenAPIMediaType(schema=schema)}, required=True
+                )
+                operation.parameters = [
+                    *(operation.parameters or []),
+                    Parameter(
+                        name="X-Twilio-Signature",
+                        param_in="header",
+                        required=True,
+                        schema=Schema(type=OpenAPIType.STRING),
+                        description="Twilio's signature of the URL and form (a request without a valid one is a 403)",
+                    ),
+                ]
+
+
 def _public_operations(app: Litestar) -> set[tuple[str, str]]:
     return {
         (method.lower(), route.path_format or "/")
@@ -284,6 +315,8 @@ def error_statuses(path: str, method: str, operation: Operation, public: bool) -
         statuses.add(400)  # undecodable parameters or body; a malformed Idempotency-Key
     if not public:
         statuses |= {401, 403, 404, 422}  # token, access rules, lookups, domain rules and X-Client-Channel
+    elif path.startswith("/v1/sms/"):
+        statuses |= {403, 422}  # unsigned or forged (or no TWILIO_AUTH_TOKEN); a field breaks a rule
     elif path.startswith("/v1/auth/"):
         statuses |= {401, 422, 429}  # bad code or refresh token; code requests are rate limited
     if method in _WRITES and not public:

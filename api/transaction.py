@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -48,6 +48,7 @@ from infra import outage
 log = structlog.get_logger(__name__)
 
 SCOPE_CONN = "spean.conn"
+SCOPE_AFTER_COMMIT = "spean.after_commit"  # callables run once the request's transaction committed
 NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no database
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
@@ -110,12 +111,22 @@ class TransactionMiddleware:
             )
         for message in messages:
             await send(message)
+        if messages and 200 <= cast("int", messages[0].get("status", 500)) < 400:
+            # Committed: what must leave only after commit (SMS, api.transaction.after_commit)
+            # goes now. A background task would not do: it runs inside the app, before the commit.
+            callbacks: list[Callable[[], Awaitable[None]]] = scope.get(SCOPE_AFTER_COMMIT, [])  # type: ignore[assignment]
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception:
+                    log.exception("after_commit_failed")
 
     async def _attempt(self, request: _Request, *, fresh: bool) -> list[Message] | None:
         """One run of the request in one transaction: the answer to send, or None if the commit
         itself lost a race (then nothing was written)."""
         scope = request.scope
         scope.pop(RETRY_SCOPE_KEY, None)  # type: ignore[misc]
+        scope[SCOPE_AFTER_COMMIT] = []  # type: ignore[literal-required]  # a rolled-back attempt's go with it
         if not fresh:  # the framework's own exception handling must not think the answer has left
             ScopeState.from_scope(scope).response_started = False
         user = scope.get("user")
@@ -283,3 +294,8 @@ async def _send_unavailable(send: Send, scope: Scope, dependency: outage.Depende
     retry_after = str(outage.RETRY_AFTER_S).encode()
     detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
     await send_problem(send, scope, 503, dependency.code, detail, [(b"retry-after", retry_after)])
+
+
+def after_commit(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` after this request's transaction commits (never if it rolls back)."""
+    scope.setdefault(SCOPE_AFTER_COMMIT, []).append(callback)  # type: ignore[misc]

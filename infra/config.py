@@ -42,7 +42,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otp_per_phone_per_hour: int = 5
     otp_per_ip_per_hour: int = 50
     idempotency_ttl_s: int = 24 * 3600
-    sms_sender: Literal["log"] = "log"
+    sms_sender: Literal["log", "twilio"] = "log"
+    # Outbound and inbound SMS (sms/): Twilio credentials, and the fraud and cost limits.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""  # also the key of inbound webhook signatures: without it, every webhook is refused
+    twilio_from_number: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_api_base_url: str = ""  # tests only: the SDK pointed at a local server speaking Twilio's REST format
+    sms_countries: str = "KH,VN"  # ISO regions outbound SMS may go to (sign-in codes included)
+    sms_hourly_budget: int = 1000  # outbound SMS per hour across the whole deployment
+    sms_max_attempts: int = 8  # provider attempts before a message is marked failed
     public_base_url: str = "http://127.0.0.1:8000"
     stun_urls: str = ""  # comma-separated, e.g. stun:turn.example.org:3478
     turn_urls: str = ""  # comma-separated, e.g. turn:turn.example.org:3478?transport=udp,turns:...:5349
@@ -82,6 +91,14 @@ _VARS: dict[str, str] = {
     "SPEAN_OTP_PER_IP_PER_HOUR": "otp_per_ip_per_hour",
     "SPEAN_IDEMPOTENCY_TTL": "idempotency_ttl_s",
     "SPEAN_SMS_SENDER": "sms_sender",
+    "TWILIO_ACCOUNT_SID": "twilio_account_sid",
+    "TWILIO_AUTH_TOKEN": "twilio_auth_token",
+    "TWILIO_FROM_NUMBER": "twilio_from_number",
+    "TWILIO_MESSAGING_SERVICE_SID": "twilio_messaging_service_sid",
+    "TWILIO_API_BASE_URL": "twilio_api_base_url",
+    "SPEAN_SMS_COUNTRIES": "sms_countries",
+    "SPEAN_SMS_HOURLY_BUDGET": "sms_hourly_budget",
+    "SPEAN_SMS_MAX_ATTEMPTS": "sms_max_attempts",
     "SPEAN_PUBLIC_BASE_URL": "public_base_url",
     "SPEAN_STUN_URLS": "stun_urls",
     "SPEAN_TURN_URLS": "turn_urls",
@@ -107,6 +124,8 @@ _POSITIVE = {
     "rtc_grace_s",
     "audit_seal_interval_s",
     "attachment_max_bytes",
+    "sms_hourly_budget",
+    "sms_max_attempts",
 }
 
 
@@ -130,6 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             raise ConfigError(f"{_FIELD_TO_VAR[field]} must be a positive integer")
     if settings.turn_urls and not settings.turn_secret:
         raise ConfigError("SPEAN_TURN_SECRET is required when SPEAN_TURN_URLS is set")
+    _check_sms(settings)
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     if settings.env == "production":
@@ -138,6 +158,20 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         if settings.uses_embedded_postgres or settings.uses_embedded_redis:
             raise ConfigError("DATABASE_URL and REDIS_URL must be set in production")
     return settings
+
+
+def _check_sms(settings: Settings) -> None:
+    if settings.sms_sender == "twilio":
+        for field in ("twilio_account_sid", "twilio_auth_token"):
+            if not getattr(settings, field):
+                raise ConfigError(f"{_FIELD_TO_VAR[field]} is required when SPEAN_SMS_SENDER=twilio")
+        if not (settings.twilio_from_number or settings.twilio_messaging_service_sid):
+            raise ConfigError(
+                "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is required when SPEAN_SMS_SENDER=twilio"
+            )
+    regions = [r.strip().upper() for r in settings.sms_countries.split(",") if r.strip()]
+    if not regions or not all(len(r) == 2 and r.isalpha() for r in regions):
+        raise ConfigError("SPEAN_SMS_COUNTRIES must be a comma-separated list of two-letter regions, e.g. KH,VN")
 
 
 def _explain(message: str) -> str:

@@ -63,3 +63,41 @@ def language_for_phone(e164: str) -> str:
     if any(digits.startswith(code) for code in _FRANCOPHONE):
         return "fr"
     return FALLBACK
+
+
+# Segment budget of every SMS template (USSD screens, `ussd_*`, have their own 182-character
+# rule), with the longest values a placeholder takes in practice; tests/sms/test_texts.py renders
+# each in every language and checks it stays within its budget.
+BUDGETS: dict[str, int] = {
+    "login_code": 2,
+    "sms_help": 2,
+    "sms_stopped": 2,
+    "sms_started": 1,
+    "sms_my_none": 1,
+    "sms_my_list": 3,
+    "sms_my_item": 1,
+    "sms_cancelled": 1,
+    "sms_cancel_unknown": 1,
+    "sms_cancel_refused": 1,
+    "sms_unknown_number": 1,
+    "sms_result_ready": 2,
+    "sms_result_detail": 4,
+    "sms_move_offer": 2,
+    "sms_moved": 1,
+    "sms_move_none": 2,
+    "sms_move_taken": 2,
+    "sms_move_kept": 1,
+}
+SAMPLE_VALUES: dict[str, object] = {
+    "code": "000000",
+    "minutes": 10,
+    "items": "1) 2026-12-05 09:30, 2) 2026-12-06 14:00, 3) 2026-12-09 08:15, 4) 2026-12-10 10:45, 5) 2026-12-11 16:30",
+    "when": "2026-12-05 09:30",
+    "new": "2026-12-06 14:00",
+    "n": 5,
+    "detail": "x" * 120,
+}
+
+
+def message_ids(language: str) -> list[str]:
+    return sorted(_catalogue(language))

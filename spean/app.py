@@ -43,6 +43,7 @@ from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
 from api.routes.referrals import ReferralController
 from api.routes.slots import SlotController
+from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from domain.identity.otp import OtpPolicy, OtpService
@@ -57,14 +58,23 @@ from realtime.bus import Bus
 from realtime.handler import rtc
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
+from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
+from sms.twilio import TwilioSmsSender
 from spean import sealer
 
 __all__ = ["create_app", "create_app_from_env"]
 
 
 def _sms_sender(settings: Settings) -> SmsSender:
-    # One sender today; the Twilio one plugs in here when the SMS issue lands.
+    if settings.sms_sender == "twilio":  # credentials checked at start-up (infra.config)
+        return TwilioSmsSender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            api_base_url=settings.twilio_api_base_url,
+        )
     return LogSmsSender()
 
 
@@ -138,6 +148,17 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     per_ip_per_hour=settings.otp_per_ip_per_hour,
                 ),
             )
+            app.state.sms_outbox = SmsOutbox(
+                app.state.pool,
+                app.state.redis,
+                app.state.sms_sender,
+                policy_from(
+                    settings.sms_countries,
+                    settings.sms_hourly_budget,
+                    settings.sms_max_attempts,
+                    settings.public_base_url,
+                ),
+            )
             app.state.rtc_rooms = Rooms(app.state.redis, grace_s=settings.rtc_grace_s)
             app.state.rtc_bus = Bus(app.state.redis)
             await app.state.rtc_bus.start()
@@ -149,12 +170,14 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 async with (
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
+                    app.state.sms_outbox.running(),  # sends what committed transactions queued
                 ):
                     yield
             finally:
                 if migrating is not None:
                     migrating.cancel()
                 await app.state.rtc_bus.stop()
+                await app.state.sms_sender.aclose()
                 await app.state.redis.aclose()
                 await app.state.pool.close()
         finally:
@@ -184,6 +207,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
+            SmsWebhookController,
             swagger_assets(),
         ],
         dependencies=DEPENDENCIES,

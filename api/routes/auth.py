@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from functools import partial
 from typing import Any
 
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api.deps import Config, Conn
 from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
+from api.transaction import after_commit
 from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
@@ -20,7 +22,7 @@ from domain.phone import normalize
 from infra.config import Settings
 from infra.db import Connection
 from sms import texts
-from sms.sender import SmsSender
+from sms.outbox import SmsOutbox
 
 log = structlog.get_logger(__name__)
 
@@ -32,13 +34,6 @@ async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id
     principal = await users.load_principal(conn, user_id)
     access = issue_access_token(principal, request.app.state.secret_key, settings.access_token_ttl_s)
     return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl_s)
-
-
-async def _send_code(sender: SmsSender, phone: str, message: str) -> None:
-    try:
-        await sender.send(phone, message)
-    except Exception:  # after the response: the caller asks for a new code when none arrives
-        log.exception("otp_sms_failed", to=phone)
 
 
 class AuthController(Controller):
@@ -57,20 +52,38 @@ class AuthController(Controller):
         """Only a phone with an account or a registered patient gets a code (no self-sign-up), but
         the answer must not tell which numbers those are: every number counts against the same
         rate limits, gets a code stored the same way (a wrong guess then fails alike), and the
-        SMS leaves after the response, so neither body, status nor timing differ."""
+        SMS leaves after the response, so neither body, status nor timing differ.
+
+        The code goes through the SMS ledger like every message (sms.outbox): recorded in this
+        transaction, sent right after it commits. Only countries in SPEAN_SMS_COUNTRIES get codes
+        (SMS pumping), and that answer names no account."""
         phone = normalize(data.phone, settings.default_region)
+        outbox: SmsOutbox = request.app.state.sms_outbox
+        if not outbox.allowed_country(phone):
+            raise InvalidInput("sms_country_not_allowed", "Spean sends no SMS to this country", field="phone")
         client_ip = request.client.host if request.client else "unknown"
         code = await request.app.state.otp.issue(phone, client_ip)
         known = await users.is_known(conn, phone)
         language = await conn.fetchval(
             "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at LIMIT 1", phone
         ) or texts.language_for_phone(phone)
-        message = texts.text(language, "login_code", code=code, minutes=settings.otp_ttl_s // 60)
-        sender: SmsSender = request.app.state.sms_sender
+        queued = None
+        if known:  # essential: a number that sent STOP still gets its codes; secret: wiped once sent
+            queued = await outbox.enqueue(
+                conn,
+                to=phone,
+                template="login_code",
+                language=language,
+                values={"code": code, "minutes": settings.otp_ttl_s // 60},
+                key=f"otp:{uuid.uuid4()}",
+                essential=True,
+                secret=True,
+            )
+        if queued:  # sent as soon as this transaction commits (the loop would, within a second)
+            after_commit(request.scope, partial(outbox.deliver, [queued]))
         return NegotiatedResponse(
             OtpSent(phone=phone, expires_in=settings.otp_ttl_s),
             status_code=HTTP_202_ACCEPTED,
-            background=BackgroundTask(_send_code, sender, phone, message) if known else None,
         )
 
     @post("/token", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Exchange a one-time code for tokens")

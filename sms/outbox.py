@@ -1,0 +1,326 @@
+"""The SMS ledger and its sender loop: no provider call inside a database transaction, nothing
+sent before the change that causes a message commits, nothing lost, nothing sent twice.
+
+1. `enqueue` writes the message as a `sms_messages` row in the caller's transaction (rolled back
+   with it). The rules applied before anything leaves are here, once: the country allow-list
+   (SMS pumping), STOP (non-essential messages only; sign-in codes still go), the global hourly
+   budget. A refused message is kept as a row with status `refused` and the reason.
+2. After commit, `deliver(ids)` (a background task of the request, so a sign-in code leaves at
+   once) and the loop of every worker claim due rows: a short transaction moves them to
+   `sending` with a lease (`FOR UPDATE SKIP LOCKED`: two workers never claim one row), then the
+   provider is called with no transaction open, then a second short transaction records the
+   outcome, guarded by the attempt number so a late answer never overwrites a newer claim.
+3. Retryable failures (5xx, 429 with its Retry-After, network) go back to `queued` with an
+   exponential back-off with jitter; permanent ones (an invalid number) become `failed`; after
+   SPEAN_SMS_MAX_ATTEMPTS attempts too.
+
+At least once, at most one extra: if a worker dies after Twilio accepted a message but before the
+outcome was recorded, the lease runs out and the message is sent again (Twilio's Messages API
+has no idempotency key). The lease (60 s) is far longer than the SDK's timeout (10 s), so a slow
+send is never claimed twice by a live worker; the idempotency key makes the ROW unique, so a
+change retried whole (api.transaction) never queues a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+import structlog
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from infra import outage
+from infra.db import Connection, Pool
+from sms import segments, texts
+from sms.sender import SmsRejected, SmsRetryable, SmsSender
+
+log = structlog.get_logger(__name__)
+
+SENT = Counter("spean_sms_sent_total", "Outbound SMS by outcome", ["outcome"])
+REFUSED = Counter("spean_sms_refused_total", "Outbound SMS refused before sending", ["reason"])
+BUDGET_TRIPS = Counter("spean_sms_budget_trips_total", "Outbound SMS refused because a budget was spent", ["budget"])
+
+LEASE_S = 60
+POLL_S = 1.0
+BATCH = 20
+_BUDGET_KEY = "spean:sms:budget:"
+
+
+@dataclass(frozen=True)
+class OutboxPolicy:
+    countries: frozenset[str]
+    hourly_budget: int
+    max_attempts: int
+    status_callback_url: str | None
+
+
+def policy_from(countries: str, hourly_budget: int, max_attempts: int, public_base_url: str) -> OutboxPolicy:
+    return OutboxPolicy(
+        countries=frozenset(c.strip().upper() for c in countries.split(",") if c.strip()),
+        hourly_budget=hourly_budget,
+        max_attempts=max_attempts,
+        status_callback_url=public_base_url.rstrip("/") + "/v1/sms/status",
+    )
+
+
+def backoff_s(attempts: int) -> float:
+    """Exponential from 2 s, capped at 10 minutes, with jitter so retries do not march in step."""
+    ceiling = min(600.0, 2.0 * 2 ** max(attempts - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
+
+
+def budget_key() -> str:
+    """This hour's counter of the global budget (a fixed window, one key per UTC hour)."""
+    return _BUDGET_KEY + datetime.now(UTC).strftime("%Y%m%d%H")
+
+
+class SmsOutbox:
+    def __init__(self, pool: Pool, redis: Redis, sender: SmsSender, policy: OutboxPolicy) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._sender = sender
+        self._policy = policy
+        self._wake = asyncio.Event()
+
+    # -- 1. in the caller's transaction ------------------------------------------------------
+
+    async def enqueue(
+        self,
+        conn: Connection,
+        *,
+        to: str,
+        template: str,
+        language: str,
+        key: str,
+        values: Mapping[str, object] | None = None,
+        essential: bool = False,
+        secret: bool = False,
+    ) -> uuid.UUID | None:
+        """Record one message (from the catalogues: `template` in `language`) in `conn`'s
+        transaction; its id if it is to be sent, None if refused or already recorded under `key`."""
+        body = texts.text(language, template, **(values or {}))
+        size = segments.count(body)
+        refusal = await self._refusal(conn, to, essential)
+        message_id = uuid.uuid4()
+        inserted = await conn.fetchval(
+            """INSERT INTO sms_messages (id, idempotency_key, to_phone, template, language, body, secret, essential,
+                                         segments, encoding, status, last_error)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+            message_id,
+            key,
+            to,
+            template,
+            language if language in texts.LANGUAGES else texts.FALLBACK,
+            None if (secret and refusal) else body,
+            secret,
+            essential,
+            size.parts,
+            size.encoding,
+            "refused" if refusal else "queued",
+            refusal,
+        )
+        if refusal:
+            REFUSED.labels(reason=refusal).inc()
+            log.info("sms_refused", reason=refusal, to=to, template=template)
+            return None
+        return message_id if inserted is not None else None
+
+    async def _refusal(self, conn: Connection, to: str, essential: bool) -> str | None:
+        if _region(to) not in self._policy.countries:
+            return "country_not_allowed"
+        if not essential and await conn.fetchval("SELECT true FROM sms_opt_outs WHERE phone = $1", to):
+            return "opted_out"
+        if not await self.spend_budget():
+            return "hourly_budget"
+        return None
+
+    def allowed_country(self, phone: str) -> bool:
+        return _region(phone) in self._policy.countries
+
+    async def spend_budget(self) -> bool:
+        """Count one SMS against this hour's global budget; False (metric, log line) once spent."""
+        key = budget_key()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 7200, nx=True)
+            used, _ = await pipe.execute()
+        if int(used) <= self._policy.hourly_budget:
+            return True
+        BUDGET_TRIPS.labels(budget="hourly").inc()
+        log.warning("sms_budget_tripped", budget="hourly", limit=self._policy.hourly_budget, used=int(used))
+        return False
+
+    # -- 2. after commit ---------------------------------------------------------------------
+
+    async def deliver(self, ids: Iterable[uuid.UUID]) -> None:
+        """Send these messages now (after their transaction committed); what fails here is left
+        to the loop. Run as a request's background task, so a sign-in code leaves at once."""
+        wanted = [i for i in ids if i is not None]
+        if not wanted:
+            return
+        try:
+            for row in await self._claim(len(wanted), wanted):
+                await self._send(row)
+        except Exception:
+            log.exception("sms_deliver_failed")  # the rows stay due: the loop sends them
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim and send one batch of due messages; how many were claimed."""
+        rows = await self._claim(BATCH, None)
+        for row in rows:
+            await self._send(row)
+        return len(rows)
+
+    async def run_forever(self) -> None:
+        pause = outage.Backoff()
+        while True:
+            try:
+                while await self.run_once() == BATCH:
+                    pass
+            except Exception as exc:  # never kill the worker: the rows stay due
+                if (dependency := outage.unavailable(exc)) is None:
+                    log.exception("sms_loop_failed")
+                else:
+                    dependency.down(exc)
+                await asyncio.sleep(pause.next())
+                continue
+            pause.reset()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _claim(self, limit: int, ids: list[uuid.UUID] | None) -> list[Any]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return list(
+                await conn.fetch(
+                    """UPDATE sms_messages m
+                          SET status = 'sending', attempts = m.attempts + 1,
+                              lease_until = now() + make_interval(secs => $3), updated_at = now()
+                        WHERE m.id IN (
+                              SELECT id FROM sms_messages
+                               WHERE status IN ('queued', 'sending') AND next_attempt_at <= now()
+                                 AND (lease_until IS NULL OR lease_until < now())
+                                 AND ($2::uuid[] IS NULL OR id = ANY($2))
+                               ORDER BY next_attempt_at LIMIT $1
+                               FOR UPDATE SKIP LOCKED)
+                    RETURNING m.id, m.to_phone, m.body, m.attempts, m.idempotency_key""",
+                    limit,
+                    ids,
+                    float(LEASE_S),
+                )
+            )
+
+    async def _send(self, row: Any) -> None:
+        try:
+            provider_id = await self._sender.send(
+                row["to_phone"],
+                row["body"],
+                key=row["idempotency_key"],
+                status_callback=self._policy.status_callback_url,
+            )
+        except SmsRejected as exc:
+            await self._settle(row, "failed", error=exc.reason)
+            SENT.labels(outcome="rejected").inc()
+            log.warning("sms_rejected", id=str(row["id"]), reason=exc.reason)
+            return
+        except SmsRetryable as exc:
+            if row["attempts"] >= self._policy.max_attempts:
+                await self._settle(row, "failed", error=exc.reason)
+                SENT.labels(outcome="gave_up").inc()
+                log.warning("sms_gave_up", id=str(row["id"]), reason=exc.reason, attempts=row["attempts"])
+                return
+            delay = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(row["attempts"])
+            await self._retry_later(row, delay, exc.reason)
+            SENT.labels(outcome="retried").inc()
+            log.info("sms_retry", id=str(row["id"]), reason=exc.reason, in_s=round(delay, 1))
+            return
+        await self._settle(row, "sent", provider_id=provider_id)
+        SENT.labels(outcome="sent").inc()
+
+    async def _settle(self, row: Any, status: str, *, provider_id: str | None = None, error: str | None = None) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE sms_messages
+                      SET status = $3, provider_id = coalesce($4, provider_id), last_error = $5,
+                          lease_until = NULL, updated_at = now(),
+                          body = CASE WHEN secret THEN NULL ELSE body END
+                    WHERE id = $1 AND attempts = $2 AND status = 'sending'""",
+                row["id"],
+                row["attempts"],
+                status,
+                provider_id,
+                error,
+            )
+
+    async def _retry_later(self, row: Any, delay_s: float, error: str) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE sms_messages
+                      SET status = 'queued', last_error = $3, lease_until = NULL, updated_at = now(),
+                          next_attempt_at = now() + make_interval(secs => $4)
+                    WHERE id = $1 AND attempts = $2 AND status = 'sending'""",
+                row["id"],
+                row["attempts"],
+                error,
+                float(delay_s),
+            )
+
+
+_RANK = {"sent": 1, "undelivered": 2, "failed": 2, "delivered": 3}
+_TWILIO_STATUS = {
+    "queued": "sent",
+    "accepted": "sent",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
+}
+
+
+async def record_status(conn: Connection, provider_id: str, provider_status: str, error_code: str | None) -> bool:
+    """A delivery report: move the message forward (callbacks arrive out of order; never back)."""
+    status = _TWILIO_STATUS.get(provider_status)
+    if status is None:
+        return False
+    result = await conn.execute(
+        """UPDATE sms_messages SET status = $2, last_error = coalesce($3, last_error), updated_at = now()
+            WHERE provider_id = $1 AND status IN ('sending', 'sent', 'delivered', 'undelivered', 'failed')
+              AND (CASE status WHEN 'sent' THEN 1 WHEN 'undelivered' THEN 2 WHEN 'failed' THEN 2
+                               WHEN 'delivered' THEN 3 ELSE 0 END) < $4""",
+        provider_id,
+        status,
+        f"twilio {error_code}" if error_code else None,
+        _RANK[status],
+    )
+    return result != "UPDATE 0"
+
+
+def _region(phone: str) -> str | None:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(phone, None))
+    except phonenumbers.NumberParseException:
+        return None
