@@ -58,6 +58,7 @@ from realtime.handler import rtc
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
 from sms.sender import LogSmsSender, SmsSender
+from sms.ussd.gateway import ussd_callback
 from spean import sealer
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -184,6 +185,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
+            ussd_callback,
             swagger_assets(),
         ],
         dependencies=DEPENDENCIES,
