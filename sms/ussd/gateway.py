@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from litestar import MediaType, Request, Response, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
+from litestar.params import Body, HeaderParameter, QueryParameter
 from redis.exceptions import RedisError
 
 from api.deps import Config, Conn
@@ -68,8 +68,8 @@ async def ussd_callback(
     data: Annotated[UssdCallback, Body(media_type=RequestEncodingType.URL_ENCODED)],
     conn: Conn,
     settings: Config,
-    header_secret: Annotated[str | None, Parameter(header="X-USSD-Secret", required=False)] = None,
-    secret: Annotated[str | None, Parameter(query="secret", required=False)] = None,
+    header_secret: Annotated[str | None, HeaderParameter(name="X-USSD-Secret", required=False)] = None,
+    secret: Annotated[str | None, QueryParameter(name="secret", required=False)] = None,
 ) -> Response[str]:
     if not _authenticated(settings.ussd_secret, header_secret if header_secret is not None else secret):
         raise Forbidden("gateway_not_authenticated", "this callback needs the USSD gateway's shared secret")
