@@ -7,6 +7,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import pytest
@@ -101,7 +102,7 @@ async def network(factory: Factory) -> Network:
 
 
 async def patient_phone(
-    factory: Factory, client: AsyncTestClient[Litestar], network: Network, language: str, **fields: object
+    factory: Factory, client: AsyncTestClient[Litestar], network: Network, language: str, **fields: Any
 ) -> tuple[uuid.UUID, Phone]:
     number = new_phone()
     patient_id = await factory.patient(network.post, phone=number, preferred_language=language, **fields)
