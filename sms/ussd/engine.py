@@ -23,7 +23,7 @@ from domain.phone import normalize
 from infra.db import Connection
 from sms import texts
 from sms.ussd.errors import message_of
-from sms.ussd.menu import MAIN, SCREENS, WHO
+from sms.ussd.menu import CHW, MAIN, SCREENS, TOPS, WHO
 from sms.ussd.render import Line, end_text, render
 from sms.ussd.session import Session, SessionStore
 from sms.ussd.steps import ACTIONS, ANSWERS, ITEMS, VALUES, Again, Context, End, Goto, Outcome
@@ -116,7 +116,10 @@ async def _start(conn: Connection, raw_phone: str, default_region: str) -> Sessi
            WHERE pa.user_id = $1 ORDER BY p.created_at, p.id""",
         user_id,
     )
-    if not rows:  # staff without a patient on this phone: the CHW menu is not built yet
+    if not rows:
+        principal = await users.load_principal(conn, user_id)
+        if principal.facilities_with("chw"):
+            return Session(user_id=user_id, language=guess, screen=CHW, chw=True)
         return _end(guess, "ussd_unknown_number")
     if len(rows) == 1:
         return Session(user_id=user_id, language=rows[0]["preferred_language"], screen=MAIN, patient_id=rows[0]["id"])
@@ -124,6 +127,9 @@ async def _start(conn: Connection, raw_phone: str, default_region: str) -> Sessi
 
 
 def _top(session: Session) -> str:
+    if session.chw:
+        session.patient_id = None  # a CHW's next errand may be for another patient
+        return CHW
     return MAIN if session.patient_id is not None else WHO
 
 
@@ -156,7 +162,7 @@ async def _show(ctx: Context, screen_id: str, notice: str | None = None) -> Repl
         lines += [line for line, _ in items]
         found = {line.key: value for line, value in items}
     text, shown = render(
-        ctx.language, screen.title, values, lines, fixed=fixed, notice=notice, footer=screen_id not in (MAIN, WHO)
+        ctx.language, screen.title, values, lines, fixed=fixed, notice=notice, footer=screen_id not in TOPS
     )
     session.options = {line.key: found[line.key] for line in shown if line.key in found}
     return Reply(text, ends=False)
@@ -194,7 +200,7 @@ async def _answer(ctx: Context, answer: str) -> Reply:
     if option is not None and option.goto is not None:
         if option.goto == MAIN:
             session.stack.clear()
-            return await _show(ctx, MAIN)
+            return await _show(ctx, _top(session))
         return await _enter(ctx, option.goto)
     if option is not None and option.action is not None:
         outcome = await ACTIONS[option.action](ctx, option.value)
@@ -209,6 +215,9 @@ async def _answer(ctx: Context, answer: str) -> Reply:
             session.stack.clear()
             return await _show(ctx, MAIN)
         assert screen.store is not None
-        session.choices[screen.store] = value
+        if screen.store == "patient":  # a CHW picked one of several matches
+            session.patient_id = uuid.UUID(value)
+        else:
+            session.choices[screen.store] = value
         return await _enter(ctx, screen.then)
     return await _invalid(ctx, Again("ussd_invalid"))

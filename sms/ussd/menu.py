@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 MAIN = "main"
 WHO = "who"
+CHW = "chw"  # a community health worker's main menu
 
 
 @dataclass(frozen=True)
@@ -90,4 +91,29 @@ SCREENS: dict[str, Screen] = {
     "pin_enter": Screen("ussd_pin_enter", values="pin_required", answer="pin_enter"),
     "pin_new": Screen("ussd_pin_new", answer="pin_new"),
     "pin_repeat": Screen("ussd_pin_repeat", answer="pin_repeat"),
+    # A CHW on a basic phone acts for the patients of their post, under the app's access rules:
+    # find one (phone or ID), then book or see their appointments with the patient's own screens.
+    CHW: Screen(
+        "ussd_chw_main",
+        options=(Option("1", "ussd_chw_find", goto="chw_find"), Option("2", "ussd_chw_today", goto="chw_today")),
+    ),
+    "chw_find": Screen("ussd_chw_find_prompt", answer="chw_find"),
+    "chw_matches": Screen("ussd_chw_matches", items="matches", store="patient", then="chw_patient"),
+    "chw_patient": Screen(
+        "ussd_chw_patient",
+        values="patient",
+        options=(
+            Option("1", "ussd_opt_book", goto="book"),
+            Option("2", "ussd_opt_appointments", goto="appointments"),
+        ),
+    ),
+    "chw_today": Screen(
+        "ussd_chw_consultations",
+        items="post_consultations",
+        store="appointment",
+        then="appointment",
+        empty="ussd_chw_none_today",
+    ),
 }
+
+TOPS = (MAIN, WHO, CHW)  # main menus: no back line

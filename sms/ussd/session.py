@@ -19,7 +19,8 @@ class Session(msgspec.Struct, kw_only=True):
     user_id: uuid.UUID
     language: str
     screen: str
-    patient_id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = None  # whom the screens act for (a CHW picks one per errand)
+    chw: bool = False  # a health worker's session: the CHW menu is its main menu
     stack: list[str] = []  # screens to return to with 0
     seen: int = 0  # how many `*`-joined inputs of the gateway's text were already handled
     strikes: int = 0  # invalid answers on the current screen

@@ -23,6 +23,7 @@ from domain.booking.availability import list_free_slots
 from domain.booking.model import Mode
 from domain.booking.slots import Slot
 from domain.consent import service as consent
+from domain.errors import InvalidInput
 from domain.principal import Principal
 from infra.db import Connection
 from sms import texts
@@ -33,6 +34,7 @@ from sms.ussd.session import Session
 SLOTS_SHOWN = 5
 SEARCH_DAYS = 14
 APPOINTMENTS_SHOWN = 5
+CONSULTATIONS_SHOWN = 20  # read before filtering to the post's own patients
 
 
 @dataclass
@@ -190,7 +192,45 @@ async def _move_slots(ctx: Context) -> list[tuple[Line, str]]:
     return await _slot_lines(ctx, [s for s in slots if s.start != current.start][:SLOTS_SHOWN])
 
 
+async def _matches(ctx: Context) -> list[tuple[Line, str]]:
+    ids = [uuid.UUID(i) for i in ctx.session.choices["matches"].split(",")]
+    found = await patients.load_many(ctx.conn, ids)
+    return [
+        (Line(str(n), _name(found[i]), dynamic=True, keep=12), str(i)) for n, i in enumerate(ids, start=1) if i in found
+    ]
+
+
+def _name(patient: patients.Patient) -> str:
+    return patient.names[0].text if patient.names else "?"
+
+
+async def _post_consultations(ctx: Context) -> list[tuple[Line, str]]:
+    """Today's and tomorrow's booked consultations of the patients of the CHW's post, by the
+    post's calendar."""
+    posts = sorted(ctx.principal.facilities_with("chw"))
+    zone = ZoneInfo((await facilities.get(ctx.conn, posts[0])).timezone)
+    today = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    found = await appointments.search(
+        ctx.conn,
+        ctx.principal,
+        appointments.AppointmentQuery(
+            status="booked", start_from=today, start_to=today + timedelta(days=2), limit=CONSULTATIONS_SHOWN
+        ),
+    )
+    people = await patients.load_many(ctx.conn, [a.patient_id for a in found])
+    lines: list[tuple[Line, str]] = []
+    for a in found:
+        patient = people.get(a.patient_id)
+        if patient is None or patient.home_facility_id not in posts:
+            continue  # visible for another reason (their own login's patients): not this post's
+        start = when(a.start, a.timezone, ctx.language)
+        lines.append((Line(str(len(lines) + 1), f"{start} {_name(patient)}", dynamic=True, keep=len(start)), str(a.id)))
+    return lines
+
+
 ITEMS: dict[str, Callable[[Context], Awaitable[list[tuple[Line, str]]]]] = {
+    "matches": _matches,
+    "post_consultations": _post_consultations,
     "patients": _patients,
     "needs": _needs,
     "free_slots": _free_slots,
@@ -256,7 +296,12 @@ async def _pin_required(ctx: Context) -> Values | Outcome:
     return {}, {}
 
 
+async def _patient(ctx: Context) -> Values | Outcome:
+    return {"name": _name(await patients.get(ctx.conn, ctx.principal, ctx.patient_id))}, {}
+
+
 VALUES: dict[str, Callable[[Context], Awaitable[Values | Outcome]]] = {
+    "patient": _patient,
     "slot": _slot,
     "appointment": _appointment,
     "consent": _consent,
@@ -314,7 +359,29 @@ async def _pin_repeat(ctx: Context, answer: str) -> Outcome:
     return end("ussd_pin_saved")
 
 
+async def _chw_find(ctx: Context, answer: str) -> Outcome:
+    """A patient of the CHW's post by phone number, else by an identifier's value."""
+    posts = ctx.principal.facilities_with("chw")
+    queries = [patients.PatientQuery(identifier=answer, limit=9)]
+    if answer.lstrip("+").isdigit() and len(answer) >= 8:
+        queries.insert(0, patients.PatientQuery(phone=answer, limit=9))
+    for query in queries:
+        try:
+            found = await patients.search(ctx.conn, ctx.principal, query, default_region=ctx.default_region)
+        except InvalidInput:
+            continue
+        ours = [p for p in found if p.home_facility_id in posts]
+        if len(ours) == 1:
+            ctx.session.patient_id = ours[0].id
+            return Goto("chw_patient")
+        if ours:
+            ctx.session.choices["matches"] = ",".join(str(p.id) for p in ours)
+            return Goto("chw_matches")
+    return Again("ussd_chw_no_match")
+
+
 ANSWERS: dict[str, Callable[[Context, str], Awaitable[Outcome]]] = {
+    "chw_find": _chw_find,
     "pin_enter": _pin_enter,
     "pin_new": _pin_new,
     "pin_repeat": _pin_repeat,

@@ -401,3 +401,51 @@ async def test_a_ussd_booking_racing_an_app_booking_for_one_slot(
         "Sorry, that time was just taken by someone else. Dial again to pick another.",
     )
     assert not await db.fetchval("SELECT count(*) FROM appointments WHERE patient_id = $1", other)
+
+
+async def test_a_chw_books_and_cancels_for_a_patient_of_their_post(
+    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, db: asyncpg.Pool
+) -> None:
+    chw = await factory.staff(network.post, role="chw")
+    patient_id, patient = await patient_phone(factory, ussd_client, network, "km", names=[{"text": "Chan Sophea"}])
+    elsewhere = await factory.facility(kind="health_post")
+    _other, stranger = await patient_phone(factory, ussd_client, Network(network.centre, elsewhere, chw, ""), "en")
+    phone = Phone(ussd_client, chw.phone)
+    verb, screen = await phone.dial()  # a Cambodian number without a language of its own: Khmer
+    assert verb == "CON"
+    assert screen.startswith("Spean អ្នកស្ម័គ្រចិត្ត\n1 រកអ្នកជំងឺ")
+
+    phone = phone.again()
+    await phone.dial()
+    await phone.send("1")
+    verb, screen = await phone.send(stranger.number)  # a patient of another post is not found
+    assert verb == "CON"
+    assert screen.startswith("រកមិនឃើញអ្នកជំងឺ។")
+    verb, screen = await phone.send(patient.number)
+    assert screen.startswith("Chan Sophea\n1 កក់ពេល")
+    await phone.send("1")  # book
+    await phone.send("1")  # the specialty
+    await phone.send("1")  # the first free time
+    verb, screen = await phone.send("1")  # confirm
+    assert verb == "END"
+    assert screen.startswith("បានកក់:")
+    booked = await db.fetchrow("SELECT * FROM appointments WHERE patient_id = $1", patient_id)
+    assert booked is not None
+    assert (booked["channel"], booked["booked_by"]) == ("ussd", chw.user_id)
+
+    # Today's and tomorrow's consultations of the post, and a cancellation from there.
+    phone = phone.again()
+    await phone.dial()
+    verb, screen = await phone.send("2")
+    if booked["start_at"] < datetime.now(UTC) + timedelta(days=1):  # the first free time is soon
+        assert verb == "CON"
+        assert "Chan Sophea" in screen
+        await phone.send("1")
+        await phone.send("1")  # cancel
+        verb, screen = await phone.send("1")  # confirm
+        assert verb == "END"
+        assert await db.fetchval("SELECT status FROM appointments WHERE id = $1", booked["id"]) == "cancelled"
+    actions = await db.fetch(
+        "SELECT action FROM audit_events WHERE actor_user_id = $1 AND channel = 'ussd'", chw.user_id
+    )
+    assert "book" in {r["action"] for r in actions}

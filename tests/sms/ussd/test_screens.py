@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sms import texts
-from sms.ussd.menu import MAIN, SCREENS, WHO
+from sms.ussd.menu import SCREENS, TOPS, WHO
 from sms.ussd.render import Line, end_text, render
 from sms.ussd.screen_size import GSM7_SEPTETS, UCS2_UNITS, fits, fold_latin, is_gsm7, septets
 from sms.ussd.steps import when
@@ -36,15 +36,17 @@ def _items(screen_id: str, language: str) -> list[Line]:
     count = 9 if screen_id == WHO else 5
     label = {
         "patients": LONG_NAME,
+        "matches": LONG_NAME,
         "needs": texts.text(language, "ussd_referral_item", specialty=LONG_SPECIALTY),
     }.get(screen.items, f"{start} Dr {LONG_NAME}")
-    keep = len(start) if screen.items in ("free_slots", "move_slots", "appointments") else 6
+    keep = len(start) if screen.items in ("free_slots", "move_slots", "appointments", "post_consultations") else 6
     return [Line(str(n), label, dynamic=True, keep=keep) for n in range(1, count + 1)]
 
 
 def _values(message_id: str, language: str) -> tuple[dict[str, str], dict[str, str]]:
     names = set(PLACEHOLDER.findall(_raw(message_id)))
-    values = {k: v for k, v in {"doctor": "Dr " + LONG_NAME, "facility": LONG_FACILITY}.items() if k in names}
+    long_values = {"doctor": "Dr " + LONG_NAME, "facility": LONG_FACILITY, "name": LONG_NAME}
+    values = {k: v for k, v in long_values.items() if k in names}
     fixed = {
         k: v
         for k, v in {
@@ -94,7 +96,7 @@ def test_every_screen_fits_one_page(screen_id: str, language: str, notice: str |
     options = [Line(o.key, texts.text(language, o.label)) for o in screen.options]
     items = _items(screen_id, language)
     text, shown = render(
-        language, screen.title, values, options + items, fixed=fixed, notice=notice, footer=screen_id not in (MAIN, WHO)
+        language, screen.title, values, options + items, fixed=fixed, notice=notice, footer=screen_id not in TOPS
     )
     reply = "CON " + text
     assert fits(reply), f"{screen_id}/{language}: {len(reply)} characters, gsm7={is_gsm7(reply)}:\n{reply}"
