@@ -26,7 +26,9 @@ _sessions = itertools.count(1)
 
 @pytest.fixture(scope="session")
 async def ussd_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    app = create_app(msgspec.structs.replace(settings, ussd_secret=SECRET), sms_sender=LogSmsSender())
+    # A small pool: this second app shares the test server's PostgreSQL with the main one.
+    configured = msgspec.structs.replace(settings, ussd_secret=SECRET, db_pool_min=1, db_pool_max=5)
+    app = create_app(configured, sms_sender=LogSmsSender())
     async with AsyncTestClient(app) as client:
         yield client
 
