@@ -128,8 +128,14 @@ async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     return [(Line(str(n), line.label, dynamic=True), value) for n, (line, value) in enumerate(found, start=1)]
 
 
+async def _doctor_names(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Practitioners' names (public, like the app's practitioner directory), in one query."""
+    rows = await conn.fetch("SELECT id, name FROM practitioners WHERE id = ANY($1)", list(ids))
+    return {r["id"]: r["name"] for r in rows}
+
+
 async def _slot_lines(ctx: Context, slots: list[Slot]) -> list[tuple[Line, str]]:
-    names = {s.practitioner_id: (await practitioners.get(ctx.conn, s.practitioner_id)).name for s in slots}
+    names = await _doctor_names(ctx.conn, {s.practitioner_id for s in slots})
     lines = []
     for n, s in enumerate(slots, start=1):
         start = when(s.start, s.timezone, ctx.language)
@@ -171,11 +177,11 @@ async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
             patient_id=ctx.patient_id, status="booked", start_from=datetime.now(UTC), limit=APPOINTMENTS_SHOWN
         ),
     )
+    names = await _doctor_names(ctx.conn, {a.practitioner_id for a in found})
     lines = []
     for n, a in enumerate(found, start=1):
         start = when(a.start, a.timezone, ctx.language)
-        doctor = (await practitioners.get(ctx.conn, a.practitioner_id)).name
-        lines.append((Line(str(n), f"{start} {doctor}", dynamic=True, keep=len(start)), str(a.id)))
+        lines.append((Line(str(n), f"{start} {names[a.practitioner_id]}", dynamic=True, keep=len(start)), str(a.id)))
     return lines
 
 
