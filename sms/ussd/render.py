@@ -22,6 +22,11 @@ class Line:
     keep: int = MIN_VALUE  # never cut shorter than this (a slot's date and time stay whole)
 
 
+def _clean(value: str) -> str:
+    """One line: a name typed with a line break or tabs must not break the menu's layout."""
+    return " ".join(value.split())
+
+
 def _cut(value: str, length: int) -> str:
     return value if len(value) <= length else value[: length - 1].rstrip() + "."
 
@@ -62,9 +67,9 @@ def _fit(
     *,
     with_title: bool,
 ) -> tuple[str, list[Line]]:
-    values = {k: _cut(v, MAX_VALUE) for k, v in (given_values or {}).items()}
+    values = {k: _cut(_clean(v), MAX_VALUE) for k, v in (given_values or {}).items()}
     shown = [
-        Line(x.key, _cut(x.label, max(MAX_VALUE, x.keep)) if x.dynamic else x.label, x.dynamic, x.keep)
+        Line(x.key, _cut(_clean(x.label), max(MAX_VALUE, x.keep)) if x.dynamic else x.label, x.dynamic, x.keep)
         for x in lines or []
     ]
     foot = texts.text(language, "ussd_footer") if footer else ""

@@ -144,3 +144,8 @@ def test_the_budgets() -> None:
     assert fits("ក" * UCS2_UNITS)
     assert not fits("ក" * (UCS2_UNITS + 1))
     assert fold_latin("Đặt lịch khám") == "Dat lich kham"
+
+
+def test_values_stay_on_one_line() -> None:
+    text, _ = render("en", "ussd_chw_patient", {"name": "Sok\nDara\t\r 2"}, footer=False)
+    assert text == "Sok Dara 2"
