@@ -45,6 +45,12 @@ class UssdCallback(msgspec.Struct, kw_only=True, rename="camel"):
     network_code: Annotated[str, msgspec.Meta(description="The mobile network (MCC+MNC)")] = ""
 
 
+_SECRET_HEADER = HeaderParameter(name="X-USSD-Secret", required=False, description="SPEAN_USSD_SECRET")
+_SECRET_QUERY = QueryParameter(
+    name="secret", required=False, description="SPEAN_USSD_SECRET, for gateways that can be given only a URL"
+)
+
+
 def _authenticated(configured: str, given: str | None) -> bool:
     return bool(configured) and given is not None and hmac.compare_digest(configured.encode(), given.encode())
 
@@ -68,8 +74,8 @@ async def ussd_callback(
     data: Annotated[UssdCallback, Body(media_type=RequestEncodingType.URL_ENCODED)],
     conn: Conn,
     settings: Config,
-    header_secret: Annotated[str | None, HeaderParameter(name="X-USSD-Secret", required=False)] = None,
-    secret: Annotated[str | None, QueryParameter(name="secret", required=False)] = None,
+    header_secret: Annotated[str | None, _SECRET_HEADER] = None,
+    secret: Annotated[str | None, _SECRET_QUERY] = None,
 ) -> Response[str]:
     if not _authenticated(settings.ussd_secret, header_secret if header_secret is not None else secret):
         raise Forbidden("gateway_not_authenticated", "this callback needs the USSD gateway's shared secret")
