@@ -22,11 +22,13 @@ from domain.identity import users
 from domain.phone import normalize
 from infra.db import Connection
 from sms import texts
+from sms.ussd.actions import ACTIONS, ANSWERS
+from sms.ussd.context import Again, Context, End, Goto, Outcome
 from sms.ussd.errors import message_of
+from sms.ussd.lists import ITEMS, VALUES
 from sms.ussd.menu import CHW, MAIN, SCREENS, TOPS, WHO
 from sms.ussd.render import Line, end_text, render
 from sms.ussd.session import Session, SessionStore
-from sms.ussd.steps import ACTIONS, ANSWERS, ITEMS, VALUES, Again, Context, End, Goto, Outcome
 
 STRIKES = 2  # the second invalid answer on a screen ends the session
 

@@ -5,7 +5,8 @@ ids `ussd_*`) rendered in the patient's preferred language. A screen has a title
 fixed options, a numbered list loaded for this patient (`items`: slots, appointments, ...), or a
 free answer (`answer`: a PIN). Choosing leads to another screen (`goto`/`then`) or to an action
 that ends the session with its outcome (`action`). Loaders, answers and actions are named here
-and implemented in sms.ussd.steps, which calls the same domain functions as the app.
+and implemented in sms.ussd.lists and sms.ussd.actions, which call the same domain functions as
+the app.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Option:
     key: str  # what the patient types
     label: str  # catalogue id
     goto: str | None = None  # the next screen, or
-    action: str | None = None  # an action that ends the session (sms.ussd.steps.ACTIONS)
+    action: str | None = None  # an action that ends the session (sms.ussd.actions.ACTIONS)
     value: str = ""  # handed to the action
 
 
@@ -30,12 +31,12 @@ class Option:
 class Screen:
     title: str  # catalogue id, formatted with the values of `values`
     options: tuple[Option, ...] = ()
-    values: str | None = None  # loader of the title's values (sms.ussd.steps.VALUES)
-    items: str | None = None  # loader of a numbered list (sms.ussd.steps.ITEMS)
+    values: str | None = None  # loader of the title's values (sms.ussd.lists.VALUES)
+    items: str | None = None  # loader of a numbered list (sms.ussd.lists.ITEMS)
     store: str | None = None  # the choice a picked item is kept under
     then: str | None = None  # the screen after an item is picked
     empty: str | None = None  # catalogue id shown (END) when the list is empty
-    answer: str | None = None  # handler of a free answer (sms.ussd.steps.ANSWERS)
+    answer: str | None = None  # handler of a free answer (sms.ussd.actions.ANSWERS)
 
 
 def _yes_no(action: str) -> tuple[Option, ...]:

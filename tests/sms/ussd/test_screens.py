@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from sms import texts
+from sms.ussd.context import when
 from sms.ussd.menu import SCREENS, TOPS, WHO
 from sms.ussd.render import Line, end_text, render
 from sms.ussd.screen_size import GSM7_SEPTETS, UCS2_UNITS, fits, fold_latin, is_gsm7, septets
-from sms.ussd.steps import when
 
 LONG_NAME = "Sokhom Chanthavy Ratanakiri " * 8  # beyond the 200-character limit of names
 LONG_FACILITY = "Centre de référence provincial de Kampong Thom, service de cardiologie " * 3
