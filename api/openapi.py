@@ -319,6 +319,8 @@ def error_statuses(path: str, method: str, operation: Operation, public: bool) -
         statuses |= {403, 422}  # unsigned or forged (or no TWILIO_AUTH_TOKEN); a field breaks a rule
     elif path.startswith("/v1/auth/"):
         statuses |= {401, 422, 429}  # bad code or refresh token; code requests are rate limited
+    elif path == "/v1/ussd":
+        statuses.add(403)  # the gateway's shared secret is missing or wrong
     if method in _WRITES and not public:
         statuses.add(409)  # state conflicts; an Idempotency-Key still in flux
     if method in _WRITES:

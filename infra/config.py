@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rtc_grace_s: int = 30
     attachment_max_bytes: int = 1_048_576  # no more than the API's request body limit (1 MiB)
     audit_seal_interval_s: int = 60  # how often each worker links new audit events into the hash chain
+    # USSD gateway (sms/ussd): the shared secret it must send (none: every callback refused), and
+    # how long a session's state outlives its last turn (gateways end sessions after ~180 s).
+    ussd_secret: str = ""
+    ussd_session_ttl_s: int = 180
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -107,6 +111,8 @@ _VARS: dict[str, str] = {
     "SPEAN_RTC_GRACE": "rtc_grace_s",
     "SPEAN_AUDIT_SEAL_INTERVAL": "audit_seal_interval_s",
     "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
+    "SPEAN_USSD_SECRET": "ussd_secret",
+    "SPEAN_USSD_SESSION_TTL": "ussd_session_ttl_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -126,6 +132,7 @@ _POSITIVE = {
     "attachment_max_bytes",
     "sms_hourly_budget",
     "sms_max_attempts",
+    "ussd_session_ttl_s",
 }
 
 

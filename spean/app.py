@@ -61,6 +61,7 @@ from realtime.routes import consult_page, get_ice_servers
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
+from sms.ussd.gateway import ussd_callback
 from spean import sealer
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -208,6 +209,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             SyncController,
             AttachmentController,
             SmsWebhookController,
+            ussd_callback,
             swagger_assets(),
         ],
         dependencies=DEPENDENCIES,

@@ -1,0 +1,151 @@
+"""Every USSD screen and every END text, in all four languages, rendered with the longest values a
+patient can meet (names and facility names at their 200-character limit, the longest weekday of
+each language), fits one USSD page: 182 GSM-7 characters, or 80 when a character needs UCS-2. The
+fixed words and option numbers are never cut: only the patient's values are shortened."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sms import texts
+from sms.ussd.context import when
+from sms.ussd.menu import SCREENS, TOPS, WHO
+from sms.ussd.render import Line, end_text, render
+from sms.ussd.screen_size import GSM7_SEPTETS, UCS2_UNITS, fits, fold_latin, is_gsm7, septets
+
+LONG_NAME = "Sokhom Chanthavy Ratanakiri " * 8  # beyond the 200-character limit of names
+LONG_FACILITY = "Centre de référence provincial de Kampong Thom, service de cardiologie " * 3
+LONG_SPECIALTY = "gastroenterology-and-hepatology"
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _longest_when(language: str) -> str:
+    start = datetime(2026, 12, 7, 23, 30, tzinfo=UTC)
+    return max((when(start + timedelta(days=d), "Asia/Phnom_Penh", language) for d in range(7)), key=len)
+
+
+def _items(screen_id: str, language: str) -> list[Line]:
+    screen = SCREENS[screen_id]
+    if screen.items is None:
+        return []
+    start = _longest_when(language)
+    count = 9 if screen_id == WHO else 5
+    label = {
+        "patients": LONG_NAME,
+        "matches": LONG_NAME,
+        "needs": texts.text(language, "ussd_referral_item", specialty=LONG_SPECIALTY),
+    }.get(screen.items, f"{start} Dr {LONG_NAME}")
+    keep = len(start) if screen.items in ("free_slots", "move_slots", "appointments", "post_consultations") else 6
+    return [Line(str(n), label, dynamic=True, keep=keep) for n in range(1, count + 1)]
+
+
+def _values(message_id: str, language: str) -> tuple[dict[str, str], dict[str, str]]:
+    names = set(PLACEHOLDER.findall(_raw(message_id)))
+    long_values = {"doctor": "Dr " + LONG_NAME, "facility": LONG_FACILITY, "name": LONG_NAME}
+    values = {k: v for k, v in long_values.items() if k in names}
+    fixed = {
+        k: v
+        for k, v in {
+            "when": _longest_when(language),
+            "count": "99",
+            "state": texts.text(language, "ussd_consent_not_given"),
+        }.items()
+        if k in names
+    }
+    return values, fixed
+
+
+def _catalogue() -> str:
+    return (Path(texts.__file__).parent / "locales" / "en.po").read_text()
+
+
+def _raw(message_id: str) -> str:
+    found = re.search(rf'^msgid "{message_id}"\nmsgstr "(.*)"$', _catalogue(), re.M)
+    assert found is not None, message_id
+    return found[1]
+
+
+def _message_ids() -> list[str]:
+    # Every catalogue text but the bits that go inside a screen (labels, footer, notices).
+    inside = {o.label for screen in SCREENS.values() for o in screen.options} | {
+        "ussd_footer",
+        "ussd_referral_item",
+        "ussd_consent_given",
+        "ussd_consent_not_given",
+    }
+    return [m for m in re.findall(r'^msgid "(ussd_[a-z_]+)"', _catalogue(), re.M) if m not in inside]
+
+
+# The notices each screen can show above itself: an invalid choice anywhere; PIN notices on PIN screens.
+SHOWN = [
+    (screen_id, notice)
+    for screen_id, screen in sorted(SCREENS.items())
+    for notice in (None, "ussd_invalid", *(("ussd_pin_wrong", "ussd_pin_format") if screen.answer else ()))
+]
+
+
+@pytest.mark.parametrize("language", texts.LANGUAGES)
+@pytest.mark.parametrize(("screen_id", "notice"), SHOWN)
+def test_every_screen_fits_one_page(screen_id: str, language: str, notice: str | None) -> None:
+    screen = SCREENS[screen_id]
+    values, fixed = _values(screen.title, language)
+    options = [Line(o.key, texts.text(language, o.label)) for o in screen.options]
+    items = _items(screen_id, language)
+    text, shown = render(
+        language, screen.title, values, options + items, fixed=fixed, notice=notice, footer=screen_id not in TOPS
+    )
+    reply = "CON " + text
+    assert fits(reply), f"{screen_id}/{language}: {len(reply)} characters, gsm7={is_gsm7(reply)}:\n{reply}"
+    # The words and numbers of fixed options are all there, uncut; a list keeps at least one item.
+    for option in options:
+        label = fold_latin(option.label) if language == "vi" else option.label
+        assert f"{option.key} {label}" in text
+    if items:
+        assert any(line.dynamic for line in shown)
+        kept = [line for line in shown if line.dynamic]
+        assert all(len(line.label) >= min(line.keep, len(items[0].label)) for line in kept)
+    for value in fixed.values():
+        assert (fold_latin(value) if language == "vi" else value) in text
+
+
+@pytest.mark.parametrize("language", texts.LANGUAGES)
+@pytest.mark.parametrize("message_id", _message_ids())
+def test_every_end_text_fits_one_page(message_id: str, language: str) -> None:
+    values, fixed = _values(message_id, language)
+    reply = "END " + end_text(language, message_id, values, fixed)
+    assert fits(reply), f"{message_id}/{language}: {len(reply)} characters:\n{reply}"
+
+
+@pytest.mark.parametrize("screen_id", sorted(SCREENS))
+def test_english_french_and_vietnamese_screens_stay_in_gsm7(screen_id: str) -> None:
+    """A single non-GSM-7 character halves a page (80 UCS-2 characters): the fixed words of the
+    Latin-script languages avoid them (Vietnamese is folded to plain letters). The language menu
+    is the exception, as it names each language in its own script."""
+    if screen_id == "language":
+        return
+    screen = SCREENS[screen_id]
+    for language in ("en", "fr", "vi"):
+        options = [Line(o.key, texts.text(language, o.label)) for o in screen.options]
+        values, fixed = _values(screen.title, language)
+        plain = {k: "Dr Sok" for k in values}
+        text, _ = render(language, screen.title, plain, options, fixed=fixed, footer=True)
+        assert is_gsm7(text), f"{screen_id}/{language}: {text!r}"
+
+
+def test_the_budgets() -> None:
+    assert septets("a" * GSM7_SEPTETS) == GSM7_SEPTETS
+    assert fits("a" * GSM7_SEPTETS)
+    assert not fits("a" * (GSM7_SEPTETS + 1))
+    assert septets("€") == 2  # an extension character takes two septets
+    assert fits("ក" * UCS2_UNITS)
+    assert not fits("ក" * (UCS2_UNITS + 1))
+    assert fold_latin("Đặt lịch khám") == "Dat lich kham"
+
+
+def test_values_stay_on_one_line() -> None:
+    text, _ = render("en", "ussd_chw_patient", {"name": "Sok\nDara\t\r 2"}, footer=False)
+    assert text == "Sok Dara 2"
