@@ -135,8 +135,22 @@ async def test_framework_errors_share_the_contract(client: Client, factory: Fact
     _outcome(await client.post("/fhir/", content=b"{}", headers=as_text), 415, "unsupported_media_type")
 
 
+PAGES = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/schema",
+    "/schema/openapi.json",
+    "/schema/swagger",
+    "/schema/assets/swagger-ui.css",
+    "/schema/assets/swagger-ui-bundle.js",
+    "/fhir/metadata",
+    "/rtc/consult",
+)
+
+
 async def test_every_answer_carries_a_request_id(client: Client) -> None:
-    for path in ("/health", "/ready", "/metrics", "/schema/openapi.json", "/schema/swagger", "/fhir/metadata"):
+    for path in PAGES:
         response = await client.get(path)
         assert response.status_code == 200, path
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"]), path
@@ -144,6 +158,14 @@ async def test_every_answer_carries_a_request_id(client: Client) -> None:
     assert _problem(given, 404, "route_not_found")["request_id"] == "trace-1234-abcd"
     unsafe = await client.get("/health", headers={"X-Request-ID": "bad id;<script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+
+
+async def test_every_page_names_one_media_type_and_at_most_one_charset(client: Client) -> None:
+    # A text/* type that carried its own charset got a second one appended by the framework.
+    for path in PAGES:
+        content_type = (await client.get(path)).headers["content-type"]
+        parameters = [part.strip().split("=")[0] for part in content_type.split(";")[1:]]
+        assert len(parameters) == len(set(parameters)), (path, content_type)
 
 
 async def test_one_log_line_per_error_response(live: tuple[str, Path]) -> None:
