@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -200,3 +201,32 @@ async def test_one_log_line_per_error_response(live: tuple[str, Path]) -> None:
             status,
             code,
         )
+
+
+async def test_websocket_handshakes_answer_in_the_error_contract(live: tuple[str, Path]) -> None:
+    # The server answered every refused handshake with a bare 403 and no body nor request id.
+    base, _ = live
+    ws = base.replace("http://", "ws://")
+    refused = {
+        "/v1/rtc-nothing": (404, "route_not_found", "application/problem+json"),
+        "/v1/rtc/%00": (404, "route_not_found", "application/problem+json"),
+        "/health": (400, "bad_request", "application/problem+json"),
+        "/fhir/Patient": (400, "bad_request", "application/fhir+json"),
+    }
+    for path, (status, code, media_type) in refused.items():
+        with pytest.raises(websockets.InvalidStatus) as refusal:
+            async with websockets.connect(ws + path):
+                pass
+        response = refusal.value.response
+        assert response.status_code == status, path
+        assert response.headers["content-type"] == media_type, path
+        request_id = response.headers["x-request-id"]
+        document = json.loads(response.body or b"")
+        if media_type == "application/fhir+json":
+            assert document["issue"][0]["details"]["coding"][0]["code"] == code, path
+            assert document["extension"][0]["valueString"] == request_id, path
+        else:
+            assert (document["code"], document["request_id"]) == (code, request_id), path
+    async with websockets.connect(ws + "/v1/rtc") as accepted:
+        assert accepted.response is not None
+        assert re.fullmatch(r"[0-9a-f]{32}", accepted.response.headers["x-request-id"])
