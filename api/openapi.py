@@ -251,6 +251,12 @@ def complete(app: Litestar) -> None:
         description="the file itself, its type as Content-Type (its first bytes must match it)",
         required=True,
     )
+    download = (openapi.paths or {})["/v1/record/{entry_id}/content"].get
+    assert download is not None
+    assert download.responses is not None
+    sent = download.responses["200"]
+    assert isinstance(sent, OpenAPIResponse)
+    sent.content = {media_type: OpenAPIMediaType(schema=raw) for media_type in ATTACHMENT_TYPES}  # sent as attached
     operation_ids: dict[tuple[str, str], str] = {}
     for path, item in (openapi.paths or {}).items():
         for method in _METHODS:
