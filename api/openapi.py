@@ -22,6 +22,7 @@ import msgspec
 from litestar import Litestar
 from litestar.openapi.spec import (
     Link,
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -39,6 +40,7 @@ from litestar.typing import FieldDefinition
 from api.errors import PROBLEM_JSON
 from api.fhir.bundle import FHIR_JSON
 from api.fhir.errors import is_fhir_path
+from domain.record.attachments import MEDIA_TYPES as ATTACHMENT_TYPES
 
 __all__ = ["SCHEMA_PLUGINS", "complete"]
 
@@ -242,6 +244,21 @@ def complete(app: Litestar) -> None:
     )
     public = _public_operations(app)
     _document_forms(app)
+    # The one raw-bytes route reads its body itself: say what it takes (the file, as its type).
+    upload = (openapi.paths or {})["/v1/patients/{patient_id}/attachments"].post
+    assert upload is not None
+    raw = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+    upload.request_body = RequestBody(
+        content={media_type: OpenAPIMediaType(schema=raw) for media_type in ATTACHMENT_TYPES},
+        description="the file itself, its type as Content-Type (its first bytes must match it)",
+        required=True,
+    )
+    download = (openapi.paths or {})["/v1/record/{entry_id}/content"].get
+    assert download is not None
+    assert download.responses is not None
+    sent = download.responses["200"]
+    assert isinstance(sent, OpenAPIResponse)
+    sent.content = {media_type: OpenAPIMediaType(schema=raw) for media_type in ATTACHMENT_TYPES}  # sent as attached
     operation_ids: dict[tuple[str, str], str] = {}
     for path, item in (openapi.paths or {}).items():
         for method in _METHODS:

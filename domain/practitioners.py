@@ -85,19 +85,17 @@ async def create(conn: Connection, principal: Principal, data: PractitionerIn, *
     access.require_facility_admin(principal, data.facility_id)
     _check(data)
     phone = normalize(data.phone, default_region)
-    existing = await conn.fetchval(
-        "SELECT p.id FROM practitioners p JOIN users u ON u.id = p.user_id WHERE u.phone = $1", phone
-    )
-    if existing is not None:
-        raise Conflict(
-            "practitioner_exists",
-            "this phone already belongs to a practitioner; nothing was changed",
-            field="phone",
-            id=str(existing),
-        )
+    await _refuse_an_existing_practitioner(conn, phone)
     if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", data.facility_id):
         raise NotFound("facility_not_found", "no such facility", field="facility_id")
-    user_id, linked = await users.onboard(conn, phone, data.name.strip(), link_existing=data.link_existing_account)
+    try:
+        user_id, linked = await users.onboard(conn, phone, data.name.strip(), link_existing=data.link_existing_account)
+    except Conflict as exc:
+        # A concurrent onboarding of this phone committed since the check above: say what the
+        # check would now say, whichever moment the race was lost at.
+        if exc.code == "phone_in_use":
+            await _refuse_an_existing_practitioner(conn, phone)
+        raise
     await users.grant_role(conn, user_id, data.facility_id, data.role)
     practitioner_id = uuid.uuid4()
     await conn.execute(
@@ -120,6 +118,19 @@ async def create(conn: Connection, principal: Principal, data: PractitionerIn, *
         facility_id=data.facility_id,
     )
     return await get(conn, practitioner_id)
+
+
+async def _refuse_an_existing_practitioner(conn: Connection, phone: str) -> None:
+    existing = await conn.fetchval(
+        "SELECT p.id FROM practitioners p JOIN users u ON u.id = p.user_id WHERE u.phone = $1", phone
+    )
+    if existing is not None:
+        raise Conflict(
+            "practitioner_exists",
+            "this phone already belongs to a practitioner; nothing was changed",
+            field="phone",
+            id=str(existing),
+        )
 
 
 async def get(conn: Connection, practitioner_id: uuid.UUID) -> Practitioner:

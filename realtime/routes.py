@@ -41,7 +41,7 @@ async def consult_page() -> Response[bytes]:
     # (never sent to the server) and does everything else through the authenticated API.
     return Response(
         _PAGE.read_bytes(),
-        media_type="text/html; charset=utf-8",
+        media_type="text/html",  # Litestar appends "; charset=utf-8" to every text/* type
         headers={
             "Cache-Control": "no-store",
             "Content-Security-Policy": "default-src 'self'; "

@@ -46,6 +46,7 @@ from api.routes.slots import SlotController
 from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
+from api.websocket_handshake import WebSocketHandshake
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, housekeeping, outage
@@ -251,6 +252,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         plugins=SCHEMA_PLUGINS,
     )
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
+    # Outside routing, so that a WebSocket request to no WebSocket route is seen too.
+    app.asgi_handler = WebSocketHandshake(app.asgi_handler)
     return app
 
 

@@ -89,6 +89,10 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        # Longer than a load balancer's idle timeout (60 s is the usual default): the side that
+        # closes an idle keep-alive connection must be the balancer, or a request it sends on a
+        # connection the server is closing at that moment is lost (a reset, not an answer).
+        timeout_keep_alive=75,
         ws=args.ws,
     )
 

@@ -1,9 +1,10 @@
 """The shape of the transaction Bundle this server accepts, decoded strictly (api/body.py).
 
-Only the elements the transaction reads are declared; other elements of the resources (meta,
-text, status...) are ignored, as FHIR allows. A wrong shape (a name that is a string, an entry
-that is a list), a resource type other than Patient or Observation, or a code outside its value
-set (gender) is refused while decoding, naming the element, e.g. `entry[1].resource.gender`.
+Only the elements the transaction reads are declared, and the codes a client may send (an
+Observation's status); other elements of the resources (meta, text...) are ignored, as FHIR
+allows. A wrong shape (a name that is a string, an entry that is a list), a resource type other
+than Patient or Observation, or a code outside its value set (gender, telecom system, status) is
+refused while decoding, naming the element, e.g. `entry[1].resource.gender`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ class Component(msgspec.Struct, kw_only=True):
 
 
 class FhirObservation(msgspec.Struct, kw_only=True, tag_field="resourceType", tag="Observation"):
+    # Read only to refuse what is not a FHIR ObservationStatus; the record keeps its own status.
+    status: (
+        Literal[
+            "registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"
+        ]
+        | None
+    ) = None
     code: CodeableConcept
     subject: Reference | None = None
     valueQuantity: Quantity | None = None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn, DbPool
@@ -29,6 +29,10 @@ Count = Annotated[int, QueryParameter(name="_count", ge=1, le=1000)]
 Cursor = Annotated[int | None, QueryParameter(name="_cursor")]
 LastUpdated = Annotated[list[str] | None, QueryParameter(name="_lastUpdated")]
 _EVERYTHING_KINDS = list(BY_KIND)
+# The clinical types the generic routes serve. Documented as an enum so that the schema does not
+# claim these routes (and their search parameters) for Practitioner, Slot... whose own routes win;
+# any other type is still a 404 unknown_resource_type (below), not a 400.
+ClinicalType = Annotated[str, Parameter(description="a clinical resource type", schema_extra={"enum": sorted(KIND_OF)})]
 
 
 def _kind(resource_type: str) -> str:
@@ -200,7 +204,7 @@ class FhirController(Controller):
         "/{resource_type:str}/{entry_id:uuid}", summary="Read an Encounter, Observation, Condition or MedicationRequest"
     )
     async def read_entry(
-        self, resource_type: FromPath[str], entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool
+        self, resource_type: ClinicalType, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool
     ) -> Response[Any]:
         kind = _kind(resource_type)
         entry = await record.get(conn, principal, entry_id, pool=pool)
@@ -211,7 +215,7 @@ class FhirController(Controller):
     @get("/{resource_type:str}/{entry_id:uuid}/_history", summary="Every version of a clinical resource")
     async def history(
         self,
-        resource_type: FromPath[str],
+        resource_type: ClinicalType,
         entry_id: FromPath[uuid.UUID],
         conn: Conn,
         principal: Caller,
@@ -229,7 +233,7 @@ class FhirController(Controller):
     @get("/{resource_type:str}", summary="Search Encounters, Observations, Conditions or MedicationRequests")
     async def search_entries(
         self,
-        resource_type: FromPath[str],
+        resource_type: ClinicalType,
         conn: Conn,
         principal: Caller,
         settings: Config,

@@ -8,23 +8,82 @@ Observation is accepted; the observation rules are the record's (LOINC catalogue
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Awaitable
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
+
+import asyncpg
 
 from api.fhir.bundle import fhir_date
 from api.fhir.bundle_in import Bundle, CodeableConcept, FhirObservation, FhirPatient, Quantity
 from api.fhir.clinical import Resource
-from domain import patients
-from domain.errors import InvalidInput
+from domain import constraints, patients
+from domain.errors import DomainError, InvalidInput
 from domain.principal import Principal
 from domain.record import service as record
 from domain.record.types import Component, ObservationIn
 from infra.db import Connection
 
+_T = TypeVar("_T")
+
+# The domain names the fields of its own input; a Bundle's author knows only the FHIR elements.
+_PATIENT_ELEMENTS = {
+    "names": "name",
+    "name": "name",
+    "home_facility_id": "managingOrganization",
+    "birth_date": "birthDate",
+    "birth_year": "birthDate",
+    "sex": "gender",
+    "phone": "telecom",
+    "identifiers": "identifier",
+    "identifier": "identifier",
+}
+_OBSERVATION_ELEMENTS = {
+    "patient_id": "subject",
+    "code": "code",
+    "value": "valueQuantity.value",
+    "unit": "valueQuantity.code",
+    "components": "component",
+    "effective_at": "effectiveDateTime",
+}
+
 
 def _bad(field: str, detail: str) -> InvalidInput:
     return InvalidInput("invalid_bundle_entry", detail, field=field)
+
+
+def _element(field: str, at: str, elements: dict[str, str]) -> str:
+    """`entry[i].resource.<element>` for a field the domain named in its own terms
+    (`components[1].unit` is `component[1].valueQuantity.code`)."""
+    found = re.fullmatch(r"(\w+)(?:\[(\d+)\](?:\.(\w+))?)?", field)
+    if found is None:
+        return at
+    head, index, inner = found.groups()
+    element = f"{at}.{elements.get(head, head)}"
+    if index is not None:
+        element += f"[{index}]"
+    if inner is not None:
+        element += f".{elements.get(inner, inner)}"
+    return element
+
+
+async def _in_entry(step: Awaitable[_T], at: str, elements: dict[str, str]) -> _T:
+    """Run one entry's domain step; a refusal (by the domain or by a database constraint) names
+    the entry's FHIR element, e.g. entry[1].resource.valueQuantity.value, not the domain's field."""
+    try:
+        return await step
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        error = constraints.domain_error(exc)
+        if error is None or error.field is None:
+            raise
+        error.field = _element(error.field, at, elements)
+        raise error from exc
+    except DomainError as exc:
+        if exc.field is not None and not exc.field.startswith("entry["):
+            exc.field = _element(exc.field, at, elements)
+        raise
 
 
 def _reference_id(reference: str, prefix: str, field: str) -> uuid.UUID:
@@ -107,6 +166,12 @@ async def apply(conn: Connection, principal: Principal, bundle: Bundle, *, defau
     entries = bundle.entry
     default_facility = min(principal.facilities_with("chw", "clinician", "facility_admin"), default=None)
     created: dict[str, uuid.UUID] = {}  # fullUrl -> new patient id
+    full_urls: set[str] = set()
+    for i, entry in enumerate(entries):  # a reference to a fullUrl must name one entry
+        if entry.fullUrl is not None and entry.fullUrl in full_urls:
+            raise _bad(f"entry[{i}].fullUrl", "each entry of a Bundle has its own fullUrl")
+        if entry.fullUrl is not None:
+            full_urls.add(entry.fullUrl)
     # FHIR processes creates before the entries that reference them: patients first.
     order = sorted(range(len(entries)), key=lambda i: not isinstance(entries[i].resource, FhirPatient))
     results: dict[int, dict[str, Any]] = {}
@@ -114,7 +179,9 @@ async def apply(conn: Connection, principal: Principal, bundle: Bundle, *, defau
         entry, at = entries[i], f"entry[{i}].resource"
         if isinstance(entry.resource, FhirPatient):
             data = _patient_in(entry.resource, at, default_facility)
-            patient = await patients.register(conn, principal, data, default_region=default_region)
+            patient = await _in_entry(
+                patients.register(conn, principal, data, default_region=default_region), at, _PATIENT_ELEMENTS
+            )
             if entry.fullUrl:
                 created[entry.fullUrl] = patient.id
             results[i] = {"status": "201 Created", "location": f"Patient/{patient.id}/_history/1"}
@@ -122,8 +189,14 @@ async def apply(conn: Connection, principal: Principal, bundle: Bundle, *, defau
             subject = entry.resource.subject.reference if entry.resource.subject else None
             if not subject:
                 raise _bad(f"{at}.subject", "an Observation names its subject (Patient/{id} or a fullUrl)")
+            if subject.startswith("urn:") and subject not in created:
+                raise _bad(f"{at}.subject", "no Patient entry of this Bundle has this fullUrl")
             patient_id = created.get(subject) or _reference_id(subject, "Patient/", f"{at}.subject")
-            saved = await record.write(conn, principal, patient_id, _observation_in(entry.resource, at))
+            saved = await _in_entry(
+                record.write(conn, principal, patient_id, _observation_in(entry.resource, at)),
+                at,
+                _OBSERVATION_ELEMENTS,
+            )
             results[i] = {"status": "201 Created", "location": f"Observation/{saved.id}/_history/1"}
     responses = [{"response": results[i]} for i in range(len(entries))]
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}

@@ -68,4 +68,6 @@ async def metrics() -> Response[bytes]:
         # Several workers: aggregate what every process wrote to the shared folder.
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # Litestar appends "; charset=utf-8" to every text/* type: hand it the type without one.
+    media_type = "; ".join(p for p in CONTENT_TYPE_LATEST.split("; ") if not p.startswith("charset="))
+    return Response(generate_latest(registry), media_type=media_type)

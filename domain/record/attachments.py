@@ -24,6 +24,9 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
 }
 
 
+MEDIA_TYPES = tuple(sorted(_SIGNATURES))  # what may be attached, by Content-Type
+
+
 def check(data: bytes, content_type: str, max_bytes: int) -> None:
     if not data:
         raise InvalidInput("empty_attachment", "the file is empty")

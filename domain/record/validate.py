@@ -41,13 +41,15 @@ def _when(value: datetime | None, now: datetime, field: str) -> datetime:
     return value
 
 
-def _check_value(code: str, value: float | None, unit: str | None, field: str) -> None:
+def _check_value(code: str, value: float | None, unit: str | None, at: str) -> None:
+    """`at` is where the value sits: "" or "components[i]." (the error names value or unit)."""
     vital = VITALS[code]
+    field = f"{at}value"
     if value is None or unit is None:
         raise InvalidInput("value_required", f"{vital.display} needs a value and a unit", field=field)
     if unit != vital.unit:
         raise InvalidInput(
-            "unit_mismatch", f"{vital.display} is recorded in {vital.unit} (UCUM), not {unit}", field=field
+            "unit_mismatch", f"{vital.display} is recorded in {vital.unit} (UCUM), not {unit}", field=f"{at}unit"
         )
     if not vital.low <= value <= vital.high:
         raise InvalidInput(
@@ -70,13 +72,13 @@ def _observation(obs: ObservationIn, now: datetime) -> Checked:
                     "unknown_component", f"{c.code} is not a component of {display}", field=f"components[{i}]"
                 )
             seen.add(c.code)
-            _check_value(c.code, c.value, c.unit, f"components[{i}]")
+            _check_value(c.code, c.value, c.unit, f"components[{i}].")
             components.append(Component(code=c.code, value=c.value, unit=c.unit, display=VITALS[c.code].display))
         checked = ObservationIn(code=obs.code, components=components, display=display, encounter_id=obs.encounter_id)
     elif obs.code in VITALS:
         if obs.components:
             raise InvalidInput("value_required", "only a panel carries components", field="components")
-        _check_value(obs.code, obs.value, obs.unit, "value")
+        _check_value(obs.code, obs.value, obs.unit, "")
         checked = ObservationIn(
             code=obs.code,
             value=obs.value,

@@ -102,11 +102,16 @@ async def refer(conn: Connection, principal: Principal, data: ReferralIn) -> Ref
     from_facility = data.from_facility_id or access.authoring_facility(principal, home)
     if from_facility not in mine:
         raise Forbidden("not_a_member", "you refer from a facility where you work", field="from_facility_id")
-    if not await conn.fetchval(
-        "SELECT 1 FROM referral_links WHERE from_facility_id = $1 AND to_facility_id = $2",
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM facilities WHERE id = $2),
+                  EXISTS (SELECT 1 FROM referral_links WHERE from_facility_id = $1 AND to_facility_id = $2)""",
         from_facility,
         data.to_facility_id,
-    ):
+    )
+    known, linked = row if row is not None else (False, False)
+    if not known:  # an unknown centre is not found, as an unknown practitioner of a booking is
+        raise NotFound("facility_not_found", "no such facility", field="to_facility_id")
+    if not linked:
         raise InvalidInput(
             "not_in_network", "that centre is not in this facility's referral network", field="to_facility_id"
         )

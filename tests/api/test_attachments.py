@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from domain.errors import InvalidInput
 from domain.record import attachments
+from infra.config import Settings
+from spean.app import create_app
 from tests.factory import Factory
 
 Client = AsyncTestClient[Litestar]
@@ -50,13 +53,18 @@ async def test_types_and_sizes_are_checked(client: Client, factory: Factory) -> 
     scene = await factory.scene()
     path = f"/v1/patients/{scene.patient}/attachments"
     cases = [
-        (PDF, "image/png", "content_mismatch"),
-        (b"MZ\x90\x00", "application/x-msdownload", "unsupported_media_type"),
-        (b"", "image/png", "empty_attachment"),
+        (PDF, "image/png", 422, "content_mismatch"),
+        (b"", "image/png", 422, "empty_attachment"),
+        # a type this route does not take is a 415, as on every other route (it was a 422)
+        (b"MZ\x90\x00", "application/x-msdownload", 415, "unsupported_media_type"),
+        (b'{"title": "x"}', "application/json", 415, "unsupported_media_type"),
+        (PNG, "text/plain", 415, "unsupported_media_type"),
+        (PNG, "multipart/form-data; boundary=x", 415, "unsupported_media_type"),
+        (PNG, "", 415, "unsupported_media_type"),
     ]
-    for data, content_type, code in cases:
+    for data, content_type, status, code in cases:
         response = await client.post(path, content=data, headers={**scene.chw.headers, "Content-Type": content_type})
-        assert response.status_code == 422, (code, response.text)
+        assert response.status_code == status, (code, response.text)
         assert response.json()["code"] == code
     huge = await client.post(
         path, content=PNG + b"\0" * 1_048_576, headers={**scene.chw.headers, "Content-Type": "image/png"}
@@ -69,3 +77,15 @@ def test_the_configured_limit_applies() -> None:
         attachments.check(PNG, "image/png", max_bytes=100)
     assert refused.value.code == "attachment_too_large"
     attachments.check(PNG, "image/png", max_bytes=len(PNG))
+
+
+async def test_a_file_over_the_configured_limit_is_a_413(settings: Settings, factory: Factory) -> None:
+    # Over SPEAN_ATTACHMENT_MAX_BYTES is what over the API's body limit is: 413, not a 422.
+    scene = await factory.scene()
+    small = create_app(msgspec.structs.replace(settings, attachment_max_bytes=len(PNG)))
+    async with AsyncTestClient(small) as client:
+        path = f"/v1/patients/{scene.patient}/attachments"
+        headers = {**scene.chw.headers, "Content-Type": "image/png"}
+        refused = await client.post(path, content=PNG + b"\0", headers=headers)
+        assert (refused.status_code, refused.json()["code"]) == (413, "payload_too_large"), refused.text
+        assert (await client.post(path, content=PNG, headers=headers)).status_code == 201

@@ -90,6 +90,9 @@ class TestRefer:
         n = await network(factory)
         elsewhere = await factory.facility()
         assert (await refer(client, n, 422, to_facility_id=str(elsewhere)))["code"] == "not_in_network"
+        # an unknown centre is a 404 naming the field, not "outside the network"
+        unknown = await refer(client, n, 404, to_facility_id=str(uuid.uuid4()))
+        assert (unknown["code"], unknown["errors"][0]["field"]) == ("facility_not_found", "to_facility_id")
         assert (await refer(client, n, 422, observation_ids=[str(uuid.uuid4())]))["code"] == "observation_not_found"
 
 

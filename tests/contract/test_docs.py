@@ -140,3 +140,33 @@ async def test_swagger_page_renders_with_no_network_beyond_this_server(live: tup
         finally:
             await browser.close()
     assert outside == []
+
+
+def _segment_admits(template: str, literal: str, parameters: dict[str, dict[str, Any]]) -> bool:
+    """Whether a `{name}` segment of a documented path may take the literal segment of another."""
+    if not (template.startswith("{") and template.endswith("}")):
+        return template == literal
+    if literal.startswith("{"):
+        return False
+    schema = parameters[template[1:-1]]
+    if "enum" in schema:
+        return literal in schema["enum"]
+    return schema.get("type") == "string" and "format" not in schema and "pattern" not in schema
+
+
+async def test_no_documented_path_is_served_by_another_route(client: Client) -> None:
+    # /fhir/{resource_type} claimed every type with its own search parameters, but a request for
+    # /fhir/Practitioner is served by Practitioner's route, which takes none of them: a client
+    # (or a fuzzer) following the schema got its parameters silently ignored.
+    schema: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    shadowed = []
+    for path, item in schema["paths"].items():
+        for method in (m for m in _METHODS if m in item):
+            parameters = {p["name"]: p["schema"] for p in item[method].get("parameters", []) if p["in"] == "path"}
+            for other, other_item in schema["paths"].items():
+                template, literal = path.split("/"), other.split("/")
+                if other == path or method not in other_item or len(template) != len(literal):
+                    continue
+                if all(_segment_admits(t, o, parameters) for t, o in zip(template, literal, strict=True)):
+                    shadowed.append((method, path, other))
+    assert not shadowed

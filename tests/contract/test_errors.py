@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -135,8 +136,22 @@ async def test_framework_errors_share_the_contract(client: Client, factory: Fact
     _outcome(await client.post("/fhir/", content=b"{}", headers=as_text), 415, "unsupported_media_type")
 
 
+PAGES = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/schema",
+    "/schema/openapi.json",
+    "/schema/swagger",
+    "/schema/assets/swagger-ui.css",
+    "/schema/assets/swagger-ui-bundle.js",
+    "/fhir/metadata",
+    "/rtc/consult",
+)
+
+
 async def test_every_answer_carries_a_request_id(client: Client) -> None:
-    for path in ("/health", "/ready", "/metrics", "/schema/openapi.json", "/schema/swagger", "/fhir/metadata"):
+    for path in PAGES:
         response = await client.get(path)
         assert response.status_code == 200, path
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"]), path
@@ -144,6 +159,14 @@ async def test_every_answer_carries_a_request_id(client: Client) -> None:
     assert _problem(given, 404, "route_not_found")["request_id"] == "trace-1234-abcd"
     unsafe = await client.get("/health", headers={"X-Request-ID": "bad id;<script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+
+
+async def test_every_page_names_one_media_type_and_at_most_one_charset(client: Client) -> None:
+    # A text/* type that carried its own charset got a second one appended by the framework.
+    for path in PAGES:
+        content_type = (await client.get(path)).headers["content-type"]
+        parameters = [part.strip().split("=")[0] for part in content_type.split(";")[1:]]
+        assert len(parameters) == len(set(parameters)), (path, content_type)
 
 
 async def test_one_log_line_per_error_response(live: tuple[str, Path]) -> None:
@@ -178,3 +201,32 @@ async def test_one_log_line_per_error_response(live: tuple[str, Path]) -> None:
             status,
             code,
         )
+
+
+async def test_websocket_handshakes_answer_in_the_error_contract(live: tuple[str, Path]) -> None:
+    # The server answered every refused handshake with a bare 403 and no body nor request id.
+    base, _ = live
+    ws = base.replace("http://", "ws://")
+    refused = {
+        "/v1/rtc-nothing": (404, "route_not_found", "application/problem+json"),
+        "/v1/rtc/%00": (404, "route_not_found", "application/problem+json"),
+        "/health": (400, "bad_request", "application/problem+json"),
+        "/fhir/Patient": (400, "bad_request", "application/fhir+json"),
+    }
+    for path, (status, code, media_type) in refused.items():
+        with pytest.raises(websockets.InvalidStatus) as refusal:
+            async with websockets.connect(ws + path):
+                pass
+        response = refusal.value.response
+        assert response.status_code == status, path
+        assert response.headers["content-type"] == media_type, path
+        request_id = response.headers["x-request-id"]
+        document = json.loads(response.body or b"")
+        if media_type == "application/fhir+json":
+            assert document["issue"][0]["details"]["coding"][0]["code"] == code, path
+            assert document["extension"][0]["valueString"] == request_id, path
+        else:
+            assert (document["code"], document["request_id"]) == (code, request_id), path
+    async with websockets.connect(ws + "/v1/rtc") as accepted:
+        assert accepted.response is not None
+        assert re.fullmatch(r"[0-9a-f]{32}", accepted.response.headers["x-request-id"])

@@ -69,6 +69,19 @@ CASES: list[tuple[tuple[Any, ...], Any, str]] = [
     (("entry", 1, "resource", "effectiveDateTime"), "9999-12-31T23:59:59Z", "entry[1].resource.effectiveDateTime"),
     (("entry", 1, "resource", "subject"), {"reference": "Patient/not-an-id"}, "entry[1].resource.subject"),
     (("entry", 1, "resource", "subject", "reference"), "a\u0000b", "entry[1].resource.subject.reference"),
+    # codes outside a value set, and refusals by the domain, named by the FHIR element
+    (("entry", 1, "resource", "status"), "bogus", "entry[1].resource.status"),
+    (("entry", 1, "resource", "valueQuantity", "value"), 10**30, "entry[1].resource.valueQuantity.value"),
+    (("entry", 1, "resource", "valueQuantity", "code"), "kg", "entry[1].resource.valueQuantity.code"),
+    (("entry", 0, "resource", "telecom", 0, "value"), "12", "entry[0].resource.telecom"),
+    (
+        ("entry", 1, "resource", "subject", "reference"),
+        "Patient/00000000-0000-0000-0000-000000000000",
+        "entry[1].resource.subject",
+    ),
+    # a fullUrl names one entry: a reference to none, or a fullUrl given twice, is refused
+    (("entry", 1, "resource", "subject", "reference"), "urn:uuid:nobody", "entry[1].resource.subject"),
+    (("entry", 1, "fullUrl"), "urn:uuid:p", "entry[1].fullUrl"),
 ]
 
 
