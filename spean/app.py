@@ -38,6 +38,7 @@ from api.routes.consent import ConsentController
 from api.routes.facilities import FacilityController
 from api.routes.health import health, metrics, ready
 from api.routes.me import MeController
+from api.routes.notifications import NotificationController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
@@ -53,6 +54,7 @@ from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
 from infra.storage import DiskBlobStore
+from notifications import runner as notification_worker
 from realtime.bus import Bus
 from realtime.handler import rtc
 from realtime.rooms import Rooms
@@ -98,6 +100,17 @@ async def _pool(database_url: str, settings: Settings) -> db.Pool:
         return await db.create_pool(
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
         )
+
+
+@asynccontextmanager
+async def _worker(pool: db.Pool, settings: Settings, sms: SmsSender) -> AsyncIterator[None]:
+    """In development the API process delivers notifications itself (`make run` needs no second
+    process); elsewhere `spean worker` does, as many as wanted (SPEAN_WORKER_IN_API)."""
+    if not settings.runs_worker_in_api:
+        yield
+        return
+    async with notification_worker.running(pool, settings, sms):
+        yield
 
 
 def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
@@ -149,6 +162,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 async with (
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
+                    _worker(app.state.pool, settings, app.state.sms_sender),
                 ):
                     yield
             finally:
@@ -184,6 +198,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             SyncController,
             AttachmentController,
+            NotificationController,
             swagger_assets(),
         ],
         dependencies=DEPENDENCIES,
