@@ -108,10 +108,10 @@ class Worker:
                 if n["kind"].startswith("reminder_") and not await _still_due(conn, n):
                     await self._finish(conn, n, state="cancelled", error="the appointment moved or was cancelled")
                     continue
-                if n["channel"] == "sms":
+                if n["channel"] == "sms" and n["phone"]:
                     sms.append(n)
                     continue
-                devices = await _live_devices(conn, n)
+                devices = await _live_devices(conn, n)  # SMS preferred but no phone: a push, if any
                 if devices:
                     pushes += [(n, _push(n, token), device_id) for device_id, token in devices]
                 else:
