@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test fuzz lint typecheck check bench bench-signalling bench-record bench-feed-write clean
+.PHONY: install run serve demo test fuzz lint typecheck check bench bench-signalling bench-record bench-feed-write bench-notifications clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,8 @@ bench-record: install
 	$(BIN)/python -m bench.record
 bench-feed-write: install
 	$(BIN)/python -m bench.feed_write
+bench-notifications: install
+	$(BIN)/python -m bench.notifications
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

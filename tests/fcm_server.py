@@ -29,17 +29,22 @@ _SEND = re.compile(r"^/v1/projects/([^/]+)/messages:send$")
 _ACCESS_TOKEN = "local-fcm-access-token"
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the SDK opens up to a batch's worth of connections at once
+    daemon_threads = True
+
+
 class FcmServer:
     def __init__(self) -> None:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.received: list[dict[str, Any]] = []  # accepted messages
+        self.arrivals: list[float] = []  # wall-clock time each accepted message arrived (benchmarks)
         self.attempts: dict[str, int] = {}  # sends per token, accepted or not
         self.token_exchanges = 0
         self.delay_s = 0.0
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._http.daemon_threads = True
+        self._http = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
     @property
@@ -82,6 +87,8 @@ class FcmServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Google's front end: the SDK reuses connections
+
             def log_message(self, *_: Any) -> None:
                 pass
 
@@ -129,6 +136,7 @@ class FcmServer:
                 else:
                     with server._lock:
                         server.received.append(message)
+                        server.arrivals.append(time.time())
                     self._answer(200, {"name": f"projects/{project}/messages/{next(server._ids)}"})
 
             def _error(self, code: int, status: str, fcm_code: str | None, retry_after: str | None = None) -> None:
