@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test fuzz lint typecheck check bench bench-signalling bench-record bench-feed-write bench-channels clean
+.PHONY: install run serve demo test fuzz lint typecheck check bench bench-signalling bench-record bench-feed-write bench-channels bench-notifications clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,8 @@ bench-feed-write: install
 	$(BIN)/python -m bench.feed_write
 bench-channels: install
 	$(BIN)/python -m bench.channels
+bench-notifications: install
+	$(BIN)/python -m bench.notifications
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -64,6 +64,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # how long a session's state outlives its last turn (gateways end sessions after ~180 s).
     ussd_secret: str = ""
     ussd_session_ttl_s: int = 180
+    # Notifications (notifications/): the outbox worker and its senders.
+    push_sender: Literal["fcm", "log", ""] = ""  # "": fcm when GOOGLE_APPLICATION_CREDENTIALS is set, else log
+    google_application_credentials: str = ""  # service-account JSON file (its token_uri is honoured)
+    fcm_api_base_url: str = ""  # tests only: where the SDK's FCM v1 calls go instead of Google
+    worker_in_api: bool | None = None  # None: the API process runs the worker in development only
+    worker_poll_ms: int = 200
+    worker_lease_s: int = 60  # a claimed notification is taken back from a dead worker after this
+    notify_max_attempts: int = 8  # then the notification is dead-lettered (state failed)
+    notify_backoff_ms: int = 1000  # first retry delay; doubles each try, with jitter, up to 10 min
+    reminders_min: str = "1440,60"  # minutes before a consultation that reminders go out
+
+    @property
+    def push_via(self) -> Literal["fcm", "log"]:
+        return self.push_sender or ("fcm" if self.google_application_credentials else "log")
+
+    @property
+    def runs_worker_in_api(self) -> bool:
+        return self.env == "development" if self.worker_in_api is None else self.worker_in_api
+
+    @property
+    def reminder_offsets_min(self) -> tuple[int, ...]:
+        return tuple(int(m) for m in self.reminders_min.split(",") if m.strip())
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -113,6 +135,15 @@ _VARS: dict[str, str] = {
     "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
     "SPEAN_USSD_SECRET": "ussd_secret",
     "SPEAN_USSD_SESSION_TTL": "ussd_session_ttl_s",
+    "SPEAN_PUSH_SENDER": "push_sender",
+    "GOOGLE_APPLICATION_CREDENTIALS": "google_application_credentials",
+    "FCM_API_BASE_URL": "fcm_api_base_url",
+    "SPEAN_WORKER_IN_API": "worker_in_api",
+    "SPEAN_WORKER_POLL_MS": "worker_poll_ms",
+    "SPEAN_WORKER_LEASE": "worker_lease_s",
+    "SPEAN_NOTIFY_MAX_ATTEMPTS": "notify_max_attempts",
+    "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",
+    "SPEAN_REMINDERS": "reminders_min",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -133,6 +164,10 @@ _POSITIVE = {
     "sms_hourly_budget",
     "sms_max_attempts",
     "ussd_session_ttl_s",
+    "worker_poll_ms",
+    "worker_lease_s",
+    "notify_max_attempts",
+    "notify_backoff_ms",
 }
 
 
@@ -157,6 +192,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if settings.turn_urls and not settings.turn_secret:
         raise ConfigError("SPEAN_TURN_SECRET is required when SPEAN_TURN_URLS is set")
     _check_sms(settings)
+    try:
+        if any(m <= 0 for m in settings.reminder_offsets_min):
+            raise ValueError
+    except ValueError:
+        raise ConfigError("SPEAN_REMINDERS must be positive whole minutes, comma-separated (e.g. 1440,60)") from None
+    if settings.push_via == "fcm" and not settings.google_application_credentials:
+        raise ConfigError("GOOGLE_APPLICATION_CREDENTIALS is required when SPEAN_PUSH_SENDER=fcm")
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     if settings.env == "production":

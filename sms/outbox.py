@@ -107,6 +107,25 @@ class SmsOutbox:
         """Record one message (from the catalogues: `template` in `language`) in `conn`'s
         transaction; its id if it is to be sent, None if refused or already recorded under `key`."""
         body = texts.text(language, template, **(values or {}))
+        message_id, _ = await self.record(
+            conn, to=to, body=body, template=template, language=language, key=key, essential=essential, secret=secret
+        )
+        return message_id
+
+    async def record(
+        self,
+        conn: Connection,
+        *,
+        to: str,
+        body: str,
+        template: str,
+        language: str,
+        key: str,
+        essential: bool = False,
+        secret: bool = False,
+    ) -> tuple[uuid.UUID | None, str | None]:
+        """Record a message already rendered from the catalogues (a notification's text) under the
+        same rules: (its id if it is to be sent, the reason it was refused)."""
         size = segments.count(body)
         refusal = await self._refusal(conn, to, essential)
         message_id = uuid.uuid4()
@@ -131,8 +150,8 @@ class SmsOutbox:
         if refusal:
             REFUSED.labels(reason=refusal).inc()
             log.info("sms_refused", reason=refusal, to=to, template=template)
-            return None
-        return message_id if inserted is not None else None
+            return None, refusal
+        return (message_id if inserted is not None else None), None
 
     async def _refusal(self, conn: Connection, to: str, essential: bool) -> str | None:
         if _region(to) not in self._policy.countries:

@@ -158,3 +158,22 @@ async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, st
     if verdict.ok:
         return True, f"audit chain intact: {summary}"
     return False, f"audit chain BROKEN at event {verdict.problem_id}: {verdict.problem} ({summary})"
+
+
+async def list_notifications(database_url: str, *, state: str | None, limit: int) -> str:
+    """One line per notification, newest change first: the dead letters with --failed."""
+    from domain.notifications import listing
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.init_connection(conn)
+        rows = await listing(conn, state=state, limit=limit)  # type: ignore[arg-type]  # argparse choices
+    finally:
+        await conn.close()
+    if not rows:
+        return f"no {state or ''} notifications".replace("  ", " ")
+    return "\n".join(
+        f"{n.id}  {n.state:<9} {n.channel:<4} {n.kind:<22} tries={n.attempts} "
+        f"updated={n.updated_at.isoformat()} error={n.last_error or '-'}"
+        for n in rows
+    )

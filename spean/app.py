@@ -38,6 +38,7 @@ from api.routes.consent import ConsentController
 from api.routes.facilities import FacilityController
 from api.routes.health import health, metrics, ready
 from api.routes.me import MeController
+from api.routes.notifications import NotificationController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
@@ -55,6 +56,7 @@ from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
 from infra.storage import DiskBlobStore
+from notifications import runner as notification_worker
 from realtime.bus import Bus
 from realtime.handler import rtc
 from realtime.rooms import Rooms
@@ -110,6 +112,17 @@ async def _pool(database_url: str, settings: Settings) -> db.Pool:
         return await db.create_pool(
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
         )
+
+
+@asynccontextmanager
+async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox) -> AsyncIterator[None]:
+    """In development the API process delivers notifications itself (`make run` needs no second
+    process); elsewhere `spean worker` does, as many as wanted (SPEAN_WORKER_IN_API)."""
+    if not settings.runs_worker_in_api:
+        yield
+        return
+    async with notification_worker.running(pool, settings, sms):
+        yield
 
 
 def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
@@ -173,6 +186,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
+                    _worker(app.state.pool, settings, app.state.sms_outbox),
                 ):
                     yield
             finally:
@@ -211,6 +225,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             AttachmentController,
             SmsWebhookController,
             ussd_callback,
+            NotificationController,
             swagger_assets(),
         ],
         dependencies=DEPENDENCIES,

@@ -182,6 +182,26 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def _worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from infra.migrate import migrate
+    from notifications.runner import serve
+    from spean.app import _sms_sender  # the one SMS seam, shared with the API
+
+    with _services(settings, redis=True) as (database_url, redis_url):
+        if settings.auto_migrate:
+            asyncio.run(migrate(database_url))
+        asyncio.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+    return 0
+
+
+def _notifications(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import list_notifications
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(list_notifications(database_url, state=args.state, limit=args.limit)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spean", description="Spean telemedicine backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
+    commands.add_parser("worker", help="deliver notifications from the outbox (push, SMS)").set_defaults(
+        handler=_worker
+    )
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
     commands.add_parser("demo", help="load the demo network (idempotent)").set_defaults(handler=_demo)
 
@@ -225,6 +248,11 @@ def _parser() -> argparse.ArgumentParser:
     verify = admin.add_parser("verify-audit", help="check the audit hash chain; exit 3 if it was tampered with")
     verify.add_argument("--no-seal", dest="seal", action="store_false", help="verify only what is already sealed")
     verify.set_defaults(handler=_verify_audit)
+    notes = admin.add_parser("notifications", help="list notifications (--failed: the dead letters)")
+    notes.add_argument("--failed", dest="state", action="store_const", const="failed", default=None)
+    notes.add_argument("--state", dest="state", choices=["pending", "sent", "failed", "cancelled"])
+    notes.add_argument("--limit", type=int, default=100)
+    notes.set_defaults(handler=_notifications)
     return parser
 
 

@@ -22,6 +22,8 @@ def server_env(settings: Settings, folder: Path, **extra: str) -> dict[str, str]
         "SPEAN_SECRET_KEY": settings.secret_key or "",
         "SPEAN_DATA_DIR": str(folder),
         "SPEAN_LOG_LEVEL": "warning",
+        # The suite's database is shared: only the notification tests' own workers deliver from it.
+        "SPEAN_WORKER_IN_API": "false",
         **extra,
     }
 

@@ -1,0 +1,311 @@
+"""The outbox worker: plans messages from outbox events, then delivers them, at least once.
+
+Planning (outbox → notifications) is one transaction per batch: the events are locked with
+FOR UPDATE SKIP LOCKED, their messages inserted under unique keys, the events marked processed.
+A worker that dies mid-plan rolls back; nothing is half-planned and nothing planned twice.
+
+Delivery cannot sit inside a transaction (a provider call is not undone by ROLLBACK), so each
+message is claimed with a lease: claimed_by/claimed_until set by one UPDATE over rows picked
+with SKIP LOCKED. Two workers never hold the same message; a dead worker's claims are taken back
+when the lease passes, so a message is lost by nobody and resent only if the worker died between
+the provider's answer and recording it (the push carries its id, "nid", for the app to show once).
+Every outcome is written only by the worker holding the claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import structlog
+
+from infra import outage
+from infra.config import Settings
+from infra.db import Connection, Pool
+from notifications.plan import CALL_TTL_S, Planned, plan
+from notifications.push import Outcome, Push, PushSender
+from sms.outbox import SmsOutbox
+
+log = structlog.get_logger("spean.notifications")
+
+PLAN_BATCH = 200
+SEND_BATCH = 500
+BACKOFF_CAP_S = 600.0
+
+
+class Worker:
+    def __init__(self, pool: Pool, push: PushSender, sms: SmsOutbox, settings: Settings) -> None:
+        self.id = uuid.uuid4()
+        self._pool = pool
+        self._push = push
+        self._sms = sms
+        self._settings = settings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Plan and deliver until `stop` is set; idle, look again every SPEAN_WORKER_POLL_MS."""
+        poll_s = self._settings.worker_poll_ms / 1000
+        log.info("notification_worker_running", worker=str(self.id))
+        while not stop.is_set():
+            busy = 0
+            try:
+                busy = await self.plan_once() + await self.deliver_once()
+            except Exception as exc:
+                dependency = outage.unavailable(exc)
+                if dependency is None:
+                    log.exception("notification_worker_error")
+                else:
+                    dependency.down(exc)
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_s)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    async def plan_once(self) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            events = await conn.fetch(
+                """SELECT id, topic, payload FROM outbox
+                    WHERE processed_at IS NULL AND available_at <= now()
+                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                PLAN_BATCH,
+            )
+            for event in events:
+                try:
+                    async with conn.transaction():  # a savepoint: one bad event holds up no other
+                        planned = await plan(
+                            conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
+                        )
+                        await _insert(conn, event["id"], planned)
+                        await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event["id"])
+                except Exception as exc:
+                    if outage.unavailable(exc) is not None:
+                        raise
+                    log.exception("outbox_event_unplanned", outbox_id=event["id"], topic=event["topic"])
+                    await conn.execute(
+                        """UPDATE outbox SET attempts = attempts + 1,
+                                  available_at = now() + make_interval(secs => least(600, 2 ^ attempts))
+                            WHERE id = $1""",
+                        event["id"],
+                    )
+        return len(events)
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def deliver_once(self) -> int:
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        pushes: list[tuple[dict[str, Any], Push, uuid.UUID]] = []
+        sms: list[dict[str, Any]] = []
+        async with self._pool.acquire() as conn:
+            for n in claimed:
+                if n["kind"].startswith("reminder_") and not await _still_due(conn, n):
+                    await self._finish(conn, n, state="cancelled", error="the appointment moved or was cancelled")
+                    continue
+                if n["channel"] == "sms" and n["phone"]:
+                    sms.append(n)
+                    continue
+                devices = await _live_devices(conn, n)  # SMS preferred but no phone: a push, if any
+                if devices:
+                    pushes += [(n, _push(n, token), device_id) for device_id, token in devices]
+                else:
+                    await self._fall_back(conn, n, "no live device")
+        await asyncio.gather(self._send_pushes(pushes), *(self._send_sms(n) for n in sms))
+        return len(claimed)
+
+    async def _claim(self) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """UPDATE notifications
+                      SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2),
+                          attempts = attempts + 1, updated_at = now()
+                    WHERE id IN (SELECT id FROM notifications
+                                  WHERE state = 'pending' AND available_at <= now()
+                                    AND (claimed_until IS NULL OR claimed_until < now())
+                                  ORDER BY available_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                RETURNING id, key, kind, priority, user_id, patient_id, appointment_id, phone, language, title, body,
+                          data, channel, attempts""",
+                self.id,
+                float(self._settings.worker_lease_s),
+                SEND_BATCH,
+            )
+        return [dict(r) for r in rows]
+
+    async def _send_pushes(self, pushes: list[tuple[dict[str, Any], Push, uuid.UUID]]) -> None:
+        if not pushes:
+            return
+        outcomes = await self._push.send([p for _, p, _ in pushes])
+        by_notification: dict[uuid.UUID, list[Outcome]] = defaultdict(list)
+        rows: dict[uuid.UUID, dict[str, Any]] = {}
+        async with self._pool.acquire() as conn:
+            for (n, _, device_id), outcome in zip(pushes, outcomes, strict=True):
+                rows[n["id"]] = n
+                by_notification[n["id"]].append(outcome)
+                if outcome.verdict == "dead_token":  # retired at once: never tried again
+                    await conn.execute(
+                        """UPDATE devices SET retired_at = now(), retired_why = $2, updated_at = now()
+                            WHERE id = $1 AND retired_at IS NULL""",
+                        device_id,
+                        outcome.error,
+                    )
+            for nid, results in by_notification.items():
+                n = rows[nid]
+                errors = "; ".join(r.error for r in results if r.error)
+                if any(r.verdict == "sent" for r in results):
+                    await self._finish(conn, n, state="sent")
+                elif any(r.verdict == "retry" for r in results):
+                    after = max((r.retry_after_s or 0.0) for r in results)
+                    await self._retry(conn, n, errors, after)
+                else:  # every device's token is dead or refused for good
+                    await self._fall_back(conn, n, errors)
+
+    async def _send_sms(self, n: dict[str, Any]) -> None:
+        """Hand the message to the SMS ledger (sms.outbox) in one transaction with this row's end:
+        the ledger applies STOP, the country list and the budget, sends after commit and retries;
+        its idempotency key (this notification's) keeps a retried hand-over from queuing it twice."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                message_id, refusal = await self._sms.record(
+                    conn,
+                    to=n["phone"],
+                    body=n["body"],
+                    template=n["kind"],
+                    language=n["language"],
+                    key=f"notification:{n['key']}",
+                )
+                if refusal is None:
+                    await self._finish(conn, n, state="sent")
+                else:  # STOP, a country outside the list, the hourly budget: not sent, and why
+                    await self._finish(conn, n, state="cancelled", error=f"sms refused: {refusal}")
+        except Exception as exc:
+            async with self._pool.acquire() as conn:
+                await self._retry(conn, n, f"sms: {exc}", 0.0)
+            return
+        if message_id is not None:
+            await self._sms.deliver([message_id])
+
+    async def _fall_back(self, conn: Connection, n: dict[str, Any], why: str) -> None:
+        """No push reached the person: SMS instead (not for a silent sync, which says nothing)."""
+        if n["priority"] == "silent":
+            await self._finish(conn, n, state="cancelled", error=why)
+        elif n["phone"]:
+            await conn.execute(
+                """UPDATE notifications
+                      SET channel = 'sms', available_at = now(), claimed_by = NULL, claimed_until = NULL,
+                          last_error = $3, updated_at = now()
+                    WHERE id = $1 AND claimed_by = $2""",
+                n["id"],
+                self.id,
+                why,
+            )
+        else:
+            await self._finish(conn, n, state="failed", error=f"{why}; no phone for SMS")
+
+    async def _retry(self, conn: Connection, n: dict[str, Any], error: str, retry_after_s: float) -> None:
+        if n["attempts"] >= self._settings.notify_max_attempts:
+            await self._finish(conn, n, state="failed", error=f"gave up after {n['attempts']} tries: {error}")
+            return
+        base = self._settings.notify_backoff_ms / 1000 * 2 ** (n["attempts"] - 1)
+        delay = max(retry_after_s, min(BACKOFF_CAP_S, base) * random.uniform(0.5, 1.5))  # noqa: S311  # jitter
+        await conn.execute(
+            """UPDATE notifications
+                  SET available_at = now() + make_interval(secs => $3), claimed_by = NULL, claimed_until = NULL,
+                      last_error = $4, updated_at = now()
+                WHERE id = $1 AND claimed_by = $2""",
+            n["id"],
+            self.id,
+            delay,
+            error,
+        )
+
+    async def _finish(self, conn: Connection, n: dict[str, Any], *, state: str, error: str | None = None) -> None:
+        done = await conn.fetchval(
+            """UPDATE notifications
+                  SET state = $3, sent_at = CASE WHEN $3 = 'sent' THEN now() END, claimed_by = NULL,
+                      claimed_until = NULL, last_error = coalesce($4, last_error), updated_at = now()
+                WHERE id = $1 AND claimed_by = $2
+            RETURNING 1""",
+            n["id"],
+            self.id,
+            state,
+            error,
+        )
+        if done is None:
+            log.warning("notification_claim_lost", notification=str(n["id"]), worker=str(self.id))
+        elif state == "failed":
+            log.warning("notification_dead_lettered", notification=str(n["id"]), kind=n["kind"], error=error)
+
+
+async def _insert(conn: Connection, outbox_id: int, planned: list[Planned]) -> None:
+    if not planned:
+        return
+    await conn.executemany(
+        """INSERT INTO notifications (key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone,
+                                      language, title, body, data, channel, available_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()))
+           ON CONFLICT (key) DO NOTHING""",
+        [
+            (
+                p.key,
+                outbox_id,
+                p.kind,
+                p.priority,
+                p.user_id,
+                p.patient_id,
+                p.appointment_id,
+                p.phone,
+                p.language,
+                p.title,
+                p.body,
+                p.data,
+                p.channel,
+                p.available_at,
+            )
+            for p in planned
+        ],
+    )
+
+
+async def _still_due(conn: Connection, n: dict[str, Any]) -> bool:
+    start = dt.datetime.fromisoformat(n["data"]["start"])
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM appointments WHERE id = $1 AND status = 'booked' AND start_at = $2)",
+            n["appointment_id"],
+            start,
+        )
+    )
+
+
+async def _live_devices(conn: Connection, n: dict[str, Any]) -> list[tuple[uuid.UUID, str]]:
+    """The person's live devices: the staff member's, or those of every login acting for the patient."""
+    rows = await conn.fetch(
+        """SELECT d.id, d.token FROM devices d
+            WHERE d.retired_at IS NULL
+              AND (d.user_id = $1
+                   OR d.user_id IN (SELECT user_id FROM patient_accounts WHERE patient_id = $2))
+            ORDER BY d.id""",
+        n["user_id"],
+        n["patient_id"],
+    )
+    return [(r["id"], r["token"]) for r in rows]
+
+
+def _push(n: dict[str, Any], token: str) -> Push:
+    kind: str = n["kind"]
+    return Push(
+        token=token,
+        title=n["title"],
+        body=n["body"],
+        data={**n["data"], "nid": str(n["id"])},
+        priority=n["priority"],
+        # An offline phone shows only the latest reminder of an appointment, not a pile of them.
+        collapse_key=f"reminder-{n['appointment_id']}" if kind.startswith("reminder_") else None,
+        ttl_s=CALL_TTL_S if n["priority"] == "high" else None,
+    )
