@@ -87,6 +87,17 @@ BUDGETS: dict[str, int] = {
     "sms_move_none": 2,
     "sms_move_taken": 2,
     "sms_move_kept": 1,
+    # Notifications (notifications/plan.py), sent by SMS when no push reaches the person.
+    "push_title": 1,
+    "booked_patient": 2,
+    "booked_staff": 2,
+    "moved_patient": 2,
+    "moved_staff": 2,
+    "cancelled_patient": 2,
+    "cancelled_staff": 2,
+    "call_ready": 2,
+    "reminder": 2,
+    "referral_answered": 2,
 }
 SAMPLE_VALUES: dict[str, object] = {
     "code": "000000",

@@ -254,3 +254,27 @@ async def _n_pending(db: asyncpg.Pool, appointment: str, pending: int, cancelled
     )
     counts: dict[str, int] = {r["state"]: r["n"] for r in rows}
     return counts.get("pending", 0) == pending and counts.get("cancelled", 0) == cancelled
+
+
+async def test_a_patient_who_sent_stop_gets_no_notification_sms(
+    factory: Factory, db: asyncpg.Pool, fcm: FcmServer, start_worker: StartWorker, unique: str
+) -> None:
+    """Notification SMS go through the SMS ledger, so STOP holds for them as for every SMS."""
+    scene = await factory.scene()
+    stopped = await app_patient(factory, scene.post)  # no device: every message falls back to SMS
+    listening = await app_patient(factory, scene.post)
+    await db.execute("INSERT INTO sms_opt_outs (phone) VALUES ($1)", stopped.phone)
+    _, log = start_worker()
+    quiet = await book(factory, scene, stopped.patient_id, "10:00", days_ahead=5)
+    told = await book(factory, scene, listening.patient_id, "10:30", days_ahead=5)
+    for appointment in (quiet, told):
+        await wait_for(partial(_sent, db, appointment), what="the booking's notifications")
+    assert ("appointment_booked", "sms", "cancelled") in await states(db, quiet)
+    assert ("appointment_booked", "sms", "sent") in await states(db, told)
+    refused = await db.fetchval(
+        "SELECT status || ':' || last_error FROM sms_messages WHERE to_phone = $1", stopped.phone
+    )
+    assert refused == "refused:opted_out"
+    await wait_for(lambda: listening.phone in log.read_text(), what="the other patient's SMS")
+    sent = [line for line in log.read_text().splitlines() if '"sms_logged"' in line]
+    assert not [line for line in sent if stopped.phone in line]
