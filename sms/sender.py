@@ -8,7 +8,7 @@ accept it later: 5xx, 429, network) or `SmsRejected` (it never will: an invalid 
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from typing import Protocol
 
 import structlog
@@ -48,13 +48,13 @@ class LogSmsSender:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
-        self._ids = itertools.count(1)
 
     async def send(self, to: str, body: str, *, key: str, status_callback: str | None) -> str:
         self.sent.append((to, body))
         del self.sent[:-100]  # keep the last few for inspection, never grow without bound
         log.info("sms_logged", to=to, body=body)
-        return f"log-{next(self._ids)}"
+        # Unique across processes and restarts, as a provider's id is (the ledger keys on it).
+        return f"log-{uuid.uuid4().hex}"
 
     async def aclose(self) -> None:
         return None
