@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import structlog
 
 from infra import outage
+from infra.background import in_background
 from infra.db import Pool
 
 log = structlog.get_logger(__name__)
@@ -52,12 +52,5 @@ async def run_forever(pool: Pool, every_s: float = 3600.0) -> None:
         await asyncio.sleep(every_s)
 
 
-@contextlib.asynccontextmanager
-async def running(pool: Pool) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_forever(pool))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(pool: Pool) -> contextlib.AbstractAsyncContextManager[None]:
+    return in_background(run_forever(pool))

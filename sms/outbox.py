@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from infra import outage
+from infra.background import in_background
 from infra.db import Connection, Pool
 from sms import segments, texts
 from sms.sender import SmsRejected, SmsRetryable, SmsSender
@@ -221,15 +222,8 @@ class SmsOutbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.run_forever())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return in_background(self.run_forever())
 
     async def _claim(self, limit: int, ids: list[uuid.UUID] | None) -> list[Any]:
         async with self._pool.acquire() as conn, conn.transaction():

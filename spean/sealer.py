@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import structlog
 
 from domain.audit import chain
 from infra import outage
+from infra.background import in_background
 from infra.db import Pool
 
 log = structlog.get_logger(__name__)
@@ -38,12 +38,5 @@ async def run_forever(pool: Pool, every_s: float) -> None:
         pause = every_s
 
 
-@contextlib.asynccontextmanager
-async def running(pool: Pool, every_s: float) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_forever(pool, every_s))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(pool: Pool, every_s: float) -> contextlib.AbstractAsyncContextManager[None]:
+    return in_background(run_forever(pool, every_s))
