@@ -118,8 +118,11 @@ class TransactionMiddleware:
             for callback in callbacks:
                 try:
                     await callback()
-                except Exception:
-                    log.exception("after_commit_failed")
+                except Exception as exc:
+                    if (dependency := outage.unavailable(exc)) is None:
+                        log.exception("after_commit_failed")
+                    else:
+                        dependency.down(exc)  # logged once per outage
 
     async def _attempt(self, request: _Request, *, fresh: bool) -> list[Message] | None:
         """One run of the request in one transaction: the answer to send, or None if the commit

@@ -190,8 +190,11 @@ class SmsOutbox:
         try:
             for row in await self._claim(len(wanted), wanted):
                 await self._send(row)
-        except Exception:
-            log.exception("sms_deliver_failed")  # the rows stay due: the loop sends them
+        except Exception as exc:  # the rows stay due: the loop sends them
+            if (dependency := outage.unavailable(exc)) is None:
+                log.exception("sms_deliver_failed")
+            else:
+                dependency.down(exc)  # logged once per outage
             self._wake.set()
 
     def wake(self) -> None:
