@@ -9,7 +9,8 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.sms.test_twilio import FROM_NUMBER, _signed
+from tests.sms.conftest import FROM_NUMBER
+from tests.sms.test_twilio import _signed
 
 Client = AsyncTestClient[Litestar]
 
