@@ -8,6 +8,7 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from api.request_id import request_id_of
 from domain.errors import InvalidInput, Unauthenticated
 from domain.principal import Channel
 
@@ -21,9 +22,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         channel = connection.headers.get("x-client-channel", "app")
         if channel not in _CHANNELS or channel in ("sms", "ussd"):
             raise InvalidInput("invalid_channel", "X-Client-Channel is app, web or api", field="X-Client-Channel")
-        principal = msgspec.structs.replace(
-            principal, channel=channel, request_id=connection.scope.get("state", {}).get("request_id")
-        )
+        principal = msgspec.structs.replace(principal, channel=channel, request_id=request_id_of(connection.scope))
         return AuthenticationResult(user=principal, auth=token)
 
 

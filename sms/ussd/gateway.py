@@ -22,6 +22,7 @@ from litestar.params import Body, HeaderParameter, QueryParameter
 from redis.exceptions import RedisError
 
 from api.deps import Config, Conn
+from api.request_id import request_id_of
 from domain.errors import Forbidden
 from infra import outage
 from sms import texts
@@ -95,7 +96,7 @@ async def ussd_callback(
             phone=data.phone_number,
             text=data.text,
             default_region=settings.default_region,
-            request_id=request.scope.get("state", {}).get("request_id"),
+            request_id=request_id_of(request.scope),
         )
     except RedisError as exc:
         dependency = outage.unavailable(exc)
