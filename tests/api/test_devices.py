@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -70,3 +71,16 @@ async def test_notification_routes_need_a_login_and_the_listing_a_system_admin(
         headers={"Authorization": f"Bearer {await factory.admin_token()}"},
     )
     assert bad_state.status_code == 400
+
+
+async def test_one_token_registered_ten_times_at_once_is_one_device(
+    client: Client, factory: Factory, db: asyncpg.Pool, unique: str
+) -> None:
+    scene = await factory.scene()
+    body = {"token": f"race-{unique}", "platform": "android"}
+    answers = await asyncio.gather(
+        *(client.post("/v1/me/devices", json=body, headers=scene.chw.headers) for _ in range(10))
+    )
+    assert {a.status_code for a in answers} == {201}, [a.text[:200] for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert await db.fetchval("SELECT count(*) FROM devices WHERE token = $1", body["token"]) == 1
