@@ -22,6 +22,7 @@ def server_env(settings: Settings, folder: Path, **extra: str) -> dict[str, str]
         "SPEAN_SECRET_KEY": settings.secret_key or "",
         "SPEAN_DATA_DIR": str(folder),
         "SPEAN_LOG_LEVEL": "warning",
+        "SPEAN_SMS_HOURLY_BUDGET": str(10**9),  # shared by every run on this Redis (tests/conftest.py)
         # The suite's database is shared: only the notification tests' own workers deliver from it.
         "SPEAN_WORKER_IN_API": "false",
         **extra,

@@ -55,6 +55,7 @@ def start_worker(fcm: FcmServer, settings: Settings) -> Iterator[Callable[..., t
             "FCM_API_BASE_URL": fcm.base_url,
             "SPEAN_WORKER_POLL_MS": "50",
             "SPEAN_NOTIFY_BACKOFF_MS": "20",
+            "SPEAN_SMS_HOURLY_BUDGET": str(10**9),  # shared by every run on this Redis (tests/conftest.py)
             **extra,
         }
         with log.open("wb") as out:

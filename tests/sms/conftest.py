@@ -58,6 +58,7 @@ def sms_settings(sms_database_url: str, settings: Settings, twilio: TwilioServer
             "TWILIO_FROM_NUMBER": FROM_NUMBER,
             "TWILIO_API_BASE_URL": twilio.base_url,
             "SPEAN_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+            "SPEAN_SMS_HOURLY_BUDGET": str(10**9),  # shared by every run on this Redis (tests/conftest.py)
         },
         env="test",
         database_url=sms_database_url,
