@@ -1,7 +1,9 @@
 """One USSD turn: the gateway's callback in, the next screen (CON) or the last word (END) out.
 
 The gateway sends every answer of the session so far, `*`-joined; the session (sms.ussd.session)
-remembers how many were handled, so only the new ones are. Navigation holds on every screen:
+remembers how many were handled, so only the new ones are. The turn's reply carries the session
+to keep; the caller stores it (`remember`) once the turn's transaction committed, so a turn that
+is rolled back and run again never finds its own answers already counted. Navigation holds on every screen:
 0 goes back, 00 to the main menu; an invalid answer asks again once, then the session ends
 politely. A domain refusal (a slot just taken, an appointment no longer booked) ends the session
 with its reason in the patient's words (sms.ussd.errors); the request's transaction is kept
@@ -37,6 +39,7 @@ STRIKES = 2  # the second invalid answer on a screen ends the session
 class Reply:
     text: str
     ends: bool
+    session: Session | None = None  # the state the next turn starts from (None when the session ends)
 
     @property
     def wire(self) -> str:
@@ -91,14 +94,31 @@ async def turn(
     except asyncpg.PostgresError as exc:
         mapped = constraints.domain_error(exc)
         if mapped is None or isinstance(mapped, Unavailable):
-            raise  # a bug (500), or a race the whole request may win when run again (api.transaction)
+            raise  # a bug, or a race the whole turn may win when run again (sms.ussd.gateway)
         reply = _end(session.language, message_of(mapped))
     assert reply is not None
-    if reply.ends:
+    return reply if reply.ends else Reply(reply.text, ends=False, session=session)
+
+
+async def remember(store: SessionStore, session_id: str, reply: Reply) -> None:
+    """Keep the session for the next turn, or forget it when the reply ends it."""
+    if reply.ends or reply.session is None:
         await store.end(session_id)
     else:
-        await store.save(session_id, session)
-    return reply
+        await store.save(session_id, reply.session)
+
+
+async def spoken_language(conn: Connection, raw_phone: str, default_region: str) -> str | None:
+    """The preferred language of the first patient registered with this phone, read only (for a
+    last word when the session's own state cannot be read)."""
+    try:
+        phone = normalize(raw_phone, default_region)
+    except InvalidInput:
+        return None
+    language: str | None = await conn.fetchval(
+        "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at, id LIMIT 1", phone
+    )
+    return language
 
 
 async def _start(conn: Connection, raw_phone: str, default_region: str) -> Session | Reply:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from domain import facilities, patients, practitioners
 from domain.booking import appointments
@@ -15,10 +14,9 @@ from domain.booking.availability import list_free_slots
 from domain.booking.slots import Slot
 from infra.db import Connection
 from sms import texts
-from sms.ussd import pin
+from sms.ussd import chw, pin
 from sms.ussd.context import (
     APPOINTMENTS_SHOWN,
-    CONSULTATIONS_SHOWN,
     SEARCH_DAYS,
     SLOTS_SHOWN,
     Context,
@@ -26,7 +24,6 @@ from sms.ussd.context import (
     Outcome,
     active_network_consents,
     parse_slot,
-    patient_name,
     when,
 )
 from sms.ussd.render import Line
@@ -144,45 +141,8 @@ async def _move_slots(ctx: Context) -> list[tuple[Line, str]]:
     return await _slot_lines(ctx, [s for s in slots if s.start != current.start][:SLOTS_SHOWN])
 
 
-async def _matches(ctx: Context) -> list[tuple[Line, str]]:
-    ids = [uuid.UUID(i) for i in ctx.session.choices["matches"].split(",")]
-    found = await patients.load_many(ctx.conn, ids)
-    return [
-        (Line(str(n), patient_name(found[i]), dynamic=True, keep=12), str(i))
-        for n, i in enumerate(ids, start=1)
-        if i in found
-    ]
-
-
-async def _post_consultations(ctx: Context) -> list[tuple[Line, str]]:
-    """Today's and tomorrow's booked consultations of the patients of the CHW's post, by the
-    post's calendar."""
-    posts = sorted(ctx.principal.facilities_with("chw"))
-    zone = ZoneInfo((await facilities.get(ctx.conn, posts[0])).timezone)
-    today = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    found = await appointments.search(
-        ctx.conn,
-        ctx.principal,
-        appointments.AppointmentQuery(
-            status="booked", start_from=today, start_to=today + timedelta(days=2), limit=CONSULTATIONS_SHOWN
-        ),
-    )
-    people = await patients.load_many(ctx.conn, [a.patient_id for a in found])
-    lines: list[tuple[Line, str]] = []
-    for a in found:
-        patient = people.get(a.patient_id)
-        if patient is None or patient.home_facility_id not in posts:
-            continue  # visible for another reason (their own login's patients): not this post's
-        start = when(a.start, a.timezone, ctx.language)
-        lines.append(
-            (Line(str(len(lines) + 1), f"{start} {patient_name(patient)}", dynamic=True, keep=len(start)), str(a.id))
-        )
-    return lines
-
-
 ITEMS: dict[str, Callable[[Context], Awaitable[list[tuple[Line, str]]]]] = {
-    "matches": _matches,
-    "post_consultations": _post_consultations,
+    **chw.ITEMS,
     "patients": _patients,
     "needs": _needs,
     "free_slots": _free_slots,
@@ -220,12 +180,8 @@ async def _pin_required(ctx: Context) -> Values | Outcome:
     return {}, {}
 
 
-async def _patient(ctx: Context) -> Values | Outcome:
-    return {"name": patient_name(await patients.get(ctx.conn, ctx.principal, ctx.patient_id))}, {}
-
-
 VALUES: dict[str, Callable[[Context], Awaitable[Values | Outcome]]] = {
-    "patient": _patient,
+    **chw.VALUES,
     "slot": _slot,
     "appointment": _appointment,
     "consent": _consent,
