@@ -116,7 +116,7 @@ async def ussd_callback(
             log.exception("ussd_turn_failed", session_id=data.session_id)
         else:
             dependency.down(exc)  # logged once per outage
-        language = await _language_when_down(state.pool, store, data, settings)
+        language = await _language_when_down(state.pool, store, data, settings, dependency)
         reply = Reply(end_text(language, "ussd_err_unavailable"), ends=True)
     return _reply(reply)
 
@@ -152,19 +152,23 @@ async def _run(
             raise
         outage.POSTGRES.up()
         await remember(store, data.session_id, reply)
+        outage.REDIS.up()  # the session was read and kept
         return reply
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
-async def _language_when_down(pool: Pool, store: SessionStore, data: UssdCallback, settings: Settings) -> str:
+async def _language_when_down(
+    pool: Pool, store: SessionStore, data: UssdCallback, settings: Settings, away: outage.Dependency | None
+) -> str:
     """The caller's language without relying on what is away: the session's (Redis), else the
-    patient's preferred one (PostgreSQL), else the one of the number's country calling code."""
-    if not outage.REDIS.is_down:
+    patient's preferred one (PostgreSQL), else the one of the number's country calling code.
+    What just failed is not asked again; the other is, briefly."""
+    if away is not outage.REDIS:
         with contextlib.suppress(Exception):
             session = await asyncio.wait_for(store.load(data.session_id), LANGUAGE_LOOKUP_S)
             if session is not None:
                 return session.language
-    if not outage.POSTGRES.is_down:
+    if away is not outage.POSTGRES:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(LANGUAGE_LOOKUP_S), pool.acquire(timeout=LANGUAGE_LOOKUP_S) as conn:
                 language = await spoken_language(conn, data.phone_number, settings.default_region)
