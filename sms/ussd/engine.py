@@ -6,8 +6,8 @@ to keep; the caller stores it (`remember`) once the turn's transaction committed
 is rolled back and run again never finds its own answers already counted. Navigation holds on every screen:
 0 goes back, 00 to the main menu; an invalid answer asks again once, then the session ends
 politely. A domain refusal (a slot just taken, an appointment no longer booked) ends the session
-with its reason in the patient's words (sms.ussd.errors); the request's transaction is kept
-valid by running each turn in a savepoint.
+with its reason in the patient's words (sms.ussd.errors), raised as Refused so that the caller
+rolls the turn's writes back.
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def _end(language: str, message: str, outcome: End | None = None) -> Reply:
     return Reply(end_text(language, message, outcome.values, outcome.fixed), ends=True)
 
 
+class Refused(Exception):
+    """The domain refused what the turn asked (a slot just taken, an appointment no longer
+    booked): the caller rolls the turn's transaction back, as the app's routes do on an error,
+    and ends the session with `reply`, the reason in the caller's words."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
 async def turn(
     conn: Connection,
     store: SessionStore,
@@ -83,19 +93,18 @@ async def turn(
     new = inputs[session.seen :]
     session.seen = max(session.seen, len(inputs))
     try:
-        async with conn.transaction():  # a savepoint: a refused write leaves the request's transaction usable
-            reply = await _show(ctx, session.screen) if fresh or not new else None
-            for answer in [] if reply else new:
-                reply = await _answer(ctx, answer.strip())
-                if reply.ends:
-                    break
+        reply = await _show(ctx, session.screen) if fresh or not new else None
+        for answer in [] if reply else new:
+            reply = await _answer(ctx, answer.strip())
+            if reply.ends:
+                break
     except DomainError as refused:
-        reply = _end(session.language, message_of(refused))
+        raise Refused(_end(session.language, message_of(refused))) from refused
     except asyncpg.PostgresError as exc:
         mapped = constraints.domain_error(exc)
         if mapped is None or isinstance(mapped, Unavailable):
             raise  # a bug, or a race the whole turn may win when run again (sms.ussd.gateway)
-        reply = _end(session.language, message_of(mapped))
+        raise Refused(_end(session.language, message_of(mapped))) from exc
     assert reply is not None
     return reply if reply.ends else Reply(reply.text, ends=False, session=session)
 

@@ -38,7 +38,7 @@ from infra import outage
 from infra.config import Settings
 from infra.db import Pool
 from sms import texts
-from sms.ussd.engine import Reply, remember, spoken_language, turn
+from sms.ussd.engine import Refused, Reply, remember, spoken_language, turn
 from sms.ussd.render import end_text
 from sms.ussd.session import SessionStore
 
@@ -145,6 +145,8 @@ async def _run(
                         with contextlib.suppress(Exception):
                             conn.terminate()  # half-dead: never hand it to the next turn
                     raise
+        except Refused as refused:  # rolled back; the caller is told why
+            reply = refused.reply
         except asyncpg.PostgresError as exc:
             if attempt < MAX_ATTEMPTS and isinstance(constraints.domain_error(exc), Unavailable):
                 await asyncio.sleep(random.uniform(0, BACKOFF_S * 2**attempt))  # noqa: S311 - jitter

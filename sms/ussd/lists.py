@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from domain import facilities, patients, practitioners
+from domain import access, facilities, practitioners
 from domain.booking import appointments
 from domain.booking.availability import list_free_slots
 from domain.booking.slots import Slot
@@ -48,14 +48,15 @@ async def _centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
 
 async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     """The waiting referral first, then the specialties the patient's reference centres offer."""
-    patient = await patients.get(ctx.conn, ctx.principal, ctx.patient_id)
+    # Only the home facility is needed (no demographics are shown): the app's access rule, no read.
+    home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
     referrals = await ctx.conn.fetch(
         """SELECT to_facility_id, specialty FROM referrals
            WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
            ORDER BY urgency_rank, created_at LIMIT 1""",
         ctx.patient_id,
     )
-    centres = await _centres(ctx.conn, patient.home_facility_id)
+    centres = await _centres(ctx.conn, home)
     specialties = await ctx.conn.fetch(
         """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
            JOIN availability_rules r ON r.practitioner_id = p.id
@@ -96,7 +97,7 @@ async def _free_slots(ctx: Context) -> list[tuple[Line, str]]:
     if centre:
         centres: list[uuid.UUID | None] = [uuid.UUID(centre)]
     else:
-        home = (await patients.get(ctx.conn, ctx.principal, ctx.patient_id)).home_facility_id
+        home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
         centres = await _centres(ctx.conn, home)
     today = datetime.now(UTC).date()
     slots: list[Slot] = []
