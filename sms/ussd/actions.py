@@ -68,9 +68,12 @@ async def _pin_new(ctx: Context, answer: str) -> Outcome:
 
 
 async def _pin_repeat(ctx: Context, answer: str) -> Outcome:
-    first = ctx.session.choices.pop("new_pin", None)
+    first = ctx.session.choices.get("new_pin")
     if first is None:
         return Goto("pin_new")
+    if not pin.well_formed(answer):  # a slip of the keypad: asked again once, like any screen
+        return Again("ussd_pin_format")
+    del ctx.session.choices["new_pin"]
     if answer != first:
         return end("ussd_pin_mismatch")
     await pin.set_pin(ctx.conn, ctx.patient_id, answer)
