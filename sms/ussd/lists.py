@@ -51,9 +51,15 @@ async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     # Only the home facility is needed (no demographics are shown): the app's access rule, no read.
     home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
     referrals = await ctx.conn.fetch(
-        """SELECT to_facility_id, specialty FROM referrals
-           WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
-           ORDER BY urgency_rank, created_at LIMIT 1""",
+        # Waiting: not yet turned into an appointment, by the centre (triage) or by the patient
+        # (a consultation booked since, at that centre, in that specialty).
+        """SELECT r.to_facility_id, r.specialty FROM referrals r
+           WHERE r.patient_id = $1 AND r.status IN ('requested', 'accepted') AND r.appointment_id IS NULL
+             AND NOT EXISTS (
+                 SELECT 1 FROM appointments a JOIN practitioners pr ON pr.id = a.practitioner_id
+                 WHERE a.patient_id = r.patient_id AND a.facility_id = r.to_facility_id
+                   AND a.status = 'booked' AND a.start_at > now() AND r.specialty = ANY(pr.specialties))
+           ORDER BY r.urgency_rank, r.created_at LIMIT 1""",
         ctx.patient_id,
     )
     centres = await _centres(ctx.conn, home)

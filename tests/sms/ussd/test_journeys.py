@@ -102,7 +102,7 @@ async def test_a_whole_booking_in_khmer(
 
 
 async def test_a_waiting_referral_comes_first(
-    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network
+    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, db: asyncpg.Pool
 ) -> None:
     chw = await factory.staff(network.post, role="chw")
     patient_id, phone = await patient_phone(factory, ussd_client, network, "en")
@@ -117,10 +117,27 @@ async def test_a_waiting_referral_comes_first(
     assert response.status_code == 201, response.text
     await phone.dial()
     _verb, screen = await phone.send("1")
-    assert screen.splitlines()[1] == f"1 Referral: {network.specialty}"
+    assert screen.splitlines()[:3] == ["Book for:", f"1 Referral: {network.specialty}", f"2 {network.specialty}"]
     verb, screen = await phone.send("1")
     assert verb == "CON"
     assert screen.startswith("Free times:")
+    verb, screen = await phone.send("1")
+    assert screen.startswith("Book ")
+    verb, screen = await phone.send("1")
+    assert verb == "END"
+    assert screen.startswith("Booked:")
+    booked = await db.fetchrow("SELECT * FROM appointments WHERE patient_id = $1", patient_id)
+    assert booked is not None
+    assert (booked["facility_id"], booked["practitioner_id"], booked["channel"]) == (
+        network.centre,
+        network.specialist.practitioner_id,
+        "ussd",
+    )
+    # Booked: the referral no longer waits on the book menu.
+    phone = phone.again()
+    await phone.dial()
+    _verb, screen = await phone.send("1")
+    assert screen.splitlines()[:2] == ["Book for:", f"1 {network.specialty}"]
 
 
 async def test_cancel_and_move_an_appointment(
