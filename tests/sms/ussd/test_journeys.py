@@ -250,6 +250,18 @@ async def test_the_results_pin(
     assert screen.startswith("Enter your 4-digit PIN:")
     assert await phone.send("1234") == ("END", "No new result.")
 
+    # A result written at the health post: counted behind the PIN, never shown on USSD.
+    chw = await factory.staff(network.post, role="chw")
+    temperature = {"kind": "observation", "code": "8310-5", "value": 38.4, "unit": "Cel"}
+    await factory.post(f"/v1/patients/{patient_id}/record", temperature, chw.token)
+    phone = phone.again()
+    await phone.dial()
+    await phone.send("5")
+    verb, screen = await phone.send("1234")
+    assert (verb, screen) == ("END", "1 result(s) ready. See them in the Spean app or at your health post.")
+    assert "38.4" not in screen
+    assert "search" in await _ussd_audit(db, patient_id)
+
     # Wrong PINs count across sessions: the third locks the results, even for the right PIN.
     phone = phone.again()
     await phone.dial()
