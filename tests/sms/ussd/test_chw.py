@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from sms import texts
-from tests.factory import Factory, Staff
+from tests.factory import Factory, Staff, iso, next_local
 from tests.sms.ussd.conftest import Network, Phone
 
 
@@ -204,3 +204,53 @@ async def test_referral_answers_waiting_at_the_post(
     assert (response.status_code, response.json()["code"]) == (409, "invalid_status")
     response = await factory.client.post(f"/v1/referrals/{advised}/acknowledge", headers=network.specialist.headers)
     assert (response.status_code, response.json()["code"]) == (403, "role_required")
+
+
+async def test_the_posts_consultations_of_today_and_tomorrow_and_a_cancellation(
+    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, db: asyncpg.Pool
+) -> None:
+    chw = await factory.staff(network.post, role="chw")
+    sophea = await _patient(factory, network.post, "Chan Sophea")
+    malis = await _patient(factory, network.post, "Sok Malis")
+    elsewhere = await _patient(factory, await factory.facility(kind="health_post"), "Keo Dara")
+    admin = await factory.admin_token()
+
+    async def book(patient: uuid.UUID, days_ahead: int, at: str) -> str:
+        body = {
+            "patient_id": str(patient),
+            "practitioner_id": str(network.specialist.practitioner_id),
+            "start": iso(next_local("Asia/Phnom_Penh", at, days_ahead=days_ahead)),
+        }
+        booked: dict[str, str] = await factory.post("/v1/appointments", body, admin)
+        return booked["id"]
+
+    tomorrow = await book(sophea, 1, "09:00")
+    await book(malis, 3, "10:00")  # later than tomorrow: not listed
+    await book(elsewhere, 1, "10:30")  # another post's patient: not listed
+    phone = Phone(ussd_client, chw.phone)
+    await phone.dial()
+    verb, screen = await phone.send("2")
+    assert verb == "CON"
+    lines = screen.splitlines()
+    assert lines[0] == km("ussd_chw_consultations")
+    assert len([line for line in lines if line[:2] in ("1 ", "2 ", "3 ")]) == 1
+    assert lines[1].startswith("1 ")
+    assert lines[1].endswith(" 09:00 Chan Sophea")  # the post's clock
+
+    # Sok Malis's later consultation, cancelled by the CHW from the patient's own screens.
+    phone = phone.again()
+    await _find(phone, "Sok Malis")
+    await phone.send("2")  # appointments
+    await phone.send("1")  # the one
+    verb, screen = await phone.send("1")  # cancel
+    assert verb == "CON"
+    assert await phone.send("1") == ("END", km("ussd_cancelled"))
+    row = await db.fetchrow("SELECT status FROM appointments WHERE patient_id = $1", malis)
+    assert row is not None
+    assert row["status"] == "cancelled"
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE actor_user_id = $1 AND channel = 'ussd' AND action = 'cancel'",
+        chw.user_id,
+    )
+    assert audited == 1
+    assert await db.fetchval("SELECT status FROM appointments WHERE id = $1", uuid.UUID(tomorrow)) == "booked"
