@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import asyncpg
+import psutil
 
 from bench.common import base_env, bench_environment, http_request, percentile, spean_server
 from infra.embedded import free_port
@@ -113,26 +115,44 @@ def _report(name: str, latencies: list[float], seconds: float) -> tuple[float, f
     return rate, p99
 
 
-async def _phase(port: int, clients: int, seconds: float, rounds: int, phones: list[str]) -> None:
+def _server_cpu(pid: int) -> float:
+    """CPU seconds the server (its supervisor and workers) has used so far: a per-request cost
+    that a busy shared machine does not inflate the way it inflates latencies."""
+    server = psutil.Process(pid)
+    total = 0.0
+    for process in (server, *server.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _phase(port: int, pid: int, clients: int, seconds: float, rounds: int, phones: list[str]) -> None:
     """USSD turns and GET /health in alternating rounds, so that both meet the same background
     load of a shared machine (a single phase each would compare two different moments)."""
     ussd: list[float] = []
     health: list[float] = []
     spent = {"ussd": 0.0, "health": 0.0}
+    cpu = {"ussd": 0.0, "health": 0.0}
     for _ in range(rounds):
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), _server_cpu(pid)
         until = started + seconds / rounds
         await asyncio.gather(*(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
         spent["ussd"] += time.monotonic() - started
-        started = time.monotonic()
+        cpu["ussd"] += _server_cpu(pid) - cpu_before
+        started, cpu_before = time.monotonic(), _server_cpu(pid)
         until = started + seconds / rounds
         await asyncio.gather(*(_health_client(port, until, health) for _ in range(clients)))
         spent["health"] += time.monotonic() - started
+        cpu["health"] += _server_cpu(pid) - cpu_before
     turns, turn_p99 = _report("USSD turn", ussd, spent["ussd"])
     trivial, trivial_p99 = _report("GET /health", health, spent["health"])
+    turn_cpu, trivial_cpu = 1000 * cpu["ussd"] / len(ussd), 1000 * cpu["health"] / len(health)
+    print(f"server CPU per request: USSD turn {turn_cpu:.2f} ms, GET /health {trivial_cpu:.2f} ms")
     print(
         f"ratios: USSD turns/s = {turns / trivial:.3f} x GET /health/s; "
-        f"USSD p99 = {turn_p99 / trivial_p99:.1f} x GET /health p99 (built for USSD p99 < 50 ms)"
+        f"USSD p99 = {turn_p99 / trivial_p99:.1f} x GET /health p99; "
+        f"CPU per turn = {turn_cpu / trivial_cpu:.1f} x GET /health (built for USSD p99 < 50 ms)"
     )
 
 
@@ -147,12 +167,12 @@ def main() -> None:
         phones = asyncio.run(seed(env.database_url, args.clients))
         server_env = {**base_env(env.database_url, env.redis_url, env.folder, env.secret), "SPEAN_USSD_SECRET": SECRET}
         port = free_port()
-        with spean_server(server_env, port, args.workers, env.folder / "server.log"):
+        with spean_server(server_env, port, args.workers, env.folder / "server.log") as server:
             print(
                 f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s of each, "
                 f"in {args.rounds} alternating rounds"
             )
-            asyncio.run(_phase(port, args.clients, args.seconds, args.rounds, phones))
+            asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones))
 
 
 if __name__ == "__main__":
