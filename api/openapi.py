@@ -145,6 +145,7 @@ _LINKS: dict[tuple[str, str], list[tuple[str, str, str]]] = {
         ("get", "/v1/referrals/{referral_id}", "referral_id"),
         ("post", "/v1/referrals/{referral_id}/triage", "referral_id"),
         ("post", "/v1/referrals/{referral_id}/cancel", "referral_id"),
+        ("post", "/v1/referrals/{referral_id}/acknowledge", "referral_id"),
         ("get", "/fhir/ServiceRequest/{referral_id}", "referral_id"),
         ("get", "/fhir/ServiceRequest/{ident}/_history", "ident"),
     ],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
@@ -10,7 +9,7 @@ from typing import Annotated, Literal
 import asyncpg
 import msgspec
 
-from domain import access
+from domain import access, name_fold
 from domain.audit import trail
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.fields import Code, Int32, Phone, ShortText
@@ -101,8 +100,8 @@ def _to_patient(row: asyncpg.Record) -> Patient:
 
 
 def _fold(text: str) -> str:
-    """Search form: NFKC and case-folded, so Khmer, Vietnamese and Latin names match as typed."""
-    return unicodedata.normalize("NFKC", text).casefold()
+    """Search form (domain.name_fold): Khmer as written, Latin and Vietnamese without case or accents."""
+    return name_fold.fold(text)
 
 
 def search_text_of(names: list[HumanName]) -> str:

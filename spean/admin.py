@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from domain import name_fold
 from domain.audit import chain, trail
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
@@ -94,7 +95,7 @@ async def _patient_login(
                VALUES ($1, $2, $3, $4, $5)""",
             uuid.uuid4(),
             [{"text": display}],
-            display.casefold(),
+            name_fold.fold(display),
             phone,
             facility_id,
         )

@@ -51,6 +51,14 @@ class ReferralController(Controller):
     ) -> Referral:
         return await service.cancel(conn, principal, referral_id, data.reason if data else None)
 
+    @post(
+        "/v1/referrals/{referral_id:uuid}/acknowledge",
+        status_code=HTTP_200_OK,
+        summary="The referring facility has read the centre's answer (it leaves the answers waiting)",
+    )
+    async def acknowledge(self, referral_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Referral:
+        return await service.acknowledge(conn, principal, referral_id)
+
     @get("/v1/facilities/{facility_id:uuid}/triage-queue", summary="Open referrals to a centre, most urgent first")
     async def queue(
         self,
@@ -69,5 +77,10 @@ class ReferralController(Controller):
         principal: Caller,
         status: FromQuery[ReferralStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        waiting: Annotated[
+            bool, QueryParameter(description="only the centre's answers not yet acknowledged here, oldest first")
+        ] = False,
     ) -> ReferralPage:
-        return ReferralPage(items=await worklists.sent(conn, principal, facility_id, status=status, limit=limit))
+        return ReferralPage(
+            items=await worklists.sent(conn, principal, facility_id, status=status, limit=limit, waiting=waiting)
+        )

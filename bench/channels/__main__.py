@@ -6,19 +6,22 @@ beside a trivial endpoint (GET /health) of the same server in the same run.
 Seeds a health post, a reference centre with a specialist open all week and one patient phone
 per client, starts `spean serve` with a USSD secret, then has each client walk USSD sessions as a
 gateway relays them (main menu → book → specialty → free times → back → back → consent → main),
-over keep-alive connections. The gateway's budget is ~5-10 s per turn; Spean is built for p99 < 50 ms.
+over keep-alive connections, alternating with rounds of GET /health; prints both and their ratios.
+The gateway's budget is ~5-10 s per turn; Spean is built for p99 < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import asyncpg
+import psutil
 
 from bench.common import base_env, bench_environment, http_request, percentile, spean_server
 from infra.embedded import free_port
@@ -105,23 +108,52 @@ async def _health_client(port: int, until: float, latencies: list[float]) -> Non
         writer.close()
 
 
-def _report(name: str, latencies: list[float], seconds: float) -> None:
+def _report(name: str, latencies: list[float], seconds: float) -> tuple[float, float]:
     ms = [x * 1000 for x in latencies]
-    print(
-        f"{name:<16} {len(ms) / seconds:>8.0f}/s   p50 {percentile(ms, 50):6.1f} ms   "
-        f"p99 {percentile(ms, 99):6.1f} ms   ({len(ms)} requests)"
-    )
+    rate, p99 = len(ms) / seconds, percentile(ms, 99)
+    print(f"{name:<16} {rate:>8.0f}/s   p50 {percentile(ms, 50):6.1f} ms   p99 {p99:6.1f} ms   ({len(ms)} requests)")
+    return rate, p99
 
 
-async def _phase(port: int, clients: int, seconds: float, phones: list[str]) -> None:
-    until = time.monotonic() + seconds
+def _server_cpu(pid: int) -> float:
+    """CPU seconds the server (its supervisor and workers) has used so far: a per-request cost
+    that a busy shared machine does not inflate the way it inflates latencies."""
+    server = psutil.Process(pid)
+    total = 0.0
+    for process in (server, *server.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _phase(port: int, pid: int, clients: int, seconds: float, rounds: int, phones: list[str]) -> None:
+    """USSD turns and GET /health in alternating rounds, so that both meet the same background
+    load of a shared machine (a single phase each would compare two different moments)."""
     ussd: list[float] = []
-    await asyncio.gather(*(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
-    _report("USSD turn", ussd, seconds)
-    until = time.monotonic() + seconds
     health: list[float] = []
-    await asyncio.gather(*(_health_client(port, until, health) for _ in range(clients)))
-    _report("GET /health", health, seconds)
+    spent = {"ussd": 0.0, "health": 0.0}
+    cpu = {"ussd": 0.0, "health": 0.0}
+    for _ in range(rounds):
+        started, cpu_before = time.monotonic(), _server_cpu(pid)
+        until = started + seconds / rounds
+        await asyncio.gather(*(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
+        spent["ussd"] += time.monotonic() - started
+        cpu["ussd"] += _server_cpu(pid) - cpu_before
+        started, cpu_before = time.monotonic(), _server_cpu(pid)
+        until = started + seconds / rounds
+        await asyncio.gather(*(_health_client(port, until, health) for _ in range(clients)))
+        spent["health"] += time.monotonic() - started
+        cpu["health"] += _server_cpu(pid) - cpu_before
+    turns, turn_p99 = _report("USSD turn", ussd, spent["ussd"])
+    trivial, trivial_p99 = _report("GET /health", health, spent["health"])
+    turn_cpu, trivial_cpu = 1000 * cpu["ussd"] / len(ussd), 1000 * cpu["health"] / len(health)
+    print(f"server CPU per request: USSD turn {turn_cpu:.2f} ms, GET /health {trivial_cpu:.2f} ms")
+    print(
+        f"ratios: USSD turns/s = {turns / trivial:.3f} x GET /health/s; "
+        f"USSD p99 = {turn_p99 / trivial_p99:.1f} x GET /health p99; "
+        f"CPU per turn = {turn_cpu / trivial_cpu:.1f} x GET /health (built for USSD p99 < 50 ms)"
+    )
 
 
 def main() -> None:
@@ -129,14 +161,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of USSD and GET /health")
     args = parser.parse_args()
     with bench_environment("spean-bench-channels") as env:
         phones = asyncio.run(seed(env.database_url, args.clients))
         server_env = {**base_env(env.database_url, env.redis_url, env.folder, env.secret), "SPEAN_USSD_SECRET": SECRET}
         port = free_port()
-        with spean_server(server_env, port, args.workers, env.folder / "server.log"):
-            print(f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s per phase")
-            asyncio.run(_phase(port, args.clients, args.seconds, phones))
+        with spean_server(server_env, port, args.workers, env.folder / "server.log") as server:
+            print(
+                f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s of each, "
+                f"in {args.rounds} alternating rounds"
+            )
+            asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ class Referral(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    # When a health worker of the referring facility acknowledged the centre's answer (the post's
+    # "answers waiting" list holds it until then: worklists.answers_waiting).
+    outcome_seen_at: datetime | None = None
+    outcome_seen_by: uuid.UUID | None = None
 
 
 def to_referral(row: asyncpg.Record) -> Referral:
@@ -270,4 +274,31 @@ async def cancel(conn: Connection, principal: Principal, referral_id: uuid.UUID,
     await _history(conn, principal, referral, current.status, reason)
     await _announce(conn, "referral.cancelled", referral, {"facility_id": str(referral.to_facility_id)})
     await _audit(conn, principal, "cancel", referral)
+    return referral
+
+
+ANSWERED: tuple[ReferralStatus, ...] = ("accepted", "answered", "declined")  # the centre has answered
+
+
+async def acknowledge(conn: Connection, principal: Principal, referral_id: uuid.UUID) -> Referral:
+    """A health worker of the referring facility has read the centre's answer: it leaves the
+    facility's answers-waiting list. Acknowledging twice keeps the first reader and time."""
+    current = await _load(conn, referral_id, for_update=True)
+    if current.from_facility_id not in principal.facilities_with(*access.CLINICAL_ROLES, "facility_admin"):
+        raise Forbidden("role_required", "only the referring facility's staff acknowledge the centre's answer")
+    if current.status not in ANSWERED:
+        raise Conflict("invalid_status", f"a {current.status} referral has no answer to acknowledge")
+    if current.outcome_seen_at is not None:
+        return current
+    row = await conn.fetchrow(
+        """UPDATE referrals SET outcome_seen_at = now(), outcome_seen_by = $2, updated_at = now(),
+                                version = version + 1
+           WHERE id = $1 RETURNING *""",
+        referral_id,
+        principal.user_id,
+    )
+    assert row is not None
+    referral = to_referral(row)
+    await _history(conn, principal, referral, current.status, "answer acknowledged")
+    await _audit(conn, principal, "read", referral)
     return referral

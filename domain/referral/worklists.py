@@ -1,5 +1,6 @@
-"""Work lists: a reference centre's triage queue (most urgent first, then longest waiting) and a
-health post's referrals with their status."""
+"""Work lists: a reference centre's triage queue (most urgent first, then longest waiting), a
+health post's referrals with their status, and the answers waiting at the post (the centre
+answered; nobody at the post has acknowledged it yet)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from domain import access
 from domain.audit import trail
 from domain.errors import Forbidden
 from domain.principal import Principal
-from domain.referral.service import TRIAGE_ROLES, Referral, ReferralStatus, to_referral
+from domain.referral.service import ANSWERED, TRIAGE_ROLES, Referral, ReferralStatus, to_referral
 from infra.db import Connection
 
 
@@ -41,19 +42,30 @@ async def triage_queue(conn: Connection, principal: Principal, facility_id: uuid
 
 
 async def sent(
-    conn: Connection, principal: Principal, facility_id: uuid.UUID, *, status: ReferralStatus | None, limit: int
+    conn: Connection,
+    principal: Principal,
+    facility_id: uuid.UUID,
+    *,
+    status: ReferralStatus | None,
+    limit: int,
+    waiting: bool = False,
 ) -> list[Referral]:
-    """A health post's referrals, newest first; `status` narrows (e.g. the open ones: requested)."""
+    """A health post's referrals, newest first; `status` narrows (e.g. the open ones: requested);
+    `waiting` keeps the answers waiting (answered by the centre, not yet acknowledged at the post),
+    oldest answer first, so the longest-waiting is read first."""
     if not (
         principal.is_system_admin or facility_id in principal.facilities_with(*access.CLINICAL_ROLES, "facility_admin")
     ):
         raise Forbidden("role_required", "only the facility's staff see its referrals")
     rows = await conn.fetch(
         """SELECT * FROM referrals WHERE from_facility_id = $1 AND ($2::text IS NULL OR status = $2)
-           ORDER BY created_at DESC LIMIT $3""",
+             AND (NOT $4::boolean OR (status = ANY($5::text[]) AND outcome_seen_at IS NULL))
+           ORDER BY CASE WHEN $4::boolean THEN triaged_at END, created_at DESC LIMIT $3""",
         facility_id,
         status,
         limit,
+        waiting,
+        list(ANSWERED),
     )
     items = [to_referral(r) for r in rows]
     await _audited(conn, principal, facility_id, items)

@@ -13,8 +13,7 @@ from domain.audit import trail
 from domain.booking import appointments
 from domain.booking.model import Mode
 from domain.consent import service as consent
-from domain.errors import InvalidInput
-from sms.ussd import pin
+from sms.ussd import chw, pin
 from sms.ussd.context import (
     Again,
     Context,
@@ -69,38 +68,20 @@ async def _pin_new(ctx: Context, answer: str) -> Outcome:
 
 
 async def _pin_repeat(ctx: Context, answer: str) -> Outcome:
-    first = ctx.session.choices.pop("new_pin", None)
+    first = ctx.session.choices.get("new_pin")
     if first is None:
         return Goto("pin_new")
+    if not pin.well_formed(answer):  # a slip of the keypad: asked again once, like any screen
+        return Again("ussd_pin_format")
+    del ctx.session.choices["new_pin"]
     if answer != first:
         return end("ussd_pin_mismatch")
     await pin.set_pin(ctx.conn, ctx.patient_id, answer)
     return end("ussd_pin_saved")
 
 
-async def _chw_find(ctx: Context, answer: str) -> Outcome:
-    """A patient of the CHW's post by phone number, else by an identifier's value."""
-    posts = ctx.principal.facilities_with("chw")
-    queries = [patients.PatientQuery(identifier=answer, limit=9)]
-    if answer.lstrip("+").isdigit() and len(answer) >= 8:
-        queries.insert(0, patients.PatientQuery(phone=answer, limit=9))
-    for query in queries:
-        try:
-            found = await patients.search(ctx.conn, ctx.principal, query, default_region=ctx.default_region)
-        except InvalidInput:
-            continue
-        ours = [p for p in found if p.home_facility_id in posts]
-        if len(ours) == 1:
-            ctx.session.patient_id = ours[0].id
-            return Goto("chw_patient")
-        if ours:
-            ctx.session.choices["matches"] = ",".join(str(p.id) for p in ours)
-            return Goto("chw_matches")
-    return Again("ussd_chw_no_match")
-
-
 ANSWERS: dict[str, Callable[[Context, str], Awaitable[Outcome]]] = {
-    "chw_find": _chw_find,
+    **chw.ANSWERS,
     "pin_enter": _pin_enter,
     "pin_new": _pin_new,
     "pin_repeat": _pin_repeat,
@@ -169,4 +150,5 @@ ACTIONS: dict[str, Callable[[Context, str], Awaitable[End]]] = {
     "consent_give": _consent_give,
     "consent_withdraw": _consent_withdraw,
     "language": _language,
+    **chw.ACTIONS,
 }

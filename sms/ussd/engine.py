@@ -1,11 +1,13 @@
 """One USSD turn: the gateway's callback in, the next screen (CON) or the last word (END) out.
 
 The gateway sends every answer of the session so far, `*`-joined; the session (sms.ussd.session)
-remembers how many were handled, so only the new ones are. Navigation holds on every screen:
+remembers how many were handled, so only the new ones are. The turn's reply carries the session
+to keep; the caller stores it (`remember`) once the turn's transaction committed, so a turn that
+is rolled back and run again never finds its own answers already counted. Navigation holds on every screen:
 0 goes back, 00 to the main menu; an invalid answer asks again once, then the session ends
 politely. A domain refusal (a slot just taken, an appointment no longer booked) ends the session
-with its reason in the patient's words (sms.ussd.errors); the request's transaction is kept
-valid by running each turn in a savepoint.
+with its reason in the patient's words (sms.ussd.errors), raised as Refused so that the caller
+rolls the turn's writes back.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ STRIKES = 2  # the second invalid answer on a screen ends the session
 class Reply:
     text: str
     ends: bool
+    session: Session | None = None  # the state the next turn starts from (None when the session ends)
 
     @property
     def wire(self) -> str:
@@ -47,6 +50,16 @@ def _end(language: str, message: str, outcome: End | None = None) -> Reply:
     if outcome is None:
         return Reply(end_text(language, message), ends=True)
     return Reply(end_text(language, message, outcome.values, outcome.fixed), ends=True)
+
+
+class Refused(Exception):
+    """The domain refused what the turn asked (a slot just taken, an appointment no longer
+    booked): the caller rolls the turn's transaction back, as the app's routes do on an error,
+    and ends the session with `reply`, the reason in the caller's words."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
 
 
 async def turn(
@@ -80,25 +93,41 @@ async def turn(
     new = inputs[session.seen :]
     session.seen = max(session.seen, len(inputs))
     try:
-        async with conn.transaction():  # a savepoint: a refused write leaves the request's transaction usable
-            reply = await _show(ctx, session.screen) if fresh or not new else None
-            for answer in [] if reply else new:
-                reply = await _answer(ctx, answer.strip())
-                if reply.ends:
-                    break
+        reply = await _show(ctx, session.screen) if fresh or not new else None
+        for answer in [] if reply else new:
+            reply = await _answer(ctx, answer.strip())
+            if reply.ends:
+                break
     except DomainError as refused:
-        reply = _end(session.language, message_of(refused))
+        raise Refused(_end(session.language, message_of(refused))) from refused
     except asyncpg.PostgresError as exc:
         mapped = constraints.domain_error(exc)
         if mapped is None or isinstance(mapped, Unavailable):
-            raise  # a bug (500), or a race the whole request may win when run again (api.transaction)
-        reply = _end(session.language, message_of(mapped))
+            raise  # a bug, or a race the whole turn may win when run again (sms.ussd.gateway)
+        raise Refused(_end(session.language, message_of(mapped))) from exc
     assert reply is not None
-    if reply.ends:
+    return reply if reply.ends else Reply(reply.text, ends=False, session=session)
+
+
+async def remember(store: SessionStore, session_id: str, reply: Reply) -> None:
+    """Keep the session for the next turn, or forget it when the reply ends it."""
+    if reply.ends or reply.session is None:
         await store.end(session_id)
     else:
-        await store.save(session_id, session)
-    return reply
+        await store.save(session_id, reply.session)
+
+
+async def spoken_language(conn: Connection, raw_phone: str, default_region: str) -> str | None:
+    """The preferred language of the first patient registered with this phone, read only (for a
+    last word when the session's own state cannot be read)."""
+    try:
+        phone = normalize(raw_phone, default_region)
+    except InvalidInput:
+        return None
+    language: str | None = await conn.fetchval(
+        "SELECT preferred_language FROM patients WHERE phone = $1 ORDER BY created_at, id LIMIT 1", phone
+    )
+    return language
 
 
 async def _start(conn: Connection, raw_phone: str, default_region: str) -> Session | Reply:

@@ -7,18 +7,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from domain import facilities, patients, practitioners
+from domain import access, facilities, practitioners
 from domain.booking import appointments
 from domain.booking.availability import list_free_slots
 from domain.booking.slots import Slot
 from infra.db import Connection
 from sms import texts
-from sms.ussd import pin
+from sms.ussd import chw, pin
 from sms.ussd.context import (
     APPOINTMENTS_SHOWN,
-    CONSULTATIONS_SHOWN,
     SEARCH_DAYS,
     SLOTS_SHOWN,
     Context,
@@ -26,7 +25,6 @@ from sms.ussd.context import (
     Outcome,
     active_network_consents,
     parse_slot,
-    patient_name,
     when,
 )
 from sms.ussd.render import Line
@@ -51,14 +49,21 @@ async def _centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
 
 async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     """The waiting referral first, then the specialties the patient's reference centres offer."""
-    patient = await patients.get(ctx.conn, ctx.principal, ctx.patient_id)
+    # Only the home facility is needed (no demographics are shown): the app's access rule, no read.
+    home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
     referrals = await ctx.conn.fetch(
-        """SELECT to_facility_id, specialty FROM referrals
-           WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
-           ORDER BY urgency_rank, created_at LIMIT 1""",
+        # Waiting: not yet turned into an appointment, by the centre (triage) or by the patient
+        # (a consultation booked since, at that centre, in that specialty).
+        """SELECT r.to_facility_id, r.specialty FROM referrals r
+           WHERE r.patient_id = $1 AND r.status IN ('requested', 'accepted') AND r.appointment_id IS NULL
+             AND NOT EXISTS (
+                 SELECT 1 FROM appointments a JOIN practitioners pr ON pr.id = a.practitioner_id
+                 WHERE a.patient_id = r.patient_id AND a.facility_id = r.to_facility_id
+                   AND a.status = 'booked' AND a.start_at > now() AND r.specialty = ANY(pr.specialties))
+           ORDER BY r.urgency_rank, r.created_at LIMIT 1""",
         ctx.patient_id,
     )
-    centres = await _centres(ctx.conn, patient.home_facility_id)
+    centres = await _centres(ctx.conn, home)
     specialties = await ctx.conn.fetch(
         """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
            JOIN availability_rules r ON r.practitioner_id = p.id
@@ -94,25 +99,38 @@ async def _slot_lines(ctx: Context, slots: list[Slot]) -> list[tuple[Line, str]]
     return lines
 
 
+# The days searched for free times, nearest first: the first window usually holds the few times a
+# screen shows, and expanding two weeks of slots for every turn cost most of a turn's CPU.
+WINDOWS = (1, 6, SEARCH_DAYS)
+
+
+async def _nearest_free(
+    ctx: Context, centres: list[uuid.UUID | None], *, skip: datetime | None = None, **narrow: Any
+) -> list[Slot]:
+    """The first SLOTS_SHOWN free slots within SEARCH_DAYS, in order of start."""
+    today = datetime.now(UTC).date()
+    first = today
+    found: list[Slot] = []
+    for ahead in WINDOWS:
+        last = today + timedelta(days=ahead)
+        for facility_id in centres:
+            slots = await list_free_slots(ctx.conn, first_day=first, last_day=last, facility_id=facility_id, **narrow)
+            found += [s for s in slots if s.start != skip]
+        if len(found) >= SLOTS_SHOWN:  # later windows only hold later times
+            break
+        first = last + timedelta(days=1)
+    found.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    return found[:SLOTS_SHOWN]
+
+
 async def _free_slots(ctx: Context) -> list[tuple[Line, str]]:
     specialty, _, centre = ctx.session.choices["need"].partition("|")
     if centre:
         centres: list[uuid.UUID | None] = [uuid.UUID(centre)]
     else:
-        home = (await patients.get(ctx.conn, ctx.principal, ctx.patient_id)).home_facility_id
+        home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
         centres = await _centres(ctx.conn, home)
-    today = datetime.now(UTC).date()
-    slots: list[Slot] = []
-    for facility_id in centres:
-        slots += await list_free_slots(
-            ctx.conn,
-            first_day=today,
-            last_day=today + timedelta(days=SEARCH_DAYS),
-            specialty=specialty,
-            facility_id=facility_id,
-        )
-    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
-    return await _slot_lines(ctx, slots[:SLOTS_SHOWN])
+    return await _slot_lines(ctx, await _nearest_free(ctx, centres, specialty=specialty))
 
 
 async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
@@ -133,56 +151,12 @@ async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
 
 async def _move_slots(ctx: Context) -> list[tuple[Line, str]]:
     current = await appointments.get(ctx.conn, ctx.principal, uuid.UUID(ctx.session.choices["appointment"]))
-    today = datetime.now(UTC).date()
-    slots = await list_free_slots(
-        ctx.conn,
-        first_day=today,
-        last_day=today + timedelta(days=SEARCH_DAYS),
-        practitioner_id=current.practitioner_id,
-        facility_id=current.facility_id,
-    )
-    return await _slot_lines(ctx, [s for s in slots if s.start != current.start][:SLOTS_SHOWN])
-
-
-async def _matches(ctx: Context) -> list[tuple[Line, str]]:
-    ids = [uuid.UUID(i) for i in ctx.session.choices["matches"].split(",")]
-    found = await patients.load_many(ctx.conn, ids)
-    return [
-        (Line(str(n), patient_name(found[i]), dynamic=True, keep=12), str(i))
-        for n, i in enumerate(ids, start=1)
-        if i in found
-    ]
-
-
-async def _post_consultations(ctx: Context) -> list[tuple[Line, str]]:
-    """Today's and tomorrow's booked consultations of the patients of the CHW's post, by the
-    post's calendar."""
-    posts = sorted(ctx.principal.facilities_with("chw"))
-    zone = ZoneInfo((await facilities.get(ctx.conn, posts[0])).timezone)
-    today = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    found = await appointments.search(
-        ctx.conn,
-        ctx.principal,
-        appointments.AppointmentQuery(
-            status="booked", start_from=today, start_to=today + timedelta(days=2), limit=CONSULTATIONS_SHOWN
-        ),
-    )
-    people = await patients.load_many(ctx.conn, [a.patient_id for a in found])
-    lines: list[tuple[Line, str]] = []
-    for a in found:
-        patient = people.get(a.patient_id)
-        if patient is None or patient.home_facility_id not in posts:
-            continue  # visible for another reason (their own login's patients): not this post's
-        start = when(a.start, a.timezone, ctx.language)
-        lines.append(
-            (Line(str(len(lines) + 1), f"{start} {patient_name(patient)}", dynamic=True, keep=len(start)), str(a.id))
-        )
-    return lines
+    slots = await _nearest_free(ctx, [current.facility_id], skip=current.start, practitioner_id=current.practitioner_id)
+    return await _slot_lines(ctx, slots)
 
 
 ITEMS: dict[str, Callable[[Context], Awaitable[list[tuple[Line, str]]]]] = {
-    "matches": _matches,
-    "post_consultations": _post_consultations,
+    **chw.ITEMS,
     "patients": _patients,
     "needs": _needs,
     "free_slots": _free_slots,
@@ -220,12 +194,8 @@ async def _pin_required(ctx: Context) -> Values | Outcome:
     return {}, {}
 
 
-async def _patient(ctx: Context) -> Values | Outcome:
-    return {"name": patient_name(await patients.get(ctx.conn, ctx.principal, ctx.patient_id))}, {}
-
-
 VALUES: dict[str, Callable[[Context], Awaitable[Values | Outcome]]] = {
-    "patient": _patient,
+    **chw.VALUES,
     "slot": _slot,
     "appointment": _appointment,
     "consent": _consent,

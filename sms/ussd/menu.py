@@ -93,12 +93,17 @@ SCREENS: dict[str, Screen] = {
     "pin_new": Screen("ussd_pin_new", answer="pin_new"),
     "pin_repeat": Screen("ussd_pin_repeat", answer="pin_repeat"),
     # A CHW on a basic phone acts for the patients of their post, under the app's access rules:
-    # find one (phone or ID), then book or see their appointments with the patient's own screens.
+    # find one (phone, ID or name), then book or see their appointments with the patient's own
+    # screens; the post's consultations of today and tomorrow; the centre's answers waiting.
     CHW: Screen(
         "ussd_chw_main",
-        options=(Option("1", "ussd_chw_find", goto="chw_find"), Option("2", "ussd_chw_today", goto="chw_today")),
+        options=(
+            Option("1", "ussd_chw_find", goto="chw_find"),
+            Option("2", "ussd_chw_today", goto="chw_today"),
+            Option("3", "ussd_chw_answers_opt", goto="chw_answers"),
+        ),
     ),
-    "chw_find": Screen("ussd_chw_find_prompt", answer="chw_find"),
+    "chw_find": Screen("ussd_chw_find_any", answer="chw_find"),
     "chw_matches": Screen("ussd_chw_matches", items="matches", store="patient", then="chw_patient"),
     "chw_patient": Screen(
         "ussd_chw_patient",
@@ -114,6 +119,22 @@ SCREENS: dict[str, Screen] = {
         store="appointment",
         then="appointment",
         empty="ussd_chw_none_today",
+    ),
+    "chw_answers": Screen(
+        "ussd_chw_answers",
+        items="answers_waiting",
+        store="referral",
+        then="chw_answer",
+        empty="ussd_chw_no_answers",
+    ),
+    # The answer, then: mark it read (it leaves the post's list, in the app too), or act for the patient.
+    "chw_answer": Screen(
+        "ussd_chw_answer",
+        values="referral_answer",
+        options=(
+            Option("1", "ussd_chw_ack", action="acknowledge"),
+            Option("2", "ussd_chw_for_patient", goto="chw_patient"),
+        ),
     ),
 }
 

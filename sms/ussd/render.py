@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sms import texts
-from sms.ussd.screen_size import fits, fold_latin
+from sms.ussd.screen_size import fits, fold_latin, gsm7_fold
 
-MIN_VALUE = 6  # a value is never cut shorter than this; a list item past that is dropped instead
+MIN_VALUE = 6  # a value is cut shorter than this only once list items past it were dropped
+MIN_SQUEEZED = 3  # and never shorter than this (a Khmer name on an English screen: 80 UCS-2 characters)
 MAX_VALUE = 40  # no value needs more on a phone screen
 PREFIX = "CON "  # or "END ": the gateway's verb counts against the page too
 
@@ -67,9 +68,12 @@ def _fit(
     *,
     with_title: bool,
 ) -> tuple[str, list[Line]]:
-    values = {k: _cut(_clean(v), MAX_VALUE) for k, v in (given_values or {}).items()}
+    # On a Latin-script screen, a value's letters outside GSM-7 (a Vietnamese name's) would halve
+    # the page: they are folded to plain letters. Khmer screens are UCS-2 anyway.
+    plain = gsm7_fold if language in ("en", "fr") else str
+    values = {k: _cut(plain(_clean(v)), MAX_VALUE) for k, v in (given_values or {}).items()}
     shown = [
-        Line(x.key, _cut(_clean(x.label), max(MAX_VALUE, x.keep)) if x.dynamic else x.label, x.dynamic, x.keep)
+        Line(x.key, _cut(plain(_clean(x.label)), max(MAX_VALUE, x.keep)) if x.dynamic else x.label, x.dynamic, x.keep)
         for x in lines or []
     ]
     foot = texts.text(language, "ussd_footer") if footer else ""
@@ -92,6 +96,8 @@ def _fit(
             longest_line.label = _cut(longest_line.label, line_len - 1)
         elif len(dynamic) > 1:
             shown.remove(dynamic[-1])
+        elif longest_value is not None and value_len > MIN_SQUEEZED:
+            values[longest_value] = _cut(values[longest_value], value_len - 1)
         else:  # fixed words alone are too long: a catalogue bug the screen-size test reports
             return screen, shown
 

@@ -52,3 +52,14 @@ def fold_latin(text: str) -> str:
     text = text.replace("đ", "d").replace("Đ", "D")
     stripped = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
     return unicodedata.normalize("NFC", stripped)
+
+
+def gsm7_fold(text: str) -> str:
+    """`text` with each letter outside GSM-7 folded to its plain Latin letter (`Nguyễn` → `Nguyen`,
+    `Benoît` → `Benoit`) when that makes the whole text GSM-7, so that a Vietnamese name does not
+    halve an English or French screen. GSM-7 letters (`é`, `è`, `à`) stay; a text that needs UCS-2
+    anyway (a Khmer name) is left exactly as written."""
+    if is_gsm7(text):
+        return text
+    folded = "".join(c if c in _GSM7 or c in _GSM7_EXT else fold_latin(c) for c in text)
+    return folded if is_gsm7(folded) else text

@@ -13,6 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from sms import texts
 from sms.ussd.session import SessionStore
 from tests.factory import Factory, auth, new_phone
 from tests.sms.ussd.conftest import SECRET, Network, Phone, patient_phone
@@ -101,7 +102,7 @@ async def test_a_whole_booking_in_khmer(
 
 
 async def test_a_waiting_referral_comes_first(
-    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network
+    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, db: asyncpg.Pool
 ) -> None:
     chw = await factory.staff(network.post, role="chw")
     patient_id, phone = await patient_phone(factory, ussd_client, network, "en")
@@ -116,10 +117,27 @@ async def test_a_waiting_referral_comes_first(
     assert response.status_code == 201, response.text
     await phone.dial()
     _verb, screen = await phone.send("1")
-    assert screen.splitlines()[1] == f"1 Referral: {network.specialty}"
+    assert screen.splitlines()[:3] == ["Book for:", f"1 Referral: {network.specialty}", f"2 {network.specialty}"]
     verb, screen = await phone.send("1")
     assert verb == "CON"
     assert screen.startswith("Free times:")
+    verb, screen = await phone.send("1")
+    assert screen.startswith("Book ")
+    verb, screen = await phone.send("1")
+    assert verb == "END"
+    assert screen.startswith("Booked:")
+    booked = await db.fetchrow("SELECT * FROM appointments WHERE patient_id = $1", patient_id)
+    assert booked is not None
+    assert (booked["facility_id"], booked["practitioner_id"], booked["channel"]) == (
+        network.centre,
+        network.specialist.practitioner_id,
+        "ussd",
+    )
+    # Booked: the referral no longer waits on the book menu.
+    phone = phone.again()
+    await phone.dial()
+    _verb, screen = await phone.send("1")
+    assert screen.splitlines()[:2] == ["Book for:", f"1 {network.specialty}"]
 
 
 async def test_cancel_and_move_an_appointment(
@@ -231,6 +249,18 @@ async def test_the_results_pin(
     verb, screen = await phone.send("5")
     assert screen.startswith("Enter your 4-digit PIN:")
     assert await phone.send("1234") == ("END", "No new result.")
+
+    # A result written at the health post: counted behind the PIN, never shown on USSD.
+    chw = await factory.staff(network.post, role="chw")
+    temperature = {"kind": "observation", "code": "8310-5", "value": 38.4, "unit": "Cel"}
+    await factory.post(f"/v1/patients/{patient_id}/record", temperature, chw.token)
+    phone = phone.again()
+    await phone.dial()
+    await phone.send("5")
+    verb, screen = await phone.send("1234")
+    assert (verb, screen) == ("END", "1 result(s) ready. See them in the Spean app or at your health post.")
+    assert "38.4" not in screen
+    assert "search" in await _ussd_audit(db, patient_id)
 
     # Wrong PINs count across sessions: the third locks the results, even for the right PIN.
     phone = phone.again()
@@ -350,56 +380,73 @@ async def test_bad_input_from_the_gateway_ends_politely(ussd_client: AsyncTestCl
         assert response.text.startswith(("END ", "CON ")), (bad, response.text)
 
 
+RACES = 5
+
+
 async def test_a_ussd_booking_racing_an_app_booking_for_one_slot(
     factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, db: asyncpg.Pool
 ) -> None:
-    ussd_patient, phone = await patient_phone(factory, ussd_client, network, "en")
+    """Both confirm the same slot at once, several times over: exactly one booking each time; the
+    loser is told in its own channel (USSD: an END in the patient's French; app: 409 slot_taken).
+    tests/fault/test_ussd.py runs the same race between two server processes."""
+    taken = texts.text("fr", "ussd_err_slot_taken")
+    winners: list[str] = []
+    for race in range(RACES):
+        ussd_patient, phone = await patient_phone(factory, ussd_client, network, "fr")
+        app_user = await factory.patient_login(network.post)
+        start = await _first_slot(factory, network)
+        await phone.dial()
+        await phone.send("1")
+        await phone.send("1")
+        verb, screen = await phone.send("1")  # the first free slot, the one the app goes for too
+        assert verb == "CON"
+        assert screen.startswith("Réserver ")
+        app_booking = {
+            "patient_id": str(app_user.patient_id),
+            "practitioner_id": str(network.specialist.practitioner_id),
+            "start": start,
+        }
+        confirm = phone.send("1")
+        app = factory.client.post("/v1/appointments", json=app_booking, headers=app_user.headers)
+        # Each side goes first in turn (in one event loop, the first to start tends to win).
+        if race % 2:
+            app_reply, ussd_reply = await asyncio.gather(app, confirm)
+        else:
+            ussd_reply, app_reply = await asyncio.gather(confirm, app)
+        ussd_won = ussd_reply[1].startswith("Rendez-vous pris :")
+        assert ussd_won != (app_reply.status_code == 201), (ussd_reply, app_reply.text)
+        if ussd_won:  # the app is told in its own channel
+            assert app_reply.status_code == 409
+            assert app_reply.headers["content-type"].startswith("application/problem+json")
+            assert app_reply.json()["code"] == "slot_taken"
+        else:  # and USSD in its own: the reason, and how to go on, in French
+            assert ussd_reply == ("END", taken)
+        rows = await db.fetch(
+            "SELECT patient_id, channel FROM appointments WHERE practitioner_id = $1 AND start_at = $2 "
+            "AND status = 'booked'",
+            network.specialist.practitioner_id,
+            datetime.fromisoformat(start),
+        )
+        expected = (ussd_patient, "ussd") if ussd_won else (app_user.patient_id, "app")
+        assert [(r["patient_id"], r["channel"]) for r in rows] == [expected]
+        winners.append("ussd" if ussd_won else "app")
+    print(f"USSD vs app for one slot, {RACES} races: {winners}")
+
+    # And the loser by USSD whatever the timing: the slot was taken before it confirmed.
+    other, phone = await patient_phone(factory, ussd_client, network, "fr")
     app_user = await factory.patient_login(network.post)
-    start = await _first_slot(factory, network)
     await phone.dial()
     await phone.send("1")
     await phone.send("1")
-    verb, screen = await phone.send("1")  # the first free slot, the one the app goes for too
-    assert verb == "CON"
-    assert screen.startswith("Book ")
+    await phone.send("1")
     app_booking = {
         "patient_id": str(app_user.patient_id),
         "practitioner_id": str(network.specialist.practitioner_id),
-        "start": start,
+        "start": await _first_slot(factory, network),
     }
-    ussd_reply, app_reply = await asyncio.gather(
-        phone.send("1"), factory.client.post("/v1/appointments", json=app_booking, headers=app_user.headers)
-    )
-    ussd_won = ussd_reply[1].startswith("Booked:")
-    assert ussd_won != (app_reply.status_code == 201), (ussd_reply, app_reply.text)
-    if ussd_won:  # the app is told in its own channel
-        assert app_reply.status_code == 409
-        assert app_reply.json()["code"] == "slot_taken"
-    else:  # and USSD in its own: the reason, and how to go on
-        assert ussd_reply == (
-            "END",
-            "Sorry, that time was just taken by someone else. Dial again to pick another.",
-        )
-    rows = await db.fetch(
-        "SELECT patient_id FROM appointments WHERE practitioner_id = $1 AND status = 'booked'",
-        network.specialist.practitioner_id,
-    )
-    assert [r["patient_id"] for r in rows] == [ussd_patient if ussd_won else app_user.patient_id]
-
-    # And the loser by USSD whatever the timing: the slot was taken before it confirmed.
-    other, phone = await patient_phone(factory, ussd_client, network, "en")
-    await phone.dial()
-    await phone.send("1")
-    await phone.send("1")
-    await phone.send("1")
-    next_start = await _first_slot(factory, network)
-    app_booking["start"] = next_start
     response = await factory.client.post("/v1/appointments", json=app_booking, headers=app_user.headers)
     assert response.status_code == 201, response.text
-    assert await phone.send("1") == (
-        "END",
-        "Sorry, that time was just taken by someone else. Dial again to pick another.",
-    )
+    assert await phone.send("1") == ("END", taken)
     assert not await db.fetchval("SELECT count(*) FROM appointments WHERE patient_id = $1", other)
 
 
