@@ -1,0 +1,79 @@
+"""What a patient can book and when, whatever the channel (USSD, SMS): the waiting referral
+first, then the specialties the reference centres of the patient's health post offer, and the
+next free slots for one of them. Read through the same access rule as the app (the patient is
+read with `patients.get`, audited)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from domain import patients
+from domain.booking.availability import list_free_slots
+from domain.booking.slots import Slot
+from domain.principal import Principal
+from infra.db import Connection
+
+SEARCH_DAYS = 14
+SPECIALTIES_SHOWN = 8
+
+
+class Need(msgspec.Struct, frozen=True, kw_only=True):
+    """Something to book: a specialty, at one centre (a referral names it) or at any of the
+    centres the patient's health post refers to (`centre_id` None)."""
+
+    specialty: str
+    centre_id: uuid.UUID | None = None
+    referral: bool = False
+
+
+async def centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
+    """The reference centres a health post refers to (any, if it has no links yet: None)."""
+    linked = await conn.fetch("SELECT to_facility_id FROM referral_links WHERE from_facility_id = $1", home)
+    return [r["to_facility_id"] for r in linked] or [None]
+
+
+async def needs(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> list[Need]:
+    """The waiting referral first, then the specialties the patient's reference centres offer."""
+    patient = await patients.get(conn, principal, patient_id)
+    referrals = await conn.fetch(
+        """SELECT to_facility_id, specialty FROM referrals
+           WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
+           ORDER BY urgency_rank, created_at LIMIT 1""",
+        patient_id,
+    )
+    linked = await centres(conn, patient.home_facility_id)
+    specialties = await conn.fetch(
+        """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
+           JOIN availability_rules r ON r.practitioner_id = p.id
+           JOIN facilities f ON f.id = r.facility_id AND f.kind = 'reference_centre'
+           WHERE ($1::uuid[] IS NULL OR r.facility_id = ANY($1)) ORDER BY 1 LIMIT $2""",
+        None if linked == [None] else linked,
+        SPECIALTIES_SHOWN,
+    )
+    found = [Need(specialty=r["specialty"], centre_id=r["to_facility_id"], referral=True) for r in referrals]
+    return found + [Need(specialty=r["specialty"]) for r in specialties]
+
+
+async def free_slots(
+    conn: Connection, principal: Principal, patient_id: uuid.UUID, need: Need, *, limit: int
+) -> list[Slot]:
+    """The next `limit` free slots for a need, earliest first, over the next SEARCH_DAYS days."""
+    if need.centre_id is not None:
+        where: list[uuid.UUID | None] = [need.centre_id]
+    else:
+        where = await centres(conn, (await patients.get(conn, principal, patient_id)).home_facility_id)
+    today = datetime.now(UTC).date()
+    slots: list[Slot] = []
+    for facility_id in where:
+        slots += await list_free_slots(
+            conn,
+            first_day=today,
+            last_day=today + timedelta(days=SEARCH_DAYS),
+            specialty=need.specialty,
+            facility_id=facility_id,
+        )
+    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    return slots[:limit]
