@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from domain import facilities, patients, practitioners
-from domain.booking import appointments
+from domain.booking import appointments, offers
 from domain.booking.availability import list_free_slots
 from domain.booking.slots import Slot
 from infra.db import Connection
@@ -43,35 +43,17 @@ async def _patients(ctx: Context) -> list[tuple[Line, str]]:
     return [(Line(str(n), r["name"], dynamic=True, keep=12), str(r["id"])) for n, r in enumerate(rows, start=1)]
 
 
-async def _centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
-    """The reference centres the patient's health post refers to (any, if it has no links yet)."""
-    linked = await conn.fetch("SELECT to_facility_id FROM referral_links WHERE from_facility_id = $1", home)
-    return [r["to_facility_id"] for r in linked] or [None]
-
-
 async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     """The waiting referral first, then the specialties the patient's reference centres offer."""
-    patient = await patients.get(ctx.conn, ctx.principal, ctx.patient_id)
-    referrals = await ctx.conn.fetch(
-        """SELECT to_facility_id, specialty FROM referrals
-           WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
-           ORDER BY urgency_rank, created_at LIMIT 1""",
-        ctx.patient_id,
-    )
-    centres = await _centres(ctx.conn, patient.home_facility_id)
-    specialties = await ctx.conn.fetch(
-        """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
-           JOIN availability_rules r ON r.practitioner_id = p.id
-           JOIN facilities f ON f.id = r.facility_id AND f.kind = 'reference_centre'
-           WHERE ($1::uuid[] IS NULL OR r.facility_id = ANY($1)) ORDER BY 1 LIMIT 8""",
-        None if centres == [None] else centres,
-    )
     found: list[tuple[Line, str]] = []
-    for r in referrals:
-        label = texts.text(ctx.language, "ussd_referral_item", specialty=r["specialty"])
-        found.append((Line("", label, dynamic=True), f"{r['specialty']}|{r['to_facility_id']}"))
-    found += [(Line("", r["specialty"], dynamic=True), f"{r['specialty']}|") for r in specialties]
-    return [(Line(str(n), line.label, dynamic=True), value) for n, (line, value) in enumerate(found, start=1)]
+    for n, need in enumerate(await offers.needs(ctx.conn, ctx.principal, ctx.patient_id), start=1):
+        label = (
+            texts.text(ctx.language, "ussd_referral_item", specialty=need.specialty)
+            if need.referral
+            else need.specialty
+        )
+        found.append((Line(str(n), label, dynamic=True), f"{need.specialty}|{need.centre_id or ''}"))
+    return found
 
 
 async def _doctor_names(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -96,23 +78,9 @@ async def _slot_lines(ctx: Context, slots: list[Slot]) -> list[tuple[Line, str]]
 
 async def _free_slots(ctx: Context) -> list[tuple[Line, str]]:
     specialty, _, centre = ctx.session.choices["need"].partition("|")
-    if centre:
-        centres: list[uuid.UUID | None] = [uuid.UUID(centre)]
-    else:
-        home = (await patients.get(ctx.conn, ctx.principal, ctx.patient_id)).home_facility_id
-        centres = await _centres(ctx.conn, home)
-    today = datetime.now(UTC).date()
-    slots: list[Slot] = []
-    for facility_id in centres:
-        slots += await list_free_slots(
-            ctx.conn,
-            first_day=today,
-            last_day=today + timedelta(days=SEARCH_DAYS),
-            specialty=specialty,
-            facility_id=facility_id,
-        )
-    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
-    return await _slot_lines(ctx, slots[:SLOTS_SHOWN])
+    need = offers.Need(specialty=specialty, centre_id=uuid.UUID(centre) if centre else None)
+    slots = await offers.free_slots(ctx.conn, ctx.principal, ctx.patient_id, need, limit=SLOTS_SHOWN)
+    return await _slot_lines(ctx, slots)
 
 
 async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
