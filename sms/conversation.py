@@ -108,6 +108,10 @@ async def load(redis: Redis, phone: str) -> Ask | None:
     return question
 
 
+async def forget(redis: Redis, phone: str) -> None:
+    await redis.delete(_KEY + phone)
+
+
 async def settle(redis: Redis, phone: str, pending: Ask | None, reply: Reply) -> None:
     if reply.ask == KEEP:
         return

@@ -68,6 +68,9 @@ async def handle(
         "SELECT id, preferred_language FROM patients WHERE phone = $1 ORDER BY created_at, id LIMIT 1", from_phone
     )
     pending = await conversation.load(redis, from_phone)
+    if patient is not None and isinstance(pending, AskRegister):
+        await conversation.forget(redis, from_phone)  # registered meanwhile (by a CHW)
+        pending = None
     if patient is not None:
         language = patient["preferred_language"]
     elif isinstance(pending, AskRegister):

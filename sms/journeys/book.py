@@ -14,13 +14,14 @@ from domain import facilities, practitioners
 from domain.booking import appointments, offers
 from domain.booking.model import Mode
 from domain.booking.slots import Slot
-from domain.errors import Conflict
 from sms import texts
 from sms.conversation import KEEP, AskBook, AskNeed, AskSlot, Reply, attempt, wall_clock
 from sms.journeys.turn import Turn, short
 
 SLOTS_SHOWN = 4
 NEEDS_SHOWN = 6  # the referral and five specialties: three segments in Khmer
+# The time is no longer there (booked by someone, passed, or taken off the schedule): fresh ones.
+_GONE = {"slot_taken", "slot_unavailable", "start_in_past"}
 # A feature phone has no video: a voice call first, if the slot offers it.
 _MODES: tuple[Mode, ...] = ("audio", "video", "async")
 
@@ -97,6 +98,6 @@ async def confirm(turn: Turn, question: AskBook, *, yes: bool) -> Reply:
     )
     if refused is None:
         return Reply("sms_booked", await _describe(turn, slot))
-    if isinstance(refused, Conflict) and refused.code == "slot_taken":
+    if refused.code in _GONE:
         return await _times(turn, question.need, "sms_book_taken")
     return Reply("sms_book_refused")
