@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from domain import patients
+from domain import access
 from domain.booking.availability import list_free_slots
 from domain.booking.slots import Slot
 from domain.principal import Principal
@@ -37,14 +37,20 @@ async def centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
 
 async def needs(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> list[Need]:
     """The waiting referral first, then the specialties the patient's reference centres offer."""
-    patient = await patients.get(conn, principal, patient_id)
+    home = await access.require_can_read_patient(conn, principal, patient_id)
     referrals = await conn.fetch(
-        """SELECT to_facility_id, specialty FROM referrals
-           WHERE patient_id = $1 AND status IN ('requested', 'accepted') AND appointment_id IS NULL
-           ORDER BY urgency_rank, created_at LIMIT 1""",
+        # Waiting: not yet turned into an appointment, by the centre (triage) or by the patient
+        # (a consultation booked since, at that centre, in that specialty).
+        """SELECT r.to_facility_id, r.specialty FROM referrals r
+           WHERE r.patient_id = $1 AND r.status IN ('requested', 'accepted') AND r.appointment_id IS NULL
+             AND NOT EXISTS (
+                 SELECT 1 FROM appointments a JOIN practitioners pr ON pr.id = a.practitioner_id
+                 WHERE a.patient_id = r.patient_id AND a.facility_id = r.to_facility_id
+                   AND a.status = 'booked' AND a.start_at > now() AND r.specialty = ANY(pr.specialties))
+           ORDER BY r.urgency_rank, r.created_at LIMIT 1""",
         patient_id,
     )
-    linked = await centres(conn, patient.home_facility_id)
+    linked = await centres(conn, home)
     specialties = await conn.fetch(
         """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
            JOIN availability_rules r ON r.practitioner_id = p.id
@@ -64,7 +70,7 @@ async def free_slots(
     if need.centre_id is not None:
         where: list[uuid.UUID | None] = [need.centre_id]
     else:
-        where = await centres(conn, (await patients.get(conn, principal, patient_id)).home_facility_id)
+        where = await centres(conn, await access.require_can_read_patient(conn, principal, patient_id))
     today = datetime.now(UTC).date()
     slots: list[Slot] = []
     for facility_id in where:
