@@ -11,7 +11,22 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal, NamedTuple
 
-Action = Literal["help", "stop", "start", "my", "cancel", "move", "yes", "no", "unknown"]
+Action = Literal[
+    "help",
+    "stop",
+    "start",
+    "my",
+    "cancel",
+    "move",
+    "yes",
+    "no",
+    "book",
+    "consent",
+    "withdraw",
+    "register",
+    "number",
+    "unknown",
+]
 
 KEYWORDS: dict[str, tuple[Action, str | None]] = {
     # English (and the words every carrier uses)
@@ -70,6 +85,32 @@ KEYWORDS: dict[str, tuple[Action, str | None]] = {
     "បាទ": ("yes", "km"),
     "ចាស": ("yes", "km"),
     "ទេ": ("no", "km"),
+    # Booking, consent and registration (each language's words, then English)
+    "BOOK": ("book", "en"),
+    "CONSENT": ("consent", "en"),
+    "AGREE": ("consent", "en"),
+    "WITHDRAW": ("withdraw", "en"),
+    "REGISTER": ("register", "en"),
+    "JOIN": ("register", "en"),
+    "RESERVER": ("book", "fr"),
+    "PRENDRE RDV": ("book", "fr"),
+    "ACCORD": ("consent", "fr"),
+    "CONSENTIR": ("consent", "fr"),
+    "RETIRER": ("withdraw", "fr"),
+    "INSCRIRE": ("register", "fr"),
+    "INSCRIPTION": ("register", "fr"),
+    "DAT LICH": ("book", "vi"),
+    "DAT HEN": ("book", "vi"),
+    "DONG Y": ("consent", "vi"),
+    "RUT": ("withdraw", "vi"),
+    "HUY DONG Y": ("withdraw", "vi"),
+    "DANG KY": ("register", "vi"),
+    "កក់": ("book", "km"),
+    "កក់ណាត់": ("book", "km"),
+    "យល់ព្រម": ("consent", "km"),
+    "ដកចេញ": ("withdraw", "km"),
+    "ដកការយល់ព្រម": ("withdraw", "km"),
+    "ចុះឈ្មោះ": ("register", "km"),
 }
 
 
@@ -92,6 +133,8 @@ def fold(text: str) -> str:
 
 def parse(body: str) -> Command:
     text = fold(body)
+    if text.isdecimal():  # "2", "២": the answer to a numbered list
+        return Command("number", int(text), None)
     words = text.split(" ")
     number: int | None = None
     if len(words) > 1 and words[-1].isdecimal():  # "CANCEL 2", "HUY ២"

@@ -87,6 +87,32 @@ BUDGETS: dict[str, int] = {
     "sms_move_none": 2,
     "sms_move_taken": 2,
     "sms_move_kept": 1,
+    # Booking, consent and registration by SMS (sms/journeys/)
+    "sms_help_new": 2,
+    "sms_book_needs": 3,
+    "sms_referral_item": 1,
+    "sms_book_slots": 3,
+    "sms_book_none": 2,
+    "sms_book_no_slots": 2,
+    "sms_book_confirm": 2,
+    "sms_booked": 3,
+    "sms_book_taken": 3,
+    "sms_book_dropped": 1,
+    "sms_book_refused": 2,
+    "sms_choose_number": 1,
+    "sms_consent_given": 2,
+    "sms_consent_already": 2,
+    "sms_withdraw_confirm": 2,
+    "sms_withdrawn": 2,
+    "sms_withdraw_kept": 1,
+    "sms_consent_none": 2,
+    "sms_register_name": 1,
+    "sms_register_birth_year": 1,
+    "sms_register_village": 1,
+    "sms_register_post": 1,
+    "sms_register_post_choice": 3,
+    "sms_register_no_post": 2,
+    "sms_registered": 3,
     # Notifications (notifications/plan.py), sent by SMS when no push reaches the person.
     "push_title": 1,
     "booked_patient": 2,
@@ -107,7 +133,25 @@ SAMPLE_VALUES: dict[str, object] = {
     "new": "2026-12-06 14:00",
     "n": 5,
     "detail": "x" * 120,
+    # Names are cut to sms.journeys.turn.NAME_SHOWN (28) characters; specialties are short codes.
+    "specialty": "x" * 24,
+    "doctor": "x" * 28,
+    "facility": "x" * 28,
+    "name": "x" * 28,
+    "post": "x" * 28,
 }
+# Where one template's list is longer than SAMPLE_VALUES' (the free times offered by SMS are 4).
+SAMPLES_FOR: dict[str, dict[str, object]] = {
+    "sms_book_slots": {"items": "1) 2026-12-05 09:30, 2) 2026-12-06 14:00, 3) 2026-12-09 08:15, 4) 2026-12-10 10:45"},
+    "sms_book_taken": {"items": "1) 2026-12-05 09:30, 2) 2026-12-06 14:00, 3) 2026-12-09 08:15, 4) 2026-12-10 10:45"},
+    "sms_book_needs": {"items": ", ".join(f"{n}) {'x' * 14}" for n in range(1, 7))},
+    "sms_register_post_choice": {"items": ", ".join(f"{n}) {'x' * 28}" for n in range(1, 5))},
+}
+
+
+def sample(template: str) -> dict[str, object]:
+    """The longest values `template` is sent with, to check its budget."""
+    return {**SAMPLE_VALUES, **SAMPLES_FOR.get(template, {})}
 
 
 def message_ids(language: str) -> list[str]:

@@ -43,6 +43,7 @@ from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
 from api.routes.record import RecordController
 from api.routes.referrals import ReferralController
+from api.routes.self_registrations import SelfRegistrationController
 from api.routes.slots import SlotController
 from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
@@ -209,6 +210,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FacilityController,
             PractitionerController,
             PatientController,
+            SelfRegistrationController,
             SlotController,
             AppointmentController,
             rtc,

@@ -15,7 +15,8 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ class Received:
     account_sid: str
     form: dict[str, str]
     sid: str
+    at: float = field(default_factory=time.monotonic)  # when it arrived (bench/channels times replies)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class TwilioServer:
     messages: list[Received] = field(default_factory=list)
     requests: int = 0
     invalid_numbers: set[str] = field(default_factory=set)
+    listeners: list[Callable[[Received], None]] = field(default_factory=list)  # called per message taken
     _failures: list[tuple[int, int, str | None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -77,8 +80,11 @@ class TwilioServer:
         if form["To"] in self.invalid_numbers:
             return 400, _error(21211, f"The 'To' number {form['To']} is not a valid phone number.", 400), {}
         sid = f"SM{next(self._ids):032x}"
+        received = Received(match["sid"], form, sid)
         with self._lock:
-            self.messages.append(Received(match["sid"], form, sid))
+            self.messages.append(received)
+        for listener in self.listeners:
+            listener(received)
         return 201, _message(sid, match["sid"], form), {}
 
 

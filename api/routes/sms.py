@@ -46,7 +46,11 @@ INBOUND_FORM = Schema(
         "AccountSid": _string("The Twilio account"),
         "From": _string("The sender's number, E.164"),
         "To": _string("Spean's number, E.164"),
-        "Body": _string("The text (keywords: HELP, STOP, START, MY, CANCEL n, in km/vi/fr/en)", _MAX_BODY),
+        "Body": _string(
+            "The text: a keyword in km/vi/fr/en (BOOK, MY, CANCEL n, MOVE n, CONSENT, WITHDRAW, REGISTER, HELP, "
+            "STOP, START), or the answer to Spean's last question (YES/NO, a number, a name...)",
+            _MAX_BODY,
+        ),
         "NumSegments": _string("How many segments it came in"),
     },
     additional_properties=True,  # Twilio adds fields (FromCountry, SmsStatus...): signed, ignored
@@ -107,7 +111,13 @@ class SmsWebhookController(Controller):
         body = form.get("Body", "")[:_MAX_BODY].replace("\x00", "")
         outbox: SmsOutbox = request.app.state.sms_outbox
         reply = await inbound.handle(
-            conn, outbox, request.app.state.redis, message_sid=sid, from_phone=phone, body=body
+            conn,
+            outbox,
+            request.app.state.redis,
+            message_sid=sid,
+            from_phone=phone,
+            body=body,
+            default_region=settings.default_region,
         )
         if reply:
             after_commit(request.scope, partial(outbox.deliver, [reply]))

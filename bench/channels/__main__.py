@@ -1,13 +1,24 @@
-"""bench/channels: USSD turns per second and latency per turn through a real server process,
-beside a trivial endpoint (GET /health) of the same server in the same run.
+"""bench/channels: USSD turns and inbound SMS webhooks per second, with their latency, through a
+real server process, beside a trivial endpoint (GET /health) of the same server in the same run.
 
     python -m bench.channels [--clients 16] [--seconds 10] [--workers 1]
 
 Seeds a health post, a reference centre with a specialist open all week and one patient phone
-per client, starts `spean serve` with a USSD secret, then has each client walk USSD sessions as a
-gateway relays them (main menu → book → specialty → free times → back → back → consent → main),
-over keep-alive connections, alternating with rounds of GET /health; prints both and their ratios.
-The gateway's budget is ~5-10 s per turn; Spean is built for p99 < 50 ms.
+per client, and starts `spean serve` with a USSD secret and the Twilio sender pointed at the
+local Twilio-speaking server of the tests (tests/twilio_server.py, in this process). Then, over
+keep-alive connections:
+
+- USSD: each client walks sessions as a gateway relays them (main menu → book → specialty → free
+  times → back → back → consent → main). The gateway's budget is ~5-10 s per turn; Spean is
+  built for p99 < 50 ms.
+- SMS: each client sends signed Twilio webhooks from its phone (BOOK → the free times, 1 → the
+  question, NO, MY, HELP), each a new MessageSid, and waits for the reply SMS to reach the
+  Twilio server before sending the next. Measured: the webhook's answer, and "to reply" (webhook
+  sent → reply SMS received by Twilio: the transaction, the commit, then the SDK's call).
+  Twilio allows 15 s; Spean is built for p99 < 100 ms to reply.
+
+USSD, SMS and GET /health run in alternating rounds, so that all meet the same background load
+of a shared machine; the server's CPU per request is printed beside the latencies.
 """
 
 from __future__ import annotations
@@ -17,19 +28,26 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import asyncpg
 import psutil
+from twilio.request_validator import RequestValidator
 
 from bench.common import base_env, bench_environment, http_request, percentile, spean_server
 from infra.embedded import free_port
 from infra.migrate import migrate
+from tests.twilio_server import Received, TwilioServer, running
 
 TZ = "Asia/Phnom_Penh"
 SECRET = "bench-ussd-secret"  # noqa: S105 - a throw-away server's gateway secret
 WALK = ["", "1", "1*1", "1*1*0", "1*1*0*0", "1*1*0*0*3", "1*1*0*0*3*00"]  # every turn a CON
+SMS_WALK = ["BOOK", "1", "NO", "MY", "HELP"]  # free times, the question, dropped, the list, help
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "bench-twilio-token"  # noqa: S105 - a throw-away server's webhook key
+PUBLIC_BASE_URL = "https://spean.bench.example"
 
 
 async def seed(database_url: str, phones: int) -> list[str]:
@@ -108,6 +126,55 @@ async def _health_client(port: int, until: float, latencies: list[float]) -> Non
         writer.close()
 
 
+class _Replies:
+    """Reply SMS as the Twilio server takes them (on its threads), handed to the waiting client."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+
+    def __call__(self, received: Received) -> None:
+        future = self.waiting.pop(received.form["To"], None)
+        if future is not None:
+            self.loop.call_soon_threadsafe(future.set_result, received.at)
+
+
+def _sms(phone: str, body: str) -> bytes:
+    form = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": ACCOUNT_SID,
+        "From": phone,
+        "To": "+85523900900",
+        "Body": body,
+        "NumSegments": "1",
+    }
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_BASE_URL + "/v1/sms/inbound", form)
+    encoded = urlencode(form).encode()
+    return (
+        f"POST /v1/sms/inbound HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(encoded)}\r\n\r\n"
+    ).encode() + encoded
+
+
+async def _sms_client(
+    port: int, phone: str, until: float, replies: _Replies, answered: list[float], replied: list[float]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.monotonic() < until:
+            for body in SMS_WALK:
+                reply = replies.loop.create_future()
+                replies.waiting[phone] = reply
+                started = time.monotonic()
+                status, answer = await http_request(reader, writer, _sms(phone, body))
+                answered.append(time.monotonic() - started)
+                if status != 200 or b"<Response" not in answer:
+                    raise RuntimeError(f"unexpected webhook answer to {body!r}: {status} {answer[:120]!r}")
+                replied.append(await asyncio.wait_for(reply, 15) - started)
+    finally:
+        writer.close()
+
+
 def _report(name: str, latencies: list[float], seconds: float) -> tuple[float, float]:
     ms = [x * 1000 for x in latencies]
     rate, p99 = len(ms) / seconds, percentile(ms, 99)
@@ -127,32 +194,53 @@ def _server_cpu(pid: int) -> float:
     return total
 
 
-async def _phase(port: int, pid: int, clients: int, seconds: float, rounds: int, phones: list[str]) -> None:
-    """USSD turns and GET /health in alternating rounds, so that both meet the same background
-    load of a shared machine (a single phase each would compare two different moments)."""
+async def _phase(
+    port: int, pid: int, clients: int, seconds: float, rounds: int, phones: list[str], twilio: TwilioServer
+) -> None:
+    """USSD turns, SMS webhooks and GET /health in alternating rounds, so that all meet the same
+    background load of a shared machine (a single phase each would compare different moments)."""
+    replies = _Replies(asyncio.get_running_loop())
+    twilio.listeners.append(replies)
     ussd: list[float] = []
+    answered: list[float] = []
+    replied: list[float] = []
     health: list[float] = []
-    spent = {"ussd": 0.0, "health": 0.0}
-    cpu = {"ussd": 0.0, "health": 0.0}
+    spent = {"ussd": 0.0, "sms": 0.0, "health": 0.0}
+    cpu = {"ussd": 0.0, "sms": 0.0, "health": 0.0}
+
+    async def measure(kind: str, *clients_of_kind: Awaitable[None]) -> None:
+        started, cpu_before = time.monotonic(), _server_cpu(pid)
+        await asyncio.gather(*clients_of_kind)
+        spent[kind] += time.monotonic() - started
+        cpu[kind] += _server_cpu(pid) - cpu_before
+
     for _ in range(rounds):
-        started, cpu_before = time.monotonic(), _server_cpu(pid)
-        until = started + seconds / rounds
-        await asyncio.gather(*(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
-        spent["ussd"] += time.monotonic() - started
-        cpu["ussd"] += _server_cpu(pid) - cpu_before
-        started, cpu_before = time.monotonic(), _server_cpu(pid)
-        until = started + seconds / rounds
-        await asyncio.gather(*(_health_client(port, until, health) for _ in range(clients)))
-        spent["health"] += time.monotonic() - started
-        cpu["health"] += _server_cpu(pid) - cpu_before
+        until = time.monotonic() + seconds / rounds
+        await measure("ussd", *(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
+        until = time.monotonic() + seconds / rounds
+        await measure("sms", *(_sms_client(port, phones[i], until, replies, answered, replied) for i in range(clients)))
+        until = time.monotonic() + seconds / rounds
+        await measure("health", *(_health_client(port, until, health) for _ in range(clients)))
     turns, turn_p99 = _report("USSD turn", ussd, spent["ussd"])
+    webhooks, webhook_p99 = _report("SMS webhook", answered, spent["sms"])
+    _, reply_p99 = _report("SMS to reply", replied, spent["sms"])
     trivial, trivial_p99 = _report("GET /health", health, spent["health"])
     turn_cpu, trivial_cpu = 1000 * cpu["ussd"] / len(ussd), 1000 * cpu["health"] / len(health)
-    print(f"server CPU per request: USSD turn {turn_cpu:.2f} ms, GET /health {trivial_cpu:.2f} ms")
+    sms_cpu = 1000 * cpu["sms"] / len(answered)
+    print(
+        f"server CPU per request: USSD turn {turn_cpu:.2f} ms, SMS webhook (with its reply) {sms_cpu:.2f} ms, "
+        f"GET /health {trivial_cpu:.2f} ms"
+    )
     print(
         f"ratios: USSD turns/s = {turns / trivial:.3f} x GET /health/s; "
         f"USSD p99 = {turn_p99 / trivial_p99:.1f} x GET /health p99; "
         f"CPU per turn = {turn_cpu / trivial_cpu:.1f} x GET /health (built for USSD p99 < 50 ms)"
+    )
+    print(
+        f"ratios: SMS webhooks/s = {webhooks / trivial:.3f} x GET /health/s; "
+        f"SMS webhook p99 = {webhook_p99 / trivial_p99:.1f} x GET /health p99; "
+        f"to reply p99 {reply_p99:.1f} ms; "
+        f"CPU per SMS = {sms_cpu / trivial_cpu:.1f} x GET /health (built for p99 < 100 ms to reply)"
     )
 
 
@@ -161,18 +249,29 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5, help="alternations of USSD and GET /health")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of USSD, SMS and GET /health")
     args = parser.parse_args()
     with bench_environment("spean-bench-channels") as env:
         phones = asyncio.run(seed(env.database_url, args.clients))
-        server_env = {**base_env(env.database_url, env.redis_url, env.folder, env.secret), "SPEAN_USSD_SECRET": SECRET}
-        port = free_port()
-        with spean_server(server_env, port, args.workers, env.folder / "server.log") as server:
-            print(
-                f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s of each, "
-                f"in {args.rounds} alternating rounds"
-            )
-            asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones))
+        with running(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+            server_env = {
+                **base_env(env.database_url, env.redis_url, env.folder, env.secret),
+                "SPEAN_USSD_SECRET": SECRET,
+                "SPEAN_SMS_SENDER": "twilio",
+                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_FROM_NUMBER": "+85523900900",
+                "TWILIO_API_BASE_URL": twilio.base_url,
+                "SPEAN_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+                "SPEAN_SMS_HOURLY_BUDGET": str(10**9),  # the hour's counter lives in the shared Redis
+            }
+            port = free_port()
+            with spean_server(server_env, port, args.workers, env.folder / "server.log") as server:
+                print(
+                    f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s of each, "
+                    f"in {args.rounds} alternating rounds"
+                )
+                asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones, twilio))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from infra.db import Connection
 from sms.ussd.session import Session
 
 SLOTS_SHOWN = 5
-SEARCH_DAYS = 14
 APPOINTMENTS_SHOWN = 5
 CONSULTATIONS_SHOWN = 20  # read before filtering to the post's own patients
 

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
-from domain import access, facilities, practitioners
-from domain.booking import appointments
-from domain.booking.availability import list_free_slots
+from domain import facilities, practitioners
+from domain.booking import appointments, offers
 from domain.booking.slots import Slot
 from infra.db import Connection
 from sms import texts
 from sms.ussd import chw, pin
 from sms.ussd.context import (
     APPOINTMENTS_SHOWN,
-    SEARCH_DAYS,
     SLOTS_SHOWN,
     Context,
     Goto,
@@ -41,42 +38,17 @@ async def _patients(ctx: Context) -> list[tuple[Line, str]]:
     return [(Line(str(n), r["name"], dynamic=True, keep=12), str(r["id"])) for n, r in enumerate(rows, start=1)]
 
 
-async def _centres(conn: Connection, home: uuid.UUID) -> list[uuid.UUID | None]:
-    """The reference centres the patient's health post refers to (any, if it has no links yet)."""
-    linked = await conn.fetch("SELECT to_facility_id FROM referral_links WHERE from_facility_id = $1", home)
-    return [r["to_facility_id"] for r in linked] or [None]
-
-
 async def _needs(ctx: Context) -> list[tuple[Line, str]]:
     """The waiting referral first, then the specialties the patient's reference centres offer."""
-    # Only the home facility is needed (no demographics are shown): the app's access rule, no read.
-    home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
-    referrals = await ctx.conn.fetch(
-        # Waiting: not yet turned into an appointment, by the centre (triage) or by the patient
-        # (a consultation booked since, at that centre, in that specialty).
-        """SELECT r.to_facility_id, r.specialty FROM referrals r
-           WHERE r.patient_id = $1 AND r.status IN ('requested', 'accepted') AND r.appointment_id IS NULL
-             AND NOT EXISTS (
-                 SELECT 1 FROM appointments a JOIN practitioners pr ON pr.id = a.practitioner_id
-                 WHERE a.patient_id = r.patient_id AND a.facility_id = r.to_facility_id
-                   AND a.status = 'booked' AND a.start_at > now() AND r.specialty = ANY(pr.specialties))
-           ORDER BY r.urgency_rank, r.created_at LIMIT 1""",
-        ctx.patient_id,
-    )
-    centres = await _centres(ctx.conn, home)
-    specialties = await ctx.conn.fetch(
-        """SELECT DISTINCT unnest(p.specialties) AS specialty FROM practitioners p
-           JOIN availability_rules r ON r.practitioner_id = p.id
-           JOIN facilities f ON f.id = r.facility_id AND f.kind = 'reference_centre'
-           WHERE ($1::uuid[] IS NULL OR r.facility_id = ANY($1)) ORDER BY 1 LIMIT 8""",
-        None if centres == [None] else centres,
-    )
     found: list[tuple[Line, str]] = []
-    for r in referrals:
-        label = texts.text(ctx.language, "ussd_referral_item", specialty=r["specialty"])
-        found.append((Line("", label, dynamic=True), f"{r['specialty']}|{r['to_facility_id']}"))
-    found += [(Line("", r["specialty"], dynamic=True), f"{r['specialty']}|") for r in specialties]
-    return [(Line(str(n), line.label, dynamic=True), value) for n, (line, value) in enumerate(found, start=1)]
+    for n, need in enumerate(await offers.needs(ctx.conn, ctx.principal, ctx.patient_id), start=1):
+        label = (
+            texts.text(ctx.language, "ussd_referral_item", specialty=need.specialty)
+            if need.referral
+            else need.specialty
+        )
+        found.append((Line(str(n), label, dynamic=True), f"{need.specialty}|{need.centre_id or ''}"))
+    return found
 
 
 async def _doctor_names(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -99,38 +71,11 @@ async def _slot_lines(ctx: Context, slots: list[Slot]) -> list[tuple[Line, str]]
     return lines
 
 
-# The days searched for free times, nearest first: the first window usually holds the few times a
-# screen shows, and expanding two weeks of slots for every turn cost most of a turn's CPU.
-WINDOWS = (1, 6, SEARCH_DAYS)
-
-
-async def _nearest_free(
-    ctx: Context, centres: list[uuid.UUID | None], *, skip: datetime | None = None, **narrow: Any
-) -> list[Slot]:
-    """The first SLOTS_SHOWN free slots within SEARCH_DAYS, in order of start."""
-    today = datetime.now(UTC).date()
-    first = today
-    found: list[Slot] = []
-    for ahead in WINDOWS:
-        last = today + timedelta(days=ahead)
-        for facility_id in centres:
-            slots = await list_free_slots(ctx.conn, first_day=first, last_day=last, facility_id=facility_id, **narrow)
-            found += [s for s in slots if s.start != skip]
-        if len(found) >= SLOTS_SHOWN:  # later windows only hold later times
-            break
-        first = last + timedelta(days=1)
-    found.sort(key=lambda s: (s.start, str(s.practitioner_id)))
-    return found[:SLOTS_SHOWN]
-
-
 async def _free_slots(ctx: Context) -> list[tuple[Line, str]]:
     specialty, _, centre = ctx.session.choices["need"].partition("|")
-    if centre:
-        centres: list[uuid.UUID | None] = [uuid.UUID(centre)]
-    else:
-        home = await access.require_can_read_patient(ctx.conn, ctx.principal, ctx.patient_id)
-        centres = await _centres(ctx.conn, home)
-    return await _slot_lines(ctx, await _nearest_free(ctx, centres, specialty=specialty))
+    need = offers.Need(specialty=specialty, centre_id=uuid.UUID(centre) if centre else None)
+    slots = await offers.free_slots(ctx.conn, ctx.principal, ctx.patient_id, need, limit=SLOTS_SHOWN)
+    return await _slot_lines(ctx, slots)
 
 
 async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
@@ -151,7 +96,9 @@ async def _appointments(ctx: Context) -> list[tuple[Line, str]]:
 
 async def _move_slots(ctx: Context) -> list[tuple[Line, str]]:
     current = await appointments.get(ctx.conn, ctx.principal, uuid.UUID(ctx.session.choices["appointment"]))
-    slots = await _nearest_free(ctx, [current.facility_id], skip=current.start, practitioner_id=current.practitioner_id)
+    slots = await offers.nearest_free(
+        ctx.conn, [current.facility_id], limit=SLOTS_SHOWN, skip=current.start, practitioner_id=current.practitioner_id
+    )
     return await _slot_lines(ctx, slots)
 
 

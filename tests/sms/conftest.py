@@ -4,6 +4,7 @@ on its own database so the main suite's app (log sender) never claims its messag
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -11,6 +12,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from twilio.request_validator import RequestValidator
 
 from infra.config import Settings, load_settings
 from infra.db import create_pool
@@ -106,3 +108,24 @@ async def sms_queue(sms_db: asyncpg.Pool, sms_settings: Settings) -> AsyncIterat
         policy_from(sms_settings.sms_countries, sms_settings.sms_hourly_budget, 8, sms_settings.public_base_url),
     )
     await redis.aclose()
+
+
+def signed(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> dict[str, str]:
+    """The X-Twilio-Signature Twilio would send for `form` posted to PUBLIC_BASE_URL + path."""
+    return {"X-Twilio-Signature": RequestValidator(token).compute_signature(PUBLIC_BASE_URL + path, form)}
+
+
+async def sms_in(client: AsyncTestClient[Litestar], phone: str, body: str, sid: str | None = None) -> str:
+    """Send an SMS from `phone` to Spean as Twilio's webhook does (signed); its MessageSid."""
+    form = {
+        "MessageSid": sid or "SM" + uuid.uuid4().hex,
+        "AccountSid": ACCOUNT_SID,
+        "From": phone,
+        "To": FROM_NUMBER,
+        "Body": body,
+        "NumSegments": "1",
+    }
+    answer = await client.post("/v1/sms/inbound", data=form, headers=signed("/v1/sms/inbound", form))
+    assert answer.status_code == 200, answer.text
+    assert answer.text.endswith("<Response />")
+    return form["MessageSid"]

@@ -3,6 +3,8 @@ surrogate pairs kept whole) and every SMS template within its budget in all four
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sms import segments, texts
@@ -55,10 +57,22 @@ class TestTemplates:
 
     @pytest.mark.parametrize("template", sorted(texts.BUDGETS))
     def test_within_budget(self, language: str, template: str) -> None:
-        rendered = texts.text(language, template, **_SAMPLES)
+        rendered = texts.text(language, template, **texts.sample(template))
         assert segments.count(rendered).parts <= texts.BUDGETS[template], rendered
 
     def test_the_sign_in_code_is_never_cut_in_half(self, language: str) -> None:
         rendered = texts.text(language, "login_code", **_SAMPLES)
         code = str(_SAMPLES["code"])
         assert any(code in part for part in segments.split(rendered))  # whole, in one segment
+
+
+_UNBREAKABLE = re.compile(r"https?://\S+|\b\d{6}\b")  # a link, a sign-in code
+
+
+@pytest.mark.parametrize("language", texts.LANGUAGES)
+@pytest.mark.parametrize("template", sorted(texts.BUDGETS))
+def test_no_code_or_link_is_cut_between_segments(language: str, template: str) -> None:
+    rendered = texts.text(language, template, **texts.sample(template))
+    parts = segments.split(rendered)
+    for whole in _UNBREAKABLE.findall(rendered):
+        assert any(whole in part for part in parts), (template, whole)
