@@ -8,6 +8,7 @@ from domain.booking.model import Appointment
 from sms.conversation import AskMove, Reply, attempt, wall_clock
 from sms.journeys.turn import Turn
 
+
 async def offer(turn: Turn, appointment: Appointment) -> Reply:
     later = await offers.nearest_free(
         turn.conn,
