@@ -34,7 +34,7 @@ _SMS_MAX = 1600  # what the webhook keeps of a text: Twilio's own limit for one 
 _PHONE = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD)]
 
 
-class SmsIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class SmsIn(msgspec.Struct, kw_only=True):
     phone: _PHONE
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=_SMS_MAX)]
 
@@ -44,9 +44,9 @@ class SmsSent(msgspec.Struct, kw_only=True):
     phone: str
 
 
-class UssdIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class UssdIn(msgspec.Struct, kw_only=True):
     phone: _PHONE
-    session_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)] = ""  # every answer so far, `*`-joined
 
 
