@@ -21,6 +21,7 @@ from api.auth_middleware import BearerAuthMiddleware
 from api.body import StrictRequest
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
+from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.current import FhirCurrentHistoryController
@@ -229,6 +230,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             ussd_callback,
             NotificationController,
             swagger_assets(),
+            # Development tools exist only outside production: there, /dev/* is not even routed (404).
+            *([DevPhoneController] if settings.env != "production" else []),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

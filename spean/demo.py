@@ -237,6 +237,7 @@ async def load_demo(database_url: str, settings: Settings) -> str:
         *(f"  skipped {phone}: it belongs to another account, left unchanged" for phone in skipped),
         'Sign in: POST /v1/auth/otp {"phone": ...}; the code is written to the server log.',
         f"Or: spean admin issue-token --phone {ON_CALL.phone}   (a patient: --phone {PATIENTS[0].phone})",
+        "Without a phone: open /dev/phone on the development server to text and dial USSD as these numbers.",
     ]
     return "\n".join(lines)
 

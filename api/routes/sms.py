@@ -26,6 +26,7 @@ from api.transaction import after_commit
 from domain.errors import Forbidden, InvalidInput
 from domain.phone import normalize
 from infra.config import Settings
+from infra.db import Connection
 from sms import inbound
 from sms.outbox import SmsOutbox, record_status
 
@@ -91,6 +92,29 @@ def _field(form: dict[str, str], name: str, max_length: int = _MAX_ID) -> str:
     return value
 
 
+async def receive(request: Request[Any, Any, Any], settings: Settings, conn: Connection, form: dict[str, str]) -> None:
+    """Act on one inbound SMS in Twilio's form whose sender is already trusted (a signed webhook,
+    or /dev/phone, which exists only outside production); the reply leaves after commit.
+
+    The one path from a received text to its answer, so what the development page shows is what
+    a real phone gets."""
+    sid = _field(form, "MessageSid")
+    phone = normalize(_field(form, "From"), settings.default_region)
+    body = form.get("Body", "")[:_MAX_BODY].replace("\x00", "")
+    outbox: SmsOutbox = request.app.state.sms_outbox
+    reply = await inbound.handle(
+        conn,
+        outbox,
+        request.app.state.redis,
+        message_sid=sid,
+        from_phone=phone,
+        body=body,
+        default_region=settings.default_region,
+    )
+    if reply:
+        after_commit(request.scope, partial(outbox.deliver, [reply]))
+
+
 class SmsWebhookController(Controller):
     path = "/v1/sms"
     tags = ["sms"]
@@ -105,22 +129,7 @@ class SmsWebhookController(Controller):
         "TwiML <Response/>; the reply SMS is sent through Spean's ledger after commit.",
     )
     async def inbound_sms(self, request: Request[Any, Any, Any], settings: Config, conn: Conn) -> Response[str]:
-        form = await _signed_form(request, settings)
-        sid = _field(form, "MessageSid")
-        phone = normalize(_field(form, "From"), settings.default_region)
-        body = form.get("Body", "")[:_MAX_BODY].replace("\x00", "")
-        outbox: SmsOutbox = request.app.state.sms_outbox
-        reply = await inbound.handle(
-            conn,
-            outbox,
-            request.app.state.redis,
-            message_sid=sid,
-            from_phone=phone,
-            body=body,
-            default_region=settings.default_region,
-        )
-        if reply:
-            after_commit(request.scope, partial(outbox.deliver, [reply]))
+        await receive(request, settings, conn, await _signed_form(request, settings))
         return Response(str(MessagingResponse()), media_type=_XML)
 
     @post(
