@@ -29,6 +29,7 @@ from infra.config import Settings
 from infra.db import Connection, Pool
 from notifications.plan import CALL_TTL_S, Planned, plan
 from notifications.push import Outcome, Push, PushSender
+from notifications.wake import Wake, first_of
 from sms.outbox import SmsOutbox
 
 log = structlog.get_logger("spean.notifications")
@@ -39,18 +40,34 @@ BACKOFF_CAP_S = 600.0
 
 
 class Worker:
-    def __init__(self, pool: Pool, push: PushSender, sms: SmsOutbox, settings: Settings) -> None:
+    def __init__(
+        self, pool: Pool, push: PushSender, sms: SmsOutbox, settings: Settings, *, listen_dsn: str | None = None
+    ) -> None:
         self.id = uuid.uuid4()
         self._pool = pool
         self._push = push
         self._sms = sms
         self._settings = settings
+        self.wake = Wake(listen_dsn) if listen_dsn else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Plan and deliver until `stop` is set; idle, look again every SPEAN_WORKER_POLL_MS."""
+        """Plan and deliver until `stop` is set; idle, wait for an outbox commit (notifications.wake)
+        or SPEAN_WORKER_POLL_MS, whichever comes first."""
         poll_s = self._settings.worker_poll_ms / 1000
-        log.info("notification_worker_running", worker=str(self.id))
+        log.info("notification_worker_running", worker=str(self.id), listening=self.wake is not None)
+        done = asyncio.Event()  # the listener stops with the loop, however the loop ends
+        listener = asyncio.create_task(self.wake.run(done)) if self.wake else None
+        try:
+            await self._loop(stop, poll_s)
+        finally:
+            done.set()
+            if listener is not None:
+                await listener
+
+    async def _loop(self, stop: asyncio.Event, poll_s: float) -> None:
+        woken = self.wake.event if self.wake else asyncio.Event()
         while not stop.is_set():
+            woken.clear()  # before the work: a commit during it wakes the next round at once
             busy = 0
             try:
                 busy = await self.plan_once() + await self.deliver_once()
@@ -63,7 +80,7 @@ class Worker:
                 busy = 0
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_s)
+                    await asyncio.wait_for(first_of(stop, woken), poll_s)
 
     # -- planning ---------------------------------------------------------------------------
 
