@@ -12,13 +12,16 @@ import datetime as dt
 import uuid
 
 import firebase_admin
+import httpx
 from firebase_admin import credentials, exceptions, messaging
-from firebase_admin._http_client import HttpxAsyncClient
+from firebase_admin._http_client import GoogleAuthCredentialFlow, HttpxAsyncClient
 from firebase_admin._retry import HttpxRetry
 
 from notifications.push import Outcome, Push
+from notifications.transport import AiohttpTransport
 
 _BATCH = 500  # send_each_async's limit per call
+_CONNECTIONS = 64  # keep-alive connections to FCM (HTTP/1.1: one request in flight on each)
 _TIMEOUT_S = 10  # well inside the worker's lease
 # FCM's error codes that say the token is dead: retire it and fall back to SMS.
 _DEAD_TOKEN = (messaging.UnregisteredError, exceptions.InvalidArgumentError, messaging.SenderIdMismatchError)
@@ -39,9 +42,19 @@ class FcmPushSender:
         service = messaging._get_messaging_service(self._app)
         if api_base_url:
             service._fcm_url = f"{api_base_url.rstrip('/')}/v1/projects/{cred.project_id}/messages:send"
-        service._async_client = HttpxAsyncClient(
+        client = HttpxAsyncClient(
             credential=service._credential, timeout=_TIMEOUT_S, retry_config=HttpxRetry(max_retries=0)
         )
+        # The SDK's client as it builds it (its headers, its OAuth flow, no retries) over another
+        # wire (notifications.transport): httpcore's pool was the worker's bottleneck.
+        self._transport = AiohttpTransport(connections=_CONNECTIONS, timeout_s=_TIMEOUT_S)
+        client._async_client = httpx.AsyncClient(
+            timeout=_TIMEOUT_S,
+            headers=client._headers,
+            auth=GoogleAuthCredentialFlow(service._credential),
+            transport=self._transport,
+        )
+        service._async_client = client
 
     async def send(self, pushes: list[Push]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -55,7 +68,8 @@ class FcmPushSender:
             outcomes += [_outcome(r) for r in batch.responses]
         return outcomes
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await self._transport.aclose()
         firebase_admin.delete_app(self._app)
 
 

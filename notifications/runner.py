@@ -35,7 +35,8 @@ def listen_dsn(settings: Settings, database_url: str) -> str | None:
 @asynccontextmanager
 async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_url: str) -> AsyncIterator[Worker]:
     """A worker loop beside whatever runs in the block; stopped (its batch finished) on exit."""
-    worker = Worker(pool, push_sender(settings), sms, settings, listen_dsn=listen_dsn(settings, database_url))
+    push = push_sender(settings)
+    worker = Worker(pool, push, sms, settings, listen_dsn=listen_dsn(settings, database_url))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -43,6 +44,7 @@ async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_ur
     finally:
         stop.set()
         await task
+        await push.aclose()
 
 
 async def serve(settings: Settings, database_url: str, redis_url: str, sms_sender: SmsSender) -> None:
