@@ -195,6 +195,16 @@ def _start_workers(n: int, env: dict[str, str], profile: Path | None) -> list[su
     return procs
 
 
+def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) the processes used so far, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in reversed(procs):  # py-spy first, while its worker still runs
         proc.send_signal(signal.SIGINT)
@@ -240,9 +250,11 @@ async def _run(env: BenchEnvironment, events: int, rate: int, seconds: int, prof
                 stand_in.reset()
 
                 batch = [next(unused) for _ in range(events)]
+                cpu = _cpu_s(procs[:n])
                 committed = await _commit(conn, _events(batch))
                 arrivals = await _wait_for(stand_in, events)
                 drained = events / (max(t for t, _ in arrivals) - committed)
+                cpu_per_event = (_cpu_s(procs[:n]) - cpu) / events
                 stand_in.reset()
 
                 stream = [next(unused) for _ in range(steady)]
@@ -263,8 +275,10 @@ async def _run(env: BenchEnvironment, events: int, rate: int, seconds: int, prof
                 stand_in.reset()
                 print(
                     f"{n} worker(s): {events} events committed at once drained at {drained:,.0f} events/s "
-                    f"(one push each); a steady {offered:,.0f} events/s for {seconds} s: commit → FCM request "
-                    f"p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
+                    f"(one push each; worker CPU {cpu_per_event * 1000:.2f} ms per event, i.e. "
+                    f"{1 / cpu_per_event:,.0f} events/s per busy core); a steady {offered:,.0f} events/s for "
+                    f"{seconds} s: commit → FCM request p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                    f"p99 {percentile(latencies, 99) * 1000:.0f} ms"
                 )
             finally:
                 _stop(procs)
