@@ -193,8 +193,8 @@ class Worker:
                         device_id,
                         outcome.error,
                     )
-            sent = [nid for nid, results in by_notification.items() if any(r.verdict == "sent" for r in results)]
-            await self._finish_sent(conn, sent)
+            sent = {nid for nid, results in by_notification.items() if any(r.verdict == "sent" for r in results)}
+            await self._finish_sent(conn, list(sent))
             for nid, results in by_notification.items():
                 n = rows[nid]
                 errors = "; ".join(r.error for r in results if r.error)
