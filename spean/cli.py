@@ -192,9 +192,12 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
             asyncio.run(migrate(database_url))
         # uvloop (installed with uvicorn[standard], as the API uses it): the worker spends much
         # of its time in the event loop's socket calls, one HTTP request per push.
-        import uvloop
-
-        uvloop.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+        try:
+            import uvloop
+        except ImportError:  # uvicorn[standard] leaves it out on some platforms
+            asyncio.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+        else:
+            uvloop.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
     return 0
 
 
