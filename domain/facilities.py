@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,6 +39,10 @@ class FacilityPatch(msgspec.Struct, kw_only=True):
     latitude: float | None = None
     longitude: float | None = None
     phone: Phone | None = None
+    # Quiet hours, "HH:MM" on the facility's clock: non-urgent notifications wait them out
+    # (notifications/quiet.py). Equal start and end: no quiet hours.
+    quiet_start: Code | None = None
+    quiet_end: Code | None = None
 
 
 class Facility(msgspec.Struct, kw_only=True):
@@ -51,6 +55,8 @@ class Facility(msgspec.Struct, kw_only=True):
     latitude: float | None
     longitude: float | None
     phone: str | None
+    quiet_start: str  # "HH:MM", the facility's local time
+    quiet_end: str
     refers_to: list[uuid.UUID]
     created_at: datetime
     updated_at: datetime
@@ -61,6 +67,16 @@ def check_timezone(name: str, field: str = "timezone") -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput("invalid_timezone", f"'{name}' is not an IANA time zone", field=field) from None
+
+
+def _quiet_time(value: str, field: str) -> time:
+    try:
+        parsed = time.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("invalid_time", f"'{value}' is not a time of day like 21:00", field=field) from None
+    if parsed.tzinfo is not None:
+        raise InvalidInput("invalid_time", "quiet hours use the facility's local time: give no offset", field=field)
+    return parsed
 
 
 def _validate(name: str | None, country: str | None, lat: float | None, lon: float | None) -> None:
@@ -90,6 +106,8 @@ def _to_facility(row: asyncpg.Record) -> Facility:
         latitude=row["latitude"],
         longitude=row["longitude"],
         phone=row["phone"],
+        quiet_start=row["quiet_start"].strftime("%H:%M"),
+        quiet_end=row["quiet_end"].strftime("%H:%M"),
         refers_to=list(row["refers_to"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -163,10 +181,13 @@ async def update(conn: Connection, principal: Principal, facility_id: uuid.UUID,
     if patch.timezone is not None:
         check_timezone(patch.timezone)
     phone = normalize(patch.phone, current.country) if patch.phone else None
+    quiet_start = _quiet_time(patch.quiet_start, "quiet_start") if patch.quiet_start is not None else None
+    quiet_end = _quiet_time(patch.quiet_end, "quiet_end") if patch.quiet_end is not None else None
     await conn.execute(
         """UPDATE facilities SET name = coalesce($2, name), timezone = coalesce($3, timezone),
                   province = coalesce($4, province), latitude = coalesce($5, latitude),
-                  longitude = coalesce($6, longitude), phone = coalesce($7, phone), updated_at = now()
+                  longitude = coalesce($6, longitude), phone = coalesce($7, phone),
+                  quiet_start = coalesce($8, quiet_start), quiet_end = coalesce($9, quiet_end), updated_at = now()
            WHERE id = $1""",
         facility_id,
         patch.name,
@@ -175,6 +196,8 @@ async def update(conn: Connection, principal: Principal, facility_id: uuid.UUID,
         patch.latitude,
         patch.longitude,
         phone,
+        quiet_start,
+        quiet_end,
     )
     return await get(conn, facility_id)
 

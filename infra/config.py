@@ -69,7 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     google_application_credentials: str = ""  # service-account JSON file (its token_uri is honoured)
     fcm_api_base_url: str = ""  # tests only: where the SDK's FCM v1 calls go instead of Google
     worker_in_api: bool | None = None  # None: the API process runs the worker in development only
-    worker_poll_ms: int = 200
+    worker_poll_ms: int = 200  # the fallback: a listening worker is woken by each outbox commit
+    worker_listen: bool = True  # LISTEN for outbox commits (off behind a transaction-mode PgBouncer)
+    worker_listen_url: str = ""  # where to LISTEN, if not DATABASE_URL (PostgreSQL itself, past PgBouncer)
     worker_lease_s: int = 60  # a claimed notification is taken back from a dead worker after this
     notify_max_attempts: int = 8  # then the notification is dead-lettered (state failed)
     notify_backoff_ms: int = 1000  # first retry delay; doubles each try, with jitter, up to 10 min
@@ -140,6 +142,8 @@ _VARS: dict[str, str] = {
     "FCM_API_BASE_URL": "fcm_api_base_url",
     "SPEAN_WORKER_IN_API": "worker_in_api",
     "SPEAN_WORKER_POLL_MS": "worker_poll_ms",
+    "SPEAN_WORKER_LISTEN": "worker_listen",
+    "SPEAN_WORKER_LISTEN_URL": "worker_listen_url",
     "SPEAN_WORKER_LEASE": "worker_lease_s",
     "SPEAN_NOTIFY_MAX_ATTEMPTS": "notify_max_attempts",
     "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",

@@ -29,6 +29,7 @@ from infra.config import Settings
 from infra.db import Connection, Pool
 from notifications.plan import CALL_TTL_S, Planned, plan
 from notifications.push import Outcome, Push, PushSender
+from notifications.wake import Wake, first_of
 from sms.outbox import SmsOutbox
 
 log = structlog.get_logger("spean.notifications")
@@ -39,18 +40,34 @@ BACKOFF_CAP_S = 600.0
 
 
 class Worker:
-    def __init__(self, pool: Pool, push: PushSender, sms: SmsOutbox, settings: Settings) -> None:
+    def __init__(
+        self, pool: Pool, push: PushSender, sms: SmsOutbox, settings: Settings, *, listen_dsn: str | None = None
+    ) -> None:
         self.id = uuid.uuid4()
         self._pool = pool
         self._push = push
         self._sms = sms
         self._settings = settings
+        self.wake = Wake(listen_dsn) if listen_dsn else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Plan and deliver until `stop` is set; idle, look again every SPEAN_WORKER_POLL_MS."""
+        """Plan and deliver until `stop` is set; idle, wait for an outbox commit (notifications.wake)
+        or SPEAN_WORKER_POLL_MS, whichever comes first."""
         poll_s = self._settings.worker_poll_ms / 1000
-        log.info("notification_worker_running", worker=str(self.id))
+        log.info("notification_worker_running", worker=str(self.id), listening=self.wake is not None)
+        done = asyncio.Event()  # the listener stops with the loop, however the loop ends
+        listener = asyncio.create_task(self.wake.run(done)) if self.wake else None
+        try:
+            await self._loop(stop, poll_s)
+        finally:
+            done.set()
+            if listener is not None:
+                await listener
+
+    async def _loop(self, stop: asyncio.Event, poll_s: float) -> None:
+        woken = self.wake.event if self.wake else asyncio.Event()
         while not stop.is_set():
+            woken.clear()  # before the work: a commit during it wakes the next round at once
             busy = 0
             try:
                 busy = await self.plan_once() + await self.deliver_once()
@@ -63,25 +80,44 @@ class Worker:
                 busy = 0
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_s)
+                    await asyncio.wait_for(first_of(stop, woken), poll_s)
 
     # -- planning ---------------------------------------------------------------------------
 
     async def plan_once(self) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
-            events = await conn.fetch(
-                """SELECT id, topic, payload FROM outbox
-                    WHERE processed_at IS NULL AND available_at <= now()
-                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
-                PLAN_BATCH,
-            )
+        """Plan a batch of events in one transaction; if one of them fails, the batch is planned
+        again event by event, each in a savepoint, so one bad event holds up no other."""
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    events = await _lock_events(conn)
+                    planned = [
+                        (event["id"], p)
+                        for event in events
+                        for p in await plan(
+                            conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
+                        )
+                    ]
+                    await _insert(conn, planned)
+                    await conn.execute(
+                        "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])", [e["id"] for e in events]
+                    )
+                return len(events)
+            except Exception as exc:
+                if outage.unavailable(exc) is not None:
+                    raise
+            return await self._plan_one_by_one(conn)
+
+    async def _plan_one_by_one(self, conn: Connection) -> int:
+        async with conn.transaction():
+            events = await _lock_events(conn)
             for event in events:
                 try:
-                    async with conn.transaction():  # a savepoint: one bad event holds up no other
+                    async with conn.transaction():  # a savepoint
                         planned = await plan(
                             conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
                         )
-                        await _insert(conn, event["id"], planned)
+                        await _insert(conn, [(event["id"], p) for p in planned])
                         await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event["id"])
                 except Exception as exc:
                     if outage.unavailable(exc) is not None:
@@ -104,6 +140,9 @@ class Worker:
         pushes: list[tuple[dict[str, Any], Push, uuid.UUID]] = []
         sms: list[dict[str, Any]] = []
         async with self._pool.acquire() as conn:
+            # SMS preferred but no phone: a push, if there is a device
+            by_push = [n for n in claimed if not (n["channel"] == "sms" and n["phone"])]
+            live = await _live_devices(conn, by_push)
             for n in claimed:
                 if n["kind"].startswith("reminder_") and not await _still_due(conn, n):
                     await self._finish(conn, n, state="cancelled", error="the appointment moved or was cancelled")
@@ -111,7 +150,7 @@ class Worker:
                 if n["channel"] == "sms" and n["phone"]:
                     sms.append(n)
                     continue
-                devices = await _live_devices(conn, n)  # SMS preferred but no phone: a push, if any
+                devices = live.get(n["id"])
                 if devices:
                     pushes += [(n, _push(n, token), device_id) for device_id, token in devices]
                 else:
@@ -154,12 +193,14 @@ class Worker:
                         device_id,
                         outcome.error,
                     )
+            sent = {nid for nid, results in by_notification.items() if any(r.verdict == "sent" for r in results)}
+            await self._finish_sent(conn, list(sent))
             for nid, results in by_notification.items():
                 n = rows[nid]
                 errors = "; ".join(r.error for r in results if r.error)
-                if any(r.verdict == "sent" for r in results):
-                    await self._finish(conn, n, state="sent")
-                elif any(r.verdict == "retry" for r in results):
+                if nid in sent:
+                    continue
+                if any(r.verdict == "retry" for r in results):
                     after = max((r.retry_after_s or 0.0) for r in results)
                     await self._retry(conn, n, errors, after)
                 else:  # every device's token is dead or refused for good
@@ -224,6 +265,23 @@ class Worker:
             error,
         )
 
+    async def _finish_sent(self, conn: Connection, ids: list[uuid.UUID]) -> None:
+        """The pushes FCM accepted, recorded in one statement (a batch is hundreds)."""
+        if not ids:
+            return
+        done = await conn.fetchval(
+            """WITH done AS (
+                   UPDATE notifications
+                      SET state = 'sent', sent_at = now(), claimed_by = NULL, claimed_until = NULL, updated_at = now()
+                    WHERE id = ANY($1::uuid[]) AND claimed_by = $2
+                RETURNING 1)
+               SELECT count(*) FROM done""",
+            ids,
+            self.id,
+        )
+        if done != len(ids):
+            log.warning("notification_claim_lost", lost=len(ids) - done, worker=str(self.id))
+
     async def _finish(self, conn: Connection, n: dict[str, Any], *, state: str, error: str | None = None) -> None:
         done = await conn.fetchval(
             """UPDATE notifications
@@ -242,7 +300,18 @@ class Worker:
             log.warning("notification_dead_lettered", notification=str(n["id"]), kind=n["kind"], error=error)
 
 
-async def _insert(conn: Connection, outbox_id: int, planned: list[Planned]) -> None:
+async def _lock_events(conn: Connection) -> list[Any]:
+    return list(
+        await conn.fetch(
+            """SELECT id, topic, payload FROM outbox
+                WHERE processed_at IS NULL AND available_at <= now()
+                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            PLAN_BATCH,
+        )
+    )
+
+
+async def _insert(conn: Connection, planned: list[tuple[int, Planned]]) -> None:
     if not planned:
         return
     await conn.executemany(
@@ -267,7 +336,7 @@ async def _insert(conn: Connection, outbox_id: int, planned: list[Planned]) -> N
                 p.channel,
                 p.available_at,
             )
-            for p in planned
+            for outbox_id, p in planned
         ],
     )
 
@@ -283,18 +352,30 @@ async def _still_due(conn: Connection, n: dict[str, Any]) -> bool:
     )
 
 
-async def _live_devices(conn: Connection, n: dict[str, Any]) -> list[tuple[uuid.UUID, str]]:
-    """The person's live devices: the staff member's, or those of every login acting for the patient."""
+Devices = dict[uuid.UUID, list[tuple[uuid.UUID, str]]]  # notification id → (device id, FCM token)
+
+
+async def _live_devices(conn: Connection, claimed: list[dict[str, Any]]) -> Devices:
+    """Each message's live devices: the staff member's, or those of every login acting for the
+    patient; one query for the whole batch."""
+    if not claimed:
+        return {}
     rows = await conn.fetch(
-        """SELECT d.id, d.token FROM devices d
-            WHERE d.retired_at IS NULL
-              AND (d.user_id = $1
-                   OR d.user_id IN (SELECT user_id FROM patient_accounts WHERE patient_id = $2))
-            ORDER BY d.id""",
-        n["user_id"],
-        n["patient_id"],
+        """WITH n AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS n (id, user_id, patient_id)),
+                who AS (SELECT id, user_id FROM n WHERE user_id IS NOT NULL
+                        UNION
+                        SELECT n.id, a.user_id FROM n JOIN patient_accounts a ON a.patient_id = n.patient_id)
+           SELECT who.id AS nid, d.id, d.token
+             FROM who JOIN devices d ON d.user_id = who.user_id AND d.retired_at IS NULL
+            ORDER BY who.id, d.id""",
+        [n["id"] for n in claimed],
+        [n["user_id"] for n in claimed],
+        [n["patient_id"] for n in claimed],
     )
-    return [(r["id"], r["token"]) for r in rows]
+    found: Devices = defaultdict(list)
+    for r in rows:
+        found[r["nid"]].append((r["id"], r["token"]))
+    return found
 
 
 def _push(n: dict[str, Any], token: str) -> Push:

@@ -39,6 +39,9 @@ class PushSender(Protocol):
     async def send(self, pushes: list[Push]) -> list[Outcome]:
         """Send each push; one outcome per push, in order. Never raises for a refused push."""
 
+    async def aclose(self) -> None:
+        """Release connections; the sender is not used after."""
+
 
 class LogPushSender:
     """Writes each push to the log instead of sending it."""
@@ -47,3 +50,6 @@ class LogPushSender:
         for p in pushes:
             log.info("push_logged", token=p.token[-8:], title=p.title, body=p.body, priority=p.priority, data=p.data)
         return [Outcome(verdict="sent") for _ in pushes]
+
+    async def aclose(self) -> None:
+        pass

@@ -27,10 +27,16 @@ def push_sender(settings: Settings) -> PushSender:
     return LogPushSender()
 
 
+def listen_dsn(settings: Settings, database_url: str) -> str | None:
+    """Where the worker LISTENs for outbox commits (notifications.wake), or None: poll only."""
+    return (settings.worker_listen_url or database_url) if settings.worker_listen else None
+
+
 @asynccontextmanager
-async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox) -> AsyncIterator[Worker]:
+async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_url: str) -> AsyncIterator[Worker]:
     """A worker loop beside whatever runs in the block; stopped (its batch finished) on exit."""
-    worker = Worker(pool, push_sender(settings), sms, settings)
+    push = push_sender(settings)
+    worker = Worker(pool, push, sms, settings, listen_dsn=listen_dsn(settings, database_url))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -38,6 +44,7 @@ async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox) -> AsyncIte
     finally:
         stop.set()
         await task
+        await push.aclose()
 
 
 async def serve(settings: Settings, database_url: str, redis_url: str, sms_sender: SmsSender) -> None:
@@ -57,7 +64,7 @@ async def serve(settings: Settings, database_url: str, redis_url: str, sms_sende
     sms = SmsOutbox(pool, redis, sms_sender, policy)
     try:
         async with sms.running():
-            worker = Worker(pool, push_sender(settings), sms, settings)
+            worker = Worker(pool, push_sender(settings), sms, settings, listen_dsn=listen_dsn(settings, database_url))
             print(f"worker {worker.id} ready", flush=True)
             await worker.run(stop)
     finally:

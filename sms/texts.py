@@ -124,6 +124,7 @@ BUDGETS: dict[str, int] = {
     "call_ready": 2,
     "reminder": 2,
     "referral_answered": 2,
+    "result_ready_staff": 2,  # the patient's "result ready" is sms_result_ready
 }
 SAMPLE_VALUES: dict[str, object] = {
     "code": "000000",

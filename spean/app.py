@@ -117,13 +117,13 @@ async def _pool(database_url: str, settings: Settings) -> db.Pool:
 
 
 @asynccontextmanager
-async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox) -> AsyncIterator[None]:
+async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_url: str) -> AsyncIterator[None]:
     """In development the API process delivers notifications itself (`make run` needs no second
     process); elsewhere `spean worker` does, as many as wanted (SPEAN_WORKER_IN_API)."""
     if not settings.runs_worker_in_api:
         yield
         return
-    async with notification_worker.running(pool, settings, sms):
+    async with notification_worker.running(pool, settings, sms, database_url):
         yield
 
 
@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
-                    _worker(app.state.pool, settings, app.state.sms_outbox),
+                    _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
                 ):
                     yield
             finally:

@@ -190,7 +190,14 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     with _services(settings, redis=True) as (database_url, redis_url):
         if settings.auto_migrate:
             asyncio.run(migrate(database_url))
-        asyncio.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+        # uvloop (installed with uvicorn[standard], as the API uses it): the worker spends much
+        # of its time in the event loop's socket calls, one HTTP request per push.
+        try:
+            import uvloop
+        except ImportError:  # uvicorn[standard] leaves it out on some platforms
+            asyncio.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+        else:
+            uvloop.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Completing a consultation: its results and the appointment's move to 'completed' are written
-in the caller's one transaction, so they commit together or not at all (and a retry with the
-same Idempotency-Key replays the first answer instead of writing twice)."""
+"""Completing a consultation: its results, the appointment's move to 'completed' and the
+`record.result_ready` outbox event are written in the caller's one transaction, so they commit
+together or not at all (and a retry with the same Idempotency-Key replays the first answer
+instead of writing twice)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from domain.principal import Principal
 from domain.record import service
 from domain.record.types import ConditionIn, EncounterIn, Entry, NoteIn, ObservationIn, PrescriptionIn
 from infra.db import Connection
+from infra.outbox import enqueue
 
 ResultIn = ObservationIn | ConditionIn | PrescriptionIn | NoteIn
 
@@ -54,4 +56,15 @@ async def complete(
     for item in results.entries:
         item.encounter_id = encounter.id
         entries.append(await service.write(conn, principal, appointment.patient_id, item, **common))
+    # Announced with the results, in their transaction: the patient hears that a result is ready
+    # (never what it says) once, and only if it committed. Ids only, no health detail.
+    await enqueue(
+        conn,
+        "record.result_ready",
+        {
+            "patient_id": str(appointment.patient_id),
+            "appointment_id": str(appointment.id),
+            "encounter_id": str(encounter.id),
+        },
+    )
     return Completed(appointment=appointment, encounter=encounter, entries=entries)

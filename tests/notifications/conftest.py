@@ -93,6 +93,23 @@ async def wait_for(check: Callable[[], Any], timeout_s: float = 30, what: str = 
         await asyncio.sleep(0.05)
 
 
+async def awake_scene(factory: Factory) -> Scene:
+    """The usual cast, its facilities without quiet hours: what a test sees must not depend on the
+    hour it runs at (the quiet hours tests set their own)."""
+    cast = await factory.scene()
+    await quiet_hours(factory.db, "00:00", "00:00", cast.centre, cast.post)
+    return cast
+
+
+async def quiet_hours(db: asyncpg.Pool, start: str, end: str, *facilities: uuid.UUID) -> None:
+    await db.execute(
+        "UPDATE facilities SET quiet_start = $1::text::time, quiet_end = $2::text::time WHERE id = ANY($3::uuid[])",
+        start,
+        end,
+        list(facilities),
+    )
+
+
 async def app_patient(factory: Factory, facility_id: uuid.UUID, *, phone: bool = True) -> PatientLogin:
     """A patient who prefers the app, with a login (a phone-less one gets a login all the same)."""
     number = new_phone()

@@ -13,13 +13,13 @@ from infra.config import Settings
 from sms.sender import LogSmsSender
 from spean.app import create_app
 from tests.factory import Factory, auth, iso, new_phone, next_local
-from tests.notifications.conftest import register, wait_for
+from tests.notifications.conftest import awake_scene, register, wait_for
 
 
 async def test_the_api_process_delivers_in_development(
     factory: Factory, db: asyncpg.Pool, settings: Settings, unique: str
 ) -> None:
-    scene = await factory.scene()
+    scene = await awake_scene(factory)
     phone = new_phone()
     patient = await factory.patient(scene.post, phone=phone, preferred_language="vi")  # prefers SMS
     await register(factory, scene.specialist.token, f"dev-{unique}")
