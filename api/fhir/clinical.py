@@ -6,7 +6,7 @@ vread line up with the record's own versions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.record.catalogue import ICD10, LOINC, UCUM
@@ -17,8 +17,11 @@ Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
-def instant(value: datetime) -> str:
-    return instants.text(value)
+def instant(value: datetime) -> datetime:
+    """The instant in UTC, left a datetime: msgspec writes a UTC datetime as RFC 3339 with `Z`,
+    the form infra.instants.text gives, without building a string per field in Python (a third of
+    the per-entry work of $everything). Values from PostgreSQL are UTC already."""
+    return value if value.tzinfo is UTC else instants.utc(value)
 
 
 def ref(kind: str, value: object) -> dict[str, str]:
