@@ -9,8 +9,9 @@ also scanned for an instant in another form, and one found fails the request
 (`UtcCheckedResponse`): the guarantee is tested on every answer the suite sees, without a regex
 pass over every answer in production (it cost ~10 ms per megabyte, ten times the encoding).
 
-MessagePack is made from the JSON encoding (decoded untyped, then packed): the same values with the
-same instant text as JSON, not msgpack's timestamp extension, at C speed.
+MessagePack is packed from the answer turned into builtins by msgspec (instants, ids and bytes as
+the same text JSON carries, not msgpack's timestamp extension), in C: ~5 ms for 1,000 entries,
+where walking the answer in Python took several times that.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 # `…_local` are wall-clock times in the facility's zone on purpose (`start_local`), so they do not
 # count.
 NOT_UTC = re.compile(rb'(?<!_local":)"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"')
-_untyped = msgspec.json.Decoder()
 _packer = msgspec.msgpack.Encoder()
 
 
@@ -42,7 +42,7 @@ class NegotiatedResponse(Response[Any]):
         if isinstance(content, bytes | str):
             return super().render(content, media_type, enc_hook)
         if media_type in MSGPACK_TYPES:
-            return _packer.encode(_untyped.decode(super().render(content, MediaType.JSON, enc_hook)))
+            return _packer.encode(msgspec.to_builtins(content, enc_hook=enc_hook))
         return super().render(content, media_type, enc_hook)
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
