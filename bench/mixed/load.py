@@ -103,6 +103,7 @@ class Day:
 async def run(port: int, clients: int, seconds: float, warmup: float, order: list[str], day: Day) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     statuses: dict[str, dict[int, int]] = {}
+    first_errors: dict[int, str] = {}  # what the server said, the first time each 5xx came
     started = time.perf_counter()
     measure_from = started + warmup
     stop_at = measure_from + seconds
@@ -119,6 +120,10 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
                 status, body = await http_request(reader, writer, raw)
                 done = time.perf_counter()
                 day.answered(kind, number, status, body)
+                if status >= 500 and status not in first_errors:
+                    first_errors[status] = (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).decode(
+                        "utf-8", "replace"
+                    )[:300]
                 if sent >= measure_from and done <= stop_at:
                     latencies.setdefault(kind, []).append(done - sent)
                     counts = statuses.setdefault(kind, {})
@@ -132,7 +137,7 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     elapsed = min(time.perf_counter(), stop_at) - measure_from
-    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "cpu": cpu,
+    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "cpu": cpu, "errors": first_errors,
             "wall": time.perf_counter() - started}  # fmt: skip
 
 
