@@ -177,7 +177,7 @@ def main() -> None:
             trivial = _fire(port, scene_file, args, args.trivial_seconds, trivial=True)
 
     latencies, statuses, elapsed, load_cpu = _merge(mixed)
-    trivial_latencies, _, trivial_elapsed, _ = _merge(trivial)
+    trivial_latencies, _, trivial_elapsed, trivial_cpu = _merge(trivial)
     cores = os.cpu_count() or 1
     print(
         f"bench/mixed  workers={args.workers} clients={args.clients} processes={args.processes} "
@@ -209,7 +209,10 @@ def main() -> None:
     )
     print(f"  ratio          {total / ceiling:10.2f}   mixed req/s per /health req/s")
     print(f"  built for      {2240:10}   req/s (10 x Medplum's ~112 mixed req/s per vCPU): {total / 2240:.2f} of it")
-    print(f"  load generator {load_cpu / cores * 100:9.0f}%   of the cores during the mix")
+    print(
+        f"  load generator {load_cpu / cores * 100:9.0f}%   of the cores during the mix, "
+        f"{trivial_cpu / cores * 100:.0f}% during /health"
+    )
     for status, text in sorted({k: v for r in mixed for k, v in r["errors"].items()}.items()):
         print(f"  first {status}: {text}")
 
