@@ -21,9 +21,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import psutil
 
 from bench.common import base_env, bench_environment, percentile, spean_server
 from bench.mixed import MIX
@@ -132,6 +134,27 @@ def _fire(port: int, scene: Path, args: argparse.Namespace, seconds: float, *, t
     return results
 
 
+def _cpu_seconds(server_pid: int, database: str) -> tuple[float, float]:
+    """CPU seconds used so far by the server's processes, and by the PostgreSQL backends serving
+    `database` (their process titles name it)."""
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    server = psutil.Process(server_pid)
+    app = used(server) + sum(used(child) for child in server.children(recursive=True))
+    postgres = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        title = " ".join(process.info["cmdline"] or ())
+        if (process.info["name"] or "").startswith("postgres") and f" {database} " in f" {title} ":
+            postgres += used(process)
+    return app, postgres
+
+
 def _merge(results: list[dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, dict[str, int]], float, float]:
     latencies: dict[str, list[float]] = {}
     statuses: dict[str, dict[str, int]] = {}
@@ -172,9 +195,13 @@ def main() -> None:
             "SPEAN_AUTO_MIGRATE": "false",
         }
         env.pop("SPEAN_LOG_LEVEL")  # the product's default (info: an access log line per request)
-        with spean_server(env, port, args.workers, bench.folder / "server.log"):
+        database = urlsplit(bench.database_url).path.lstrip("/")
+        with spean_server(env, port, args.workers, bench.folder / "server.log") as server:
+            before = _cpu_seconds(server.pid, database)
             mixed = _fire(port, scene_file, args, args.seconds, trivial=False)
+            after = _cpu_seconds(server.pid, database)
             trivial = _fire(port, scene_file, args, args.trivial_seconds, trivial=True)
+    answered = sum(r["exchanged"] for r in mixed)
 
     latencies, statuses, elapsed, load_cpu = _merge(mixed)
     trivial_latencies, _, trivial_elapsed, trivial_cpu = _merge(trivial)
@@ -213,6 +240,9 @@ def main() -> None:
         f"  load generator {load_cpu / cores * 100:9.0f}%   of the cores during the mix, "
         f"{trivial_cpu / cores * 100:.0f}% during /health"
     )
+    # Over the whole mix phase, warm-up included: where the CPU went, per answer.
+    app_ms, db_ms = ((a - b) * 1000 / max(answered, 1) for a, b in zip(after, before, strict=True))
+    print(f"  CPU/request    {app_ms:10.1f} ms in the workers, {db_ms:.1f} ms in PostgreSQL (this database's backends)")
     for status, text in sorted({k: v for r in mixed for k, v in r["errors"].items()}.items()):
         print(f"  first {status}: {text}")
 

@@ -103,6 +103,7 @@ class Day:
 async def run(port: int, clients: int, seconds: float, warmup: float, order: list[str], day: Day) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     statuses: dict[str, dict[int, int]] = {}
+    exchanged = [0]  # every answer, warm-up included (for CPU per request)
     first_errors: dict[int, str] = {}  # what the server said, the first time each 5xx came
     started = time.perf_counter()
     measure_from = started + warmup
@@ -112,7 +113,7 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         position = number * 7919  # each client starts elsewhere in the order
         try:
-            while (now := time.perf_counter()) < stop_at:
+            while time.perf_counter() < stop_at:
                 kind = order[position % len(order)]
                 position += 1
                 raw = day.request(kind, number)
@@ -120,6 +121,7 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
                 status, body = await http_request(reader, writer, raw)
                 done = time.perf_counter()
                 day.answered(kind, number, status, body)
+                exchanged[0] += 1
                 if status >= 500 and status not in first_errors:
                     first_errors[status] = (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).decode(
                         "utf-8", "replace"
@@ -128,7 +130,6 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
                     latencies.setdefault(kind, []).append(done - sent)
                     counts = statuses.setdefault(kind, {})
                     counts[status] = counts.get(status, 0) + 1
-                del now
         finally:
             writer.close()
 
@@ -137,8 +138,15 @@ async def run(port: int, clients: int, seconds: float, warmup: float, order: lis
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     elapsed = min(time.perf_counter(), stop_at) - measure_from
-    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "cpu": cpu, "errors": first_errors,
-            "wall": time.perf_counter() - started}  # fmt: skip
+    return {
+        "latencies": latencies,
+        "statuses": statuses,
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "errors": first_errors,
+        "exchanged": exchanged[0],
+        "wall": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
