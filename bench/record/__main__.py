@@ -182,7 +182,7 @@ def main() -> None:
     plain: dict[str, float] = {}
     for name, stats in results.items():
         kind, media, coding = name.rsplit(" ", 2)
-        label = f"$everything (1,000) {media}" if kind == "everything" else f"sync page (1,000) {media}"
+        label = f"$everything ({args.entries:,}) {media}" if kind == "everything" else f"sync page (1,000) {media}"
         size = percentile(stats["bytes"], 50)
         if coding == "identity":
             plain[label] = size
