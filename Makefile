@@ -46,6 +46,10 @@ bench-signalling: install
 	$(BIN)/python -m bench.signalling
 bench-record: install
 	$(BIN)/python -m bench.record
+.PHONY: bench-mixed
+## The day of a reference centre (bench/mixed): req/s and p99 per kind beside /health, 2 workers, product defaults.
+bench-mixed: install
+	$(BIN)/python -m bench.mixed
 bench-feed-write: install
 	$(BIN)/python -m bench.feed_write
 bench-channels: install

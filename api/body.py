@@ -6,7 +6,8 @@ becomes a datetime, `"1"` an integer). Here a body is read only when it says it 
 decoded strictly straight into the handler's declared type, so errors name the public field
 (`$.from`, not the Python attribute). Invalid UTF-8, nesting deeper than the API needs, NUL
 characters (PostgreSQL cannot store them), integers beyond int64 and instants outside the supported
-calendar are refused here too, before any handler or database sees them.
+calendar are refused here too, before any handler or database sees them; instants given with an
+offset are moved to UTC here, the one door they come in by.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.types import Empty
 
 from api.errors import InputRejected
-from api.input_rules import decoded_problem, is_json_media_type, nul_field
+from api.input_rules import decoded_problem, is_json_media_type, nul_field, utc_instants
 from domain.errors import InvalidInput
 
 __all__ = ["StrictRequest", "decode_json_body"]
@@ -64,7 +65,7 @@ def decode_json_body(body: bytes, content_type: str, data_type: Any) -> Any:
         if code == "nesting_too_deep":
             raise InputRejected(code, field, reason)
         raise InvalidInput(code, reason, field=field)
-    return value
+    return utc_instants(value)
 
 
 class StrictRequest(Request[Any, Any, Any]):

@@ -76,15 +76,22 @@ class Patient(msgspec.Struct, kw_only=True):
     version: int
 
 
-_SELECT = """SELECT p.*, coalesce(jsonb_agg(jsonb_build_array(i.system, i.value) ORDER BY i.system, i.value)
-                     FILTER (WHERE i.system IS NOT NULL), '[]') AS identifiers
+# Names and identifiers come as JSON text and are decoded straight into their Structs (one C pass):
+# decoding jsonb into dicts and converting those cost ~10 µs a patient, a tenth of a sync page.
+_SELECT = """SELECT p.id, p.names::text AS names, p.birth_date, p.birth_year, p.sex, p.phone, p.preferred_language,
+                    p.preferred_channel, p.home_facility_id, p.created_at, p.updated_at, p.version,
+                    coalesce(jsonb_agg(jsonb_build_object('system', i.system, 'value', i.value)
+                                       ORDER BY i.system, i.value) FILTER (WHERE i.system IS NOT NULL), '[]')::text
+                      AS identifiers
              FROM patients p LEFT JOIN patient_identifiers i ON i.patient_id = p.id"""
+_NAMES = msgspec.json.Decoder(list[HumanName])
+_IDENTIFIERS = msgspec.json.Decoder(list[Identifier])
 
 
 def _to_patient(row: asyncpg.Record) -> Patient:
     return Patient(
         id=row["id"],
-        names=msgspec.convert(row["names"], list[HumanName]),
+        names=_NAMES.decode(row["names"]),
         birth_date=row["birth_date"],
         birth_year=row["birth_year"],
         sex=row["sex"],
@@ -92,7 +99,7 @@ def _to_patient(row: asyncpg.Record) -> Patient:
         preferred_language=row["preferred_language"],
         preferred_channel=row["preferred_channel"],
         home_facility_id=row["home_facility_id"],
-        identifiers=[Identifier(s, v) for s, v in row["identifiers"]],
+        identifiers=_IDENTIFIERS.decode(row["identifiers"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
 from api.body import StrictRequest
+from api.compression import CompressionMiddleware
 from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.dev.phone import DevPhoneController
@@ -28,7 +29,7 @@ from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
-from api.negotiation import NegotiatedResponse
+from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
 from api.request_id import stamp_response
@@ -242,7 +243,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             TransactionMiddleware,
         ],
-        response_class=NegotiatedResponse,
+        # Under test every JSON answer is checked for instants not in UTC (api.negotiation).
+        response_class=UtcCheckedResponse if settings.env == "test" else NegotiatedResponse,
         request_class=StrictRequest,  # every JSON body is decoded strictly, in one place
         request_max_body_size=1_048_576,  # JSON documents and attachments (SPEAN_ATTACHMENT_MAX_BYTES)
         lifespan=[lifespan],
@@ -272,8 +274,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         plugins=SCHEMA_PLUGINS,
     )
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
-    # Outside routing, so that a WebSocket request to no WebSocket route is seen too.
-    app.asgi_handler = WebSocketHandshake(app.asgi_handler)
+    # Outside routing, so that a WebSocket request to no WebSocket route is seen too, and every
+    # HTTP answer (router errors included) is compressed as its Accept-Encoding asks.
+    app.asgi_handler = CompressionMiddleware(WebSocketHandshake(app.asgi_handler))
     return app
 
 

@@ -32,7 +32,7 @@ REFERRAL_STATUS = {
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
 
 
-def _meta(version: int | str, updated: Any) -> dict[str, str]:
+def _meta(version: int | str, updated: Any) -> dict[str, Any]:
     return {"versionId": str(version), "lastUpdated": instant(updated)}
 
 

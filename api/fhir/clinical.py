@@ -6,7 +6,7 @@ vread line up with the record's own versions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.record.catalogue import ICD10, LOINC, UCUM
@@ -17,8 +17,11 @@ Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
-def instant(value: datetime) -> str:
-    return instants.text(value)
+def instant(value: datetime) -> datetime:
+    """The instant in UTC, left a datetime: msgspec writes a UTC datetime as RFC 3339 with `Z`,
+    the form infra.instants.text gives, without building a string per field in Python (a third of
+    the per-entry work of $everything). Values from PostgreSQL are UTC already."""
+    return value if value.tzinfo is UTC else instants.utc(value)
 
 
 def ref(kind: str, value: object) -> dict[str, str]:
@@ -41,26 +44,29 @@ def _quantity(value: float, unit: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
 
 
+# The same for every observation: one object, encoded as often as it appears (never mutated).
+_VITAL_SIGNS = [
+    {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "vital-signs",
+                "display": "Vital Signs",
+            }
+        ]
+    }
+]
+
+
 def observation(entry: Entry) -> Resource:
     body = entry.body
     status = "entered-in-error" if entry.status == "entered_in_error" else "amended" if entry.version > 1 else "final"
-    resource = _base("Observation", entry) | {
-        "status": status,
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                        "display": "Vital Signs",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": LOINC, "code": body["code"], "display": body.get("display")}]},
-        "effectiveDateTime": instant(entry.effective_at),
-        "issued": instant(entry.provenance.recorded_at),
-    }
+    resource = _base("Observation", entry)
+    resource["status"] = status
+    resource["category"] = _VITAL_SIGNS
+    resource["code"] = {"coding": [{"system": LOINC, "code": body["code"], "display": body.get("display")}]}
+    resource["effectiveDateTime"] = instant(entry.effective_at)
+    resource["issued"] = instant(entry.provenance.recorded_at)
     if entry.provenance.facility_id is not None:
         resource["performer"] = [ref("Organization", entry.provenance.facility_id)]
     if "value" in body:

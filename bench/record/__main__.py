@@ -3,8 +3,10 @@ feed of a health post with 5,000 patients, through a real server process.
 
     python -m bench.record [--patients 5000] [--entries 1000] [--per-patient 2] [--rounds 20]
 
-Prints p50/p99 latency and bytes on the wire as JSON and as MessagePack, each also gzipped
-(gzip is computed here on the received body: the server does not compress responses yet).
+Prints p50/p99 latency and bytes on the wire as JSON and as MessagePack, uncompressed; then, for
+each coding the server offers (api.compression: br, zstd, gzip), the bytes it sends when asked for
+that coding, how much smaller that is, and the CPU one compression of that body costs (the
+server's own coder, timed here on the same body), with the latency of a few compressed rounds.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import gzip
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import brotli
 import httpx
+import msgspec
+import zstandard
 
+from api.compression import CODINGS
 from bench.common import base_env, bench_environment, percentile, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
@@ -73,46 +80,77 @@ async def seed(database_url: str, patients: int, entries: int, per_patient: int,
                 rows.append((uuid.uuid4(), 1, patient, "observation", "current", code, body,
                              start + timedelta(minutes=i), chw, "chw", post, "app"))  # fmt: skip
         await conn.copy_records_to_table("record_entries", records=rows, columns=_COLUMNS)
+        await conn.execute("ANALYZE")  # a live database has statistics; a freshly loaded one plans blind
         principal = await users.load_principal(conn, chw)
     finally:
         await conn.close()
     return issue_access_token(principal, secret, 3600), str(ids[0])
 
 
+async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[int, bytes, bytes]:
+    """(status, body as sent on the wire, body decoded)."""
+    response = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+    try:
+        raw = b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+    coding = response.headers.get("content-encoding")
+    return response.status_code, raw, _DECODERS[coding](raw) if coding else raw
+
+
+_DECODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.decompress,
+    "br": brotli.decompress,
+    "zstd": lambda raw: zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 28),
+}
+
+
+def _cpu_ms(coding: str, body: bytes, repeat: int = 5) -> float:
+    """CPU time of one compression of body with the server's coder, best of `repeat`."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        CODINGS[coding](body)
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
 async def measure(port: int, token: str, patient: str, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per request kind and Accept-Encoding (`identity` first): latencies, wire bytes, CPU ms."""
     results: dict[str, dict[str, list[float]]] = {}
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for accept in ("application/json", "application/msgpack"):
-            headers = {"Authorization": f"Bearer {token}", "Accept": accept}
             for name in ("everything", "sync"):
                 if name == "everything" and accept != "application/json":
                     continue  # FHIR answers application/fhir+json only
-                stats: dict[str, list[float]] = {"latency": [], "bytes": [], "gzip": []}
-                for _ in range(rounds):
-                    urls = [f"/fhir/Patient/{patient}/$everything?_count=1000"] if name == "everything" else []
-                    cursor = "0"
-                    while True:
-                        url = urls.pop() if urls else f"/v1/sync?since={cursor}&limit=1000"
-                        started = time.perf_counter()
-                        response = await client.get(url, headers=headers)
-                        stats["latency"].append(time.perf_counter() - started)
-                        assert response.status_code == 200, response.text
-                        stats["bytes"].append(len(response.content))
-                        stats["gzip"].append(len(gzip.compress(response.content)))
-                        if name == "everything":
-                            break
-                        page = response.json() if accept == "application/json" else _unpack(response.content)
-                        cursor = str(page["cursor"])
-                        if not page["more"]:
-                            break
-                results[f"{name} {accept.split('/')[1]}"] = stats
+                for coding in ("identity", *CODINGS):
+                    headers = {"Authorization": f"Bearer {token}", "Accept": accept, "Accept-Encoding": coding}
+                    stats: dict[str, list[float]] = {"latency": [], "bytes": [], "plain": [], "cpu": []}
+                    for _ in range(rounds if coding == "identity" else max(1, rounds // 4)):
+                        urls = [f"/fhir/Patient/{patient}/$everything?_count=1000"] if name == "everything" else []
+                        cursor = "0"
+                        while True:
+                            url = urls.pop() if urls else f"/v1/sync?since={cursor}&limit=1000"
+                            started = time.perf_counter()
+                            status, raw, body = await _get(client, url, headers)
+                            stats["latency"].append(time.perf_counter() - started)
+                            assert status == 200, body[:500]
+                            stats["bytes"].append(len(raw))
+                            stats["plain"].append(len(body))
+                            if coding != "identity" and len(stats["cpu"]) < 3:
+                                stats["cpu"].append(_cpu_ms(coding, body))
+                            if name == "everything":
+                                break
+                            page = msgspec.json.decode(body) if accept == "application/json" else _unpack(body)
+                            cursor = str(page["cursor"])
+                            if not page["more"]:
+                                break
+                    results[f"{name} {accept.split('/')[1]} {coding}"] = stats
     return results
 
 
 def _unpack(content: bytes) -> dict[str, object]:
-    import msgspec
-
     decoded: dict[str, object] = msgspec.msgpack.decode(content)
     return decoded
 
@@ -137,14 +175,23 @@ def main() -> None:
             results = asyncio.run(measure(port, token, patient, args.rounds))
     total = args.entries + args.per_patient * (args.patients - 1)
     print(f"bench/record  patients={args.patients} entries={total} rounds={args.rounds} cores={os.cpu_count()}")
-    print(f"  {'request':28} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'bytes/resp':>11} {'gzip':>9}")
-    for name, s in results.items():
-        label = name.replace("everything json", "$everything (1,000) json").replace("sync", "sync page (1,000)")
+    print(
+        f"  {'request':28} {'coding':8} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'bytes/resp':>11} {'x smaller':>9}"
+        f" {'CPU ms':>7}"
+    )
+    plain: dict[str, float] = {}
+    for name, stats in results.items():
+        kind, media, coding = name.rsplit(" ", 2)
+        label = f"$everything ({args.entries:,}) {media}" if kind == "everything" else f"sync page (1,000) {media}"
+        size = percentile(stats["bytes"], 50)
+        if coding == "identity":
+            plain[label] = size
+        cpu = f"{percentile(stats['cpu'], 50):7.2f}" if stats["cpu"] else f"{'':7}"
         print(
-            f"  {label:28} {len(s['latency']):5} {percentile(s['latency'], 50) * 1000:8.1f} "
-            f"{percentile(s['latency'], 99) * 1000:8.1f} {percentile(s['bytes'], 50):11.0f} "
-            f"{percentile(s['gzip'], 50):9.0f}"
+            f"  {label:28} {coding:8} {len(stats['latency']):5} {percentile(stats['latency'], 50) * 1000:8.1f} "
+            f"{percentile(stats['latency'], 99) * 1000:8.1f} {size:11.0f} {plain[label] / size:9.1f} {cpu}"
         )
+    print("  (CPU ms: one compression of the median body with the server's coder; p99 of compressed rows: few rounds)")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+import pytest
+from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
+from api.input_rules import utc_instants
+from api.negotiation import NegotiatedResponse, NonUtcInstant, UtcCheckedResponse
 from tests.factory import Factory, auth, iso, next_local
 
 Client = AsyncTestClient[Litestar]
@@ -156,3 +159,48 @@ async def test_instants_inside_record_entries_are_utc(client: Client, factory: F
         assert resource.status_code == 200, resource.text
         assert_utc(resource.json())
         assert iso(began) in resource.text
+
+
+class TestTheRuleIsCheckedNotRewritten:
+    """Answers are encoded once (api.negotiation); instants are UTC because every door moves them
+    there (api.input_rules.utc_instants), and under test any answer breaking the rule fails."""
+
+    def test_decoded_bodies_carry_utc_only(self) -> None:
+        class Leave(msgspec.Struct, frozen=True):
+            starts_at: datetime
+            nested: list[dict[str, datetime]]
+
+        local = datetime(2026, 12, 1, 16, 0, tzinfo=timezone(timedelta(hours=7)))
+        decoded = utc_instants(Leave(local, [{"at": local}]))
+        assert decoded.starts_at == local
+        assert decoded.starts_at.utcoffset() == timedelta(0)
+        assert decoded.nested[0]["at"].tzinfo is UTC
+        assert utc_instants(local).tzinfo is UTC
+        assert utc_instants([local])[0].tzinfo is UTC
+
+    async def test_an_answer_with_a_local_instant_fails_under_test(self) -> None:
+        local = datetime(2026, 12, 1, 16, 0, tzinfo=timezone(timedelta(hours=7)))
+
+        @get("/leak", sync_to_thread=False)
+        def leak() -> dict[str, datetime]:
+            return {"at": local}
+
+        @get("/fine", sync_to_thread=False)
+        def fine() -> dict[str, datetime]:
+            return {"at": local.astimezone(UTC), "start_local": local}
+
+        checked = Litestar([leak, fine], response_class=UtcCheckedResponse)
+        with pytest.raises(NonUtcInstant):
+            UtcCheckedResponse({"at": local}).render({"at": local}, "application/json")
+        with pytest.raises(NonUtcInstant):
+            UtcCheckedResponse({"at": local}).render({"at": local}, "application/msgpack")
+        async with AsyncTestClient(checked) as client:
+            assert (await client.get("/leak")).status_code == 500
+            expected = {"at": "2026-12-01T09:00:00Z", "start_local": local.isoformat()}
+            assert (await client.get("/fine")).json() == expected
+            packed = await client.get("/fine", headers={"Accept": "application/msgpack"})
+            assert msgspec.msgpack.decode(packed.content) == expected
+
+    def test_production_encodes_once_without_scanning(self) -> None:
+        utc_at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+        assert NegotiatedResponse(None).render({"at": utc_at}, "application/json") == b'{"at":"2026-12-01T09:00:00Z"}'
