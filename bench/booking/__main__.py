@@ -5,6 +5,11 @@
 Starts `spean serve` on a scratch database (on DATABASE_URL's server, or an embedded one),
 seeds a network with free slots, fires bookings from a separate load-generator process, and runs
 pgbench's TPC-B on the same database in the same run, printing both and their ratio.
+
+What users get: the server runs at the product's defaults (log level, pool size: nothing here
+overrides them unless asked) and every booking carries an Idempotency-Key, as phones send them.
+Also printed: the CPU each booking costs the server processes and the PostgreSQL backends, and
+the share of the machine the load generator used (so it is seen not to be the limit).
 """
 
 from __future__ import annotations
@@ -15,14 +20,25 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from bench.common import base_env, bench_environment, percentile, pgbench_tps, spean_server
+from bench.common import (
+    Row,
+    base_env,
+    bench_environment,
+    percentile,
+    pgbench_tps,
+    postgres_backends_cpu,
+    process_tree_cpu,
+    spean_server,
+)
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from infra.embedded import free_port
@@ -38,6 +54,8 @@ async def seed(database_url: str, practitioners: int, secret: str) -> tuple[str,
     await migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
+        if os.environ.get("XDROP"):  # EXPERIMENT
+            await conn.execute(os.environ["XDROP"])
         centre, post = uuid.uuid4(), uuid.uuid4()
         await conn.executemany(
             "INSERT INTO facilities (id, name, kind, timezone, country) VALUES ($1, $2, $3, $4, 'KH')",
@@ -93,6 +111,123 @@ def plan(pairs: list[tuple[str, str]], count: int, path: Path) -> None:
             out.write(json.dumps(body, separators=(",", ":")).encode() + b"\n")
 
 
+@dataclass(frozen=True)
+class Result:
+    workers: int
+    clients: int
+    seconds: float
+    booked: int
+    statuses: dict[str, int]
+    rate: float  # bookings/s
+    p50_s: float
+    p99_s: float
+    tps: float  # pgbench TPC-B, same server and database, same run
+    app_cpu_ms: float  # server processes' CPU per booking
+    pg_cpu_ms: float  # PostgreSQL backends' CPU per booking
+    load_share: float  # the load generator's CPU over the window, as a share of all cores
+
+
+def run(
+    *,
+    clients: int = 64,
+    seconds: float = 15,
+    workers: int = 2,
+    practitioners: int = 200,
+    pgbench_seconds: int = 10,
+    pool: int | None = None,
+    log_level: str | None = None,
+    idempotency_keys: bool = True,
+    warmup: float = 2.0,
+) -> Result:
+    cores = os.cpu_count() or 1
+    with bench_environment("spean-bench-booking") as bench:
+        token, pairs = asyncio.run(seed(bench.database_url, practitioners, bench.secret))
+        budget = int(seconds * 6000) + 10_000  # more bookings than any run can use
+        plan(pairs, budget, bench.folder / "plan.jsonl")
+        port = free_port()
+        env = base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret)
+        env["SPEAN_AUTO_MIGRATE"] = "false"
+        # The product's defaults unless asked otherwise: what a deployment gets.
+        for name, value in (("SPEAN_LOG_LEVEL", log_level), ("SPEAN_DB_POOL_MAX", pool)):
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = str(value)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.booking.load",
+            "--port",
+            str(port),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(seconds),
+            "--warmup",
+            str(warmup),
+            "--plan",
+            str(bench.folder / "plan.jsonl"),
+            "--token",
+            token,
+        ]
+        if idempotency_keys:
+            command.append("--idempotency-keys")
+        with spean_server(env, port, workers, bench.folder / "server.log") as server:
+            load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            # CPU over the measured window (after the load's warm-up), sampled from outside.
+            time.sleep(warmup + 0.5)
+            app0, pg0, load0 = (
+                process_tree_cpu(server.pid),
+                postgres_backends_cpu(bench.database_url),
+                process_tree_cpu(load.pid),
+            )
+            t0 = time.perf_counter()
+            time.sleep(max(seconds - 1.0, 0.5))
+            app1, pg1, load1 = (
+                process_tree_cpu(server.pid),
+                postgres_backends_cpu(bench.database_url),
+                process_tree_cpu(load.pid),
+            )
+            window = time.perf_counter() - t0
+            out, _ = load.communicate()
+            if load.returncode:
+                raise RuntimeError(f"load generator failed ({load.returncode})")
+        result = json.loads(out)
+        tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds)
+    latencies = result["latencies"]
+    booked = result["statuses"].get("201", 0)
+    rate = booked / result["elapsed"]
+    in_window = max(rate * window, 1.0)
+    pg_used = sum(used - pg0.get(pid, 0.0) for pid, used in pg1.items())
+    return Result(
+        workers=workers,
+        clients=clients,
+        seconds=seconds,
+        booked=booked,
+        statuses=result["statuses"],
+        rate=rate,
+        p50_s=percentile(latencies, 50),
+        p99_s=percentile(latencies, 99),
+        tps=tps,
+        app_cpu_ms=(app1 - app0) / in_window * 1000,
+        pg_cpu_ms=pg_used / in_window * 1000,
+        load_share=(load1 - load0) / (window * cores),
+    )
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    r = run(clients=8, seconds=2, practitioners=20, pgbench_seconds=1, warmup=0.5) if quick else run()
+    shape = f"{r.workers} workers, {r.clients} clients"
+    return [
+        Row("booking", f"bookings/s ({shape})", r.rate, "/s", r.tps, "pgbench TPC-B tps, 16 clients"),
+        Row("booking", f"booking p99 ({r.clients} clients)", r.p99_s * 1000, "ms", 50.0, "built for", False),
+        Row("booking", "app CPU per booking", r.app_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "PostgreSQL CPU per booking", r.pg_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "load generator CPU", r.load_share * 100, "% of cores", higher_is_better=False),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
@@ -101,54 +236,39 @@ def main() -> None:
     parser.add_argument("--practitioners", type=int, default=200)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument(
-        "--pool", type=int, default=None, help="database connections per worker (default: enough for every client)"
+        "--pool", type=int, default=None, help="database connections per worker (default: the product's)"
     )
-    parser.add_argument("--idempotency-keys", action="store_true", help="send an Idempotency-Key with each booking")
+    parser.add_argument("--log-level", default=None, help="the server's log level (default: the product's)")
+    parser.add_argument(
+        "--no-idempotency-keys", action="store_true", help="send bookings without an Idempotency-Key (phones send one)"
+    )
     args = parser.parse_args()
-
-    with bench_environment("spean-bench-booking") as bench:
-        token, pairs = asyncio.run(seed(bench.database_url, args.practitioners, bench.secret))
-        budget = int(args.seconds * 6000) + 10_000  # more bookings than any run can use
-        plan(pairs, budget, bench.folder / "plan.jsonl")
-        port = free_port()
-        env = {
-            **base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret),
-            "SPEAN_AUTO_MIGRATE": "false",
-            "SPEAN_DB_POOL_MAX": str(args.pool or args.clients // max(args.workers, 1) + 4),
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "bench.booking.load",
-            "--port",
-            str(port),
-            "--clients",
-            str(args.clients),
-            "--seconds",
-            str(args.seconds),
-            "--plan",
-            str(bench.folder / "plan.jsonl"),
-            "--token",
-            token,
-        ]
-        if args.idempotency_keys:
-            command.append("--idempotency-keys")
-        with spean_server(env, port, args.workers, bench.folder / "server.log"):
-            load = subprocess.run(command, check=True, capture_output=True, text=True)
-        result = json.loads(load.stdout)
-        tps = pgbench_tps(bench.database_url, clients=16, seconds=args.pgbench_seconds)
-
-    latencies = result["latencies"]
-    booked = result["statuses"].get("201", 0)
-    rate = booked / result["elapsed"]
-    print(
-        f"bench/booking  workers={args.workers} clients={args.clients} seconds={args.seconds:g} cores={os.cpu_count()}"
+    r = run(
+        clients=args.clients,
+        seconds=args.seconds,
+        workers=args.workers,
+        practitioners=args.practitioners,
+        pgbench_seconds=args.pgbench_seconds,
+        pool=args.pool,
+        log_level=args.log_level,
+        idempotency_keys=not args.no_idempotency_keys,
     )
-    print(f"  bookings/s      {rate:10.0f}   ({booked} booked; statuses {result['statuses']})")
-    print(f"  latency p50     {percentile(latencies, 50) * 1000:10.1f} ms")
-    print(f"  latency p99     {percentile(latencies, 99) * 1000:10.1f} ms")
-    print(f"  pgbench TPC-B   {tps:10.0f} tps  (16 clients, same server and database)")
-    print(f"  ratio           {rate / tps:10.2f}   bookings/s per pgbench tps")
+    settings = (
+        f"pool={args.pool or 'default'} log={args.log_level or 'default'} "
+        f"keys={'no' if args.no_idempotency_keys else 'yes'}"
+    )
+    print(
+        f"bench/booking  workers={r.workers} clients={r.clients} seconds={r.seconds:g} "
+        f"cores={os.cpu_count()} {settings}"
+    )
+    print(f"  bookings/s      {r.rate:10.0f}   ({r.booked} booked; statuses {r.statuses})")
+    print(f"  latency p50     {r.p50_s * 1000:10.1f} ms")
+    print(f"  latency p99     {r.p99_s * 1000:10.1f} ms")
+    print(f"  pgbench TPC-B   {r.tps:10.0f} tps  (16 clients, same server and database)")
+    print(f"  ratio           {r.rate / r.tps:10.2f}   bookings/s per pgbench tps")
+    print(f"  app CPU         {r.app_cpu_ms:10.2f} ms per booking (server processes)")
+    print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (its backends for this database)")
+    print(f"  load generator  {r.load_share * 100:10.1f} % of the machine's cores")
 
 
 if __name__ == "__main__":
