@@ -54,8 +54,6 @@ async def seed(database_url: str, practitioners: int, secret: str) -> tuple[str,
     await migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
-        if os.environ.get("XDROP"):  # EXPERIMENT
-            await conn.execute(os.environ["XDROP"])
         centre, post = uuid.uuid4(), uuid.uuid4()
         await conn.executemany(
             "INSERT INTO facilities (id, name, kind, timezone, country) VALUES ($1, $2, $3, $4, 'KH')",
