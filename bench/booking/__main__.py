@@ -136,6 +136,7 @@ def run(
     log_level: str | None = None,
     idempotency_keys: bool = True,
     warmup: float = 2.0,
+    pgbench_scale: int = 20,
 ) -> Result:
     cores = os.cpu_count() or 1
     with bench_environment("spean-bench-booking") as bench:
@@ -191,7 +192,7 @@ def run(
             if load.returncode:
                 raise RuntimeError(f"load generator failed ({load.returncode})")
         result = json.loads(out)
-        tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds)
+        tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds, scale=pgbench_scale)
     latencies = result["latencies"]
     booked = result["statuses"].get("201", 0)
     rate = booked / result["elapsed"]
@@ -215,7 +216,11 @@ def run(
 
 def rows(quick: bool = False) -> list[Row]:
     """The figures for `make bench`'s table (bench.common.Row)."""
-    r = run(clients=8, seconds=2, practitioners=20, pgbench_seconds=1, warmup=0.5) if quick else run()
+    r = (
+        run(clients=8, seconds=1.5, practitioners=10, pgbench_seconds=1, warmup=0.3, pgbench_scale=1)
+        if quick
+        else run()
+    )
     shape = f"{r.workers} workers, {r.clients} clients"
     return [
         Row("booking", f"bookings/s ({shape})", r.rate, "/s", r.tps, "pgbench TPC-B tps, 16 clients"),

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from bench.common import base_env, bench_environment, http_request, percentile, spean_server
+from bench.common import Row, base_env, bench_environment, http_request, percentile, spean_server
 from infra.embedded import free_port
 from infra.migrate import migrate
 
@@ -113,7 +113,7 @@ def _report(name: str, latencies: list[float], seconds: float) -> None:
     )
 
 
-async def _phase(port: int, clients: int, seconds: float, phones: list[str]) -> None:
+async def _phase(port: int, clients: int, seconds: float, phones: list[str]) -> tuple[list[float], list[float]]:
     until = time.monotonic() + seconds
     ussd: list[float] = []
     await asyncio.gather(*(_ussd_client(port, phones[i], until, ussd) for i in range(clients)))
@@ -122,21 +122,47 @@ async def _phase(port: int, clients: int, seconds: float, phones: list[str]) -> 
     health: list[float] = []
     await asyncio.gather(*(_health_client(port, until, health) for _ in range(clients)))
     _report("GET /health", health, seconds)
+    return ussd, health
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with bench_environment("spean-bench-channels") as env:
         phones = asyncio.run(seed(env.database_url, args.clients))
         server_env = {**base_env(env.database_url, env.redis_url, env.folder, env.secret), "SPEAN_USSD_SECRET": SECRET}
         port = free_port()
         with spean_server(server_env, port, args.workers, env.folder / "server.log"):
             print(f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s per phase")
-            asyncio.run(_phase(port, args.clients, args.seconds, phones))
+            ussd, health = asyncio.run(_phase(port, args.clients, args.seconds, phones))
+    shape = f"{args.clients} clients, {args.workers} worker(s)"
+    return [
+        Row(
+            "channels",
+            f"USSD turns/s ({shape})",
+            len(ussd) / args.seconds,
+            "/s",
+            len(health) / args.seconds,
+            "GET /health",
+        ),
+        Row(
+            "channels",
+            "USSD turn p99",
+            percentile(ussd, 99) * 1000,
+            "ms",
+            percentile(health, 99) * 1000,
+            "GET /health p99",
+            False,
+        ),
+    ]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--clients", "4", "--seconds", "1"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 import httpx
 
-from bench.common import BenchEnvironment, bench_environment, percentile
+from bench.common import BenchEnvironment, Row, bench_environment, percentile
 from infra.db import init_connection
 from infra.migrate import migrate
 from tests.fcm_server import FcmServer
@@ -91,12 +91,18 @@ async def _raw_rate(fcm: FcmServer, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def main(pushes: int, recipients: int) -> None:
+def main(pushes: int, recipients: int, worker_counts: tuple[int, ...] = (1, 2)) -> list[Row]:
     with bench_environment("spean-bench-notify") as env:
-        asyncio.run(_run(env, pushes, recipients))
+        return asyncio.run(_run(env, pushes, recipients, worker_counts))
 
 
-async def _run(env: BenchEnvironment, pushes: int, recipients: int) -> None:
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(100, 20, (1,)) if quick else main(4000, 500)
+
+
+async def _run(env: BenchEnvironment, pushes: int, recipients: int, worker_counts: tuple[int, ...]) -> list[Row]:
+    found: list[Row] = []
     if True:
         await migrate(env.database_url)
         users = await _seed(env.database_url, recipients)
@@ -117,7 +123,7 @@ async def _run(env: BenchEnvironment, pushes: int, recipients: int) -> None:
             "SPEAN_WORKER_POLL_MS": "50",
         }
         try:
-            for n in (1, 2):
+            for n in worker_counts:
                 procs = _workers(n, worker_env)
                 await asyncio.sleep(3)  # started, connected, token fetched on first send
                 fcm.received.clear()
@@ -131,13 +137,17 @@ async def _run(env: BenchEnvironment, pushes: int, recipients: int) -> None:
                     f"p50 {percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
                     " (all committed at once: p99 is the time to drain the batch)"
                 )
+                found.append(Row("notifications", f"pushes/s, {n} worker(s)", rate, "/s"))
                 for proc in procs:
                     proc.send_signal(signal.SIGTERM)
                 for proc in procs:
                     proc.wait(30)
-            print(f"bare HTTP client → same local FCM server: {await _raw_rate(fcm, pushes):,.0f} requests/s")
+            bare = await _raw_rate(fcm, pushes)
+            print(f"bare HTTP client → same local FCM server: {bare:,.0f} requests/s")
         finally:
             fcm.stop()
+    # The local FCM server's own ceiling, measured by a bare client in the same run.
+    return [Row(r.bench, r.figure, r.value, r.unit, bare, "bare client → local FCM") for r in found]
 
 
 if __name__ == "__main__":

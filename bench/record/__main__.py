@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
-from bench.common import base_env, bench_environment, percentile, spean_server
+from bench.common import Row, base_env, bench_environment, percentile, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from infra.embedded import free_port
@@ -117,13 +117,13 @@ def _unpack(content: bytes) -> dict[str, object]:
     return decoded
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=5000)
     parser.add_argument("--entries", type=int, default=1000, help="entries of the $everything patient")
     parser.add_argument("--per-patient", type=int, default=2, help="entries of each other patient")
     parser.add_argument("--rounds", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with bench_environment("spean-bench-record") as bench:
         token, patient = asyncio.run(
             seed(bench.database_url, args.patients, args.entries, args.per_patient, bench.secret)
@@ -145,6 +145,15 @@ def main() -> None:
             f"{percentile(s['latency'], 99) * 1000:8.1f} {percentile(s['bytes'], 50):11.0f} "
             f"{percentile(s['gzip'], 50):9.0f}"
         )
+    return [
+        Row("record", f"{name} p99", percentile(s["latency"], 99) * 1000, "ms", higher_is_better=False)
+        for name, s in results.items()
+    ]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--patients", "50", "--entries", "50", "--rounds", "2"] if quick else [])
 
 
 if __name__ == "__main__":
