@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -123,6 +125,48 @@ class Result:
     app_cpu_ms: float  # server processes' CPU per booking
     pg_cpu_ms: float  # PostgreSQL backends' CPU per booking
     load_share: float  # the load generator's CPU over the window, as a share of all cores
+    wrk: WrkResult | None = None  # the same load from wrk, against the same server, if asked
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rate: float  # bookings/s (2xx answers)
+    p99_s: float
+    errors: int  # non-2xx answers and socket errors
+    load_share: float
+
+
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def run_wrk(port: int, plan_path: Path, token: str, clients: int, seconds: float) -> WrkResult:
+    """The same bookings from wrk (a compiled load generator), for comparison with ours."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
+    threads = 2
+    script = Path(__file__).with_name("wrk.lua")
+    command = [binary, "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s", "--latency", "-s", str(script)]
+    command += [f"http://127.0.0.1:{port}", "--", str(plan_path), token, str(threads)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    cpu0, t0 = process_tree_cpu(proc.pid), time.perf_counter()
+    time.sleep(max(seconds - 2, 0.5))
+    cpu1, window = process_tree_cpu(proc.pid), time.perf_counter() - t0
+    out, _ = proc.communicate()
+    summary = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    assert summary is not None, out
+    total, duration = int(summary.group(1)), float(summary.group(2)) * _WRK_UNITS[summary.group(3)]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(\w+)", out, re.M)
+    assert p99 is not None, out
+    return WrkResult(
+        rate=(total - errors) / duration,
+        p99_s=float(p99.group(1)) * _WRK_UNITS[p99.group(2)],
+        errors=errors,
+        load_share=(cpu1 - cpu0) / (window * (os.cpu_count() or 1)),
+    )
 
 
 def run(
@@ -137,12 +181,16 @@ def run(
     idempotency_keys: bool = True,
     warmup: float = 2.0,
     pgbench_scale: int = 20,
+    wrk: bool = False,
 ) -> Result:
     cores = os.cpu_count() or 1
     with bench_environment("spean-bench-booking") as bench:
         token, pairs = asyncio.run(seed(bench.database_url, practitioners, bench.secret))
         budget = int(seconds * 6000) + 10_000  # more bookings than any run can use
-        plan(pairs, budget, bench.folder / "plan.jsonl")
+        plan(pairs, 2 * budget, bench.folder / "plan.jsonl")
+        lines = (bench.folder / "plan.jsonl").read_bytes().splitlines(keepends=True)
+        (bench.folder / "plan.jsonl").write_bytes(b"".join(lines[:budget]))
+        (bench.folder / "wrk.jsonl").write_bytes(b"".join(lines[budget:]))  # slots ours never ask for
         port = free_port()
         env = base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret)
         env["SPEAN_AUTO_MIGRATE"] = "false"
@@ -191,6 +239,7 @@ def run(
             out, _ = load.communicate()
             if load.returncode:
                 raise RuntimeError(f"load generator failed ({load.returncode})")
+            compared = run_wrk(port, bench.folder / "wrk.jsonl", token, clients, seconds) if wrk else None
         result = json.loads(out)
         tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds, scale=pgbench_scale)
     latencies = result["latencies"]
@@ -211,6 +260,7 @@ def run(
         app_cpu_ms=(app1 - app0) / in_window * 1000,
         pg_cpu_ms=pg_used / in_window * 1000,
         load_share=(load1 - load0) / (window * cores),
+        wrk=compared,
     )
 
 
@@ -245,6 +295,7 @@ def main() -> None:
     parser.add_argument(
         "--no-idempotency-keys", action="store_true", help="send bookings without an Idempotency-Key (phones send one)"
     )
+    parser.add_argument("--wrk", action="store_true", help="also send the same load from wrk, for comparison")
     args = parser.parse_args()
     r = run(
         clients=args.clients,
@@ -255,6 +306,7 @@ def main() -> None:
         pool=args.pool,
         log_level=args.log_level,
         idempotency_keys=not args.no_idempotency_keys,
+        wrk=args.wrk,
     )
     settings = (
         f"pool={args.pool or 'default'} log={args.log_level or 'default'} "
@@ -272,6 +324,11 @@ def main() -> None:
     print(f"  app CPU         {r.app_cpu_ms:10.2f} ms per booking (server processes)")
     print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (its backends for this database)")
     print(f"  load generator  {r.load_share * 100:10.1f} % of the machine's cores")
+    if r.wrk is not None:
+        print(
+            f"  wrk, same server: {r.wrk.rate:.0f} bookings/s, p99 {r.wrk.p99_s * 1000:.1f} ms, "
+            f"{r.wrk.errors} errors, {r.wrk.load_share * 100:.1f} % of the cores"
+        )
 
 
 if __name__ == "__main__":
