@@ -289,6 +289,7 @@ async def _kept_answer(request: _Request) -> list[Message] | None:
         try:
             if await _claim(conn, principal, request.key, fingerprint, state.settings.idempotency_ttl_s):
                 return None
+            scope[SCOPE_AFTER_COMMIT] = []  # type: ignore[literal-required]  # the failed run's go with it
             return await _replay(conn, scope, principal, request.key, fingerprint)
         finally:
             await transaction.rollback()
