@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,11 +41,17 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[Row] = []
     timings: list[str] = []
+    failed: list[str] = []
     for name in args.only.split(","):
         started = time.monotonic()
         print(f"\n== bench/{name}{' (quick)' if args.quick else ''}", flush=True)
         module = importlib.import_module(f"bench.{name}.__main__")
-        rows.extend(module.rows(args.quick))
+        try:
+            rows.extend(module.rows(args.quick))
+        except Exception:  # one broken bench must not lose the others' figures; the exit status says it
+            traceback.print_exc()
+            failed.append(name)
+            rows.append(Row(name, "FAILED (see its output above)", float("nan"), ""))
         timings.append(f"{name} {time.monotonic() - started:.0f} s")
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = f"{format_rows(rows)}\n\n{stamp}; {machine()}; {', '.join(timings)}\n"
@@ -54,6 +61,8 @@ def main() -> None:
         if not _MARKERS.search(text):
             raise SystemExit(f"{args.results} has no <!-- bench-table --> ... <!-- /bench-table --> block")
         args.results.write_text(_MARKERS.sub(lambda m: m.group(1) + table + m.group(2), text))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
