@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run serve demo test fuzz lint typecheck check bench bench-signalling bench-record bench-feed-write bench-channels bench-notifications clean
+.PHONY: install run serve demo test fuzz lint typecheck check bench bench-quick bench-booking bench-signalling bench-record bench-feed-write bench-channels bench-notifications clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ typecheck: install
 
 check: lint typecheck test
 
+## Every bench, then one table: each figure beside its limit measured in the same run (bench/RESULTS.md).
 bench: install
+	$(BIN)/python -m bench --results bench/RESULTS.md
+
+## Every bench with small sizes and no judgement of the figures: CI runs it so a broken bench is caught.
+bench-quick: install
+	$(BIN)/python -m bench --quick
+
+bench-booking: install
 	$(BIN)/python -m bench.booking
 
 bench-signalling: install

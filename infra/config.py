@@ -32,7 +32,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     db_pool_min: int = 2
-    db_pool_max: int = 20
+    # Per worker process. A request holds its connection from BEGIN to COMMIT, mostly waiting on
+    # its own Python between statements: at 64 clients on 2 workers (bench/booking, pool 20) the
+    # backends were ~95% idle or waiting for the app, never the limit. At 20 a 2-worker server
+    # takes 40 of PostgreSQL's default 100 connections, and a few servers plus `spean worker`s
+    # ran this machine's PostgreSQL out of connections (bench/RESULTS.md); 10 leaves room.
+    db_pool_max: int = 10
     auto_migrate: bool = True
     default_region: str = "KH"
     access_token_ttl_s: int = 900

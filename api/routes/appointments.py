@@ -21,6 +21,7 @@ from api.schemas import (
     encode_cursor,
     invalid_cursor,
 )
+from api.transaction import LATE_KEY
 from domain.booking import appointments
 from domain.booking.appointments import Appointment, AppointmentEvent, AppointmentQuery, Status
 
@@ -29,7 +30,7 @@ class AppointmentController(Controller):
     path = "/v1/appointments"
     tags = ["booking"]
 
-    @post("/", summary="Book a consultation slot")
+    @post("/", opt=LATE_KEY, summary="Book a consultation slot")
     async def book(self, data: JSONBody[BookRequest], conn: Conn, principal: Caller) -> Appointment:
         return await appointments.book(
             conn,

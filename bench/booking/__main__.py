@@ -5,6 +5,11 @@
 Starts `spean serve` on a scratch database (on DATABASE_URL's server, or an embedded one),
 seeds a network with free slots, fires bookings from a separate load-generator process, and runs
 pgbench's TPC-B on the same database in the same run, printing both and their ratio.
+
+What users get: the server runs at the product's defaults (log level, pool size: nothing here
+overrides them unless asked) and every booking carries an Idempotency-Key, as phones send them.
+Also printed: the CPU each booking costs the server processes and the PostgreSQL backends, and
+the share of the machine the load generator used (so it is seen not to be the limit).
 """
 
 from __future__ import annotations
@@ -13,16 +18,29 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from bench.common import base_env, bench_environment, percentile, pgbench_tps, spean_server
+from bench.common import (
+    Row,
+    base_env,
+    bench_environment,
+    percentile,
+    pgbench_tps,
+    postgres_backends_cpu,
+    process_tree_cpu,
+    spean_server,
+)
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from infra.embedded import free_port
@@ -93,6 +111,176 @@ def plan(pairs: list[tuple[str, str]], count: int, path: Path) -> None:
             out.write(json.dumps(body, separators=(",", ":")).encode() + b"\n")
 
 
+@dataclass(frozen=True)
+class Result:
+    workers: int
+    clients: int
+    seconds: float
+    booked: int
+    statuses: dict[str, int]
+    rate: float  # bookings/s
+    p50_s: float
+    p99_s: float
+    tps: float  # pgbench TPC-B, same server and database, same run
+    app_cpu_ms: float  # server processes' CPU per booking
+    pg_cpu_ms: float  # PostgreSQL backends' CPU per booking
+    load_share: float  # the load generator's CPU over the window, as a share of all cores
+    wrk: WrkResult | None = None  # the same load from wrk, against the same server, if asked
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rate: float  # bookings/s (2xx answers)
+    p99_s: float
+    errors: int  # non-2xx answers and socket errors
+    load_share: float
+
+
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def run_wrk(port: int, plan_path: Path, token: str, clients: int, seconds: float) -> WrkResult:
+    """The same bookings from wrk (a compiled load generator), for comparison with ours."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
+    threads = 2
+    script = Path(__file__).with_name("wrk.lua")
+    command = [binary, "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s", "--latency", "-s", str(script)]
+    command += [f"http://127.0.0.1:{port}", "--", str(plan_path), token, str(threads)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    cpu0, t0 = process_tree_cpu(proc.pid), time.perf_counter()
+    time.sleep(max(seconds - 2, 0.5))
+    cpu1, window = process_tree_cpu(proc.pid), time.perf_counter() - t0
+    out, _ = proc.communicate()
+    summary = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    assert summary is not None, out
+    total, duration = int(summary.group(1)), float(summary.group(2)) * _WRK_UNITS[summary.group(3)]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(\w+)", out, re.M)
+    assert p99 is not None, out
+    return WrkResult(
+        rate=(total - errors) / duration,
+        p99_s=float(p99.group(1)) * _WRK_UNITS[p99.group(2)],
+        errors=errors,
+        load_share=(cpu1 - cpu0) / (window * (os.cpu_count() or 1)),
+    )
+
+
+def run(
+    *,
+    clients: int = 64,
+    seconds: float = 15,
+    workers: int = 2,
+    practitioners: int = 200,
+    pgbench_seconds: int = 10,
+    pool: int | None = None,
+    log_level: str | None = None,
+    idempotency_keys: bool = True,
+    warmup: float = 2.0,
+    pgbench_scale: int = 20,
+    wrk: bool = False,
+) -> Result:
+    cores = os.cpu_count() or 1
+    with bench_environment("spean-bench-booking") as bench:
+        token, pairs = asyncio.run(seed(bench.database_url, practitioners, bench.secret))
+        budget = int(seconds * 6000) + 10_000  # more bookings than any run can use
+        plan(pairs, 2 * budget, bench.folder / "plan.jsonl")
+        lines = (bench.folder / "plan.jsonl").read_bytes().splitlines(keepends=True)
+        (bench.folder / "plan.jsonl").write_bytes(b"".join(lines[:budget]))
+        (bench.folder / "wrk.jsonl").write_bytes(b"".join(lines[budget:]))  # slots ours never ask for
+        port = free_port()
+        env = base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret)
+        env["SPEAN_AUTO_MIGRATE"] = "false"
+        # The product's defaults unless asked otherwise: what a deployment gets.
+        for name, value in (("SPEAN_LOG_LEVEL", log_level), ("SPEAN_DB_POOL_MAX", pool)):
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = str(value)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.booking.load",
+            "--port",
+            str(port),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(seconds),
+            "--warmup",
+            str(warmup),
+            "--plan",
+            str(bench.folder / "plan.jsonl"),
+            "--token",
+            token,
+        ]
+        if idempotency_keys:
+            command.append("--idempotency-keys")
+        with spean_server(env, port, workers, bench.folder / "server.log") as server:
+            load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            # CPU over the measured window (after the load's warm-up), sampled from outside.
+            time.sleep(warmup + 0.5)
+            app0, pg0, load0 = (
+                process_tree_cpu(server.pid),
+                postgres_backends_cpu(bench.database_url),
+                process_tree_cpu(load.pid),
+            )
+            t0 = time.perf_counter()
+            time.sleep(max(seconds - 1.0, 0.5))
+            app1, pg1, load1 = (
+                process_tree_cpu(server.pid),
+                postgres_backends_cpu(bench.database_url),
+                process_tree_cpu(load.pid),
+            )
+            window = time.perf_counter() - t0
+            out, _ = load.communicate()
+            if load.returncode:
+                raise RuntimeError(f"load generator failed ({load.returncode})")
+            compared = run_wrk(port, bench.folder / "wrk.jsonl", token, clients, seconds) if wrk else None
+        result = json.loads(out)
+        tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds, scale=pgbench_scale)
+    latencies = result["latencies"]
+    booked = result["statuses"].get("201", 0)
+    rate = booked / result["elapsed"]
+    in_window = max(rate * window, 1.0)
+    pg_used = sum(used - pg0.get(pid, 0.0) for pid, used in pg1.items())
+    return Result(
+        workers=workers,
+        clients=clients,
+        seconds=seconds,
+        booked=booked,
+        statuses=result["statuses"],
+        rate=rate,
+        p50_s=percentile(latencies, 50),
+        p99_s=percentile(latencies, 99),
+        tps=tps,
+        app_cpu_ms=(app1 - app0) / in_window * 1000,
+        pg_cpu_ms=pg_used / in_window * 1000,
+        load_share=(load1 - load0) / (window * cores),
+        wrk=compared,
+    )
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    r = (
+        run(clients=8, seconds=1.5, practitioners=10, pgbench_seconds=1, warmup=0.3, pgbench_scale=1)
+        if quick
+        else run()
+    )
+    shape = f"{r.workers} workers, {r.clients} clients"
+    return [
+        Row("booking", f"bookings/s ({shape})", r.rate, "/s", r.tps, "pgbench TPC-B tps, 16 clients"),
+        Row("booking", f"booking p99 ({r.clients} clients)", r.p99_s * 1000, "ms", 50.0, "built for", False),
+        Row("booking", "app CPU per booking", r.app_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "PostgreSQL CPU per booking", r.pg_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "load generator CPU", r.load_share * 100, "% of cores", higher_is_better=False),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
@@ -101,54 +289,46 @@ def main() -> None:
     parser.add_argument("--practitioners", type=int, default=200)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument(
-        "--pool", type=int, default=None, help="database connections per worker (default: enough for every client)"
+        "--pool", type=int, default=None, help="database connections per worker (default: the product's)"
     )
-    parser.add_argument("--idempotency-keys", action="store_true", help="send an Idempotency-Key with each booking")
+    parser.add_argument("--log-level", default=None, help="the server's log level (default: the product's)")
+    parser.add_argument(
+        "--no-idempotency-keys", action="store_true", help="send bookings without an Idempotency-Key (phones send one)"
+    )
+    parser.add_argument("--wrk", action="store_true", help="also send the same load from wrk, for comparison")
     args = parser.parse_args()
-
-    with bench_environment("spean-bench-booking") as bench:
-        token, pairs = asyncio.run(seed(bench.database_url, args.practitioners, bench.secret))
-        budget = int(args.seconds * 6000) + 10_000  # more bookings than any run can use
-        plan(pairs, budget, bench.folder / "plan.jsonl")
-        port = free_port()
-        env = {
-            **base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret),
-            "SPEAN_AUTO_MIGRATE": "false",
-            "SPEAN_DB_POOL_MAX": str(args.pool or args.clients // max(args.workers, 1) + 4),
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "bench.booking.load",
-            "--port",
-            str(port),
-            "--clients",
-            str(args.clients),
-            "--seconds",
-            str(args.seconds),
-            "--plan",
-            str(bench.folder / "plan.jsonl"),
-            "--token",
-            token,
-        ]
-        if args.idempotency_keys:
-            command.append("--idempotency-keys")
-        with spean_server(env, port, args.workers, bench.folder / "server.log"):
-            load = subprocess.run(command, check=True, capture_output=True, text=True)
-        result = json.loads(load.stdout)
-        tps = pgbench_tps(bench.database_url, clients=16, seconds=args.pgbench_seconds)
-
-    latencies = result["latencies"]
-    booked = result["statuses"].get("201", 0)
-    rate = booked / result["elapsed"]
-    print(
-        f"bench/booking  workers={args.workers} clients={args.clients} seconds={args.seconds:g} cores={os.cpu_count()}"
+    r = run(
+        clients=args.clients,
+        seconds=args.seconds,
+        workers=args.workers,
+        practitioners=args.practitioners,
+        pgbench_seconds=args.pgbench_seconds,
+        pool=args.pool,
+        log_level=args.log_level,
+        idempotency_keys=not args.no_idempotency_keys,
+        wrk=args.wrk,
     )
-    print(f"  bookings/s      {rate:10.0f}   ({booked} booked; statuses {result['statuses']})")
-    print(f"  latency p50     {percentile(latencies, 50) * 1000:10.1f} ms")
-    print(f"  latency p99     {percentile(latencies, 99) * 1000:10.1f} ms")
-    print(f"  pgbench TPC-B   {tps:10.0f} tps  (16 clients, same server and database)")
-    print(f"  ratio           {rate / tps:10.2f}   bookings/s per pgbench tps")
+    settings = (
+        f"pool={args.pool or 'default'} log={args.log_level or 'default'} "
+        f"keys={'no' if args.no_idempotency_keys else 'yes'}"
+    )
+    print(
+        f"bench/booking  workers={r.workers} clients={r.clients} seconds={r.seconds:g} "
+        f"cores={os.cpu_count()} {settings}"
+    )
+    print(f"  bookings/s      {r.rate:10.0f}   ({r.booked} booked; statuses {r.statuses})")
+    print(f"  latency p50     {r.p50_s * 1000:10.1f} ms")
+    print(f"  latency p99     {r.p99_s * 1000:10.1f} ms")
+    print(f"  pgbench TPC-B   {r.tps:10.0f} tps  (16 clients, same server and database)")
+    print(f"  ratio           {r.rate / r.tps:10.2f}   bookings/s per pgbench tps")
+    print(f"  app CPU         {r.app_cpu_ms:10.2f} ms per booking (server processes)")
+    print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (its backends for this database)")
+    print(f"  load generator  {r.load_share * 100:10.1f} % of the machine's cores")
+    if r.wrk is not None:
+        print(
+            f"  wrk, same server: {r.wrk.rate:.0f} bookings/s, p99 {r.wrk.p99_s * 1000:.1f} ms, "
+            f"{r.wrk.errors} errors, {r.wrk.load_share * 100:.1f} % of the cores"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import asyncpg
 import psutil
 from twilio.request_validator import RequestValidator
 
-from bench.common import base_env, bench_environment, http_request, percentile, spean_server
+from bench.common import Row, base_env, bench_environment, http_request, percentile, spean_server
 from infra.embedded import free_port
 from infra.migrate import migrate
 from tests.twilio_server import Received, TwilioServer, running
@@ -196,7 +196,7 @@ def _server_cpu(pid: int) -> float:
 
 async def _phase(
     port: int, pid: int, clients: int, seconds: float, rounds: int, phones: list[str], twilio: TwilioServer
-) -> None:
+) -> dict[str, tuple[float, float]]:
     """USSD turns, SMS webhooks and GET /health in alternating rounds, so that all meet the same
     background load of a shared machine (a single phase each would compare different moments)."""
     replies = _Replies(asyncio.get_running_loop())
@@ -242,15 +242,21 @@ async def _phase(
         f"to reply p99 {reply_p99:.1f} ms; "
         f"CPU per SMS = {sms_cpu / trivial_cpu:.1f} x GET /health (built for p99 < 100 ms to reply)"
     )
+    return {
+        "ussd": (turns, turn_p99),
+        "sms": (webhooks, webhook_p99),
+        "reply": (webhooks, reply_p99),
+        "health": (trivial, trivial_p99),
+    }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="alternations of USSD, SMS and GET /health")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with bench_environment("spean-bench-channels") as env:
         phones = asyncio.run(seed(env.database_url, args.clients))
         with running(ACCOUNT_SID, AUTH_TOKEN) as twilio:
@@ -271,7 +277,26 @@ def main() -> None:
                     f"{args.clients} clients, {args.workers} worker(s), {args.seconds:.0f} s of each, "
                     f"in {args.rounds} alternating rounds"
                 )
-                asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones, twilio))
+                got = asyncio.run(_phase(port, server.pid, args.clients, args.seconds, args.rounds, phones, twilio))
+    shape = f"{args.clients} clients, {args.workers} worker(s)"
+    (turns, turn_p99), (webhooks, webhook_p99), (_, reply_p99), (trivial, trivial_p99) = (
+        got["ussd"],
+        got["sms"],
+        got["reply"],
+        got["health"],
+    )
+    return [
+        Row("channels", f"USSD turns/s ({shape})", turns, "/s", trivial, "GET /health"),
+        Row("channels", "USSD turn p99", turn_p99, "ms", trivial_p99, "GET /health p99", False),
+        Row("channels", f"SMS webhooks/s ({shape})", webhooks, "/s", trivial, "GET /health"),
+        Row("channels", "SMS webhook p99", webhook_p99, "ms", trivial_p99, "GET /health p99", False),
+        Row("channels", "SMS to reply p99 (webhook → reply at Twilio)", reply_p99, "ms", None, "", False),
+    ]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--clients", "4", "--seconds", "1.5", "--rounds", "1"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ import asyncio
 import json
 import time
 import uuid
+from typing import cast
 
 import asyncpg
 
-from bench.common import bench_environment
+from bench.common import Row, bench_environment
 from infra.migrate import migrate
 
 _LOOP = """DO $$ BEGIN FOR i IN 1..{rows} LOOP
@@ -77,13 +78,31 @@ async def run(database_url: str, rows: int, rounds: int) -> dict[str, object]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with bench_environment("bench-feed-write") as env:
-        print(json.dumps(asyncio.run(run(env.database_url, args.rows, args.rounds)), indent=2))
+        result = asyncio.run(run(env.database_url, args.rows, args.rounds))
+    print(json.dumps(result, indent=2))
+    plain, registered = cast("list[float]", result["best_of_each_us"])
+    return [
+        Row(
+            "feed_write",
+            "record-entry write with the feed trigger",
+            registered,
+            "µs/tx",
+            plain,
+            "same write, plain xid default",
+            False,
+        )
+    ]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--rows", "300", "--rounds", "1"] if quick else [])
 
 
 if __name__ == "__main__":

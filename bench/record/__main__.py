@@ -27,7 +27,7 @@ import msgspec
 import zstandard
 
 from api.compression import CODINGS
-from bench.common import base_env, bench_environment, percentile, spean_server
+from bench.common import Row, base_env, bench_environment, percentile, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from infra.embedded import free_port
@@ -155,13 +155,13 @@ def _unpack(content: bytes) -> dict[str, object]:
     return decoded
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=5000)
     parser.add_argument("--entries", type=int, default=1000, help="entries of the $everything patient")
     parser.add_argument("--per-patient", type=int, default=2, help="entries of each other patient")
     parser.add_argument("--rounds", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with bench_environment("spean-bench-record") as bench:
         token, patient = asyncio.run(
             seed(bench.database_url, args.patients, args.entries, args.per_patient, bench.secret)
@@ -192,6 +192,22 @@ def main() -> None:
             f"{percentile(stats['latency'], 99) * 1000:8.1f} {size:11.0f} {plain[label] / size:9.1f} {cpu}"
         )
     print("  (CPU ms: one compression of the median body with the server's coder; p99 of compressed rows: few rounds)")
+    found: list[Row] = []
+    for name, stats in results.items():
+        kind, media, coding = name.rsplit(" ", 2)
+        label = f"$everything ({args.entries:,}) {media}" if kind == "everything" else f"sync page (1,000) {media}"
+        if coding == "identity":
+            p99 = percentile(stats["latency"], 99) * 1000
+            found.append(Row("record", f"{label} p99", p99, "ms", None, "", False, "built for < 100 ms"))
+        else:
+            size = percentile(stats["bytes"], 50)
+            found.append(Row("record", f"{label} bytes, {coding}", size, "B", plain[label], "uncompressed", False))
+    return found
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--patients", "50", "--entries", "100", "--rounds", "2"] if quick else [])
 
 
 if __name__ == "__main__":

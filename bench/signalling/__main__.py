@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.common import base_env, bench_environment, percentile, spean_server
+from bench.common import Row, base_env, bench_environment, percentile, process_tree_cpu, spean_server
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from infra.embedded import free_port
@@ -107,14 +107,14 @@ def summary(name: str, latencies: list[float], seconds: float) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", type=int, default=10_000)
     parser.add_argument("--active", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--ws", default="websockets-sansio", help="the servers' WebSocket implementation")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     lines = []
     with bench_environment("spean-bench-rtc") as bench:
         tmp, database_url, redis_url, secret = bench.folder, bench.database_url, bench.redis_url, bench.secret
@@ -166,7 +166,9 @@ def main() -> None:
             (tmp / "cross.json").write_text(json.dumps(relay_plan[args.active :]))
             common = ["--rate", str(args.rate), "--seconds", str(args.seconds)]
             same = run_load(["relay", "--plan", str(tmp / "same.json"), "--a", a, "--b", a, *common])
+            cpu_before = process_tree_cpu(server_a.pid) + process_tree_cpu(server_b.pid)
             cross = run_load(["relay", "--plan", str(tmp / "cross.json"), "--a", a, "--b", b, *common])
+            relay_cpu_s = process_tree_cpu(server_a.pid) + process_tree_cpu(server_b.pid) - cpu_before
             for loader in loaders:
                 assert loader.stdin is not None
                 loader.stdin.write("done\n")
@@ -191,6 +193,38 @@ def main() -> None:
     print(summary("relay, one worker", same["latencies"], args.seconds))
     print(summary("relay, two workers (Redis)", cross["latencies"], args.seconds))
     print(summary("raw echo server", echo["latencies"], args.seconds))
+    relayed = max(len(cross["latencies"]), 1)
+    print(f"  server CPU per relayed message (two workers, idle sockets open) {relay_cpu_s / relayed * 1e6:6.0f} µs")
+    echo_p99 = percentile(echo["latencies"], 99) * 1000
+    return [
+        Row(
+            "signalling", f"memory per idle socket ({sockets:,} open)", per_socket / 1024, "KiB", higher_is_better=False
+        ),
+        Row(
+            "signalling",
+            f"relay p99, one worker, {args.rate:g} msg/s",
+            percentile(same["latencies"], 99) * 1000,
+            "ms",
+            echo_p99,
+            "raw echo p99",
+            False,
+        ),
+        Row(
+            "signalling",
+            f"relay p99, two workers, {args.rate:g} msg/s",
+            percentile(cross["latencies"], 99) * 1000,
+            "ms",
+            echo_p99,
+            "raw echo p99",
+            False,
+        ),
+        Row("signalling", "server CPU per relayed message", relay_cpu_s / relayed * 1e6, "µs", higher_is_better=False),
+    ]
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    return main(["--rooms", "50", "--active", "5", "--rate", "100", "--seconds", "1"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -267,7 +267,12 @@ def slot_rules_sql(practitioner: str, start: str) -> tuple[str, str]:
                           WHERE (e.practitioner_id = r.practitioner_id OR e.facility_id = r.facility_id)
                             AND e.starts_at < {start}::timestamptz + make_interval(mins => r.slot_minutes)
                             AND e.ends_at > {start}::timestamptz) AS blocked"""
-    joins = f"availability_rules r JOIN facilities f ON f.id = r.facility_id AND r.practitioner_id = {practitioner}"
+    # Only rules whose weekday can be the local day of `start`: a UTC offset is less than a day, so
+    # that day is the UTC day or one next to it (3 rules read of a week's 7; no time zone data
+    # needed here, slot_at decides in the facility's zone).
+    near_day = f"(r.weekday - extract(isodow FROM {start}::timestamptz AT TIME ZONE 'UTC')::int + 7) % 7 IN (0, 1, 6)"
+    joins = f"""availability_rules r JOIN facilities f
+                ON f.id = r.facility_id AND r.practitioner_id = {practitioner} AND {near_day}"""
     return columns, joins
 
 

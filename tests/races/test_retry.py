@@ -95,3 +95,42 @@ async def test_a_deadlock_victim_is_retried_whole(
         at,
     )
     assert kept == (0 if other_commits else 1)
+
+
+async def test_a_booking_that_finds_its_key_taken_at_the_end_writes_nothing(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """Bookings write their Idempotency-Key with the answer, after the handler
+    (api.transaction.LATE_KEY). A request holding the same key, still in flight, makes that insert
+    wait; once it commits, the booking rolls back all it wrote and is answered as a duplicate
+    (here of a different request: 422)."""
+    scene = await factory.scene()
+    at = next_local("Asia/Phnom_Penh", "10:00")
+    body = {
+        "patient_id": str(scene.patient),
+        "practitioner_id": str(scene.specialist.practitioner_id),
+        "start": iso(at),
+    }
+    key = f"late-{uuid.uuid4()}"
+    async with db.acquire() as conn:
+        holder = conn.transaction()
+        await holder.start()
+        try:
+            await conn.execute(
+                """INSERT INTO idempotency_keys (principal, key, fingerprint, status_code, headers, body, expires_at)
+                   VALUES ($1, $2, 'another request', 201, '[]', '{}', now() + interval '1 hour')""",
+                str(scene.chw.user_id),
+                key,
+            )
+            headers = auth(scene.chw.token, **{"Idempotency-Key": key})
+            booking = asyncio.create_task(http.post(f"{live.url(0)}/v1/appointments", json=body, headers=headers))
+            await _wait_until_blocked(db, "INSERT INTO idempotency_keys")
+        finally:
+            await holder.commit()
+        answer = await booking
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "idempotency_key_reused"
+    written = await db.fetchval(
+        "SELECT count(*) FROM appointments WHERE practitioner_id = $1", scene.specialist.practitioner_id
+    )
+    assert written == 0
