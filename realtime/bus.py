@@ -35,7 +35,8 @@ class Bus:
         self._redis = redis
         self._pubsub: PubSub | None = None  # None: not subscribed (not started, or Redis was lost)
         self._own = f"rtc:worker:{uuid.uuid4().hex}"
-        self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        # A list, not a set: rooms hold one or two local listeners, and an empty set costs 216 B.
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -54,7 +55,8 @@ class Bus:
         """Listen to a room; raises a Redis error if Redis is away (the socket is told to retry)."""
         async with self._lock:
             first = not self._listeners[room]
-            self._listeners[room].add(listener)
+            if listener not in self._listeners[room]:
+                self._listeners[room].append(listener)
             try:
                 if self._pubsub is None:
                     await self._subscribe_locked()  # Redis may be back before the pump's next try
@@ -67,10 +69,12 @@ class Bus:
     async def leave(self, room: str, listener: Listener) -> None:
         """Stop listening; never raises (a lost subscription is renewed without this room)."""
         async with self._lock:
-            self._listeners[room].discard(listener)
-            if self._listeners[room]:
+            listeners = self._listeners.get(room, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if listeners:
                 return
-            del self._listeners[room]
+            self._listeners.pop(room, None)
             if self._pubsub is not None:
                 try:
                     await self._pubsub.unsubscribe(channel(room))
