@@ -166,3 +166,97 @@ def bench_environment(prefix: str) -> Iterator[BenchEnvironment]:
                 yield BenchEnvironment(tmp, database_url, redis_url, secrets.token_urlsafe(48))
         finally:
             embedded.stop()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure of a bench beside the limit it lives under, both measured in the same run.
+
+    The stable interface between `make bench` (bench/__main__.py) and each bench: every bench
+    module has `rows(quick: bool) -> list[Row]`, however it measures inside. `limit` is the same
+    quantity for the floor or ceiling the figure cannot pass (pgbench, raw echo, a bare endpoint),
+    or None where no such reference is measured; `higher_is_better` says which way is good."""
+
+    bench: str
+    figure: str
+    value: float
+    unit: str
+    limit: float | None = None
+    limit_name: str = ""
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.limit is None or self.limit == 0:
+            return None
+        return self.value / self.limit
+
+
+def format_rows(rows: list[Row]) -> str:
+    """One Markdown table: figure, value, limit, ratio (bench/RESULTS.md keeps the latest)."""
+    lines = [
+        "| bench | figure | value | limit (same run) | ratio |",
+        "| --- | --- | ---: | --- | ---: |",
+    ]
+    for row in rows:
+        limit = f"{_number(row.limit)} {row.unit} ({row.limit_name})" if row.limit is not None else "—"
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
+        note = f" ({row.note})" if row.note else ""
+        lines.append(f"| {row.bench} | {row.figure}{note} | {_number(row.value)} {row.unit} | {limit} | {ratio} |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if value != value:  # NaN: nothing measured
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and all its children alive now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def postgres_backends_cpu(database_url: str) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend connected to `database_url`'s database
+    (a local server only: its processes are read from /proc). Background processes (WAL writer,
+    checkpointer) serve every database and are left out."""
+    import psutil
+
+    async def pids() -> list[int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        return [r["pid"] for r in rows]
+
+    used: dict[int, float] = {}
+    for pid in asyncio.run(pids()):
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        used[pid] = times.user + times.system
+    return used

@@ -158,14 +158,14 @@ class PeerSession:
     async def _write(self) -> None:
         outbox = self.outbox
         try:
-            while outbox:
-                item = outbox.popleft()
-                if item is None:
-                    await self.socket.close(self.close_code)
-                    return
-                await self.socket.send_text(item)
-        except Exception:  # the peer is gone (what was queued is dropped); the reader side cleans up
-            pass
+            # The peer gone, what was queued is dropped; the reader side notices and cleans up.
+            with contextlib.suppress(Exception):
+                while outbox:
+                    item = outbox.popleft()
+                    if item is None:
+                        await self.socket.close(self.close_code)
+                        return
+                    await self.socket.send_text(item)
         finally:
             # Nothing left to write (no await since the loop ended): the next frame starts afresh.
             self.outbox = self.writer = None
@@ -200,14 +200,15 @@ class PeerSession:
 
     async def publish(
         self, message: dict[str, Any], *, to: str | None = None, keep: bool = True, relay: bool = False
-    ) -> None:
-        """To the room (or one peer): a peer's relayed message, or a room event from the server."""
+    ) -> bool:
+        """To the room (or one peer): a peer's relayed message, or a room event from the server.
+        False when it is for a peer that is not in the room (then nothing was sent)."""
         sender = self.peer_id if relay else "server"
         envelope = m.encode({"from": sender, "to": to, "msg": message})
         if keep:
-            await self.rooms.append_and_publish(self.room, sender, to, m.encode(message), envelope)
-        else:
-            await self.bus.publish(self.room, "\n" + envelope)
+            return await self.rooms.append_and_publish(self.room, sender, to, m.encode(message), envelope) is not None
+        await self.bus.publish(self.room, "\n" + envelope)
+        return True
 
     async def authenticate(self) -> None:
         try:
@@ -316,10 +317,11 @@ class PeerSession:
 
     async def _relay(self, message: m.Relayed) -> None:
         to = getattr(message, "to", None)
-        if to is not None and (to == self.peer_id or await self.rooms.peer(self.room, to) is None):
+        # Whether `to` is in the room is checked by the same Redis call that relays (rooms.py).
+        if to == self.peer_id or not await self.publish(
+            {**m.relayed_body(message), "from": self.peer_id}, to=to, relay=True
+        ):
             self.send({"type": "error", "code": "unknown_peer", "detail": f"no peer {to} in this room"})
-            return
-        await self.publish({**m.relayed_body(message), "from": self.peer_id}, to=to, relay=True)
 
     async def _admit(self, peer_id: str) -> None:
         if self.side != "specialist":

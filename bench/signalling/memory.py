@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -39,7 +40,7 @@ async def _serve_and_measure(port: int, plan_files: list[Path], top: int, frames
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
         await asyncio.sleep(0.1)
     url = f"ws://127.0.0.1:{port}"
     loaders, points = [], []
@@ -74,8 +75,16 @@ async def _serve_and_measure(port: int, plan_files: list[Path], top: int, frames
         stats = snap1.compare_to(snap0, "traceback")
     if stats:
         traced = sum(s.size_diff for s in stats)
-        print(f"sockets {n0} -> {n1}: RSS {(rss1 - rss0) / added / 1024:.1f} KiB/socket (tracemalloc's own"
-              f" included), traced {traced / added / 1024:.1f} KiB/socket")
+        print(
+            f"sockets {n0} -> {n1}: RSS {(rss1 - rss0) / added / 1024:.1f} KiB/socket (tracemalloc's own"
+            f" included), traced {traced / added / 1024:.1f} KiB/socket"
+        )
+    started = time.perf_counter()
+    gc.collect()
+    full_ms = (time.perf_counter() - started) * 1000
+    print(
+        f"a full garbage collection with {n1} sockets open: {full_ms:.0f} ms, {len(gc.get_objects()):,} tracked objects"
+    )
     for stat in stats[:top]:
         print(f"\n{stat.size_diff / added:8.0f} B/socket  {stat.count_diff / added:6.2f} blocks/socket")
         for line in stat.traceback.format()[-2 * frames :]:
