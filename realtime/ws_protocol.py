@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +153,15 @@ class SignallingProtocol(WebSocketsSansIOProtocol):
             )
         self.queue = _Inbox()  # type: ignore[assignment]  # the methods the protocol uses
         self.writable = _Flag()  # type: ignore[assignment]
+
+    def schedule_ping(self) -> None:
+        """Keepalive pings at a random point of the last quarter of the interval: sockets opened
+        together (a worker's restart brings all its clients back at once) would otherwise ping
+        together, ten thousand pings in one loop turn, a stall that every relayed message felt."""
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)  # as uvicorn's, then spread
+        spread = random.uniform(0.75, 1.0)  # noqa: S311 - timing jitter, not a secret
+        self.ping_timer = self.loop.call_later(delay * spread, self.send_keepalive_ping)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
