@@ -72,12 +72,20 @@ async def hold(count: int, url: str) -> None:
 
 async def relay(plan: list[dict[str, str]], a: str, b: str, rate: float, seconds: float) -> None:
     pairs = []
-    for room in plan:
-        spec, _ = await _join(a, room["specialist"], room["room"])
-        patient, ready = await _join(b, room["patient"], room["room"])
-        await spec.send(json.dumps({"type": "admit", "peer": ready["peer"]}))
+
+    async def admitted(patient: ClientConnection) -> None:
         while json.loads(await patient.recv())["type"] != "admitted":
             pass
+
+    for room in plan:
+        # Bounded waits: a lost message fails the run with a reason instead of hanging it.
+        spec, _ = await asyncio.wait_for(_join(a, room["specialist"], room["room"]), 60)
+        patient, ready = await asyncio.wait_for(_join(b, room["patient"], room["room"]), 60)
+        await spec.send(json.dumps({"type": "admit", "peer": ready["peer"]}))
+        try:
+            await asyncio.wait_for(admitted(patient), 60)
+        except TimeoutError:
+            raise RuntimeError(f"no `admitted` within 60 s in room {room['room']}") from None
         pairs.append((spec, patient))
     latencies: list[float] = []
     interval = len(pairs) / rate
