@@ -54,6 +54,8 @@ class Closing(Exception):
 
 
 class TokenBucket:
+    __slots__ = ("at", "burst", "rate", "tokens")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
 
@@ -68,7 +70,28 @@ class TokenBucket:
 
 
 class PeerSession:
-    """One socket's life in a room."""
+    """One socket's life in a room. Slotted, and its outbox and writer task exist only while
+    there is something to write: tens of thousands of these sit idle in a worker."""
+
+    __slots__ = (
+        "appointment_id",
+        "bucket",
+        "bus",
+        "close_code",
+        "finished",
+        "name",
+        "outbox",
+        "peer_id",
+        "pool",
+        "principal",
+        "room",
+        "rooms",
+        "side",
+        "socket",
+        "state",
+        "strikes",
+        "writer",
+    )
 
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self.socket = socket
@@ -76,7 +99,7 @@ class PeerSession:
         self.rooms: Rooms = state.rtc_rooms
         self.bus: Bus = state.rtc_bus
         self.pool = state.pool
-        self.outbox: deque[str | None] = deque()
+        self.outbox: deque[str | None] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.bucket = TokenBucket(RATE_PER_S, BURST)
         self.strikes = 0
@@ -123,23 +146,29 @@ class PeerSession:
     def _enqueue(self, item: str | None) -> None:
         """Queue a frame (None: close after the frames before it); a writer task runs only while
         there is something to write, so an idle socket costs no task of its own."""
-        if len(self.outbox) >= MAX_QUEUED and item is not None:
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= MAX_QUEUED and item is not None:
             # A peer that stopped reading: drop it rather than grow memory.
             raise Closing(m.CLOSE_RATE_LIMITED, "slow_consumer", "the connection cannot keep up")
         self.outbox.append(item)
-        if self.writer is None or self.writer.done():
+        if self.writer is None:
             self.writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        outbox = self.outbox
         try:
-            while self.outbox:
-                item = self.outbox.popleft()
-                if item is None:
-                    await self.socket.close(self.close_code)
-                    return
-                await self.socket.send_text(item)
-        except Exception:  # the peer is gone; the reader side notices and cleans up
-            self.outbox.clear()
+            # The peer gone, what was queued is dropped; the reader side notices and cleans up.
+            with contextlib.suppress(Exception):
+                while outbox:
+                    item = outbox.popleft()
+                    if item is None:
+                        await self.socket.close(self.close_code)
+                        return
+                    await self.socket.send_text(item)
+        finally:
+            # Nothing left to write (no await since the loop ended): the next frame starts afresh.
+            self.outbox = self.writer = None
 
     async def flushed(self, within_s: float) -> None:
         if self.writer is not None:
@@ -171,14 +200,15 @@ class PeerSession:
 
     async def publish(
         self, message: dict[str, Any], *, to: str | None = None, keep: bool = True, relay: bool = False
-    ) -> None:
-        """To the room (or one peer): a peer's relayed message, or a room event from the server."""
+    ) -> bool:
+        """To the room (or one peer): a peer's relayed message, or a room event from the server.
+        False when it is for a peer that is not in the room (then nothing was sent)."""
         sender = self.peer_id if relay else "server"
         envelope = m.encode({"from": sender, "to": to, "msg": message})
         if keep:
-            await self.rooms.append_and_publish(self.room, sender, to, m.encode(message), envelope)
-        else:
-            await self.bus.publish(self.room, "\n" + envelope)
+            return await self.rooms.append_and_publish(self.room, sender, to, m.encode(message), envelope) is not None
+        await self.bus.publish(self.room, "\n" + envelope)
+        return True
 
     async def authenticate(self) -> None:
         try:
@@ -287,10 +317,11 @@ class PeerSession:
 
     async def _relay(self, message: m.Relayed) -> None:
         to = getattr(message, "to", None)
-        if to is not None and (to == self.peer_id or await self.rooms.peer(self.room, to) is None):
+        # Whether `to` is in the room is checked by the same Redis call that relays (rooms.py).
+        if to == self.peer_id or not await self.publish(
+            {**m.relayed_body(message), "from": self.peer_id}, to=to, relay=True
+        ):
             self.send({"type": "error", "code": "unknown_peer", "detail": f"no peer {to} in this room"})
-            return
-        await self.publish({**m.relayed_body(message), "from": self.peer_id}, to=to, relay=True)
 
     async def _admit(self, peer_id: str) -> None:
         if self.side != "specialist":

@@ -9,11 +9,13 @@ Keys expire a day after the last activity; a consultation never lasts that long.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any, Literal, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 PeerState = Literal["waiting", "admitted"]
 _TTL_S = 24 * 3600
@@ -21,7 +23,10 @@ _LOG_MAX = 500
 
 # Keep a relayed message in the room's log and publish it with its log id, in one round trip.
 # The published text is "<seq>\n<envelope JSON>": receivers learn the seq without a second lookup.
+# A message for one peer (`to`) that is not in the room is neither kept nor published (nil): the
+# sender learns it from the same round trip instead of looking the peer up first.
 _APPEND_AND_PUBLISH = r"""
+if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then return false end
 local fields = {'from', ARGV[1], 'msg', ARGV[3]}
 if ARGV[2] ~= '' then table.insert(fields, 'to'); table.insert(fields, ARGV[2]) end
 local seq = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
@@ -56,11 +61,22 @@ def channel(room: str) -> str:
     return f"rtc:{room}:live"
 
 
+_Append = tuple[list[str], list[Any], "asyncio.Future[str | None]"]  # keys, args, the caller's answer
+
+
 class Rooms:
+    """Relayed messages are sent to Redis in batches: all that arrive while one batch is on its
+    way go together in the next pipeline, one write and one read for the lot, over one pooled
+    connection, instead of a round trip (and a connection) per message. A caller still awaits
+    its own message's seq, so a sender's messages keep their order and a Redis failure reaches
+    the socket that sent the message."""
+
     def __init__(self, redis: Redis, grace_s: int) -> None:
         self.redis = redis
         self.grace_s = grace_s
-        self._append_and_publish = redis.register_script(_APPEND_AND_PUBLISH)
+        self._sha = redis.register_script(_APPEND_AND_PUBLISH).sha
+        self._pending: list[_Append] = []
+        self._sending: asyncio.Task[None] | None = None
 
     async def add(self, room: str, user: str, side: str, state: PeerState, name: str = "") -> tuple[str, str]:
         """A new peer in the room: (peer id, session token for resuming)."""
@@ -99,12 +115,49 @@ class Rooms:
     async def close(self, room: str) -> None:
         await self.redis.delete(_peers(room), log_key(room))
 
-    async def append_and_publish(self, room: str, sender: str, to: str | None, message: str, envelope: str) -> str:
-        """Keep `message` for replay and publish `envelope` to the room; returns its `seq`."""
-        seq = await self._append_and_publish(
-            keys=[log_key(room), channel(room)], args=[sender, to or "", message, envelope, _LOG_MAX, _TTL_S]
-        )
-        return str(seq)
+    async def append_and_publish(
+        self, room: str, sender: str, to: str | None, message: str, envelope: str
+    ) -> str | None:
+        """Keep `message` for replay and publish `envelope` to the room; returns its `seq`, or
+        None (nothing kept or sent) when it is for a peer `to` that is not in the room."""
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        keys = [log_key(room), channel(room), _peers(room)]
+        self._pending.append((keys, [sender, to or "", message, envelope, _LOG_MAX, _TTL_S], answer))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send_batches())
+        return await answer
+
+    async def _send_batches(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._run(batch)
+                except Exception as exc:  # Redis away: every sender in the batch hears of it
+                    results = [exc] * len(batch)
+                for (_, _, answer), result in zip(batch, results, strict=True):
+                    if answer.done():  # its socket went away meanwhile
+                        continue
+                    if isinstance(result, Exception):
+                        answer.set_exception(result)
+                    else:
+                        answer.set_result(None if result is None else str(result))
+        finally:
+            self._sending = None
+
+    async def _run(self, batch: list[_Append]) -> list[Any]:
+        """One pipeline of EVALSHA; a Redis that lost its scripts (restarted) gets it again."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            await self.redis.script_load(_APPEND_AND_PUBLISH)
+            again = await self._run([batch[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
 
     async def since(self, room: str, last_seq: str | None) -> list[tuple[str, dict[str, str]]]:
         start = f"({last_seq}" if last_seq else "-"

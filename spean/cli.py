@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from domain.errors import DomainError
 from domain.principal import Role
@@ -93,8 +93,31 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
         # closes an idle keep-alive connection must be the balancer, or a request it sends on a
         # connection the server is closing at that moment is lost (a reset, not an answer).
         timeout_keep_alive=75,
-        ws=args.ws,
+        **websocket_options(args.ws),
     )
+
+
+# The WebSocket implementations `serve --ws` offers; "spean" is uvicorn's websockets-sansio
+# (the least memory per socket of uvicorn's) with per-message deflate that keeps no zlib state
+# between messages (realtime.ws_protocol).
+WS_IMPLEMENTATIONS = {
+    "spean": "realtime.ws_protocol:SignallingProtocol",
+    "websockets-sansio": "websockets-sansio",
+    "websockets": "websockets",
+    "wsproto": "wsproto",
+}
+
+
+def websocket_options(ws: str) -> dict[str, Any]:
+    """uvicorn's WebSocket settings for `serve` (and the benches that measure it)."""
+    from realtime.handler import MAX_FRAME
+
+    return {
+        "ws": WS_IMPLEMENTATIONS[ws],
+        # uvicorn buffers a message of up to 16 MiB before the handler can refuse it: refuse
+        # anything over the signalling limit while reading it (close 1009, as the handler does).
+        "ws_max_size": MAX_FRAME,
+    }
 
 
 def _migrated_now(database_url: str) -> bool:
@@ -220,9 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip migrations at start-up")
     serve.add_argument(
         "--ws",
-        default="websockets-sansio",
-        choices=["websockets", "websockets-sansio", "wsproto"],
-        help="WebSocket implementation (default websockets-sansio: the least memory per socket)",
+        default="spean",
+        choices=list(WS_IMPLEMENTATIONS),
+        help="WebSocket implementation (default spean: websockets-sansio with stateless per-message deflate)",
     )
     serve.add_argument(
         "--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-For (comma-separated, or *)"

@@ -2,6 +2,7 @@
 
 idle:    join every room in the plan (specialist on A, patient on B), print "ready", hold the
          sockets idle until a line arrives on stdin, then print a JSON summary.
+hold:    the same with plain sockets to A (a bare server: no auth, no rooms), one per plan entry.
 relay:   in each planned room the specialist admits the patient, then chats at a fixed total
          rate; prints the one-way latencies (sender and receiver share this process's clock).
 echo:    the same sends to a raw echo server, for the baseline.
@@ -59,14 +60,32 @@ async def idle(plan: list[dict[str, str]], a: str, b: str) -> None:
     print(json.dumps({"sockets": len(sockets), "join_seconds": time.perf_counter() - started}), flush=True)
 
 
+async def hold(count: int, url: str) -> None:
+    started = time.perf_counter()
+    sockets = await _gather_limited([_open(url) for _ in range(count)], 64)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for ws in sockets:
+        await ws.close()
+    print(json.dumps({"sockets": len(sockets), "open_seconds": time.perf_counter() - started}), flush=True)
+
+
 async def relay(plan: list[dict[str, str]], a: str, b: str, rate: float, seconds: float) -> None:
     pairs = []
-    for room in plan:
-        spec, _ = await _join(a, room["specialist"], room["room"])
-        patient, ready = await _join(b, room["patient"], room["room"])
-        await spec.send(json.dumps({"type": "admit", "peer": ready["peer"]}))
+
+    async def admitted(patient: ClientConnection) -> None:
         while json.loads(await patient.recv())["type"] != "admitted":
             pass
+
+    for room in plan:
+        # Bounded waits: a lost message fails the run with a reason instead of hanging it.
+        spec, _ = await asyncio.wait_for(_join(a, room["specialist"], room["room"]), 60)
+        patient, ready = await asyncio.wait_for(_join(b, room["patient"], room["room"]), 60)
+        await spec.send(json.dumps({"type": "admit", "peer": ready["peer"]}))
+        try:
+            await asyncio.wait_for(admitted(patient), 60)
+        except TimeoutError:
+            raise RuntimeError(f"no `admitted` within 60 s in room {room['room']}") from None
         pairs.append((spec, patient))
     latencies: list[float] = []
     interval = len(pairs) / rate
@@ -127,7 +146,7 @@ async def echo(url: str, connections: int, rate: float, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["idle", "relay", "echo"])
+    parser.add_argument("mode", choices=["idle", "hold", "relay", "echo"])
     parser.add_argument("--plan", type=Path)
     parser.add_argument("--a", default="")
     parser.add_argument("--b", default="")
@@ -146,6 +165,8 @@ def main() -> None:
     plan = json.loads(args.plan.read_text()) if args.plan else []
     if args.mode == "idle":
         asyncio.run(idle(plan, args.a, args.b))
+    elif args.mode == "hold":
+        asyncio.run(hold(len(plan), args.a))
     elif args.mode == "relay":
         asyncio.run(relay(plan, args.a, args.b, args.rate, args.seconds))
     else:
