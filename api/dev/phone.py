@@ -5,7 +5,8 @@ authentication: the transport is trusted because the route exists only in develo
 No second implementation: a text goes through `api.routes.sms.receive`, the very function the
 signed Twilio webhook calls after checking its signature (same MessageSid-once rule, keywords,
 domain calls, audit channel `sms`, reply queued in the SMS ledger and sent after commit); a USSD
-turn goes through `sms.ussd.engine.turn` with the same session store as the gateway's callback.
+turn goes through `sms.ussd.gateway.answer`, the gateway's own turn (its transaction, the session
+stored after the commit, a polite END while PostgreSQL or Redis is away).
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from api.request_id import request_id_of
 from api.routes.sms import receive
 from api.transaction import NO_TRANSACTION, after_commit
 from domain.phone import normalize
-from sms.ussd.engine import turn
-from sms.ussd.gateway import MAX_FIELD, MAX_TEXT
-from sms.ussd.session import SessionStore
+from infra.config import Settings
+from sms.ussd.gateway import MAX_FIELD, MAX_TEXT, UssdCallback, answer
 
 _PAGE = resources.files("api.dev") / "phone.html"
 _SMS_MAX = 1600  # what the webhook keeps of a text: Twilio's own limit for one message
@@ -42,6 +42,10 @@ class SmsIn(msgspec.Struct, kw_only=True):
 class SmsSent(msgspec.Struct, kw_only=True):
     message_sid: str
     phone: str
+
+
+# What the page dials; the menus do not depend on the code (a gateway routes one code to Spean).
+DIALLED = "*384*7#"
 
 
 class UssdIn(msgspec.Struct, kw_only=True):
@@ -99,18 +103,19 @@ class DevPhoneController(Controller):
         await receive(request, settings, conn, {"MessageSid": sid, "From": phone, "To": "", "Body": data.text})
         return SmsSent(message_sid=sid, phone=phone)
 
-    @post("/ussd", status_code=200, summary="One USSD turn as this number, through the USSD engine")
-    async def ussd(
-        self, request: Request[Any, Any, Any], conn: Conn, settings: Config, data: JSONBody[UssdIn]
-    ) -> UssdOut:
-        phone = normalize(data.phone, settings.default_region)
-        reply = await turn(
-            conn,
-            SessionStore(request.app.state.redis, settings.ussd_session_ttl_s),
+    @post(
+        "/ussd",
+        status_code=200,
+        opt=NO_TRANSACTION,  # the gateway's own turn runs its transaction, as for the real callback
+        summary="One USSD turn as this number, through the USSD gateway's turn",
+    )
+    async def ussd(self, request: Request[Any, Any, Any], data: JSONBody[UssdIn]) -> UssdOut:
+        settings: Settings = request.app.state.settings  # the `settings` dependency needs the request's connection
+        callback = UssdCallback(
             session_id=data.session_id,
-            phone=phone,
+            service_code=DIALLED,
+            phone_number=normalize(data.phone, settings.default_region),
             text=data.text,
-            default_region=settings.default_region,
-            request_id=request_id_of(request.scope),
         )
+        reply = await answer(request.app.state, callback, request_id_of(request.scope))
         return UssdOut(wire=reply.wire, text=reply.text, ends=reply.ends)

@@ -27,6 +27,7 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import MediaType, Request, Response, post
+from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, HeaderParameter, QueryParameter
 
@@ -103,11 +104,19 @@ async def ussd_callback(
         or (len(data.text) > MAX_TEXT)
     ):
         return _reply(Reply(end_text(texts.language_for_phone(data.phone_number), "ussd_err_invalid"), ends=True))
+    return _reply(await answer(state, data, request_id_of(request.scope)))
+
+
+async def answer(state: State, data: UssdCallback, request_id: str | None) -> Reply:
+    """One turn from a caller the transport already trusts (the gateway's secret, or /dev/phone,
+    which exists only outside production): run in its own transaction, the session stored after
+    the commit, and a polite END in the caller's language when PostgreSQL or Redis is away."""
+    settings: Settings = state.settings
     store = SessionStore(state.redis, settings.ussd_session_ttl_s)
     try:
         if state.migrations_pending:  # started while PostgreSQL was away: the schema is not there yet
             raise ConnectionRefusedError("migrations pending")
-        reply = await _run(state.pool, store, data, settings, request_id_of(request.scope))
+        reply = await _run(state.pool, store, data, settings, request_id)
     except Exception as exc:
         dependency = outage.unavailable(exc)
         if dependency is None:
@@ -118,7 +127,7 @@ async def ussd_callback(
             dependency.down(exc)  # logged once per outage
         language = await _language_when_down(state.pool, store, data, settings, dependency)
         reply = Reply(end_text(language, "ussd_err_unavailable"), ends=True)
-    return _reply(reply)
+    return reply
 
 
 async def _run(
