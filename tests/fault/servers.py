@@ -6,19 +6,29 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import psutil
+from litestar.testing import AsyncTestClient
 
+from infra.config import load_settings
 from infra.embedded import free_port, redis_server_binary
+from infra.migrate import migrate
+from spean.app import create_app
+from tests.factory import Factory
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset (as in infra.embedded)
@@ -180,3 +190,68 @@ def wait_until(check: object, within_s: float, message: str, server: Server | No
         time.sleep(0.1)
     tail = server.log.read_text()[-5000:] if server is not None else ""
     raise AssertionError(f"{message}\n{tail}")
+
+
+@dataclass
+class Stack:
+    postgres: OwnPostgres
+    redis: OwnRedis
+    server: Server
+    database_url: str  # the server's own cluster: its default database will do
+
+
+@contextlib.contextmanager
+def own_stack(prefix: str, **extra_env: str) -> Iterator[Stack]:
+    """A PostgreSQL, a Redis and `spean serve --workers 2` on them, stopped and removed after."""
+    # Not under pytest's temporary folder: any pytest run on the machine may make that private
+    # again (0700), and PostgreSQL, run as its own user as root, must reach its data folder.
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    postgres, redis = OwnPostgres(folder / "pg"), OwnRedis(folder / "redis")
+    (folder / "redis").mkdir()
+    postgres.init()
+    redis.start()
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres.admin_url,
+        "REDIS_URL": redis.url,
+        "SPEAN_SECRET_KEY": secrets.token_urlsafe(48),
+        "SPEAN_DATA_DIR": str(folder / "data"),
+        "SPEAN_LOG_LEVEL": "warning",
+        # As in production: the API processes serve, `spean worker` (not started here) delivers
+        # notifications; the notification worker's own kill test is tests/notifications.
+        "SPEAN_WORKER_IN_API": "false",
+        **extra_env,
+    }
+    server = Server(env, folder / "server.log")
+    try:
+        server.start()
+        yield Stack(postgres, redis, server, postgres.admin_url)
+    finally:
+        server.stop()
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def seeding(stack: Stack, data_dir: Path) -> AsyncIterator[Factory]:
+    """A factory on an in-process app with the server's secret key, so the tokens it makes work on
+    the server; the stack's database migrated first."""
+    await migrate(stack.database_url)
+    settings = load_settings(
+        {},
+        env="test",
+        database_url=stack.database_url,
+        redis_url=stack.redis.url,
+        data_dir=data_dir,
+        secret_key=stack.server.env["SPEAN_SECRET_KEY"],
+        auto_migrate=False,
+        log_level="warning",
+    )
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+    try:
+        async with AsyncTestClient(create_app(settings)) as client:
+            yield Factory(client, pool, settings)
+    finally:
+        await pool.close()

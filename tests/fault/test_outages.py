@@ -8,41 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
-from infra.config import load_settings
-from infra.migrate import migrate
-from spean.app import create_app
-from tests.factory import Factory, PatientLogin, Scene, auth, iso, next_local
-from tests.fault.servers import OwnPostgres, OwnRedis, Server, wait_until
+from tests.factory import PatientLogin, Scene, auth, iso, next_local
+from tests.fault.servers import Server, Stack, own_stack, seeding, wait_until
 from tests.realtime.client import Signal
 
 BP = {"kind": "observation", "code": "8310-5", "value": 37.2, "unit": "Cel"}
 CLIENTS = 6
-
-
-@dataclass
-class Stack:
-    postgres: OwnPostgres
-    redis: OwnRedis
-    server: Server
-    database_url: str
 
 
 @dataclass
@@ -56,69 +39,26 @@ class World:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    # Not under pytest's temporary folder: any pytest run on the machine may make that private
-    # again (0700), and PostgreSQL, run as its own user as root, must reach its data folder.
-    folder = Path(tempfile.mkdtemp(prefix="spean-fault-"))
-    folder.chmod(0o755)
-    postgres, redis = OwnPostgres(folder / "pg"), OwnRedis(folder / "redis")
-    (folder / "redis").mkdir()
-    postgres.init()
-    redis.start()
-    database_url = postgres.admin_url  # the server's own cluster: its default database will do
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis.url,
-        "SPEAN_SECRET_KEY": secrets.token_urlsafe(48),
-        "SPEAN_DATA_DIR": str(folder / "data"),
-        "SPEAN_LOG_LEVEL": "warning",
-        # As in production: the API processes serve, `spean worker` (not started here) delivers
-        # notifications; the notification worker's own kill test is tests/notifications.
-        "SPEAN_WORKER_IN_API": "false",
-    }
-    server = Server(env, folder / "server.log")
-    try:
-        server.start()
-        yield Stack(postgres, redis, server, database_url)
-    finally:
-        server.stop()
-        redis.stop()
-        postgres.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    with own_stack("spean-fault-") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> World:
     """A specialist open around the clock, a CHW and patients: seeded through an in-process app
     with the server's secret key, so its tokens work on the server."""
-    await migrate(stack.database_url)
-    settings = load_settings(
-        {},
-        env="test",
-        database_url=stack.database_url,
-        redis_url=stack.redis.url,
-        data_dir=tmp_path_factory.mktemp("seed"),
-        secret_key=stack.server.env["SPEAN_SECRET_KEY"],
-        auto_migrate=False,
-        log_level="warning",
-    )
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
-    try:
-        async with AsyncTestClient(create_app(settings)) as client:
-            factory = Factory(client, pool, settings)
-            scene = await factory.scene()
-            await factory.weekly(scene.specialist, start="00:00", end="23:30")
-            patients = [await factory.patient(scene.post, token=scene.chw.token) for _ in range(CLIENTS)]
-            caller = await factory.patient_login(scene.post)
-            booking = {**scene.booking("10:00"), "patient_id": str(caller.patient_id)}
-            call = uuid.UUID((await factory.post("/v1/appointments", booking, scene.chw.token))["id"])
-        await pool.execute(
+    async with seeding(stack, tmp_path_factory.mktemp("seed")) as factory:
+        scene = await factory.scene()
+        await factory.weekly(scene.specialist, start="00:00", end="23:30")
+        patients = [await factory.patient(scene.post, token=scene.chw.token) for _ in range(CLIENTS)]
+        caller = await factory.patient_login(scene.post)
+        booking = {**scene.booking("10:00"), "patient_id": str(caller.patient_id)}
+        call = uuid.UUID((await factory.post("/v1/appointments", booking, scene.chw.token))["id"])
+        await factory.db.execute(
             "UPDATE appointments SET start_at = now() + interval '5 minutes', "
             "end_at = now() + interval '35 minutes' WHERE id = $1",
             call,
         )
-    finally:
-        await pool.close()
     first = next_local("Asia/Phnom_Penh", "00:00", days_ahead=3)
     starts = (iso(first + timedelta(minutes=30 * i)) for i in itertools.count() if i % 48 != 47)
     return World(scene, patients, starts, call, caller)

@@ -11,39 +11,23 @@ Redis of the test's own:
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
-from infra.config import load_settings
-from infra.migrate import migrate
 from sms.ussd.render import end_text
-from spean.app import create_app
-from tests.factory import Factory, PatientLogin, Scene, new_phone
-from tests.fault.servers import OwnPostgres, OwnRedis, Server
+from tests.factory import PatientLogin, Scene, new_phone
+from tests.fault.servers import Stack, own_stack, seeding
 
 SECRET = "fault-ussd-" + secrets.token_hex(8)
 RACES = 5
-
-
-@dataclass
-class Stack:
-    postgres: OwnPostgres
-    redis: OwnRedis
-    server: Server
-    database_url: str
 
 
 @dataclass
@@ -56,66 +40,27 @@ class World:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    folder = Path(tempfile.mkdtemp(prefix="spean-fault-ussd-"))  # see tests/fault/test_outages.py
-    folder.chmod(0o755)
-    postgres, redis = OwnPostgres(folder / "pg"), OwnRedis(folder / "redis")
-    (folder / "redis").mkdir()
-    postgres.init()
-    redis.start()
-    env = {
-        **os.environ,
-        "DATABASE_URL": postgres.admin_url,
-        "REDIS_URL": redis.url,
-        "SPEAN_SECRET_KEY": secrets.token_urlsafe(48),
-        "SPEAN_DATA_DIR": str(folder / "data"),
-        "SPEAN_LOG_LEVEL": "warning",
-        "SPEAN_WORKER_IN_API": "false",
-        "SPEAN_USSD_SECRET": SECRET,
-    }
-    server = Server(env, folder / "server.log")
-    try:
-        server.start()
-        yield Stack(postgres, redis, server, postgres.admin_url)
-    finally:
-        server.stop()
-        redis.stop()
-        postgres.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    with own_stack("spean-fault-ussd-", SPEAN_USSD_SECRET=SECRET) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> World:
     """Seeded through an in-process app with the server's secret key, so its tokens work there."""
-    await migrate(stack.database_url)
-    settings = load_settings(
-        {},
-        env="test",
-        database_url=stack.database_url,
-        redis_url=stack.redis.url,
-        data_dir=tmp_path_factory.mktemp("seed"),
-        secret_key=stack.server.env["SPEAN_SECRET_KEY"],
-        auto_migrate=False,
-        log_level="warning",
-    )
-    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
-    try:
-        async with AsyncTestClient(create_app(settings)) as client:
-            factory = Factory(client, pool, settings)
-            scene = await factory.scene()
-            await factory.post(
-                f"/v1/facilities/{scene.post}/referral-targets",
-                {"facility_id": str(scene.centre)},
-                await factory.admin_token(),
-            )
-            french = new_phone()
-            await factory.patient(scene.post, phone=french, preferred_language="fr")
-            world = World(scene, french, [await factory.patient_login(scene.post) for _ in range(RACES)])
-            for _ in range(RACES):
-                number = new_phone()
-                await factory.patient(scene.post, phone=number, preferred_language="fr")
-                world.race_phones.append(number)
-    finally:
-        await pool.close()
+    async with seeding(stack, tmp_path_factory.mktemp("seed")) as factory:
+        scene = await factory.scene()
+        await factory.post(
+            f"/v1/facilities/{scene.post}/referral-targets",
+            {"facility_id": str(scene.centre)},
+            await factory.admin_token(),
+        )
+        french = new_phone()
+        await factory.patient(scene.post, phone=french, preferred_language="fr")
+        world = World(scene, french, [await factory.patient_login(scene.post) for _ in range(RACES)])
+        for _ in range(RACES):
+            number = new_phone()
+            await factory.patient(scene.post, phone=number, preferred_language="fr")
+            world.race_phones.append(number)
     return world
 
 
