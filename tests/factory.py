@@ -56,6 +56,17 @@ class PatientLogin:
 
 
 @dataclass(frozen=True)
+class Network:
+    """A reference centre with one specialist (a specialty of its own, open every day 08:00-12:00
+    in 30-minute slots) and a health post that refers to it."""
+
+    centre: uuid.UUID
+    post: uuid.UUID
+    specialist: Staff
+    specialty: str
+
+
+@dataclass(frozen=True)
 class Scene:
     """The usual cast: a reference centre with a specialist open every day 08:00-12:00 in
     30-minute slots, and a health post with a CHW and one of its patients."""
@@ -160,6 +171,17 @@ class Factory:
         await self.weekly(specialist)
         chw = await self.staff(post, role="chw")
         return Scene(centre, post, specialist, chw, await self.patient(post, token=chw.token))
+
+    async def network(self, specialty_prefix: str) -> Network:
+        """What a patient of the post needs to book at its reference centre (USSD, SMS, /dev/phone)."""
+        centre = await self.facility()
+        post = await self.facility(kind="health_post")
+        admin = await self.admin_token()
+        await self.post(f"/v1/facilities/{post}/referral-targets", {"facility_id": str(centre)}, admin)
+        specialty = f"{specialty_prefix}{uuid.uuid4().hex[:4]}"
+        specialist = await self.staff(centre, specialties=[specialty])
+        await self.weekly(specialist)
+        return Network(centre, post, specialist, specialty)
 
     async def weekly(
         self,

@@ -25,6 +25,7 @@ import pytest
 from sms.ussd.render import end_text
 from tests.factory import PatientLogin, Scene, new_phone
 from tests.fault.servers import Stack, own_stack, seeding
+from tests.sms.ussd.conftest import Phone
 
 SECRET = "fault-ussd-" + secrets.token_hex(8)
 RACES = 5
@@ -64,31 +65,6 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> World
     return world
 
 
-@dataclass
-class Phone:
-    http: httpx.AsyncClient
-    number: str
-    session_id: str = field(default_factory=lambda: f"ATUid_{uuid.uuid4().hex}")
-    answers: list[str] = field(default_factory=list)
-
-    async def dial(self) -> tuple[str, str]:
-        self.answers.clear()
-        return await self._post("")
-
-    async def send(self, answer: str) -> tuple[str, str]:
-        self.answers.append(answer)
-        return await self._post("*".join(self.answers))
-
-    async def _post(self, text: str) -> tuple[str, str]:
-        form = {"sessionId": self.session_id, "serviceCode": "*384*7#", "phoneNumber": self.number, "text": text}
-        response = await self.http.post("/v1/ussd", data=form, headers={"X-USSD-Secret": SECRET})
-        assert response.status_code == 200, response.text  # never a 5xx, whatever is away
-        assert response.headers["content-type"].startswith("text/plain")
-        verb, _, screen = response.text.partition(" ")
-        assert verb in ("CON", "END"), response.text
-        return verb, screen
-
-
 @pytest.fixture
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.server.url, timeout=30) as client:
@@ -114,15 +90,15 @@ async def _until_menu(phone: Phone, within_s: float = 30) -> str:
 async def test_outages_end_politely_in_the_callers_language(
     stack: Stack, world: World, http: httpx.AsyncClient
 ) -> None:
-    phone = Phone(http, world.french)
+    phone = Phone(http, world.french, secret=SECRET)
     assert (await _until_menu(phone)).startswith("Spean\n1 Prendre rendez-vous")
 
     # Redis away: the session cannot be read; PostgreSQL says the patient reads French.
     await asyncio.to_thread(stack.redis.stop)
     try:
         assert await phone.send("1") == _down("fr")
-        assert await Phone(http, world.french).dial() == _down("fr")
-        assert await Phone(http, "+84912345678").dial() == _down("vi")  # unknown: the calling code
+        assert await Phone(http, world.french, secret=SECRET).dial() == _down("fr")
+        assert await Phone(http, "+84912345678", secret=SECRET).dial() == _down("vi")  # unknown: the calling code
     finally:
         await asyncio.to_thread(stack.redis.start)
 
@@ -132,12 +108,12 @@ async def test_outages_end_politely_in_the_callers_language(
     await asyncio.to_thread(stack.postgres.stop)
     try:
         assert await phone.send("1") == _down("fr")
-        assert await Phone(http, world.french).dial() == _down("km")
-        assert await Phone(http, "+84912345678").dial() == _down("vi")
-        assert await Phone(http, "+33612345678").dial() == _down("fr")
+        assert await Phone(http, world.french, secret=SECRET).dial() == _down("km")
+        assert await Phone(http, "+84912345678", secret=SECRET).dial() == _down("vi")
+        assert await Phone(http, "+33612345678", secret=SECRET).dial() == _down("fr")
         # Both away.
         await asyncio.to_thread(stack.redis.stop)
-        assert await Phone(http, world.french).dial() == _down("km")
+        assert await Phone(http, world.french, secret=SECRET).dial() == _down("km")
     finally:
         await asyncio.to_thread(stack.postgres.start_if_stopped)
         if stack.redis.proc is None:
@@ -177,7 +153,7 @@ async def test_ussd_and_app_race_for_one_slot_between_two_processes(stack: Stack
         httpx.AsyncClient(base_url=stack.server.url, timeout=30) as app,
     ):
         for number, app_user in zip(world.race_phones, world.app_users, strict=True):
-            phone = Phone(gateway, number)
+            phone = Phone(gateway, number, secret=SECRET)
             start = await _first_slot(app, world)
             await _until_menu(phone)
             await phone.send("1")

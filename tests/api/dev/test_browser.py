@@ -16,8 +16,7 @@ import pytest
 from infra.config import Settings
 from infra.embedded import free_port
 from sms import texts
-from tests.api.dev.conftest import Network
-from tests.factory import Factory, new_phone
+from tests.factory import Factory, Network, new_phone
 from tests.live import server_env, start_server, wait_ready
 from tests.realtime.test_browser import ARGS, CHROMIUM
 

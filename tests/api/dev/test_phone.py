@@ -20,8 +20,7 @@ from infra.config import Settings
 from sms import texts
 from sms.sender import LogSmsSender
 from spean.app import create_app
-from tests.api.dev.conftest import Network
-from tests.factory import Factory, new_phone
+from tests.factory import Factory, Network, new_phone
 
 
 async def _until(check: Callable[[], Awaitable[Any]], what: str) -> Any:

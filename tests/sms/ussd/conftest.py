@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from litestar import Litestar
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from infra.config import Settings
 from sms.sender import LogSmsSender
 from spean.app import create_app
-from tests.factory import Factory, Staff, new_phone
+from tests.factory import Factory, Network, new_phone
 
 SECRET = "gateway-secret-" + uuid.uuid4().hex
 _sessions = itertools.count(1)
@@ -44,10 +45,11 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 class Phone:
     """One USSD session: each answer is appended to the `*`-joined text, as a gateway does."""
 
-    client: AsyncTestClient[Litestar]
+    client: httpx.AsyncClient  # the in-process test client, or one to a real server
     number: str
     session_id: str = field(default_factory=lambda: f"ATUid_{uuid.uuid4().hex}_{next(_sessions)}")
     answers: list[str] = field(default_factory=list)
+    secret: str = SECRET
 
     async def dial(self) -> tuple[str, str]:
         self.answers.clear()
@@ -67,9 +69,9 @@ class Phone:
                 "networkCode": "45606",
                 "text": text,
             },
-            headers={"X-USSD-Secret": SECRET},
+            headers={"X-USSD-Secret": self.secret},
         )
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, response.text  # never a 5xx, whatever is away
         assert response.headers["content-type"].startswith("text/plain")
         verb, _, screen = response.text.partition(" ")
         assert verb in ("CON", "END"), response.text
@@ -77,30 +79,12 @@ class Phone:
 
     def again(self) -> Phone:
         """A new session from the same phone."""
-        return Phone(self.client, self.number)
-
-
-@dataclass(frozen=True)
-class Network:
-    """A reference centre with one specialist (a specialty of its own, open every day 08:00-12:00
-    in 30-minute slots) and a health post that refers to it."""
-
-    centre: uuid.UUID
-    post: uuid.UUID
-    specialist: Staff
-    specialty: str
+        return Phone(self.client, self.number, secret=self.secret)
 
 
 @pytest.fixture
 async def network(factory: Factory) -> Network:
-    centre = await factory.facility()
-    post = await factory.facility(kind="health_post")
-    admin = await factory.admin_token()
-    await factory.post(f"/v1/facilities/{post}/referral-targets", {"facility_id": str(centre)}, admin)
-    specialty = f"cardio{uuid.uuid4().hex[:4]}"
-    specialist = await factory.staff(centre, specialties=[specialty])
-    await factory.weekly(specialist)
-    return Network(centre, post, specialist, specialty)
+    return await factory.network("cardio")
 
 
 async def patient_phone(

@@ -12,8 +12,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from sms import texts
-from tests.factory import Factory, Staff, iso, next_local
-from tests.sms.ussd.conftest import Network, Phone
+from tests.factory import Factory, Network, Staff, iso, next_local
+from tests.sms.ussd.conftest import Phone
 
 
 def km(message_id: str, **values: str) -> str:

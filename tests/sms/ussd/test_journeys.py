@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 from sms import texts
 from sms.ussd.session import SessionStore
-from tests.factory import Factory, auth, new_phone
-from tests.sms.ussd.conftest import SECRET, Network, Phone, patient_phone
+from tests.factory import Factory, Network, auth, new_phone
+from tests.sms.ussd.conftest import SECRET, Phone, patient_phone
 
 
 async def _ussd_audit(db: asyncpg.Pool, patient_id: uuid.UUID) -> set[str]:

@@ -11,8 +11,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from sms.ussd.menu import SCREENS
-from tests.factory import Factory
-from tests.sms.ussd.conftest import Network, Phone, patient_phone
+from tests.factory import Factory, Network
+from tests.sms.ussd.conftest import Phone, patient_phone
 
 # Each patient screen, and the answers from the main menu that reach it.
 PATHS = {
