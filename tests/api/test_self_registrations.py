@@ -3,6 +3,7 @@ verified once, by a health worker of that post only; the patient and other posts
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -85,3 +86,20 @@ async def test_a_staff_phone_cannot_register_itself(factory: Factory, db: asyncp
     assert refused.value.code == "staff_phone"
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM patients WHERE phone = $1", chw.phone) == 0
+
+
+async def test_two_health_workers_verifying_at_once_verify_it_once(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    post = await factory.facility(kind="health_post")
+    chws = [await factory.staff(post, role="chw") for _ in range(2)]
+    patient_id = await _self_registered(db, post, new_phone())
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/patients/{patient_id}/self-registration/verify", headers=chw.headers) for chw in chws)
+    )
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["code"] == "already_verified"
+    winner = next(a for a in answers if a.status_code == 200).json()["verified_by"]
+    stored = await db.fetchval("SELECT verified_by FROM patient_self_registrations WHERE patient_id = $1", patient_id)
+    assert str(stored) == winner
