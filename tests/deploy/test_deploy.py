@@ -218,3 +218,20 @@ def test_a_wrong_field_in_a_manifest_is_caught() -> None:
     deployment["spec"]["replicaz"] = deployment["spec"].pop("replicas")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+def test_the_compose_balancer_config_is_valid_and_health_checks_readiness(tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed (apt-get install caddy; .ci/run installs it)")
+    config = (DEPLOY / "Caddyfile").read_text()
+    assert "health_uri /ready" in config  # a draining process leaves rotation (README: rolling restarts)
+    checked = subprocess.run(
+        [caddy, "validate", "--config", str(DEPLOY / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SPEAN_DOMAIN": "spean.example.org", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)},
+    )
+    assert checked.returncode == 0, checked.stderr
