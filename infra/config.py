@@ -81,10 +81,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notify_max_attempts: int = 8  # then the notification is dead-lettered (state failed)
     notify_backoff_ms: int = 1000  # first retry delay; doubles each try, with jitter, up to 10 min
     reminders_min: str = "1440,60"  # minutes before a consultation that reminders go out
+    # SIGTERM → exit: keep serving this long while saying so (infra.drain); None: 5 in production, else 0.
+    drain_s: float | None = None
 
     @property
     def push_via(self) -> Literal["fcm", "log"]:
         return self.push_sender or ("fcm" if self.google_application_credentials else "log")
+
+    @property
+    def drain_seconds(self) -> float:
+        if self.drain_s is not None:
+            return self.drain_s
+        return 5.0 if self.env == "production" else 0.0
 
     @property
     def runs_worker_in_api(self) -> bool:
@@ -153,6 +161,7 @@ _VARS: dict[str, str] = {
     "SPEAN_NOTIFY_MAX_ATTEMPTS": "notify_max_attempts",
     "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",
     "SPEAN_REMINDERS": "reminders_min",
+    "SPEAN_DRAIN_SECONDS": "drain_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -208,6 +217,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError("SPEAN_REMINDERS must be positive whole minutes, comma-separated (e.g. 1440,60)") from None
     if settings.push_via == "fcm" and not settings.google_application_credentials:
         raise ConfigError("GOOGLE_APPLICATION_CREDENTIALS is required when SPEAN_PUSH_SENDER=fcm")
+    if settings.drain_s is not None and not 0 <= settings.drain_s <= 600:
+        raise ConfigError("SPEAN_DRAIN_SECONDS must be between 0 and 600 seconds")
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     if settings.env == "production":

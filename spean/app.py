@@ -24,6 +24,7 @@ from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
+from api.draining import DrainingMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.routes import FhirController
@@ -53,7 +54,7 @@ from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
-from infra import db, housekeeping, outage
+from infra import db, drain, housekeeping, outage
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
@@ -184,6 +185,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             # sight, so full collections under many open sockets scan only what requests create.
             gc.collect()
             gc.freeze()
+            undrain = drain.install(settings.drain_seconds)
             try:
                 async with (
                     housekeeping.running(app.state.pool),
@@ -193,6 +195,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 ):
                     yield
             finally:
+                undrain()
                 if migrating is not None:
                     migrating.cancel()
                 await app.state.rtc_bus.stop()
@@ -276,7 +279,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
     # Outside routing, so that a WebSocket request to no WebSocket route is seen too, and every
     # HTTP answer (router errors included) is compressed as its Accept-Encoding asks.
-    app.asgi_handler = CompressionMiddleware(WebSocketHandshake(app.asgi_handler))
+    app.asgi_handler = DrainingMiddleware(CompressionMiddleware(WebSocketHandshake(app.asgi_handler)))
     return app
 
 

@@ -224,6 +224,32 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import backup
+    from spean.backup import BackupError
+
+    with _services(settings) as (database_url, _):
+        try:
+            print(asyncio.run(backup(database_url, args.output)))
+        except BackupError as exc:
+            print(f"spean: {exc.code}: {exc.detail}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import restore
+    from spean.backup import BackupError
+
+    try:
+        ok, message = asyncio.run(restore(args.dump, args.into))
+    except BackupError as exc:
+        print(f"spean: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 2
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 3
+
+
 def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import list_notifications
 
@@ -278,6 +304,17 @@ def _parser() -> argparse.ArgumentParser:
     verify = admin.add_parser("verify-audit", help="check the audit hash chain; exit 3 if it was tampered with")
     verify.add_argument("--no-seal", dest="seal", action="store_false", help="verify only what is already sealed")
     verify.set_defaults(handler=_verify_audit)
+    backup = admin.add_parser(
+        "backup", help="dump the database (pg_dump, one snapshot) with a manifest to check a restore"
+    )
+    backup.add_argument("--output", type=Path, required=True, help="the dump file to write (never overwritten)")
+    backup.set_defaults(handler=_backup)
+    restore = admin.add_parser(
+        "restore", help="restore a backup into an EMPTY database and check it; exit 3 if it does not match"
+    )
+    restore.add_argument("dump", type=Path, help="the dump written by `spean admin backup`")
+    restore.add_argument("--into", required=True, help="PostgreSQL URL of the new, empty database")
+    restore.set_defaults(handler=_restore)
     notes = admin.add_parser("notifications", help="list notifications (--failed: the dead letters)")
     notes.add_argument("--failed", dest="state", action="store_const", const="failed", default=None)
     notes.add_argument("--state", dest="state", choices=["pending", "sent", "failed", "cancelled"])
