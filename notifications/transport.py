@@ -32,7 +32,8 @@ import httptools
 import httpx
 
 Origin = tuple[bytes, bytes, int]
-_Answer = tuple[int, list[tuple[bytes, bytes]], bytes, bool]  # status, headers, body, keep-alive
+# status, reason, HTTP version, headers, body, keep-alive
+_Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]
 
 
 class _Connection(asyncio.Protocol):
@@ -43,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[_Answer] | None = None
+        self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._headers_done = False
@@ -74,6 +76,9 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         lowered = name.lower()
@@ -96,7 +101,8 @@ class _Connection(asyncio.Protocol):
             self._reset()
             return
         alive = self._parser.should_keep_alive() if keep_alive is None else keep_alive
-        answer.set_result((status, self._headers, b"".join(self._body), alive))
+        version = b"HTTP/" + self._parser.get_http_version().encode("ascii")
+        answer.set_result((status, self._reason, version, self._headers, b"".join(self._body), alive))
 
     # -- used by the transport --------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def _reset(self) -> None:
+        self._reason = b""
         self._headers = []
         self._body = []
         self._headers_done = False
@@ -147,7 +154,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"), request)
             try:
                 async with asyncio.timeout(timeouts.get("read")):
-                    status, headers, body, alive = await conn.exchange(data)
+                    status, reason, version, headers, body, alive = await conn.exchange(data)
             except TimeoutError as exc:
                 conn.close()
                 raise httpx.ReadTimeout("no answer in time", request=request) from exc
@@ -163,7 +170,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 self._idle.setdefault(origin, collections.deque()).append(conn)
             else:
                 conn.close()
-        return httpx.Response(status, headers=headers, content=body, request=request)
+        # As httpcore gives them: httpx reads both for every response it logs.
+        extensions = {"http_version": version, "reason_phrase": reason}
+        return httpx.Response(status, headers=headers, content=body, request=request, extensions=extensions)
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)

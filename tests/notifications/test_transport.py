@@ -155,7 +155,9 @@ async def test_answers_framed_by_length_by_chunks_or_by_the_close_are_read_whole
     server = RawServer(handler)
     ref.append(server)
     async with server, httpx.AsyncClient(transport=LeanTransport(connections=4)) as client:
-        assert (await client.post(f"{server.url}/length", json={})).json() == {"a": 0}
+        first = await client.post(f"{server.url}/length", json={})
+        assert first.json() == {"a": 0}
+        assert (first.http_version, first.reason_phrase) == ("HTTP/1.1", "OK")  # as the server said them
         assert (await client.post(f"{server.url}/chunked", json={})).json() == {"a": 1}
         assert (await client.post(f"{server.url}/gzip", json={})).json() == {"a": 2}  # httpx decodes it
         assert server.connections == 1  # one kept-alive connection so far
