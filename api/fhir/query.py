@@ -358,9 +358,14 @@ def _control(q: Query, name: str, modifier: str | None, value: str) -> None:
 def parse(t: SearchType, items: Iterable[tuple[str, str]], *, strict_handling: bool, region: str, base: str) -> Query:
     """The search a request asks for; see the module docstring for what is dropped or refused."""
     q = Query(t, count=t.count, order=list(t.order))
+    once: set[str] = set()
     for key, value in items:
         name, _, modifier_text = key.partition(":")
         modifier = modifier_text or None
+        if name in _CONTROL and name not in ("_include", "_revinclude"):
+            if name in once:
+                raise bad(name, f"give {name} once")
+            once.add(name)
         try:
             if name in _CONTROL:
                 if value != "":

@@ -13,7 +13,7 @@ from typing import Any
 from api.fhir import admin
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.params import TYPES, SearchType
-from api.fhir.query import REVINCLUDE_LIMIT, Link, Query
+from api.fhir.query import REVINCLUDE_LIMIT, Link, Query, bad
 from api.fhir.scheduling import location, schedule, slot
 from api.fhir.trail import audit_event, provenance
 from domain.booking import availability
@@ -101,6 +101,8 @@ async def _consents(ctx: Ctx, spec: Spec, q: Query) -> tuple[list[Resource], Fou
 
 async def _audit(ctx: Ctx, spec: Spec, q: Query) -> tuple[list[Resource], Found[Any]]:
     [site] = _pin(q, "site")
+    if site.value is None:
+        raise bad("site", "site is an Organization id")
     found = await finders.audit_list(ctx.conn, ctx.principal, spec, site=site.value)
     return [audit_event(e) for e in found.items], found
 

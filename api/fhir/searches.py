@@ -10,13 +10,15 @@ from typing import Annotated, Any, cast
 from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, Parameter
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin
 from api.fhir.bundle import fhir, searchset, subset
 from api.fhir.clinical import BY_KIND, Resource, to_fhir
-from api.fhir.params import APPOINTMENT, TYPES
+from api.fhir.openapi_search import documented
+from api.fhir.params import APPOINTMENT, TYPES, SearchType
 from api.fhir.query import bad, decode_cursor, encode_cursor, parse, strict
 from api.fhir.runners import RUNNERS, Ctx, included
 from domain import access, patients
@@ -37,24 +39,28 @@ def _items(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
     return parse_qsl(request.scope.get("query_string", b"").decode(), keep_blank_values=True)
 
 
-class FhirSearchController(Controller):
-    path = "/fhir"
-    tags = ["fhir"]
-
-    # Each type by name: Litestar's router does not fall back from a static segment (`/Consent`,
-    # there for reads) to a parameter, so the generic route below alone would miss those.
-    @get([f"/{name}" for name in TYPES], summary="Search a type (its parameters: GET /fhir/metadata)")
+def _route(t: SearchType) -> HTTPRouteHandler:
     async def search(
-        self,
+        self: FhirSearchController,
         request: Request[Any, Any, Any],
         conn: Conn,
         principal: Caller,
         settings: Config,
         pool: DbPool,
     ) -> Response[Any]:
-        return await self._search(
-            request.url.path.rstrip("/").rpartition("/")[2], request, conn, principal, settings, pool
-        )
+        return await self._search(t.name, request, conn, principal, settings, pool)
+
+    search.__name__ = search.__qualname__ = f"search_{t.name}"
+    return get(f"/{t.name}", summary=f"Search {t.name}", operation_class=documented(t))(search)
+
+
+class FhirSearchController(Controller):
+    path = "/fhir"
+    tags = ["fhir"]
+
+    # One route per type (Litestar's router does not fall back from a static segment such as
+    # `/Consent`, there for reads, to `/{resource_type}`), each documented from the table.
+    locals().update({f"search_{name}": _route(t) for name, t in TYPES.items()})
 
     @get("/{resource_type:str}", summary="Any other type: 404 unknown_resource_type", include_in_schema=False)
     async def search_other(

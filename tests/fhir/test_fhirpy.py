@@ -111,7 +111,7 @@ async def test_paging_counts_sorting_includes(live: str, world: World) -> None:
     assert modes == [("include", "Patient"), *[("match", "Observation")] * 3]
     revincluded = await client.resources("Patient").search(_id=world.a).revinclude("Condition", "subject").fetch_raw()
     assert sorted(e["resource"]["resourceType"] for e in revincluded["entry"]) == ["Condition", "Condition", "Patient"]
-    subset = await observations.elements("code").fetch()
+    subset: list[Any] = await observations.elements("code").fetch()
     assert all(set(r.serialize()) == {"resourceType", "id", "meta", "code"} for r in subset)
     slots = client.resources("Slot").search(schedule=f"Schedule/{world.specialist.practitioner_id}")
     first_six = [r.id for r in await slots.limit(6).fetch()]

@@ -16,7 +16,7 @@ from api.fhir.errors import code_of
 from api.fhir.params import TYPES
 from tests.factory import Factory
 from tests.fhir.test_resources import Client, rich_record, validate
-from tests.fhir.test_search_params import matched, search
+from tests.fhir.test_search_params import search
 from tests.fhir.world import World, build
 
 BASE = "http://127.0.0.1:8000"
