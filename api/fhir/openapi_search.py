@@ -24,6 +24,7 @@ def _query(name: str, description: str, *, required: bool = False, schema: Schem
 
 
 def _parameters(t: SearchType) -> list[Parameter]:
+    """`t`'s parameters, then the result parameters; an empty value is ignored, as FHIR says."""
     # A required parameter names one thing (site=, schedule=); the others repeat (AND) as FHIR's do.
     found = [
         _query(p.name, f"{p.type} (FHIR search: modifiers, prefixes, commas): {p.doc}", required=p.required,
@@ -36,8 +37,8 @@ def _parameters(t: SearchType) -> list[Parameter]:
                schema=Schema(type=OpenAPIType.INTEGER, minimum=0)),
         _query("_sort", "sortable parameters, comma separated, `-` for descending", schema=one),
         _query("_total", "none, estimate or accurate", schema=Schema(type=OpenAPIType.STRING,
-                                                                     enum=["none", "estimate", "accurate"])),
-        _query("_summary", "count or false", schema=Schema(type=OpenAPIType.STRING, enum=["count", "false"])),
+                                                                     enum=["", "none", "estimate", "accurate"])),
+        _query("_summary", "count or false", schema=Schema(type=OpenAPIType.STRING, enum=["", "count", "false"])),
         _query("_elements", "element names, comma separated", schema=one),
         _query("_cursor", "the page a next or previous link names", schema=one),
     ]  # fmt: skip
