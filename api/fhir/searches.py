@@ -14,6 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, Parameter
 
 from api.deps import Caller, Config, Conn, DbPool
+from api.errors import InputRejected
 from api.fhir import admin
 from api.fhir.bundle import fhir, searchset, subset
 from api.fhir.clinical import BY_KIND, Resource, to_fhir
@@ -139,7 +140,7 @@ class FhirSearchController(Controller):
             elif name == "_cursor":
                 cursor = value
             elif strict(request.headers.get("prefer")):
-                raise bad(name, "$everything takes _count here")
+                raise InputRejected("unknown_search_parameter", name, "$everything takes _count here", "query")
         orders = [[], list(APPOINTMENT.order), _SEQ]
         phase, start = 0, tuple[object, ...]()
         if cursor is not None:
