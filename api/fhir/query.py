@@ -209,7 +209,10 @@ def _token(p: Param, value: str, negate: bool, region: str) -> Criterion:
         if system is None and code is None:
             raise bad(p.name, "a token names a system, a code or both")
     if p.phone and code is not None:
-        code = normalize(code, region)
+        try:
+            code = normalize(code, region)
+        except InvalidInput as refused:
+            raise bad(p.name, refused.detail) from None
     return TokenIs(p.field, code, system, no_system, negate)
 
 

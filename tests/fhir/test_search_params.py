@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from api.fhir.errors import code_of
-from tests.factory import Factory
+from tests.factory import Factory, new_phone
 from tests.fhir.test_resources import Client, validate
 from tests.fhir.world import World, build
 
@@ -237,3 +237,13 @@ async def test_unknown_and_unsupported_parameters(client: Client, world: World) 
     missing = await client.get("/fhir/Slot", headers=h)
     assert missing.status_code == 400
     assert code_of(missing.json()) == "missing_field"
+
+
+async def test_phone_in_national_or_international_form(client: Client, world: World, factory: Factory) -> None:
+    phone = new_phone()  # +855...
+    patient = str(await factory.patient(world.post, token=world.chw.token, phone=phone))
+    national = "0" + phone.removeprefix("+855")
+    for value in (phone, national):
+        assert matched(await search(client, "/fhir/Patient", world.chw.headers, [("phone", value)])) == {patient}
+    refused = await client.get("/fhir/Patient", params={"phone": "12"}, headers=world.chw.headers)
+    assert (refused.status_code, code_of(refused.json())) == (400, "invalid_search_value")
