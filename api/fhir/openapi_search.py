@@ -38,7 +38,9 @@ def _parameters(t: SearchType) -> list[Parameter]:
         _query("_sort", "sortable parameters, comma separated, `-` for descending", schema=one),
         _query("_total", "none, estimate or accurate", schema=Schema(type=OpenAPIType.STRING,
                                                                      enum=["", "none", "estimate", "accurate"])),
-        _query("_summary", "count or false", schema=Schema(type=OpenAPIType.STRING, enum=["", "count", "false"])),
+        _query("_summary", "count or false (true, text, data: not supported, so ignored, or a 400 under"
+               " Prefer: handling=strict)",
+               schema=Schema(type=OpenAPIType.STRING, enum=["", "count", "false", "true", "text", "data"])),
         _query("_elements", "element names, comma separated", schema=one),
         _query("_cursor", "the page a next or previous link names", schema=one),
     ]  # fmt: skip
