@@ -1,233 +1,191 @@
-"""FHIR search for the workflow and directory types: Appointment, ServiceRequest, Practitioner,
-Organization, Location and Schedule. Each calls the app API's domain query, so a caller finds in
-FHIR exactly what the app API shows them (and the same searches are audited)."""
+"""FHIR search, one route for every type: the request is read against the parameter table
+(api/fhir/query.py), the type's finder pages it (api/fhir/runners.py), _include/_revinclude and
+_elements are applied, and the Bundle links to the next and previous pages. Also
+Patient/$everything, paged by _count across the patient, their appointments and their record."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Annotated, Any, Protocol, get_args
+from typing import Annotated, Any, cast
+from urllib.parse import parse_qsl
 
-from litestar import Controller, Response, get
-from litestar.params import FromQuery, QueryParameter
+from litestar import Controller, Request, Response, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, Parameter
 
-from api.deps import Caller, Config, Conn
+from api.deps import Caller, Config, Conn, DbPool
+from api.errors import InputRejected
 from api.fhir import admin
-from api.fhir.bundle import bundle, date_bounds, fhir
-from api.fhir.scheduling import location, schedule
-from api.input_rules import calendar_problem
-from domain import facilities, practitioners
-from domain.booking import appointments
-from domain.booking.model import Status
-from domain.errors import InvalidInput, NotFound
-from domain.facilities import Kind
-from domain.referral import worklists
-from domain.referral.service import ReferralStatus
+from api.fhir.bundle import fhir, searchset, subset
+from api.fhir.clinical import BY_KIND, Resource, to_fhir
+from api.fhir.openapi_search import documented
+from api.fhir.params import APPOINTMENT, TYPES, SearchType
+from api.fhir.query import bad, decode_cursor, encode_cursor, parse, strict
+from api.fhir.runners import RUNNERS, Ctx, included
+from domain import access, patients
+from domain.audit import trail
+from domain.errors import NotFound
+from domain.record import service as record_service
+from domain.search import finders
+from domain.search.engine import Criterion, Key, Ref, RefIs, Spec
 
-Count = Annotated[int, QueryParameter(name="_count", ge=1, le=1000)]
-IdCursor = Annotated[uuid.UUID | None, QueryParameter(name="_cursor")]
-
-
-def reference_id(value: str, resource_type: str, field: str) -> uuid.UUID:
-    """`Type/{id}` or a bare id."""
-    try:
-        return uuid.UUID(value.removeprefix(f"{resource_type}/"))
-    except ValueError:
-        raise InvalidInput("invalid_reference", f"{field} is {resource_type}/{{id}}", field=field) from None
+SearchableType = Annotated[str, Parameter(description="a resource type", schema_extra={"enum": sorted(TYPES)})]
+_EVERYTHING_COUNT = 1000
+_EVERYTHING_KINDS = list(BY_KIND)
+_SEQ = [Key("e.seq", "int")]
+_PATIENT_REF = cast(Ref, APPOINTMENT.by_param["patient"].field)
 
 
-def _domain_statuses(fhir_status: str | None, mapping: dict[str, str], field: str = "status") -> list[str] | None:
-    """The domain statuses a FHIR status stands for (several may map to one FHIR code)."""
-    if fhir_status is None:
-        return None
-    found = [domain for domain, code in mapping.items() if code == fhir_status]
-    if not found:
-        raise InvalidInput(
-            "invalid_status", f"status is one of {', '.join(sorted(set(mapping.values())))}", field=field
-        )
-    return found
+def _items(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
+    return parse_qsl(request.scope.get("query_string", b"").decode(), keep_blank_values=True)
 
 
-def _appointment_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    """The keyset of the last appointment seen, written by `next` links as {start}~{id}."""
-    if raw is None:
-        return None
-    start, _, ident = raw.partition("~")
-    try:
-        after = datetime.fromisoformat(start), uuid.UUID(ident)
-    except ValueError:
-        after = None
-    if after is None or calendar_problem(after[0]):  # not a link this server wrote
-        raise InvalidInput("invalid_cursor", "use the next link as given", field="_cursor")
-    return after
+def _route(t: SearchType) -> HTTPRouteHandler:
+    async def search(
+        self: FhirSearchController,
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        pool: DbPool,
+    ) -> Response[Any]:
+        return await self._search(t.name, request, conn, principal, settings, pool)
+
+    search.__name__ = search.__qualname__ = f"search_{t.name}"
+    return get(f"/{t.name}", summary=f"Search {t.name}", operation_class=documented(t))(search)
 
 
 class FhirSearchController(Controller):
     path = "/fhir"
     tags = ["fhir"]
 
-    @get("/Appointment", summary="Search Appointments (patient, practitioner or actor, date, status)")
-    async def search_appointments(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        patient: FromQuery[str | None] = None,
-        practitioner: FromQuery[str | None] = None,
-        actor: FromQuery[str | None] = None,
-        date: FromQuery[list[str] | None] = None,
-        status: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: Annotated[str | None, QueryParameter(name="_cursor")] = None,
-    ) -> Response[Any]:
-        patient_id = reference_id(patient, "Patient", "patient") if patient else None
-        practitioner_id = reference_id(practitioner, "Practitioner", "practitioner") if practitioner else None
-        if actor is not None:  # actor names a Patient or a Practitioner participant
-            if actor.startswith("Patient/"):
-                patient_id = reference_id(actor, "Patient", "actor")
-            else:
-                practitioner_id = reference_id(actor, "Practitioner", "actor")
-        low, high = date_bounds(date, "date")
-        statuses = _domain_statuses(status, admin.APPOINTMENT_STATUS)
-        # Every FHIR appointment status maps to exactly one domain status.
-        domain_status: Status | None = statuses[0] if statuses else None  # type: ignore[assignment]
-        query = appointments.AppointmentQuery(
-            patient_id=patient_id, practitioner_id=practitioner_id, status=domain_status,
-            start_from=low, start_to=high, after=_appointment_cursor(cursor), limit=count,
-        )  # fmt: skip
-        found = await appointments.search(conn, principal, query)
-        params = {"patient": patient, "practitioner": practitioner, "actor": actor, "date": date, "status": status,
-                  "_count": count}  # fmt: skip
-        last = found[-1] if found else None
-        more = {"_cursor": f"{last.start.isoformat()}~{last.id}"} if last and len(found) == count else None
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.appointment(a) for a in found],
-                   self_path="/fhir/Appointment", params=params, next_params=more)
-        )  # fmt: skip
+    # One route per type (Litestar's router does not fall back from a static segment such as
+    # `/Consent`, there for reads, to `/{resource_type}`), each documented from the table.
+    locals().update({f"search_{name}": _route(t) for name, t in TYPES.items()})
 
-    @get("/ServiceRequest", summary="Search referrals of a patient (patient, status)")
-    async def search_referrals(
+    @get("/{resource_type:str}", summary="Any other type: 404 unknown_resource_type", include_in_schema=False)
+    async def search_other(
         self,
+        resource_type: SearchableType,
+        request: Request[Any, Any, Any],
         conn: Conn,
         principal: Caller,
         settings: Config,
-        patient: FromQuery[str],
-        status: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
+        pool: DbPool,
     ) -> Response[Any]:
-        statuses: list[ReferralStatus] | None = _domain_statuses(status, admin.REFERRAL_STATUS)  # type: ignore[assignment]
-        found = await worklists.for_patient(
-            conn, principal, reference_id(patient, "Patient", "patient"), statuses=statuses, after=cursor, limit=count
-        )
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.service_request(r) for r in found],
-                   self_path="/fhir/ServiceRequest",
-                   params={"patient": patient, "status": status, "_count": count}, next_params=more)
-        )  # fmt: skip
+        return await self._search(resource_type, request, conn, principal, settings, pool)
 
-    @get("/Practitioner", summary="Search Practitioners (name)")
-    async def search_practitioners(
+    async def _search(
         self,
+        resource_type: str,
+        request: Request[Any, Any, Any],
         conn: Conn,
         principal: Caller,
         settings: Config,
-        name: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
+        pool: DbPool,
     ) -> Response[Any]:
-        found = await practitioners.search(conn, name=name, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.practitioner(p) for p in found],
-                   self_path="/fhir/Practitioner", params={"name": name, "_count": count}, next_params=more)
+        t = TYPES.get(resource_type)
+        if t is None:
+            raise NotFound("unknown_resource_type", f"this server has no {resource_type} resources")
+        base = settings.public_base_url
+        q = parse(
+            t, _items(request), strict_handling=strict(request.headers.get("prefer")),
+            region=settings.default_region, base=base,
         )  # fmt: skip
-
-    @get("/Organization", summary="Search Organizations (name, type: the facility kind, e.g. health_post)")
-    async def search_organizations(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        name: FromQuery[str | None] = None,
-        type_: Annotated[str | None, QueryParameter(name="type")] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        kind = _facility_kind(type_)
-        found = await facilities.search(conn, name=name, kind=kind, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.organization(f) for f in found],
-                   self_path="/fhir/Organization", params={"name": name, "type": type_, "_count": count},
-                   next_params=more)
-        )  # fmt: skip
-
-    @get("/Location", summary="Search Locations (name)")
-    async def search_locations(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        name: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        found = await facilities.search(conn, name=name, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [location(f) for f in found],
-                   self_path="/fhir/Location", params={"name": name, "_count": count}, next_params=more)
-        )  # fmt: skip
-
-    @get("/Schedule", summary="Search Schedules (actor: Practitioner/{id} or Location/{id})")
-    async def search_schedules(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        actor: FromQuery[str],
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        found: list[practitioners.Practitioner] = []
-        if actor.startswith("Location/"):
-            site = reference_id(actor, "Location", "actor")
-            page = await practitioners.search(conn, facility_id=site, after=cursor, limit=count)
-            # A schedule names the sites where its practitioner consults, not every membership.
-            found = [p for p in page if any(m.facility_id == site and m.role in _CONSULTING for m in p.roles)]
-            more = {"_cursor": str(page[-1].id)} if len(page) == count else None
+        after = before = None
+        if q.cursor is not None:
+            keyset, backwards, _ = decode_cursor(q.cursor, q.order)
+            after, before = (None, keyset) if backwards else (keyset, None)
+        ctx = Ctx(conn, principal, pool, base)
+        matches, found = await RUNNERS[t.name](ctx, q.spec(after, before), q)
+        extra, outcome = await included(ctx, q, matches) if matches else ([], None)
+        if q.elements is not None:
+            matches = [subset(r, q.elements) for r in matches]
+        keys = found.keys
+        if before is not None:
+            next_key, previous_key = keys[-1] if keys else None, keys[0] if keys and found.more else None
         else:
-            more = None
-            try:
-                if cursor is None:
-                    found = [await practitioners.get(conn, reference_id(actor, "Practitioner", "actor"))]
-            except NotFound:
-                pass  # a search finds nothing rather than failing
+            next_key = keys[-1] if keys and found.more else None
+            previous_key = keys[0] if keys and after is not None else None
         return fhir(
-            bundle(settings.public_base_url, "searchset", [schedule(p) for p in found],
-                   self_path="/fhir/Schedule", params={"actor": actor, "_count": count}, next_params=more)
+            searchset(
+                base, f"/fhir/{t.name}", q.used, matches, included=extra, outcome=outcome, total=found.total,
+                next_cursor=None if next_key is None else encode_cursor(q.order, next_key, False),
+                previous_cursor=None if previous_key is None else encode_cursor(q.order, previous_key, True),
+            )
         )  # fmt: skip
 
+    @get("/Patient/{patient_id:uuid}/$everything", summary="Everything in a patient's record, paged by _count")
+    async def everything(
+        self,
+        patient_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        pool: DbPool,
+    ) -> Response[Any]:
+        """The patient, then their appointments the caller may see, then their record in change
+        order: one list, cut into pages of `_count` resources whatever list a page ends in.
 
-_CONSULTING = ("specialist", "clinician")
-
-
-class _HasId(Protocol):
-    id: uuid.UUID
-
-
-def _after_last(found: Sequence[_HasId], count: int) -> dict[str, str] | None:
-    """The next page starts after the last id of a full page; a short page is the last."""
-    return {"_cursor": str(found[-1].id)} if len(found) == count else None
-
-
-def _facility_kind(value: str | None) -> Kind | None:
-    if value is None:
-        return None
-    kind = value.replace(" ", "_")
-    if kind not in get_args(Kind):
-        raise InvalidInput("invalid_type", f"type is one of {', '.join(get_args(Kind))}", field="type")
-    return kind  # type: ignore[return-value]
+        The record's rule decides (as for every clinical read): a reader the record is open to
+        also reads whom it is about, audited with the same purpose."""
+        count, cursor, used = _EVERYTHING_COUNT, None, []
+        for name, value in _items(request):
+            if name == "_count":
+                if not value.isdigit() or len(value) > 9:
+                    raise bad(name, "_count is a whole number")
+                count = min(int(value), _EVERYTHING_COUNT)
+                used.append((name, value))
+            elif name == "_cursor":
+                cursor = value
+            elif strict(request.headers.get("prefer")):
+                raise InputRejected("unknown_search_parameter", name, "$everything takes _count here", "query")
+        orders = [[], list(APPOINTMENT.order), _SEQ]
+        phase, start = 0, tuple[object, ...]()
+        if cursor is not None:
+            start, _, phase = decode_cursor(cursor, *orders)
+        grant = await record_service._require_read(
+            conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
+        )
+        page: list[Resource] = []
+        next_cursor = None
+        if count == 0:  # nothing to page through
+            phase = 3
+        if phase == 0:
+            patient = (await patients.load_many(conn, [patient_id]))[patient_id]
+            await trail.record(
+                conn, principal, action="read", resource_type="Patient", resource_id=patient_id,
+                patient_ids=[patient_id], facility_id=access.authoring_facility(principal, grant.home_facility_id),
+                purpose=grant.basis,
+            )  # fmt: skip
+            page.append(admin.patient(patient))
+            phase, start = 1, ()
+        if phase == 1:
+            if len(page) >= count:
+                next_cursor = encode_cursor(orders[1], start, False, 1)
+            else:
+                mine: list[list[Criterion]] = [[RefIs(_PATIENT_REF, "Patient", patient_id)]]
+                found = await finders.appointment_list(
+                    conn, principal, Spec(mine, orders[1], after=start or None, limit=count - len(page))
+                )
+                page += [admin.appointment(a) for a in found.items]
+                if found.more:
+                    next_cursor = encode_cursor(orders[1], found.keys[-1], False, 1)
+                else:
+                    phase, start = 2, ()
+        if phase == 2 and next_cursor is None:
+            if len(page) >= count:
+                next_cursor = encode_cursor(_SEQ, start, False, 2)
+            else:
+                spec = Spec([], _SEQ, after=start or None, limit=count - len(page))
+                entries = await finders.entries(
+                    conn, principal, spec, pool=pool, kinds=_EVERYTHING_KINDS, patient_id=patient_id
+                )
+                page += [to_fhir(e) for e in entries.items]
+                if entries.more:
+                    next_cursor = encode_cursor(_SEQ, entries.keys[-1], False, 2)
+        return fhir(
+            searchset(settings.public_base_url, f"/fhir/Patient/{patient_id}/$everything", used, page,
+                      next_cursor=next_cursor)
+        )  # fmt: skip
