@@ -106,15 +106,14 @@ async def _migrate_later(state: State, database_url: str, first_error: Exception
 
 async def _pool(database_url: str, settings: Settings) -> db.Pool:
     """The pool, warmed to its minimum size if PostgreSQL answers, else empty and lazy."""
+    low, high, pooler = settings.db_pool_min, settings.db_pool_max, settings.db_pooler
     try:
-        return await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        return await db.create_pool(database_url, min_size=low, max_size=high, pooler=pooler)
     except Exception as exc:
         if outage.unavailable(exc) is None:
             raise
         outage.POSTGRES.down(exc)
-        return await db.create_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
-        )
+        return await db.create_pool(database_url, min_size=low, max_size=high, connect_now=False, pooler=pooler)
 
 
 @asynccontextmanager
@@ -140,7 +139,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         try:
             database_url = settings.database_url or embedded.start_postgres()
             redis_url = settings.redis_url or embedded.start_redis()
-            migrating = await _migrate(app.state, database_url) if settings.auto_migrate else None
+            migrate_url = settings.database_migrate_url or database_url
+            migrating = await _migrate(app.state, migrate_url) if settings.auto_migrate else None
             app.state.pool = await _pool(database_url, settings)
             # A blocking pool waits for a free connection instead of failing at once under load;
             # from_pool hands the pool to the client, so closing the client closes its connections.
