@@ -32,6 +32,7 @@ from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
+from api.reads import MarkWrites
 from api.request_id import stamp_response
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -58,6 +59,7 @@ from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
+from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
@@ -114,6 +116,28 @@ async def _pool(database_url: str, settings: Settings) -> db.Pool:
             raise
         outage.POSTGRES.down(exc)
         return await db.create_pool(database_url, min_size=low, max_size=high, connect_now=False, pooler=pooler)
+
+
+@asynccontextmanager
+async def _replica(state: State, settings: Settings) -> AsyncIterator[None]:
+    """The read replica (DATABASE_REPLICA_URL), if any, watched for as long as the app runs."""
+    if not settings.database_replica_url:
+        yield
+        return
+    # Lazy: a replica that is away at start-up must not stop the API (reads use the primary).
+    pool = await db.create_pool(
+        settings.database_replica_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        connect_now=False,
+        pooler=settings.db_pooler,
+    )
+    state.replica = Replica(state.pool, pool, max_lag_s=settings.db_replica_max_lag_s)
+    try:
+        async with state.replica.running():
+            yield
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -190,6 +214,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
                     _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
+                    _replica(app.state, settings),
                 ):
                     yield
             finally:
@@ -241,6 +266,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             RequestContextMiddleware,
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
+            *([MarkWrites] if settings.database_replica_url else []),  # read-your-writes (api.reads)
             TransactionMiddleware,
         ],
         # Under test every JSON answer is checked for instants not in UTC (api.negotiation).
