@@ -91,7 +91,7 @@ def _sticky_ms(replica: Replica) -> int:
 
 async def _replica_for(scope: Scope) -> Replica | None:
     """The replica if this request may read from it now, else None (and why, counted)."""
-    replica: Replica | None = getattr(scope["app"].state, "replica", None)
+    replica: Replica | None = scope["app"].state.replica
     if replica is None or scope.get("method") != "GET" or scope.get("path_template") not in STALE_TOLERANT:
         return None
     reason: str | None = "failover" if scope.get(_SCOPE_FAILED_OVER) else replica.unusable()

@@ -278,6 +278,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             {
                 "settings": settings,
                 "migrations_pending": False,  # True while a worker waits for PostgreSQL to migrate
+                "replica": None,  # the read replica (infra.replica), when DATABASE_REPLICA_URL is set
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),

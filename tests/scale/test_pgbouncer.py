@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -162,9 +162,11 @@ async def test_the_cli_works_through_pgbouncer(bounced: Bounced) -> None:
 
 @dataclass
 class Seen:
-    statuses: Counter[str]
-    failures: list[str]
-    booked: list[str]
+    statuses: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    booked: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # record entries
+    synced: set[str] = field(default_factory=set)  # record entries a phone's sync received
 
 
 def _expect(seen: Seen, what: str, response: httpx.Response, *ok: int) -> Any:
@@ -204,10 +206,29 @@ async def _writer(http: httpx.AsyncClient, world: World, patient: uuid.UUID, see
         )
         if created is None:
             return
+        seen.written.append(created["id"])
         entry = _expect(seen, "entry read", await http.get(f"/v1/record/{created['id']}", headers=headers), 200)
         listed = _expect(seen, "record read", await http.get(f"/v1/patients/{patient}/record", headers=headers), 200)
         if entry is not None and listed is not None and created["id"] not in {e["id"] for e in listed["items"]}:
             seen.failures.append(f"entry {created['id']} written but not listed")
+
+
+async def _sync(http: httpx.AsyncClient, world: World, writing: asyncio.Future[Any], seen: Seen) -> None:
+    """A CHW's phone following the sync feed while records are written: its cursor must never
+    pass a change (the feed's horizon, migration 0011, works through a transaction pooler)."""
+    cursor = "0"
+    while True:
+        finished = writing.done()
+        answer = await http.get(f"/v1/sync?since={cursor}&limit=50", headers=world.scene.chw.headers)
+        page = _expect(seen, "sync", answer, 200)
+        if page is None:
+            return
+        seen.synced.update(change["id"] for change in page["changes"])
+        cursor = page["cursor"]
+        if finished and not page["more"]:
+            return
+        if not page["more"]:
+            await asyncio.sleep(0.05)
 
 
 async def _sign_in(http: httpx.AsyncClient, bounced: Bounced, phone: str, seen: Seen) -> None:
@@ -258,18 +279,20 @@ async def _named_statements_per_server_connection(bouncer: PgBouncer) -> dict[in
 
 
 async def test_server_worker_and_sign_ins_through_pgbouncer_under_load(bounced: Bounced, world: World) -> None:
-    seen = Seen(Counter(), [], [])
+    seen = Seen()
     async with httpx.AsyncClient(base_url=bounced.server.url, timeout=60) as http:
-        await asyncio.gather(
+        writing = asyncio.gather(
             *(_race(http, world, seen) for _ in range(3)),
             *(_writer(http, world, patient, seen) for patient in world.patients),
             *(_sign_in(http, bounced, phone, seen) for phone in world.phones),
         )
+        await asyncio.gather(writing, _sync(http, world, writing, seen))
     errors = [line[:2000] for line in bounced.server.log.read_text().splitlines() if "unhandled_error" in line]
     print(dict(seen.statuses))
     assert not seen.failures, (seen.failures, errors)
     assert not errors
     assert len(seen.booked) == 3
+    assert set(seen.written) <= seen.synced, "the sync feed skipped a change"
 
     # Every server connection PgBouncer has: none holds a named statement for a client to reuse.
     statements = await _named_statements_per_server_connection(bounced.bouncer)
