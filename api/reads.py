@@ -84,8 +84,9 @@ def _wrote_key(user_id: object) -> str:
 
 
 def _sticky_ms(replica: Replica) -> int:
-    # Past this, a replica still serving reads has replayed the write: it lags at most
-    # max_lag_s, measured at most one check ago.
+    # A read after this sees the write on any replica fresh enough to serve it: that one has
+    # replayed all the primary had max_lag_s before the read. The margin covers the checks' own
+    # round trips and the clocks of two processes.
     return int((replica.max_lag_s + 2 * CHECK_EVERY_S) * 1000) + 1
 
 
@@ -96,18 +97,24 @@ async def _replica_for(scope: Scope) -> Replica | None:
         return None
     reason: str | None = "failover" if scope.get(_SCOPE_FAILED_OVER) else replica.unusable()
     if reason is None and (user := scope.get("user")) is not None:
-        try:
-            if await scope["app"].state.redis.exists(_wrote_key(user.user_id)):
-                reason = "own_write"
-        except Exception as exc:
-            if outage.unavailable(exc) is None:
-                raise
-            reason = "own_write"  # cannot tell: the primary is right either way
+        reason = await _own_write(scope, user.user_id)
     if reason is not None:
         SERVED.labels("primary", reason).inc()
         return None
     SERVED.labels("replica", "fresh").inc()
     return replica
+
+
+async def _own_write(scope: Scope, user_id: object) -> str | None:
+    try:
+        wrote = await scope["app"].state.redis.exists(_wrote_key(user_id))
+    except Exception as exc:
+        if (dependency := outage.unavailable(exc)) is None:
+            raise
+        dependency.down(exc)
+        return "own_write"  # cannot tell whether they just wrote: the primary is right either way
+    outage.REDIS.up()
+    return "own_write" if wrote else None
 
 
 @contextlib.asynccontextmanager

@@ -18,13 +18,16 @@ import contextlib
 import math
 import time
 from collections import deque
-from typing import Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
+import asyncpg
 import structlog
 from prometheus_client import Gauge
 
-from infra import outage
+from infra import outage, pooling
 from infra.background import in_background
+from infra.config import Pooler
 from infra.db import Pool
 
 log = structlog.get_logger(__name__)
@@ -49,11 +52,36 @@ def lsn(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+class _Link:
+    """A connection of the checks' own, made again after any failure: a pool busy with requests
+    must not make the replica look down or behind."""
+
+    def __init__(self, dsn: str, pooler: Pooler) -> None:
+        self._dsn = dsn
+        self._pooler = pooler
+        self._conn: asyncpg.Connection[Any] | None = None
+
+    async def fetchval(self, query: str) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await pooling.connect(self._dsn, self._pooler, timeout=_CHECK_TIMEOUT_S)
+        try:
+            return await self._conn.fetchval(query, timeout=_CHECK_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+
 class Replica:
-    def __init__(self, primary: Pool, pool: Pool, *, max_lag_s: float) -> None:
+    def __init__(self, pool: Pool, *, primary_dsn: str, replica_dsn: str, pooler: Pooler, max_lag_s: float) -> None:
         self.pool = pool
         self.max_lag_s = max_lag_s
-        self._primary = primary
+        self._primary = _Link(primary_dsn, pooler)
+        self._replica = _Link(replica_dsn, pooler)
         self._notes: deque[tuple[float, int]] = deque(maxlen=_NOTES)  # (monotonic time, primary LSN)
         self._visible_as_of: float | None = None  # the newest note the replica has replayed
         self._up = False
@@ -78,16 +106,16 @@ class Replica:
     async def check(self) -> None:
         """One round: note the primary's position, then see how far the replica has replayed."""
         with contextlib.suppress(Exception):  # the primary away: no new note, the lag grows
-            async with self._primary.acquire(timeout=_CHECK_TIMEOUT_S) as conn:
-                position = await conn.fetchval("SELECT pg_current_wal_lsn()::text", timeout=_CHECK_TIMEOUT_S)
-            self._notes.append((time.monotonic(), lsn(position)))
+            # The time is taken before the position is read: every write committed by then is
+            # at or below that position, so the note never claims more than the replica has.
+            noted_at = time.monotonic()
+            position = await self._primary.fetchval("SELECT pg_current_wal_lsn()::text")
+            self._notes.append((noted_at, lsn(position)))
         try:
-            async with self.pool.acquire(timeout=_CHECK_TIMEOUT_S) as conn:
-                replayed = await conn.fetchval(
-                    # NULL on a server that is not a standby: it is as fresh as the primary.
-                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
-                    timeout=_CHECK_TIMEOUT_S,
-                )
+            replayed = await self._replica.fetchval(
+                # NULL on a server that is not a standby: it is as fresh as the primary.
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
+            )
         except Exception as exc:
             self._down(exc)
             return
@@ -109,8 +137,15 @@ class Replica:
                 log.exception("replica_check_failed")
             await asyncio.sleep(CHECK_EVERY_S)
 
-    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return in_background(self.run_forever())
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Checks in the background for as long as the block runs."""
+        try:
+            async with in_background(self.run_forever()):
+                yield
+        finally:
+            self._primary.close()
+            self._replica.close()
 
     def _down(self, error: BaseException) -> None:
         self._up = False

@@ -119,7 +119,7 @@ async def _pool(database_url: str, settings: Settings) -> db.Pool:
 
 
 @asynccontextmanager
-async def _replica(state: State, settings: Settings) -> AsyncIterator[None]:
+async def _replica(state: State, settings: Settings, database_url: str) -> AsyncIterator[None]:
     """The read replica (DATABASE_REPLICA_URL), if any, watched for as long as the app runs."""
     if not settings.database_replica_url:
         yield
@@ -132,7 +132,13 @@ async def _replica(state: State, settings: Settings) -> AsyncIterator[None]:
         connect_now=False,
         pooler=settings.db_pooler,
     )
-    state.replica = Replica(state.pool, pool, max_lag_s=settings.db_replica_max_lag_s)
+    state.replica = Replica(
+        pool,
+        primary_dsn=database_url,
+        replica_dsn=settings.database_replica_url,
+        pooler=settings.db_pooler,
+        max_lag_s=settings.db_replica_max_lag_s,
+    )
     try:
         async with state.replica.running():
             yield
@@ -214,7 +220,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
                     _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
-                    _replica(app.state, settings),
+                    _replica(app.state, settings, database_url),
                 ):
                     yield
             finally:
