@@ -37,6 +37,7 @@ from litestar.testing import AsyncTestClient
 
 from infra import db
 from infra.config import load_settings
+from infra.migrate import discover, migrate
 from infra.pooling import PoolerMismatch
 from spean.app import create_app
 from tests.factory import Factory, Scene, auth, iso, new_phone, next_local
@@ -364,3 +365,18 @@ async def test_a_pool_told_postgresql_is_direct_refuses_a_pooler(
     await direct.close()
     bounced = await db.create_pool(small_bouncer.url(), min_size=1, max_size=1, pooler="transaction")
     await bounced.close()
+
+
+async def test_migrations_from_three_places_at_once_through_pgbouncer(
+    small_bouncer: PgBouncer, primary: OwnPostgres
+) -> None:
+    name = f"spean_fresh_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(primary.admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        runs = await asyncio.gather(*(migrate(small_bouncer.url(name)) for _ in range(3)))
+        applied = sorted(m.version for run in runs for m in run)
+        assert applied == [m.version for m in discover()]  # each once, whoever took its lock
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
