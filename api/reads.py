@@ -1,7 +1,7 @@
 """Which requests read from the replica (DATABASE_REPLICA_URL), and what keeps that safe.
 
-Only the GET routes of STALE_TOLERANT read there: searches, exports, work lists and free slots,
-where an answer a moment old is still a right answer. Everything else, and every write, uses the
+Only GETs of FHIR searches and of the routes of STALE_TOLERANT (exports, work lists, free slots)
+read there: an answer a moment old is still a right answer to them. Everything else, and every write, uses the
 primary. A request is served by the primary instead when:
 
 - the replica is down, or further behind than SPEAN_DB_REPLICA_MAX_LAG (infra.replica);
@@ -17,12 +17,15 @@ primary before its answer leaves; if that fails, the answer is a 503, as any rea
 cannot be written. Access is decided on the replica's data, so a consent revoked on the primary
 stops reads there within the same bound.
 
-The table names route templates, not handlers: the routes stay where their controllers put them.
+The table names route templates, not handlers: the routes stay where their controllers put them,
+and a FHIR search type added later reads from the replica by the same rule.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,23 +41,13 @@ from infra.replica import CHECK_EVERY_S, Replica
 
 log = structlog.get_logger(__name__)
 
+# Besides every FHIR search (a GET on a type, /fhir/{Type}: see `stale_tolerant`).
 STALE_TOLERANT: frozenset[str] = frozenset(
     {
         # free slots
         "/v1/slots",
-        "/fhir/Slot",
-        # FHIR searches
-        "/fhir/Patient",
-        "/fhir/{resource_type}",
-        "/fhir/Appointment",
-        "/fhir/ServiceRequest",
-        "/fhir/Practitioner",
-        "/fhir/Organization",
-        "/fhir/Location",
-        "/fhir/Schedule",
         # exports
         "/fhir/Patient/{patient_id}/$everything",
-        "/fhir/AuditEvent",
         "/v1/facilities/{facility_id}/audit-events",
         # work lists
         "/v1/appointments",
@@ -63,6 +56,14 @@ STALE_TOLERANT: frozenset[str] = frozenset(
         "/v1/facilities/{facility_id}/self-registrations",
     }
 )
+_FHIR_SEARCH = re.compile(r"/fhir/(?!metadata$)[A-Za-z]+|/fhir/\{resource_type\}")
+
+
+@functools.cache
+def stale_tolerant(template: str) -> bool:
+    """Whether GETs of this route template may be answered from the replica."""
+    return template in STALE_TOLERANT or _FHIR_SEARCH.fullmatch(template) is not None
+
 
 SERVED = Counter(
     "spean_db_replica_reads_total",
@@ -93,7 +94,7 @@ def _sticky_ms(replica: Replica) -> int:
 async def _replica_for(scope: Scope) -> Replica | None:
     """The replica if this request may read from it now, else None (and why, counted)."""
     replica: Replica | None = scope["app"].state.replica
-    if replica is None or scope.get("method") != "GET" or scope.get("path_template") not in STALE_TOLERANT:
+    if replica is None or scope.get("method") != "GET" or not stale_tolerant(scope.get("path_template", "")):
         return None
     reason: str | None = "failover" if scope.get(_SCOPE_FAILED_OVER) else replica.unusable()
     if reason is None and (user := scope.get("user")) is not None:
