@@ -13,8 +13,8 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from domain.phone import normalize
-from infra import db
-from infra.config import Settings
+from infra import db, pooling
+from infra.config import Pooler, Settings
 
 
 async def create_user(
@@ -34,7 +34,7 @@ async def create_user(
     facility_id = _facility_id(facility) if facility else None
     if role not in ("system_admin",) and facility_id is None:
         raise InvalidInput("facility_required", f"--facility is required for role {role}", field="facility")
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, settings.db_pooler)
     try:
         await db.init_connection(conn)
         async with conn.transaction():
@@ -123,7 +123,7 @@ def _facility_id(value: str) -> uuid.UUID:
 
 async def issue_token(database_url: str, settings: Settings, secret_key: str, *, phone: str, ttl_s: int | None) -> str:
     e164 = normalize(phone, settings.default_region)
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, settings.db_pooler)
     try:
         async with conn.transaction():
             # What signing in with this phone would give: a registered patient's first token too.
@@ -136,17 +136,17 @@ async def issue_token(database_url: str, settings: Settings, secret_key: str, *,
     return issue_access_token(principal, secret_key, ttl_s or settings.access_token_ttl_s)
 
 
-async def seal_audit(database_url: str) -> str:
-    conn = await asyncpg.connect(database_url)
+async def seal_audit(database_url: str, *, pooler: Pooler = "none") -> str:
+    conn = await pooling.connect(database_url, pooler)
     try:
         return f"sealed {await chain.seal(conn)} audit event(s)"
     finally:
         await conn.close()
 
 
-async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, str]:
+async def verify_audit(database_url: str, *, seal_first: bool, pooler: Pooler = "none") -> tuple[bool, str]:
     """Seal what has committed (unless told not to), then recompute the whole chain."""
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, pooler)
     try:
         if seal_first:
             await chain.seal(conn)
@@ -162,11 +162,11 @@ async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, st
     return False, f"audit chain BROKEN at event {verdict.problem_id}: {verdict.problem} ({summary})"
 
 
-async def list_notifications(database_url: str, *, state: str | None, limit: int) -> str:
+async def list_notifications(database_url: str, *, state: str | None, limit: int, pooler: Pooler = "none") -> str:
     """One line per notification, newest change first: the dead letters with --failed."""
     from domain.notifications import listing
 
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, pooler)
     try:
         await db.init_connection(conn)
         rows = await listing(conn, state=state, limit=limit)  # type: ignore[arg-type]  # argparse choices

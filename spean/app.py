@@ -33,6 +33,7 @@ from api.fhir.searches import FhirSearchController
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
+from api.reads import MarkWrites
 from api.request_id import stamp_response
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -59,6 +60,7 @@ from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
+from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
@@ -107,15 +109,42 @@ async def _migrate_later(state: State, database_url: str, first_error: Exception
 
 async def _pool(database_url: str, settings: Settings) -> db.Pool:
     """The pool, warmed to its minimum size if PostgreSQL answers, else empty and lazy."""
+    low, high, pooler = settings.db_pool_min, settings.db_pool_max, settings.db_pooler
     try:
-        return await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        return await db.create_pool(database_url, min_size=low, max_size=high, pooler=pooler)
     except Exception as exc:
         if outage.unavailable(exc) is None:
             raise
         outage.POSTGRES.down(exc)
-        return await db.create_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
-        )
+        return await db.create_pool(database_url, min_size=low, max_size=high, connect_now=False, pooler=pooler)
+
+
+@asynccontextmanager
+async def _replica(state: State, settings: Settings, database_url: str) -> AsyncIterator[None]:
+    """The read replica (DATABASE_REPLICA_URL), if any, watched for as long as the app runs."""
+    if not settings.database_replica_url:
+        yield
+        return
+    # Lazy: a replica that is away at start-up must not stop the API (reads use the primary).
+    pool = await db.create_pool(
+        settings.database_replica_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        connect_now=False,
+        pooler=settings.db_pooler,
+    )
+    state.replica = Replica(
+        pool,
+        primary_dsn=database_url,
+        replica_dsn=settings.database_replica_url,
+        pooler=settings.db_pooler,
+        max_lag_s=settings.db_replica_max_lag_s,
+    )
+    try:
+        async with state.replica.running():
+            yield
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -141,7 +170,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         try:
             database_url = settings.database_url or embedded.start_postgres()
             redis_url = settings.redis_url or embedded.start_redis()
-            migrating = await _migrate(app.state, database_url) if settings.auto_migrate else None
+            migrate_url = settings.database_migrate_url or database_url
+            migrating = await _migrate(app.state, migrate_url) if settings.auto_migrate else None
             app.state.pool = await _pool(database_url, settings)
             # A blocking pool waits for a free connection instead of failing at once under load;
             # from_pool hands the pool to the client, so closing the client closes its connections.
@@ -192,6 +222,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
                     _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
+                    _replica(app.state, settings, database_url),
                 ):
                     yield
             finally:
@@ -244,6 +275,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             RequestContextMiddleware,
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
+            *([MarkWrites] if settings.database_replica_url else []),  # read-your-writes (api.reads)
             TransactionMiddleware,
         ],
         # Under test every JSON answer is checked for instants not in UTC (api.negotiation).
@@ -255,6 +287,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             {
                 "settings": settings,
                 "migrations_pending": False,  # True while a worker waits for PostgreSQL to migrate
+                "replica": None,  # the read replica (infra.replica), when DATABASE_REPLICA_URL is set
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),

@@ -43,7 +43,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["REDIS_URL"] = redis_url
         if not args.migrate:
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"
-        elif settings.auto_migrate and _migrated_now(database_url):
+        elif settings.auto_migrate and _migrated_now(settings.database_migrate_url or database_url):
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"  # done once here, not once per worker
         metrics_dir = None
         if args.workers > 1:
@@ -140,7 +140,7 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from infra.migrate import migrate
 
     with _services(settings) as (database_url, _):
-        applied = asyncio.run(migrate(database_url))
+        applied = asyncio.run(migrate(settings.database_migrate_url or database_url))
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
     return 0
 
@@ -150,7 +150,7 @@ def _demo(settings: Settings, _args: argparse.Namespace) -> int:
     from spean.demo import load_demo
 
     with _services(settings) as (database_url, _):
-        asyncio.run(migrate(database_url))
+        asyncio.run(migrate(settings.database_migrate_url or database_url))
         summary = asyncio.run(load_demo(database_url, settings))
     print(summary)
     return 0
@@ -192,7 +192,7 @@ def _seal_audit(settings: Settings, _args: argparse.Namespace) -> int:
     from spean.admin import seal_audit
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(seal_audit(database_url)))
+        print(asyncio.run(seal_audit(database_url, pooler=settings.db_pooler)))
     return 0
 
 
@@ -200,7 +200,7 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import verify_audit
 
     with _services(settings) as (database_url, _):
-        ok, message = asyncio.run(verify_audit(database_url, seal_first=args.seal))
+        ok, message = asyncio.run(verify_audit(database_url, seal_first=args.seal, pooler=settings.db_pooler))
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 3
 
@@ -212,7 +212,7 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
 
     with _services(settings, redis=True) as (database_url, redis_url):
         if settings.auto_migrate:
-            asyncio.run(migrate(database_url))
+            asyncio.run(migrate(settings.database_migrate_url or database_url))
         # uvloop (installed with uvicorn[standard], as the API uses it): the worker spends much
         # of its time in the event loop's socket calls, one HTTP request per push.
         try:
@@ -254,7 +254,9 @@ def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import list_notifications
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(list_notifications(database_url, state=args.state, limit=args.limit)))
+        print(
+            asyncio.run(list_notifications(database_url, state=args.state, limit=args.limit, pooler=settings.db_pooler))
+        )
     return 0
 
 

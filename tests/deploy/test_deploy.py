@@ -133,6 +133,8 @@ def test_compose_runs_the_whole_production_shape_and_refuses_missing_secrets(tmp
         assert services[name]["command"][0] == "serve"
         assert "--no-migrate" in services[name]["command"]
         assert "@pgbouncer:6432/" in services[name]["environment"]["DATABASE_URL"]
+        # Through PgBouncer in transaction pooling: said, or Spean refuses the pooler at start.
+        assert services[name]["environment"]["SPEAN_DB_POOLER"] == "transaction"
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["worker"]["command"] == ["worker"]
     assert "@postgres:5432/" in services["worker"]["environment"]["SPEAN_WORKER_LISTEN_URL"]
@@ -196,6 +198,8 @@ def test_the_kubernetes_example_is_valid_strict_and_locked_down(strict: bool) ->
     docs = _rendered()
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES, strict=strict)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert config["data"]["SPEAN_DB_POOLER"] == "transaction"  # the Secret's DATABASE_URL is PgBouncer's
     pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
     assert pods
     for pod in pods:
