@@ -9,7 +9,9 @@ from __future__ import annotations
 import array
 import asyncio
 import math
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,6 +90,13 @@ _AUDIO_IN = """async (peer) => {
 _PICTURE = "(peer) => { const v = document.querySelector(`#tile-${peer} video`); return v && v.videoWidth > 0; }"
 
 
+async def _shot(page: Any, name: str) -> None:
+    """With SPEAN_SCREENSHOTS=<folder>, keep the page as a phone shows it (the README's pictures)."""
+    if folder := os.environ.get("SPEAN_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
 async def _hears(page: Any, peer: str) -> dict[str, float]:
     """The guest page's incoming audio from `peer`, once some has arrived with sound in it."""
     audio: dict[str, float] | None = None
@@ -149,6 +158,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
             interpreter = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
             await interpreter.goto(link.url)
             assert await interpreter.locator("html").get_attribute("lang") == "km"
+            await _shot(interpreter, "guest-invited-km")
             await interpreter.click("#join")
             waiting = specialist.locator("#waiting li", has_text="Chan Dara (interpreter, km) is waiting")
             await waiting.wait_for(timeout=30_000)
@@ -157,6 +167,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
                 arg="អ្នកនៅក្នុងបន្ទប់រង់ចាំ។ វេជ្ជបណ្ឌិតនឹងអនុញ្ញាតឱ្យអ្នកចូលឆាប់ៗ។",
                 timeout=30_000,
             )
+            await _shot(interpreter, "guest-waiting-km")
             await waiting.locator("button").click()
 
             # The patient, already in the call, calls the newcomer (the room's rule).
@@ -181,6 +192,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
                 )
             assert "វេជ្ជបណ្ឌិត" in await interpreter.inner_text(f"#tile-{doctor} figcaption")  # "Doctor"
             assert "អ្នកជំងឺ" in await interpreter.inner_text(f"#tile-{sick} figcaption")  # "Patient"
+            await _shot(interpreter, "guest-in-call-km")
             # ...and hears both (Chromium's fake microphone beeps; the patient sends a tone).
             await _hears(interpreter, doctor)
             await _hears(interpreter, sick)
@@ -191,6 +203,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
                 timeout=30_000,
             )
             assert await specialist.inner_text(f"#tile-{joined['peer']} figcaption") == "Chan Dara (interpreter, km)"
+            await _shot(specialist, "specialist-with-interpreter")
             # The patient receives the interpreter's camera.
             track = await asyncio.wait_for(tracks.get(), 30)
             while track.kind != "video":
