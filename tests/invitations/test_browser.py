@@ -11,7 +11,6 @@ import asyncio
 import math
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,8 +92,7 @@ _PICTURE = "(peer) => { const v = document.querySelector(`#tile-${peer} video`);
 async def _shot(page: Any, name: str) -> None:
     """With SPEAN_SCREENSHOTS=<folder>, keep the page as a phone shows it (the README's pictures)."""
     if folder := os.environ.get("SPEAN_SCREENSHOTS"):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(Path(folder) / f"{name}.png"))
+        await page.screenshot(path=os.path.join(folder, f"{name}.png"))  # Playwright makes the folder
 
 
 async def _hears(page: Any, peer: str) -> dict[str, float]:
