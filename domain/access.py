@@ -7,6 +7,9 @@
 - Staff of a reference centre reach the patients referred to it while the referral is open or
   was answered within TREATING_DAYS (REFERRED_HERE).
 - A system admin reaches everything (and is audited like everyone else).
+- Guests of a video consultation (a family member, an interpreter, a second specialist) are
+  invited and revoked by its care team only (may_invite_guests); a guest's link reaches the call,
+  never a record (domain.invitations).
 
 The clinical record (entries, not demographics) is stricter; see RECORD_BASIS: a patient reads
 their own; a health worker reads it for treatment, with the patient's consent, or by break-glass.
