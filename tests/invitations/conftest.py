@@ -1,7 +1,8 @@
 """Guests invited by SMS link, on a database of their own: an app (in process) and two real
 `spean serve` processes send through the real Twilio SDK to the local Twilio stand-in
 (tests/twilio_server.py), so a test reads the invitation link from the SMS as a guest would.
-Their own database keeps the main suite's apps (log sender) from claiming these SMS."""
+Their own database keeps the main suite's apps (log sender) from claiming these SMS. All of it
+lives for this package only: the servers and pools let go of their connections afterwards."""
 
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ FROM_NUMBER = "+85523900901"
 _LINK = re.compile(r"(https?://\S+/join/(km|vi|fr|en)#([A-Za-z0-9_-]{16,64}))")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inv_twilio() -> Iterator[TwilioServer]:
     with running(ACCOUNT_SID, AUTH_TOKEN) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def inv_database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
     name = f"spean_test_inv_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(servers[0])
@@ -57,7 +58,7 @@ async def inv_database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_ports() -> tuple[int, int]:
     return free_port(), free_port()
 
@@ -78,7 +79,7 @@ def _twilio_env(twilio: TwilioServer, public_base_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inv_settings(
     inv_database_url: str, settings: Settings, inv_twilio: TwilioServer, live_ports: tuple[int, int]
 ) -> Settings:
@@ -92,23 +93,24 @@ def inv_settings(
         secret_key=settings.secret_key,
         auto_migrate=False,
         log_level="warning",
+        db_pool_max=5,
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def inv_client(inv_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(create_app(inv_settings)) as test_client:
         yield test_client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def inv_db(inv_database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(inv_database_url, min_size=1, max_size=5)
     yield pool
     await pool.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def inv_factory(inv_client: AsyncTestClient[Litestar], inv_db: asyncpg.Pool, inv_settings: Settings) -> Factory:
     return Factory(inv_client, inv_db, inv_settings)
 
@@ -121,7 +123,7 @@ class Live:
         return self.urls[i].replace("http://", "ws://")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(
     inv_settings: Settings,
     inv_twilio: TwilioServer,
@@ -132,7 +134,11 @@ def live(
     folder: Path = tmp_path_factory.mktemp("invitations")
     settings = inv_settings
     env = server_env(
-        settings, folder, SPEAN_RTC_GRACE="5", **_twilio_env(inv_twilio, f"http://127.0.0.1:{live_ports[0]}")
+        settings,
+        folder,
+        SPEAN_RTC_GRACE="5",
+        SPEAN_DB_POOL_MAX="5",  # the PostgreSQL server is shared: a few connections each are plenty here
+        **_twilio_env(inv_twilio, f"http://127.0.0.1:{live_ports[0]}"),
     )
     procs: list[subprocess.Popen[bytes]] = [
         start_server(env, port, folder / f"server-{port}.log", "--no-migrate") for port in live_ports
