@@ -64,7 +64,9 @@ from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
+from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
+from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
 from sms.outbox import SmsOutbox, policy_from
@@ -252,6 +254,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             rtc,
             get_ice_servers,
             consult_page,
+            InvitationController,  # guests invited by SMS link (domain.invitations)
+            open_invitation,
+            guest_page,
+            guest_page_default,
             RecordController,
             ConsentController,
             ReferralController,

@@ -34,6 +34,12 @@ Action = Literal[
     "revoke_consent",
     "break_glass",
     "link_account",  # staff onboarding gave an existing account a role (users.onboard)
+    # Guests of a video consultation (domain.invitations): invited by SMS, the link opened by one
+    # browser, the guest in the room, the invitation withdrawn.
+    "invite",
+    "open_invitation",
+    "join_call",
+    "revoke_invitation",
 ]
 
 
@@ -134,4 +140,31 @@ async def record_operator(
         action,
         resource_type,
         None if resource_id is None else str(resource_id),
+    )
+
+
+async def record_guest(
+    conn: Connection,
+    *,
+    action: Action,
+    invitation_id: uuid.UUID,
+    role: str,
+    patient_id: uuid.UUID,
+    facility_id: uuid.UUID | None,
+    outcome: str = "success",
+    request_id: str | None = None,
+) -> None:
+    """An act of a guest holding an invitation link (no account): no user, role 'guest', the
+    invitation's role ('interpreter'...) as the purpose; the patient's access log lists it."""
+    await conn.execute(
+        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                     resource_id, purpose, channel, outcome, request_id)
+           VALUES (NULL, 'guest', $1, $2, $3, 'ConsultationInvitation', $4, $5, 'web', $6, $7)""",
+        facility_id,
+        patient_id,
+        action,
+        str(invitation_id),
+        role,
+        outcome,
+        request_id,
     )
