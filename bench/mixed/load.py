@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--trivial", action="store_true", help="only the trivial endpoint (the ceiling)")
+    parser.add_argument("--only", help="only this kind of the mix (its CPU per request alone)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -169,7 +170,7 @@ def main() -> None:
     from bench.mixed import day_order
 
     scene = json.loads(args.scene.read_text())
-    order = ["trivial"] if args.trivial else day_order(seed=args.index)
+    order = ["trivial"] if args.trivial else [args.only] if args.only else day_order(seed=args.index)
     result = asyncio.run(
         run(args.port, args.clients, args.seconds, args.warmup, order, Day(scene, args.index, args.processes))
     )
