@@ -20,7 +20,6 @@ import asyncpg
 import msgspec
 
 from domain import access, patients
-from domain.audit import trail
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput
 from domain.fields import Version
 from domain.patients import Patient
@@ -54,7 +53,7 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Page(msgspec.Struct, kw_only=True):
     changes: list[Entry]  # record entry versions, in feed order
-    patients: list[Patient]  # patients registered or changed (current state)
+    patients: list[Patient]  # patients registered or changed (current state), in feed order
     cursor: str  # pass back as ?since= (opaque; today the last change's position)
     more: bool
 
@@ -93,6 +92,30 @@ _FEED = """
      ORDER BY p.tx, p.change_seq LIMIT $5)"""
 
 
+# One page: the feed's next `limit` + 1 changes ($1-$5 as _FEED; $5 is limit + 1) in order, each
+# entry version's columns beside its position (one primary-key lookup each: `(id, version) IN
+# (unnest …)` had the planner hash the whole table), and the page's audit events: one per patient
+# touched by the first `limit` ($6) changes, in the order they are first touched (trail.record's
+# rule; $7-$10 the caller). One statement instead of three (feed, versions, audit).
+_PAGE = f"""
+    WITH f AS MATERIALIZED (
+        SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5),
+    page AS MATERIALIZED (
+        SELECT f.what, f.id AS feed_id, f.tx AS feed_tx, f.seq AS feed_seq,
+               row_number() OVER (ORDER BY f.tx, f.seq) AS n, r.*
+        FROM f LEFT JOIN LATERAL (
+            SELECT {store.COLUMNS} FROM record_entries r
+            WHERE f.what = 'entry' AND r.id = f.id AND r.version = f.version LIMIT 1) r ON true),
+    audited AS (
+        INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                  resource_id, purpose, channel, outcome, request_id)
+        SELECT $7::uuid, $8::text, NULL, t.patient, 'search', 'Record', NULL, 'sync', $9::text, 'success', $10::text
+        FROM (SELECT CASE WHEN what = 'entry' THEN patient_id ELSE feed_id END AS patient, min(n) AS first
+              FROM page WHERE n <= $6 GROUP BY 1) t
+        ORDER BY t.first)
+    SELECT * FROM page ORDER BY n"""
+
+
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
     """Changes after the cursor `tx.seq` up to the horizon below which every writer of the feed
     has finished (see migration 0011): a cursor never passes a change. The horizon is read in a
@@ -101,30 +124,15 @@ async def pull(conn: Connection, principal: Principal, *, since: str, limit: int
     facilities = _sync_facilities(principal)
     horizon = await conn.fetchval("SELECT sync_feed_horizon()")
     feed = await conn.fetch(
-        f"SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5",
-        facilities,
-        tx,
-        seq,
-        horizon,
-        limit + 1,
-    )
+        _PAGE, facilities, tx, seq, horizon, limit + 1, limit,
+        principal.user_id, principal.primary_role, principal.channel, principal.request_id,
+    )  # fmt: skip
     page = feed[:limit]
-    entry_keys = [(r["id"], r["version"]) for r in page if r["what"] == "entry"]
-    changes = await store.versions_by_key(conn, entry_keys)
-    found = await patients.load_many(conn, [r["id"] for r in page if r["what"] == "patient"])
-    touched = [c.patient_id for c in changes] + list(found)
-    if touched:
-        await trail.record(
-            conn,
-            principal,
-            action="search",
-            resource_type="Record",
-            resource_id=None,
-            patient_ids=touched,
-            purpose="sync",
-        )
-    cursor = f"{page[-1]['tx']}.{page[-1]['seq']}" if page else since
-    return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
+    changes = [store.to_entry(r) for r in page if r["what"] == "entry"]
+    registered = [r["feed_id"] for r in page if r["what"] == "patient"]
+    found = await patients.load_many(conn, registered) if registered else {}
+    cursor = f"{page[-1]['feed_tx']}.{page[-1]['feed_seq']}" if page else since
+    return Page(changes=changes, patients=[found[p] for p in registered], cursor=cursor, more=len(feed) > limit)
 
 
 async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:
