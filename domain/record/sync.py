@@ -81,14 +81,20 @@ def _cursor(value: str) -> tuple[int, int]:
 # the horizon, in (ticket, position) order. $1 facilities, $2 cursor ticket, $3 cursor seq, $4 horizon,
 # $5 the page's size. Each branch is ordered and limited on its own, so PostgreSQL walks the
 # (tx, seq) indexes and merges them, reading one page's rows; ordering the union instead read and
-# sorted every change after the cursor (21 ms for 16,000 changes, 2 ms this way).
+# sorted every change after the cursor (21 ms for 16,000 changes, 2 ms this way). Patients are
+# walked per facility (patients_feed is (home_facility_id, tx, change_seq)): with `= ANY` on the
+# first column the index gives no order, and every patient of the facility after the cursor was
+# read and sorted for each page (2,000 patients: 1.7 ms of a page's 8.6 ms).
 _FEED = """
     (SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
      WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::bigint, $3) AND e.tx < $4::bigint
      ORDER BY e.tx, e.seq LIMIT $5)
     UNION ALL
-    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
-     WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint
+    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM unnest($1::uuid[]) AS f(id)
+     CROSS JOIN LATERAL (
+        SELECT p.id, p.version, p.tx, p.change_seq FROM patients p
+        WHERE p.home_facility_id = f.id AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint
+        ORDER BY p.tx, p.change_seq LIMIT $5) p
      ORDER BY p.tx, p.change_seq LIMIT $5)"""
 
 
