@@ -41,6 +41,9 @@ _PREFERENCE: Final = ("br", "zstd", "gzip")
 _ALIASES: Final = {"x-gzip": "gzip"}
 _COMPRESSIBLE: Final = (b"application/json", b"application/msgpack", b"application/x-msgpack", b"text/")
 _MAX_HEADER: Final = 1024  # a longer Accept-Encoding is not from a real client: answer uncompressed
+# Accept-Encoding → the choice, parsed once per distinct header (every request asks).
+_CHOSEN: dict[bytes | None, tuple[str | None, bool]] = {}
+_MAX_CHOSEN: Final = 256
 
 
 def compressible(content_type: bytes) -> bool:
@@ -112,7 +115,13 @@ class CompressionMiddleware:
             await self.app(scope, receive, send)
             return
         raw = [value for key, value in scope["headers"] if key == b"accept-encoding"]
-        coding, identity_ok = _choose(_weights(b",".join(raw).decode("latin-1") if raw else None))
+        header = b",".join(raw) if raw else None
+        choice = _CHOSEN.get(header)
+        if choice is None:
+            choice = _choose(_weights(header.decode("latin-1") if header is not None else None))
+            if len(_CHOSEN) < _MAX_CHOSEN:  # clients send a handful of distinct headers
+                _CHOSEN[header] = choice
+        coding, identity_ok = choice
         if coding is None:
             await send_problem(
                 send,

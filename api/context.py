@@ -1,10 +1,15 @@
 """Per-request context: the request id (api.request_id) bound to every log line, plus request
 metrics and an access log line. The X-Request-ID response header is stamped by the app's
-`before_send` hook, so answers that never reach a route (404, 405) carry it too."""
+`before_send` hook, so answers that never reach a route (404, 405) carry it too.
+
+Everything here runs on every request: the metrics' labelled children are looked up once per
+(method, route, status) and kept, instead of through `labels()` each time (a lock and a dict
+walk per metric)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from litestar.enums import ScopeType
@@ -13,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from api.errors import status_of
 from api.request_id import request_id_of
+from infra import logging as logs
 
 log = structlog.get_logger("spean.access")
 
@@ -23,6 +29,18 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_MAX_CHILDREN = 4096  # methods come from clients: past this, look up without keeping
+
+
+def _observe(method: str, route: str, status: int, elapsed: float) -> None:
+    children = _CHILDREN.get((method, route, status))
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[(method, route, status)] = children
+    children[0].inc()
+    children[1].observe(elapsed)
 
 
 class RequestContextMiddleware:
@@ -33,8 +51,7 @@ class RequestContextMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        request_id = request_id_of(scope)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = logs.request_id.set(request_id_of(scope))
         started = time.perf_counter()
         status = 500
 
@@ -55,8 +72,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope.get("method", "")
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            _observe(method, route, status, elapsed)
             if route not in ("/health", "/metrics"):
                 log.info("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
-            structlog.contextvars.unbind_contextvars("request_id")
+            logs.request_id.reset(bound)

@@ -6,12 +6,18 @@ stamps every response) makes it, and everyone after reads the same value from th
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import uuid
 from typing import Any
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 HEADER = b"x-request-id"
+# A request id needs to be unique, not secret: 128 random bits from a generator seeded from the OS
+# once per process, and again in a forked child (uuid4 asks the OS for every id: a system call per
+# request).
+_random = random.Random()  # noqa: S311 - uniqueness, not secrecy
+os.register_at_fork(after_in_child=_random.seed)
 
 
 def request_id_of(scope: Any) -> str:
@@ -19,7 +25,7 @@ def request_id_of(scope: Any) -> str:
     request_id = state.get("request_id")
     if request_id is None:
         given = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == HEADER), None)
-        request_id = given if given and _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and _SAFE_ID.match(given) else f"{_random.getrandbits(128):032x}"
         state["request_id"] = request_id
     return str(request_id)
 

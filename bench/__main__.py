@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import Row, format_rows
 
-BENCHES = ("booking", "record", "signalling", "channels", "notifications", "feed_write")
+BENCHES = ("booking", "record", "mixed", "signalling", "channels", "notifications", "feed_write")
 _MARKERS = re.compile(r"(<!-- bench-table -->\n).*?(<!-- /bench-table -->)", re.S)
 
 

@@ -249,8 +249,13 @@ async def require_can_read_record(conn: Connection, principal: Principal, patien
     if row is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
     if row["basis"] is None:
-        raise Forbidden(
-            "consent_required",
-            "the patient has not consented to you reading their record; in an emergency, use break-glass access",
-        )
+        raise record_refusal()
     return RecordAccess(row["home_facility_id"], row["basis"])
+
+
+def record_refusal() -> Forbidden:
+    """The answer to a record read on no basis of RECORD_BASIS."""
+    return Forbidden(
+        "consent_required",
+        "the patient has not consented to you reading their record; in an emergency, use break-glass access",
+    )

@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn, DbPool
+from api.transaction import LATE_KEY
 from domain.fields import Reason, Version
 from domain.record import consultation, service
 from domain.record.consultation import Completed, ConsultationResults
@@ -36,7 +37,8 @@ class RecordPage(msgspec.Struct, kw_only=True):
 class RecordController(Controller):
     tags = ["record"]
 
-    @post("/v1/patients/{patient_id:uuid}/record", summary="Add an entry to a patient's record")
+    # Every effect of a write is in the request's transaction: the key is written with the answer.
+    @post("/v1/patients/{patient_id:uuid}/record", opt=LATE_KEY, summary="Add an entry to a patient's record")
     async def write(
         self, patient_id: FromPath[uuid.UUID], data: JSONBody[EntryIn], conn: Conn, principal: Caller
     ) -> Entry:

@@ -1,12 +1,14 @@
 """bench/mixed: the day of a reference centre (bench.mixed.MIX) against real server processes.
 
-    python -m bench.mixed [--clients 64] [--processes 2] [--seconds 20] [--workers 2]
+    python -m bench.mixed [--clients 64] [--processes 2] [--seconds 20] [--workers 2] [--kind-seconds 4]
 
 Seeds a scratch database (a reference centre with specialists open all week, a health post with
 its patients and their records, a CHW, app sessions), starts `spean serve` with the product's
 defaults (log level, pool sizes; only the worker count is set), and fires the mix from several
 load-generator processes; then, in the same run and from the same processes, a trivial endpoint
-(/health) for the ceiling. Prints req/s, p50 and p99 per kind and in total, beside /health's rate.
+(/health) for the ceiling. Prints req/s, p50 and p99 per kind and in total, beside /health's rate;
+then each kind alone for a few seconds, for the CPU one request of that kind costs in the workers
+and in PostgreSQL (steadier than req/s on a shared machine).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import psutil
 
-from bench.common import base_env, bench_environment, percentile, spean_server
+from bench import cpu
+from bench.common import Row, base_env, bench_environment, percentile, spean_server
 from bench.mixed import MIX
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
@@ -35,10 +37,6 @@ from infra.embedded import free_port
 from infra.migrate import migrate
 
 TZ = "Asia/Phnom_Penh"
-_ENTRY_COLUMNS = [
-    "id", "version", "patient_id", "kind", "status", "code", "body", "effective_at",
-    "author_user_id", "author_role", "facility_id", "channel",
-]  # fmt: skip
 _ENTRY_COLUMNS = [
     "id", "version", "patient_id", "kind", "status", "code", "body", "effective_at",
     "author_user_id", "author_role", "facility_id", "channel",
@@ -113,13 +111,15 @@ async def seed(database_url: str, *, practitioners: int, patients: int, sessions
     }
 
 
-def _fire(port: int, scene: Path, args: argparse.Namespace, seconds: float, *, trivial: bool) -> list[dict[str, Any]]:
+def _fire(
+    port: int, scene: Path, args: argparse.Namespace, seconds: float, *, trivial: bool = False, only: str | None = None
+) -> list[dict[str, Any]]:
     """The load processes, run at once; their JSON results."""
     clients = max(1, args.clients // args.processes)
     command = [
         sys.executable, "-m", "bench.mixed.load", "--port", str(port), "--clients", str(clients),
         "--seconds", str(seconds), "--warmup", str(args.warmup), "--scene", str(scene),
-        "--processes", str(args.processes), *(["--trivial"] if trivial else []),
+        "--processes", str(args.processes), *(["--trivial"] if trivial else []), *(["--only", only] if only else []),
     ]  # fmt: skip
     procs = [
         subprocess.Popen([*command, "--index", str(i)], stdout=subprocess.PIPE, text=True)
@@ -134,53 +134,57 @@ def _fire(port: int, scene: Path, args: argparse.Namespace, seconds: float, *, t
     return results
 
 
-def _cpu_seconds(server_pid: int, database: str) -> tuple[float, float]:
-    """CPU seconds used so far by the server's processes, and by the PostgreSQL backends serving
-    `database` (their process titles name it)."""
+class Phase:
+    """One load of the same server: what the clients saw, and the CPU each answer cost, warm-up
+    included (the CPU window spans it), in the workers and in PostgreSQL."""
 
-    def used(process: psutil.Process) -> float:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            return 0.0
-        return float(times.user + times.system)
+    def __init__(self, results: list[dict[str, Any]], before: tuple[float, float], after: tuple[float, float]) -> None:
+        self.latencies: dict[str, list[float]] = {}
+        self.statuses: dict[str, dict[str, int]] = {}
+        for result in results:
+            for kind, values in result["latencies"].items():
+                self.latencies.setdefault(kind, []).extend(values)
+            for kind, counts in result["statuses"].items():
+                merged = self.statuses.setdefault(kind, {})
+                for status, n in counts.items():
+                    merged[status] = merged.get(status, 0) + n
+        self.elapsed = max(r["elapsed"] for r in results)
+        self.load_cpu = sum(r["cpu"] for r in results) / max(r["wall"] for r in results)
+        self.errors = {k: v for r in results for k, v in r["errors"].items()}
+        answered = max(1, sum(r["exchanged"] for r in results))
+        self.app_ms, self.db_ms = ((a - b) * 1000 / answered for a, b in zip(after, before, strict=True))
 
-    server = psutil.Process(server_pid)
-    app = used(server) + sum(used(child) for child in server.children(recursive=True))
-    postgres = 0.0
-    for process in psutil.process_iter(["name", "cmdline"]):
-        title = " ".join(process.info["cmdline"] or ())
-        if (process.info["name"] or "").startswith("postgres") and f" {database} " in f" {title} ":
-            postgres += used(process)
-    return app, postgres
+    def ok(self, kind: str) -> int:
+        return sum(n for status, n in self.statuses.get(kind, {}).items() if status.startswith("2"))
 
-
-def _merge(results: list[dict[str, Any]]) -> tuple[dict[str, list[float]], dict[str, dict[str, int]], float, float]:
-    latencies: dict[str, list[float]] = {}
-    statuses: dict[str, dict[str, int]] = {}
-    for result in results:
-        for kind, values in result["latencies"].items():
-            latencies.setdefault(kind, []).extend(values)
-        for kind, counts in result["statuses"].items():
-            merged = statuses.setdefault(kind, {})
-            for status, n in counts.items():
-                merged[status] = merged.get(status, 0) + n
-    elapsed = max(r["elapsed"] for r in results)
-    cpu = sum(r["cpu"] for r in results) / max(r["wall"] for r in results)
-    return latencies, statuses, elapsed, cpu
+    def all_latencies(self) -> list[float]:
+        return [value for values in self.latencies.values() for value in values]
 
 
-def main() -> None:
+def _run(
+    server_pid: int, database: str, port: int, scene: Path, args: argparse.Namespace, seconds: float, **load: Any
+) -> Phase:
+    before = cpu.server_and_postgres(server_pid, database)
+    results = _fire(port, scene, args, seconds, **load)
+    return Phase(results, before, cpu.server_and_postgres(server_pid, database))
+
+
+def _ms(values: list[float], pct: float) -> float:
+    return percentile(values, pct) * 1000
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64, help="keep-alive connections, over all processes")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--trivial-seconds", type=float, default=5)
+    parser.add_argument("--kind-seconds", type=float, default=4, help="each kind alone, for its CPU (0: skip)")
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--practitioners", type=int, default=50)
     parser.add_argument("--patients", type=int, default=2000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     with bench_environment("spean-bench-mixed") as bench:
         scene = asyncio.run(
@@ -195,56 +199,102 @@ def main() -> None:
             "SPEAN_AUTO_MIGRATE": "false",
         }
         env.pop("SPEAN_LOG_LEVEL")  # the product's default (info: an access log line per request)
+        # The audit trail is sealed every second instead of every minute, so that each phase's CPU
+        # includes sealing its own audit rows (one round a minute lands in whichever phase runs).
+        env["SPEAN_AUDIT_SEAL_INTERVAL"] = "1"
         database = urlsplit(bench.database_url).path.lstrip("/")
         with spean_server(env, port, args.workers, bench.folder / "server.log") as server:
-            before = _cpu_seconds(server.pid, database)
-            mixed = _fire(port, scene_file, args, args.seconds, trivial=False)
-            after = _cpu_seconds(server.pid, database)
-            trivial = _fire(port, scene_file, args, args.trivial_seconds, trivial=True)
-    answered = sum(r["exchanged"] for r in mixed)
+            load = (server.pid, database, port, scene_file, args)
+            mixed = _run(*load, args.seconds)
+            trivial = _run(*load, args.trivial_seconds, trivial=True)
+            alone = {kind: _run(*load, args.kind_seconds, only=kind) for kind in MIX} if args.kind_seconds else {}
+    return _report(args, scene, mixed, trivial, alone)
 
-    latencies, statuses, elapsed, load_cpu = _merge(mixed)
-    trivial_latencies, _, trivial_elapsed, trivial_cpu = _merge(trivial)
+
+def _report(
+    args: argparse.Namespace, scene: dict[str, Any], mixed: Phase, trivial: Phase, alone: dict[str, Phase]
+) -> list[Row]:
     cores = os.cpu_count() or 1
     print(
         f"bench/mixed  workers={args.workers} clients={args.clients} processes={args.processes} "
-        f"seconds={args.seconds:g} patients={len(scene['patients'])} cores={cores}"
+        f"seconds={args.seconds:g} patients={len(scene['patients'])} cores={cores} load average={_load_average()}"
     )
     # req/s counts answers that did what was asked (2xx); latencies are of every answer.
     print(f"  {'kind':14} {'share':>5} {'n':>7} {'ok/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses")
-    everything: list[float] = []
-    succeeded = 0
     for kind, share in MIX.items():
-        values = latencies.get(kind, [])
-        everything += values
-        ok = sum(n for status, n in statuses.get(kind, {}).items() if status.startswith("2"))
-        succeeded += ok
+        values = mixed.latencies.get(kind, [])
         print(
-            f"  {kind:14} {share:4}% {len(values):7} {ok / elapsed:8.0f} "
-            f"{percentile(values, 50) * 1000:8.1f} {percentile(values, 99) * 1000:8.1f}  {statuses.get(kind, {})}"
+            f"  {kind:14} {share:4}% {len(values):7} {mixed.ok(kind) / mixed.elapsed:8.0f} "
+            f"{_ms(values, 50):8.1f} {_ms(values, 99):8.1f}  {mixed.statuses.get(kind, {})}"
         )
-    total = succeeded / elapsed
-    ceiling = len(trivial_latencies.get("trivial", [])) / trivial_elapsed
+    everything = mixed.all_latencies()
+    total = sum(mixed.ok(kind) for kind in MIX) / mixed.elapsed
+    health = trivial.latencies.get("trivial", [])
+    ceiling = len(health) / trivial.elapsed
     print(
         f"  {'total':14} {100:4}% {len(everything):7} {total:8.0f} "
-        f"{percentile(everything, 50) * 1000:8.1f} {percentile(everything, 99) * 1000:8.1f}"
+        f"{_ms(everything, 50):8.1f} {_ms(everything, 99):8.1f}"
     )
     print(
-        f"  {'GET /health':14} {'':5} {len(trivial_latencies.get('trivial', [])):7} {ceiling:8.0f} "
-        f"{percentile(trivial_latencies.get('trivial', []), 50) * 1000:8.1f} "
-        f"{percentile(trivial_latencies.get('trivial', []), 99) * 1000:8.1f}  (trivial endpoint, same run)"
+        f"  {'GET /health':14} {'':5} {len(health):7} {ceiling:8.0f} {_ms(health, 50):8.1f} {_ms(health, 99):8.1f}"
+        "  (trivial endpoint, same run)"
     )
     print(f"  ratio          {total / ceiling:10.2f}   mixed req/s per /health req/s")
-    print(f"  built for      {2240:10}   req/s (10 x Medplum's ~112 mixed req/s per vCPU): {total / 2240:.2f} of it")
     print(
-        f"  load generator {load_cpu / cores * 100:9.0f}%   of the cores during the mix, "
-        f"{trivial_cpu / cores * 100:.0f}% during /health"
+        f"  built for      {BUILT_FOR:10}   req/s (10 x Medplum's ~112 mixed req/s per vCPU): "
+        f"{total / BUILT_FOR:.2f} of it"
     )
-    # Over the whole mix phase, warm-up included: where the CPU went, per answer.
-    app_ms, db_ms = ((a - b) * 1000 / max(answered, 1) for a, b in zip(after, before, strict=True))
-    print(f"  CPU/request    {app_ms:10.1f} ms in the workers, {db_ms:.1f} ms in PostgreSQL (this database's backends)")
-    for status, text in sorted({k: v for r in mixed for k, v in r["errors"].items()}.items()):
+    print(
+        f"  load generator {mixed.load_cpu / cores * 100:9.0f}%   of the cores during the mix, "
+        f"{trivial.load_cpu / cores * 100:.0f}% during /health"
+    )
+    print(f"  CPU/request    {mixed.app_ms:10.2f} ms in the workers, {mixed.db_ms:.2f} ms in PostgreSQL (mix)")
+    print(f"  CPU/request    {trivial.app_ms:10.2f} ms in the workers for GET /health")
+    for status, text in sorted(mixed.errors.items()):
         print(f"  first {status}: {text}")
+    rows = [
+        Row("mixed", f"mixed answers/s ({args.workers} workers, {args.clients} clients)", total, "/s", ceiling,
+            "GET /health"),
+        Row("mixed", "mixed answers/s", total, "/s", BUILT_FOR, "built for"),
+        Row("mixed", "mixed p99", _ms(everything, 99), "ms", None, "", False),
+        Row("mixed", "app CPU per answer (mix)", mixed.app_ms, "ms", trivial.app_ms, "GET /health", False),
+        Row("mixed", "PostgreSQL CPU per answer (mix)", mixed.db_ms, "ms", None, "", False),
+    ]  # fmt: skip
+    if alone:
+        # Each kind alone: its CPU per request, app and database (what a mix of any proportions costs).
+        print(f"  each kind alone ({args.kind_seconds:g} s each): CPU per answer")
+        print(f"  {'kind':14} {'ok/s':>8} {'p99 ms':>8} {'app ms':>8} {'PG ms':>8} {'x /health':>9}  statuses")
+        weighted = 0.0
+        for kind, phase in alone.items():
+            values = phase.latencies.get(kind, [])
+            weighted += MIX[kind] / 100 * (phase.app_ms + phase.db_ms)
+            print(
+                f"  {kind:14} {phase.ok(kind) / phase.elapsed:8.0f} {_ms(values, 99):8.1f} {phase.app_ms:8.2f} "
+                f"{phase.db_ms:8.2f} {phase.app_ms / trivial.app_ms:9.1f}  {phase.statuses.get(kind, {})}"
+            )
+            rows.append(
+                Row("mixed", f"app CPU per {kind} (alone)", phase.app_ms, "ms", trivial.app_ms, "GET /health", False,
+                    f"+ {phase.db_ms:.2f} ms PostgreSQL")
+            )  # fmt: skip
+        print(
+            f"  weighted by the mix: {weighted:.2f} ms of CPU per answer, app and PostgreSQL: at most "
+            f"{cores / weighted * 1000:.0f} answers/s on {cores} cores if nothing else ran"
+        )
+    return rows
+
+
+BUILT_FOR = 2240
+
+
+def _load_average() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The figures for `make bench`'s table (bench.common.Row)."""
+    small = ["--clients", "8", "--seconds", "2", "--trivial-seconds", "1", "--kind-seconds", "0.5", "--warmup", "0.5",
+             "--practitioners", "5", "--patients", "50"]  # fmt: skip
+    return main(small if quick else [])
 
 
 if __name__ == "__main__":

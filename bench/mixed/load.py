@@ -44,13 +44,14 @@ def _post(path: str, body: dict[str, Any], token: str | None, key: str) -> bytes
 class Day:
     """Builds each kind's next request from the scene; one per process (`index` of `processes`)."""
 
-    def __init__(self, scene: dict[str, Any], index: int, processes: int) -> None:
+    def __init__(self, scene: dict[str, Any], index: int, processes: int, run: int = 0) -> None:
         self.scene = scene
         self.rng = random.Random(index)
         self.index = index
         self.processes = processes
-        self.bookings = itertools.count()
-        self.writes = itertools.count()
+        # Another run against the same database (--run) books other slots and sends other keys.
+        self.bookings = itertools.count(run * 20_000)
+        self.writes = itertools.count(run * 1_000_000)
         self.sessions: list[str] = list(scene["sessions"][index::processes])
         self.cursors: dict[int, str] = {}
         self.tomorrow = date.fromisoformat(scene["tomorrow"])
@@ -159,6 +160,8 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--trivial", action="store_true", help="only the trivial endpoint (the ceiling)")
+    parser.add_argument("--only", help="only this kind of the mix (its CPU per request alone)")
+    parser.add_argument("--run", type=int, default=0, help="the how-many-th run against this database")
     args = parser.parse_args()
     try:
         import uvloop
@@ -169,9 +172,9 @@ def main() -> None:
     from bench.mixed import day_order
 
     scene = json.loads(args.scene.read_text())
-    order = ["trivial"] if args.trivial else day_order(seed=args.index)
+    order = ["trivial"] if args.trivial else [args.only] if args.only else day_order(seed=args.index)
     result = asyncio.run(
-        run(args.port, args.clients, args.seconds, args.warmup, order, Day(scene, args.index, args.processes))
+        run(args.port, args.clients, args.seconds, args.warmup, order, Day(scene, args.index, args.processes, args.run))
     )
     json.dump(result, sys.stdout)
 

@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from domain import access, patients
 from domain.audit import trail
-from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.principal import Principal
-from domain.record import store
+from domain.record import reads, store
 from domain.record.types import EncounterIn, Entry, EntryIn
 from domain.record.validate import check
 from infra.db import Connection, Pool
 
 # FHIR resource type of each kind, as named in the audit trail.
-RESOURCE_TYPE = {
-    "encounter": "Encounter",
-    "observation": "Observation",
-    "condition": "Condition",
-    "prescription": "MedicationRequest",
-    "note": "ClinicalNote",
-    "attachment": "Attachment",
-}
+RESOURCE_TYPE = reads.RESOURCE_TYPE
 
 
 def _kind(entry: EntryIn) -> str:
@@ -203,8 +197,7 @@ async def _audit(
     )
 
 
-async def _require_read(
-    conn: Connection,
+async def _refuse(
     pool: Pool,
     principal: Principal,
     patient_id: uuid.UUID,
@@ -212,35 +205,57 @@ async def _require_read(
     action: trail.Action,
     resource_type: str,
     resource_id: uuid.UUID,
-) -> access.RecordAccess:
-    """access.require_can_read_record, auditing a refusal (outcome 'refused') on a connection of
-    its own: the request's transaction, where reads are audited, rolls back with the 403."""
-    try:
-        return await access.require_can_read_record(conn, principal, patient_id)
-    except Forbidden:
-        await trail.record_refused(
-            pool, principal, action=action, resource_type=resource_type, resource_id=resource_id,
-            patient_id=patient_id, facility_id=access.authoring_facility(principal),
-        )  # fmt: skip
-        raise
+) -> NoReturn:
+    """Refuse a record read that found no basis, auditing the refusal (outcome 'refused') on a
+    connection of its own: the request's transaction, where reads are audited, rolls back with
+    the 403."""
+    await trail.record_refused(
+        pool, principal, action=action, resource_type=resource_type, resource_id=resource_id,
+        patient_id=patient_id, facility_id=access.authoring_facility(principal),
+    )  # fmt: skip
+    raise access.record_refusal()
 
 
 async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> Entry:
-    entry = await store.head(conn, entry_id)
-    if entry is None:
+    found = await reads.entry(conn, principal, entry_id)
+    if found is None:
         raise NotFound("entry_not_found", "no such record entry")
-    grant = await _require_read(
-        conn, pool, principal, entry.patient_id, action="read", resource_type=RESOURCE_TYPE[entry.kind],
-        resource_id=entry.id,
-    )  # fmt: skip
-    reader_facility = access.authoring_facility(principal, grant.home_facility_id)
-    await _audit(conn, principal, "read", entry, purpose=grant.basis, facility_id=reader_facility)
+    entry, read = found
+    if read.basis is None:
+        await _refuse(
+            pool, principal, entry.patient_id, action="read", resource_type=RESOURCE_TYPE[entry.kind],
+            resource_id=entry.id,
+        )  # fmt: skip
     return entry
 
 
 async def history(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> list[Entry]:
     entry = await get(conn, principal, entry_id, pool=pool)
     return await store.versions(conn, entry.id)
+
+
+async def _patient_entries(
+    conn: Connection,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    pool: Pool,
+    where: str,
+    order: str,
+    limit: int,
+    params: list[tuple[object, str]],
+    patient_read: bool = False,
+) -> list[Entry]:
+    """A patient's entries, read and audited as a search of their record by reads.patient_entries
+    (the trail's purpose is the basis: 'break_glass' flags an emergency read)."""
+    read = await reads.patient_entries(
+        conn, principal, patient_id, where=where, order=order, limit=limit, params=params, patient_read=patient_read
+    )
+    if read is None:
+        raise NotFound("patient_not_found", "no such patient", field="patient_id")
+    if read.basis is None:
+        await _refuse(pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id)
+    return read.entries
 
 
 async def patient_record(
@@ -254,21 +269,16 @@ async def patient_record(
     limit: int = 200,
 ) -> list[Entry]:
     """The patient's current entries, most recent first."""
-    grant = await _require_read(
-        conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
-    )
-    entries = await store.heads_of_patient(conn, patient_id, kind=kind, include_errors=include_errors, limit=limit)
-    await trail.record(
-        conn,
-        principal,
-        action="search",
-        resource_type="Record",
-        resource_id=patient_id,
-        patient_ids=[patient_id],
-        facility_id=access.authoring_facility(principal, grant.home_facility_id),
-        purpose=grant.basis,  # 'break_glass' flags an emergency read in the trail
-    )
-    return entries
+    return await _patient_entries(
+        conn, principal, patient_id, pool=pool, where="({0} IS NULL OR kind = {0}) AND ({1} OR status = 'current')",
+        order="effective_at DESC, seq DESC", limit=limit, params=[(kind, "text"), (include_errors, "boolean")],
+    )  # fmt: skip
+
+
+# Entries of some kinds in change order (seq): a stable keyset for paging and "what changed since".
+_SEARCH = """kind = ANY({0}) AND ({1} OR status = 'current')
+    AND ({2} IS NULL OR effective_at >= {2}) AND ({3} IS NULL OR effective_at < {3})
+    AND ({4} IS NULL OR recorded_at > {4}) AND ({5} IS NULL OR seq > {5})"""
 
 
 async def search(
@@ -284,55 +294,19 @@ async def search(
     recorded_since: datetime | None = None,
     after_seq: int | None = None,
     limit: int = 100,
+    patient_read: bool = False,
 ) -> list[Entry]:
-    """The patient's entries of some kinds in change order (FHIR search, $everything, paging by seq)."""
-    _, entries = await _search(
-        conn, principal, patient_id, pool=pool, kinds=kinds, include_errors=include_errors,
-        effective_from=effective_from, effective_to=effective_to, recorded_since=recorded_since,
-        after_seq=after_seq, limit=limit,
+    """The patient's entries of some kinds in change order (FHIR search, $everything, paging by
+    seq); with `patient_read`, the Patient's read is audited too (after the search, as
+    `everything` reads it)."""
+    params: list[tuple[object, str]] = [
+        (kinds, "text[]"), (include_errors, "boolean"), (effective_from, "timestamptz"),
+        (effective_to, "timestamptz"), (recorded_since, "timestamptz"), (after_seq, "bigint"),
+    ]  # fmt: skip
+    return await _patient_entries(
+        conn, principal, patient_id, pool=pool, where=_SEARCH, order="seq", limit=limit, params=params,
+        patient_read=patient_read,
     )  # fmt: skip
-    return entries
-
-
-async def _search(
-    conn: Connection,
-    principal: Principal,
-    patient_id: uuid.UUID,
-    *,
-    pool: Pool,
-    kinds: list[str],
-    include_errors: bool = False,
-    effective_from: datetime | None = None,
-    effective_to: datetime | None = None,
-    recorded_since: datetime | None = None,
-    after_seq: int | None = None,
-    limit: int = 100,
-) -> tuple[access.RecordAccess, list[Entry]]:
-    grant = await _require_read(
-        conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
-    )
-    entries = await store.search_heads(
-        conn,
-        patient_id,
-        kinds=kinds,
-        include_errors=include_errors,
-        effective_from=effective_from,
-        effective_to=effective_to,
-        recorded_since=recorded_since,
-        after_seq=after_seq,
-        limit=limit,
-    )
-    await trail.record(
-        conn,
-        principal,
-        action="search",
-        resource_type="Record",
-        resource_id=patient_id,
-        patient_ids=[patient_id],
-        facility_id=access.authoring_facility(principal, grant.home_facility_id),
-        purpose=grant.basis,
-    )
-    return grant, entries
 
 
 async def everything(
@@ -349,22 +323,13 @@ async def everything(
     (`after_seq` None), the patient themself.
 
     One rule, the record's (RECORD_BASIS): a reader the record is open to (consent and break-glass
-    included) also reads the demographics the record is about; the record's own read is audited
-    with its basis by `search`, the Patient read here with the same purpose."""
-    grant, entries = await _search(
-        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit
+    included) also reads the demographics the record is about; the record's read and, on the
+    first page, the Patient's are audited together, with the same basis as purpose."""
+    first = after_seq is None
+    entries = await search(
+        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit, patient_read=first
     )
-    if after_seq is not None:
+    if not first:
         return None, entries
     patient = (await patients.load_many(conn, [patient_id]))[patient_id]
-    await trail.record(
-        conn,
-        principal,
-        action="read",
-        resource_type="Patient",
-        resource_id=patient_id,
-        patient_ids=[patient_id],
-        facility_id=access.authoring_facility(principal, grant.home_facility_id),
-        purpose=grant.basis,
-    )
     return patient, entries

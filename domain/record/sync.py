@@ -20,7 +20,6 @@ import asyncpg
 import msgspec
 
 from domain import access, patients
-from domain.audit import trail
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput
 from domain.fields import Version
 from domain.patients import Patient
@@ -54,7 +53,7 @@ class Outcome(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Page(msgspec.Struct, kw_only=True):
     changes: list[Entry]  # record entry versions, in feed order
-    patients: list[Patient]  # patients registered or changed (current state)
+    patients: list[Patient]  # patients registered or changed (current state), in feed order
     cursor: str  # pass back as ?since= (opaque; today the last change's position)
     more: bool
 
@@ -82,15 +81,45 @@ def _cursor(value: str) -> tuple[int, int]:
 # the horizon, in (ticket, position) order. $1 facilities, $2 cursor ticket, $3 cursor seq, $4 horizon,
 # $5 the page's size. Each branch is ordered and limited on its own, so PostgreSQL walks the
 # (tx, seq) indexes and merges them, reading one page's rows; ordering the union instead read and
-# sorted every change after the cursor (21 ms for 16,000 changes, 2 ms this way).
+# sorted every change after the cursor (21 ms for 16,000 changes, 2 ms this way). Patients are
+# walked per facility (patients_feed is (home_facility_id, tx, change_seq)): with `= ANY` on the
+# first column the index gives no order, and every patient of the facility after the cursor was
+# read and sorted for each page (2,000 patients: 1.7 ms of a page's 8.6 ms).
 _FEED = """
     (SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
      WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::bigint, $3) AND e.tx < $4::bigint
      ORDER BY e.tx, e.seq LIMIT $5)
     UNION ALL
-    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM patients p
-     WHERE p.home_facility_id = ANY($1::uuid[]) AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint
+    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM unnest($1::uuid[]) AS f(id)
+     CROSS JOIN LATERAL (
+        SELECT p.id, p.version, p.tx, p.change_seq FROM patients p
+        WHERE p.home_facility_id = f.id AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint
+        ORDER BY p.tx, p.change_seq LIMIT $5) p
      ORDER BY p.tx, p.change_seq LIMIT $5)"""
+
+
+# One page: the feed's next `limit` + 1 changes ($1-$5 as _FEED; $5 is limit + 1) in order, each
+# entry version's columns beside its position (one primary-key lookup each: `(id, version) IN
+# (unnest …)` had the planner hash the whole table), and the page's audit events: one per patient
+# touched by the first `limit` ($6) changes, in the order they are first touched (trail.record's
+# rule; $7-$10 the caller). One statement instead of three (feed, versions, audit).
+_PAGE = f"""
+    WITH f AS MATERIALIZED (
+        SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5),
+    page AS MATERIALIZED (
+        SELECT f.what, f.id AS feed_id, f.tx AS feed_tx, f.seq AS feed_seq,
+               row_number() OVER (ORDER BY f.tx, f.seq) AS n, r.*
+        FROM f LEFT JOIN LATERAL (
+            SELECT {store.COLUMNS} FROM record_entries r
+            WHERE f.what = 'entry' AND r.id = f.id AND r.version = f.version LIMIT 1) r ON true),
+    audited AS (
+        INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                  resource_id, purpose, channel, outcome, request_id)
+        SELECT $7::uuid, $8::text, NULL, t.patient, 'search', 'Record', NULL, 'sync', $9::text, 'success', $10::text
+        FROM (SELECT CASE WHEN what = 'entry' THEN patient_id ELSE feed_id END AS patient, min(n) AS first
+              FROM page WHERE n <= $6 GROUP BY 1) t
+        ORDER BY t.first)
+    SELECT * FROM page ORDER BY n"""
 
 
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
@@ -101,30 +130,15 @@ async def pull(conn: Connection, principal: Principal, *, since: str, limit: int
     facilities = _sync_facilities(principal)
     horizon = await conn.fetchval("SELECT sync_feed_horizon()")
     feed = await conn.fetch(
-        f"SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5",
-        facilities,
-        tx,
-        seq,
-        horizon,
-        limit + 1,
-    )
+        _PAGE, facilities, tx, seq, horizon, limit + 1, limit,
+        principal.user_id, principal.primary_role, principal.channel, principal.request_id,
+    )  # fmt: skip
     page = feed[:limit]
-    entry_keys = [(r["id"], r["version"]) for r in page if r["what"] == "entry"]
-    changes = await store.versions_by_key(conn, entry_keys)
-    found = await patients.load_many(conn, [r["id"] for r in page if r["what"] == "patient"])
-    touched = [c.patient_id for c in changes] + list(found)
-    if touched:
-        await trail.record(
-            conn,
-            principal,
-            action="search",
-            resource_type="Record",
-            resource_id=None,
-            patient_ids=touched,
-            purpose="sync",
-        )
-    cursor = f"{page[-1]['tx']}.{page[-1]['seq']}" if page else since
-    return Page(changes=changes, patients=list(found.values()), cursor=cursor, more=len(feed) > limit)
+    changes = [store.to_entry(r) for r in page if r["what"] == "entry"]
+    registered = [r["feed_id"] for r in page if r["what"] == "patient"]
+    found = await patients.load_many(conn, registered) if registered else {}
+    cursor = f"{page[-1]['feed_tx']}.{page[-1]['feed_seq']}" if page else since
+    return Page(changes=changes, patients=[found[p] for p in registered], cursor=cursor, more=len(feed) > limit)
 
 
 async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:

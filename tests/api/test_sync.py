@@ -121,6 +121,44 @@ class TestPull:
         empty = await client.get("/v1/sync", params={"since": cursor}, headers=scene.chw.headers)
         assert empty.json() == {"changes": [], "patients": [], "cursor": cursor, "more": False}
 
+    async def test_a_page_audits_each_patient_it_touches_once(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """One event per patient in the page (not the look-ahead change that tells `more`), in the
+        order the page first touches them; an empty page audits nothing."""
+        scene = await factory.scene()
+        first, second = scene.patient, await factory.patient(scene.post, token=scene.chw.token)
+        for patient, value in ((first, 36.5), (second, 36.6), (first, 36.7)):
+            await push(client, scene, [{"client_id": f"a{value}", "patient_id": str(patient),
+                                        "entry": temperature(value)}])  # fmt: skip
+
+        async def pull(cursor: str) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
+            request_id = f"sync-audit-{uuid.uuid4().hex}"
+            response = await client.get(
+                "/v1/sync",
+                params={"since": cursor, "limit": 3},
+                headers={**scene.chw.headers, "X-Request-ID": request_id},
+            )
+            assert response.status_code == 200, response.text
+            rows = await db.fetch(
+                """SELECT actor_user_id, actor_role, facility_id, patient_id, action, resource_type, resource_id,
+                          purpose, channel, outcome FROM audit_events WHERE request_id = $1 ORDER BY id""",
+                request_id,
+            )
+            return response.json(), [tuple(r) for r in rows]
+
+        def event(patient: uuid.UUID) -> tuple[Any, ...]:
+            return (scene.chw.user_id, "chw", None, patient, "search", "Record", None, "sync", "app", "success")
+
+        registered, events = await pull("0")  # both registrations, then the first's first entry
+        assert ([p["id"] for p in registered["patients"]], registered["more"]) == ([str(first), str(second)], True)
+        assert events == [event(first), event(second)]
+        entries, events = await pull(registered["cursor"])
+        assert [c["patient_id"] for c in entries["changes"]] == [str(second), str(first)]
+        assert events == [event(second), event(first)]
+        empty, events = await pull(entries["cursor"])
+        assert (empty["changes"], empty["patients"], events) == ([], [], [])
+
     async def test_msgpack_is_smaller_and_bad_cursors_refused(self, client: Client, factory: Factory) -> None:
         scene = await factory.scene()
         await push(client, scene, [{"client_id": "m", "patient_id": str(scene.patient), "entry": temperature(37)}])

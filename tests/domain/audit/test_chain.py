@@ -106,6 +106,52 @@ async def test_the_database_refuses_deletes_and_edits_of_sealed_rows(factory: Fa
             await db.execute(sql, ids[0])
 
 
+async def test_an_unsealed_row_takes_only_its_seal(factory: Factory, db: asyncpg.Pool) -> None:
+    """Before sealing, the only change the database takes is the three seal columns; any other
+    column changed, alone or with them, is refused (in a transaction rolled back each time)."""
+    await factory.scene()
+    changes = {
+        "at": "at = at + interval '1 second'",
+        "actor_user_id": "actor_user_id = gen_random_uuid()",
+        "actor_role": "actor_role = 'system_admin'",
+        "facility_id": "facility_id = gen_random_uuid()",
+        "patient_id": "patient_id = gen_random_uuid()",
+        "action": "action = 'export'",
+        "resource_type": "resource_type = 'Other'",
+        "resource_id": "resource_id = 'other'",
+        "purpose": "purpose = 'covered up'",
+        "channel": "channel = 'web'",
+        "outcome": "outcome = 'failure'",
+        "request_id": "request_id = 'other'",
+    }
+    seal = "seal_seq = -1, prev_id = -1, hash = '\\x00'"
+    async with db.acquire() as conn:
+        for change in [*changes.values(), "actor_role = NULL, purpose = 'x'"]:
+            for assignments in (change, f"{seal}, {change}"):
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    # A row the sealer cannot take meanwhile: inserted in this transaction.
+                    target = await conn.fetchval(
+                        """INSERT INTO audit_events (actor_role, action, resource_type, channel, outcome)
+                           VALUES ('chw', 'read', 'Record', 'app', 'success') RETURNING id"""
+                    )
+                    with pytest.raises(asyncpg.RestrictViolationError):
+                        await conn.execute(f"UPDATE audit_events SET {assignments} WHERE id = $1", target)
+                finally:
+                    await transaction.rollback()
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            target = await conn.fetchval(
+                """INSERT INTO audit_events (actor_role, action, resource_type, channel, outcome)
+                   VALUES ('chw', 'read', 'Record', 'app', 'success') RETURNING id"""
+            )
+            assert await conn.execute(f"UPDATE audit_events SET {seal} WHERE id = $1", target) == "UPDATE 1"
+        finally:
+            await transaction.rollback()
+
+
 async def test_cli_verify_audit_exits_3_on_tampering(
     factory: Factory, db: asyncpg.Pool, raw: asyncpg.Connection, database_url: str, servers: tuple[str, str]
 ) -> None:
