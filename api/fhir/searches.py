@@ -145,7 +145,7 @@ class FhirSearchController(Controller):
         phase, start = 0, tuple[object, ...]()
         if cursor is not None:
             start, _, phase = decode_cursor(cursor, *orders)
-        grant = await record_service._require_read(
+        grant = await record_service.require_read(
             conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
         )
         page: list[Resource] = []

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from domain import access, patients
 from domain.audit import trail
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
 from domain.record import reads, store
 from domain.record.types import EncounterIn, Entry, EntryIn
@@ -214,6 +214,24 @@ async def _refuse(
         patient_id=patient_id, facility_id=access.authoring_facility(principal),
     )  # fmt: skip
     raise access.record_refusal()
+
+
+async def require_read(
+    conn: Connection,
+    pool: Pool,
+    principal: Principal,
+    patient_id: uuid.UUID,
+    *,
+    action: trail.Action,
+    resource_type: str,
+    resource_id: uuid.UUID,
+) -> access.RecordAccess:
+    """access.require_can_read_record, auditing a refusal as _refuse does: for the callers that
+    check one patient before reading rows of their own (FHIR searches naming a patient)."""
+    try:
+        return await access.require_can_read_record(conn, principal, patient_id)
+    except Forbidden:
+        await _refuse(pool, principal, patient_id, action=action, resource_type=resource_type, resource_id=resource_id)
 
 
 async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> Entry:

@@ -78,7 +78,7 @@ async def entries(
     as purpose); a search naming `patient_id` is checked and audited for it even when empty."""
     grants: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
     if patient_id is not None:
-        grant = await record_service._require_read(
+        grant = await record_service.require_read(
             conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
         )
         grants[patient_id] = (grant.home_facility_id, grant.basis)
