@@ -6,10 +6,17 @@ Starts `spean serve` on a scratch database (on DATABASE_URL's server, or an embe
 seeds a network with free slots, fires bookings from a separate load-generator process, and runs
 pgbench's TPC-B on the same database in the same run, printing both and their ratio.
 
-What users get: the server runs at the product's defaults (log level, pool size: nothing here
-overrides them unless asked) and every booking carries an Idempotency-Key, as phones send them.
-Also printed: the CPU each booking costs the server processes and the PostgreSQL backends, and
-the share of the machine the load generator used (so it is seen not to be the limit).
+What users get: the server runs as in production (SPEAN_ENV=production, the product's defaults
+for log level and pool size: nothing here overrides them unless asked), every booking carries an
+Idempotency-Key, as phones send them, and a `spean worker` process beside the server plans the
+notifications of each booking, as a deployment runs it (`--worker-in-api` runs it inside the API
+workers instead, as development does). Also printed: the CPU each booking costs the server
+processes, the notification worker and the PostgreSQL backends, how many outbox events were still
+unplanned at the end (the worker keeps up or not), and the share of the machine the load
+generator used (so it is seen not to be the limit).
+
+`--profile DIR` records the server workers with py-spy during the measured window (raw collapsed
+stacks, one file per process, with idle samples left out), for bench/RESULTS.md's profile.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,6 +134,8 @@ class Result:
     app_cpu_ms: float  # server processes' CPU per booking
     pg_cpu_ms: float  # PostgreSQL backends' CPU per booking
     load_share: float  # the load generator's CPU over the window, as a share of all cores
+    worker_cpu_ms: float  # the `spean worker` process's CPU per booking (0 when it runs in the API)
+    outbox_backlog: int  # outbox events not yet planned when the load stopped
     wrk: WrkResult | None = None  # the same load from wrk, against the same server, if asked
 
 
@@ -182,6 +193,8 @@ def run(
     warmup: float = 2.0,
     pgbench_scale: int = 20,
     wrk: bool = False,
+    worker_in_api: bool = False,
+    profile: Path | None = None,
 ) -> Result:
     cores = os.cpu_count() or 1
     with bench_environment("spean-bench-booking") as bench:
@@ -194,6 +207,8 @@ def run(
         port = free_port()
         env = base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret)
         env["SPEAN_AUTO_MIGRATE"] = "false"
+        env["SPEAN_ENV"] = "production"
+        env["SPEAN_WORKER_IN_API"] = "true" if worker_in_api else "false"
         # The product's defaults unless asked otherwise: what a deployment gets.
         for name, value in (("SPEAN_LOG_LEVEL", log_level), ("SPEAN_DB_POOL_MAX", pool)):
             if value is None:
@@ -219,26 +234,35 @@ def run(
         ]
         if idempotency_keys:
             command.append("--idempotency-keys")
-        with spean_server(env, port, workers, bench.folder / "server.log") as server:
+        with (
+            spean_server(env, port, workers, bench.folder / "server.log") as server,
+            notification_worker(env, None if worker_in_api else bench.folder / "worker.log") as worker,
+        ):
             load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             # CPU over the measured window (after the load's warm-up), sampled from outside.
             time.sleep(warmup + 0.5)
-            app0, pg0, load0 = (
+            spies = start_profiles(server.pid, profile, max(seconds - 1.0, 0.5)) if profile else []
+            app0, pg0, load0, worker0 = (
                 process_tree_cpu(server.pid),
                 postgres_backends_cpu(bench.database_url),
                 process_tree_cpu(load.pid),
+                process_tree_cpu(worker.pid) if worker else 0.0,
             )
             t0 = time.perf_counter()
             time.sleep(max(seconds - 1.0, 0.5))
-            app1, pg1, load1 = (
+            app1, pg1, load1, worker1 = (
                 process_tree_cpu(server.pid),
                 postgres_backends_cpu(bench.database_url),
                 process_tree_cpu(load.pid),
+                process_tree_cpu(worker.pid) if worker else 0.0,
             )
             window = time.perf_counter() - t0
             out, _ = load.communicate()
             if load.returncode:
                 raise RuntimeError(f"load generator failed ({load.returncode})")
+            backlog = asyncio.run(unplanned(bench.database_url))
+            for spy in spies:
+                spy.wait()
             compared = run_wrk(port, bench.folder / "wrk.jsonl", token, clients, seconds) if wrk else None
         result = json.loads(out)
         tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds, scale=pgbench_scale)
@@ -260,8 +284,59 @@ def run(
         app_cpu_ms=(app1 - app0) / in_window * 1000,
         pg_cpu_ms=pg_used / in_window * 1000,
         load_share=(load1 - load0) / (window * cores),
+        worker_cpu_ms=(worker1 - worker0) / in_window * 1000,
+        outbox_backlog=backlog,
         wrk=compared,
     )
+
+
+@contextmanager
+def notification_worker(env: dict[str, str], log: Path | None) -> Iterator[subprocess.Popen[bytes] | None]:
+    """`spean worker` beside the server, as a deployment runs it (None: the API runs it)."""
+    if log is None:
+        yield None
+        return
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "spean.cli", "worker"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the notification worker did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def unplanned(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL"))
+    finally:
+        await conn.close()
+
+
+def start_profiles(server_pid: int, folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each of the server's worker processes for `seconds` (raw collapsed stacks)."""
+    import psutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    options = ["--rate", "200", "--duration", str(max(int(seconds), 1)), "--format", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(child.pid), *options, "--output", str(folder / f"worker-{child.pid}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for child in psutil.Process(server_pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
 
 
 def rows(quick: bool = False) -> list[Row]:
@@ -277,6 +352,7 @@ def rows(quick: bool = False) -> list[Row]:
         Row("booking", f"booking p99 ({r.clients} clients)", r.p99_s * 1000, "ms", 50.0, "built for", False),
         Row("booking", "app CPU per booking", r.app_cpu_ms, "ms", higher_is_better=False),
         Row("booking", "PostgreSQL CPU per booking", r.pg_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "notification worker CPU per booking", r.worker_cpu_ms, "ms", higher_is_better=False),
         Row("booking", "load generator CPU", r.load_share * 100, "% of cores", higher_is_better=False),
     ]
 
@@ -296,21 +372,33 @@ def main() -> None:
         "--no-idempotency-keys", action="store_true", help="send bookings without an Idempotency-Key (phones send one)"
     )
     parser.add_argument("--wrk", action="store_true", help="also send the same load from wrk, for comparison")
+    parser.add_argument(
+        "--worker-in-api", action="store_true", help="plan notifications in the API workers (development's shape)"
+    )
+    parser.add_argument("--profile", type=Path, help="record the server workers with py-spy into this folder")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that the bench runs")
     args = parser.parse_args()
+    if args.quick:  # as `make bench-quick` runs it
+        args.clients, args.seconds, args.practitioners, args.pgbench_seconds = 8, 1.5, 10, 1
     r = run(
         clients=args.clients,
         seconds=args.seconds,
-        workers=args.workers,
         practitioners=args.practitioners,
         pgbench_seconds=args.pgbench_seconds,
+        warmup=0.3 if args.quick else 2.0,
+        pgbench_scale=1 if args.quick else 20,
+        workers=args.workers,
         pool=args.pool,
         log_level=args.log_level,
         idempotency_keys=not args.no_idempotency_keys,
         wrk=args.wrk,
+        worker_in_api=args.worker_in_api,
+        profile=args.profile,
     )
     settings = (
         f"pool={args.pool or 'default'} log={args.log_level or 'default'} "
-        f"keys={'no' if args.no_idempotency_keys else 'yes'}"
+        f"keys={'no' if args.no_idempotency_keys else 'yes'} "
+        f"notifications={'in the API' if args.worker_in_api else 'spean worker'}"
     )
     print(
         f"bench/booking  workers={r.workers} clients={r.clients} seconds={r.seconds:g} "
@@ -323,6 +411,10 @@ def main() -> None:
     print(f"  ratio           {r.rate / r.tps:10.2f}   bookings/s per pgbench tps")
     print(f"  app CPU         {r.app_cpu_ms:10.2f} ms per booking (server processes)")
     print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (its backends for this database)")
+    if not args.worker_in_api:
+        print(f"  worker CPU      {r.worker_cpu_ms:10.2f} ms per booking (spean worker: plans the notifications)")
+    print(f"  outbox backlog  {r.outbox_backlog:10d}   events not yet planned when the load stopped")
+    print(f"  load average    {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"  load generator  {r.load_share * 100:10.1f} % of the machine's cores")
     if r.wrk is not None:
         print(
