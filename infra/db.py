@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -46,6 +47,34 @@ async def in_transaction(pool: Pool, work: Callable[[Connection], Awaitable[T]],
                 raise
             await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not secrecy
     raise AssertionError("unreachable")
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+class Statement(NamedTuple):
+    """One change made durable by ONE statement: data-modifying CTEs (`name AS (...)`, comma-
+    separated) that each write once per row of a relation named `gate`, which whoever runs the
+    statement supplies, and their arguments ($1, $2, ... in `ctes`).
+
+    The gate is one row ("go") or none ("write nothing"). Run at once, it is one row. Run as the
+    last statement of an HTTP request (api.transaction), it claims the request's Idempotency-Key
+    with the answer already rendered: the change and its key commit together, in the statement's
+    own implicit transaction, and a key found taken writes nothing at all."""
+
+    ctes: str
+    args: tuple[object, ...]
+
+    async def run(self, conn: Connection, gate: str = "SELECT", gate_args: Sequence[object] = ()) -> bool:
+        """Run it with `gate` (SQL numbering its own parameters from $1); True if the gate let
+        it write. A constraint or a lost race raises as any statement does."""
+        offset = len(self.args)
+        gate = _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", gate)
+        return bool(
+            await conn.fetchval(
+                f"WITH gate AS ({gate}), {self.ctes} SELECT EXISTS (SELECT FROM gate)", *self.args, *gate_args
+            )
+        )
 
 
 async def init_connection(conn: Connection) -> None:
