@@ -26,6 +26,18 @@ classic claim, in a transaction of its own, whether an answer is kept, and repla
 Routes with effects outside the database (Redis, sends) keep the classic claim, so a duplicate
 waits before doing anything.
 
+One statement (routes marked ONE_STATEMENT: the booking, the hottest write): the handler only
+reads, in no transaction (each read is its own snapshot, as under READ COMMITTED inside one), and
+hands over the ONE statement that makes its change (`finish_with`, an infra.db.Statement). That
+statement runs once the answer is rendered, alone, in its own implicit transaction, with the key
+claimed inside it (its gate): the change, its audit and outbox rows and the kept answer commit
+together or not at all, in two round trips where BEGIN, read, write, key, COMMIT took five. A key
+found taken there writes nothing, and the request runs again the classic way (as above). If the
+database refuses the statement (a conflict, a lost race, an outage), the rendered answer is
+dropped and the route's exception handling answers instead, exactly as if the handler had raised
+(api.errors, the one mapper; a lost race runs the request again, as below). A handler that
+answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
+
 Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
 release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
 Retry-After, never a bare 500, and the half-dead connection is terminated rather than pooled.
@@ -55,13 +67,17 @@ from api.errors import RETRY_SCOPE_KEY
 from domain import constraints
 from domain.errors import Unavailable
 from infra import outage
+from infra.db import Statement
 
 log = structlog.get_logger(__name__)
 
 SCOPE_CONN = "spean.conn"
 SCOPE_AFTER_COMMIT = "spean.after_commit"  # callables run once the request's transaction committed
+SCOPE_FINAL = "spean.final"  # the attempt's _Final: the statement a ONE_STATEMENT route hands over
 NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no database
 LATE_KEY = {"idempotency": "late"}  # route opt: claim the Idempotency-Key with the answer (see above)
+# Route opt: the handler only reads and hands its one write to `finish_with` (see above).
+ONE_STATEMENT = {"idempotency": "late", "transaction": "one_statement"}
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
@@ -75,6 +91,29 @@ class _RollBack(Exception):
 
 class _Duplicate(Exception):
     """Late claim: the key was taken by a concurrent request; roll back and run the classic way."""
+
+
+class _Final:
+    """The statement a ONE_STATEMENT route hands over, and what running it found."""
+
+    __slots__ = ("claim", "claimed", "statement", "taken")
+
+    def __init__(self, claim: tuple[str, str, bytes, int] | None) -> None:
+        self.claim = claim  # (principal, key, fingerprint, ttl_s): the gate claims the key
+        self.statement: Statement | None = None
+        self.claimed = False  # the key was claimed with the statement
+        self.taken = False  # ...or found taken: nothing was written
+
+    async def run(self, conn: Any, answer: tuple[int, list[list[str]], bytes]) -> None:
+        statement, self.statement = self.statement, None
+        assert statement is not None
+        if self.claim is None:
+            await statement.run(conn)
+            return
+        principal, key, fingerprint, ttl_s = self.claim
+        args = _claim_args(principal, key, fingerprint, ttl_s, answer)
+        self.claimed = await statement.run(conn, _CLAIM, args)
+        self.taken = not self.claimed
 
 
 class TransactionMiddleware:
@@ -165,21 +204,30 @@ class TransactionMiddleware:
         principal = _principal_of(scope)
         state = scope["app"].state
         ttl_s = state.settings.idempotency_ttl_s
+        handler = scope.get("route_handler")
+        one_statement = (
+            handler is not None and handler.opt.get("transaction") == "one_statement" and (request.key is None or late)
+        )
         captured: list[Message] = []
         async with reads.connection(scope) as conn:  # the primary's, or a replica's (api.reads)
             try:
-                async with conn.transaction():
+                async with contextlib.nullcontext() if one_statement else conn.transaction():
                     fingerprint = b""
                     if request.key is not None:
                         fingerprint = _fingerprint(scope, request.body.complete)
                         if not late and not await _claim(conn, principal, request.key, fingerprint, ttl_s):
                             return await _replay(conn, scope, principal, request.key, fingerprint)
+                    claim = (principal, request.key, fingerprint, ttl_s) if one_statement and request.key else None
+                    final = _Final(claim)
+                    scope[SCOPE_FINAL] = final  # type: ignore[literal-required]
                     scope[SCOPE_CONN] = conn  # type: ignore[literal-required]
-                    captured = await _run(self.app, scope, request.body.receiver())
+                    captured = await _run(self.app, scope, request.body.receiver(), final, conn)
                     status = cast("int", captured[0].get("status", 500)) if captured else 500
                     if not 200 <= status < 400:
                         raise _RollBack
-                    if request.key is not None and late:
+                    if final.taken:
+                        raise _Duplicate
+                    if request.key is not None and late and not final.claimed:
                         kept = (status, _kept_headers(captured[0]), _joined_body(captured))
                         if not await _claim(conn, principal, request.key, fingerprint, ttl_s, kept):
                             raise _Duplicate
@@ -209,6 +257,7 @@ class TransactionMiddleware:
                 raise
             finally:
                 scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
+                scope.pop(SCOPE_FINAL, None)  # type: ignore[misc]
         return captured
 
 
@@ -259,25 +308,26 @@ async def _claim(
 ) -> bool:
     """Take the key, or find it taken (after waiting for a concurrent holder to finish). With
     `answer` (late claim) the row is written whole: status, headers and body at once."""
-    status, headers, body = answer if answer is not None else (None, None, None)
-    claimed = await conn.fetchval(
-        """INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at, status_code, headers, body)
+    claimed = await conn.fetchval(_CLAIM, *_claim_args(principal, key, fingerprint, ttl_s, answer))
+    return claimed is not None
+
+
+# One row if the key was taken now (new, or expired and taken over), none if another holds it.
+_CLAIM = """INSERT INTO idempotency_keys (principal, key, fingerprint, expires_at, status_code, headers, body)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (principal, key) DO UPDATE
               SET fingerprint = EXCLUDED.fingerprint, status_code = EXCLUDED.status_code,
                   headers = EXCLUDED.headers, body = EXCLUDED.body,
                   created_at = now(), expires_at = EXCLUDED.expires_at
               WHERE idempotency_keys.expires_at < now()
-           RETURNING 1""",
-        principal,
-        key,
-        fingerprint,
-        datetime.now(UTC) + timedelta(seconds=ttl_s),
-        status,
-        headers,
-        body,
-    )
-    return claimed is not None
+           RETURNING 1"""
+
+
+def _claim_args(
+    principal: str, key: str, fingerprint: bytes, ttl_s: int, answer: tuple[int, list[list[str]], bytes] | None
+) -> tuple[object, ...]:
+    status, headers, body = answer if answer is not None else (None, None, None)
+    return principal, key, fingerprint, datetime.now(UTC) + timedelta(seconds=ttl_s), status, headers, body
 
 
 async def _kept_answer(request: _Request) -> list[Message] | None:
@@ -327,11 +377,30 @@ async def _read_body(receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _run(app: ASGIApp, scope: Scope, receive: Receive) -> list[Message]:
-    """Run the app, holding its answer back until the transaction is settled."""
+async def _run(app: ASGIApp, scope: Scope, receive: Receive, final: _Final, conn: Any) -> list[Message]:
+    """Run the app, holding its answer back until the transaction is settled; a statement handed
+    over with `finish_with` runs once a successful answer is complete, before it is kept."""
     captured: list[Message] = []
 
     async def capture(message: Message) -> None:
+        if (
+            final.statement is not None
+            and message["type"] == "http.response.body"
+            and not message.get("more_body", False)
+            and _succeeded(captured)
+        ):
+            status = cast("int", captured[0].get("status", 500))
+            try:
+                await final.run(conn, (status, _kept_headers(captured[0]), _joined_body([*captured, message])))
+            except Exception as exc:
+                # Refused or cut off: the route's exception handling answers instead, as if the
+                # handler had raised (the framework must not think the answer has left).
+                captured.clear()
+                ScopeState.from_scope(scope).response_started = False
+                if outage.unavailable(exc) is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()  # half-dead: never handed to the next request
+                raise
         captured.append(message)
 
     await app(scope, receive, capture)
@@ -376,6 +445,16 @@ async def _send_unavailable(send: Send, scope: Scope, dependency: outage.Depende
     retry_after = str(outage.RETRY_AFTER_S).encode()
     detail = f"{dependency.name} is unavailable for a moment; retry after {outage.RETRY_AFTER_S} s"
     await send_problem(send, scope, 503, dependency.code, detail, [(b"retry-after", retry_after)])
+
+
+def finish_with(scope: Scope, statement: Statement) -> None:
+    """A ONE_STATEMENT route's write: run after its answer is rendered (see above)."""
+    final: _Final | None = scope.get(SCOPE_FINAL)  # type: ignore[assignment]
+    if final is None:
+        raise RuntimeError("the route opted out of the request transaction")
+    if final.statement is not None:
+        raise RuntimeError("a request hands over one statement")
+    final.statement = statement
 
 
 def after_commit(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:

@@ -73,8 +73,45 @@ class Worker:
             # has the CPU. What this round plans is delivered by the next, which starts at once.
             planned, delivered = await asyncio.gather(self._step(self.plan_once), self._step(self.deliver_once))
             if not planned and not delivered:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(first_of(stop, woken), poll_s)
+                await self._sleep(stop, woken, poll_s)
+
+    async def _sleep(self, stop: asyncio.Event, woken: asyncio.Event, poll_s: float) -> None:
+        """Wait for an outbox commit or the next poll. Commits NOTIFY only while a listening
+        worker says it sleeps (migration 0021: a NOTIFY serialises committing transactions), so
+        a listening worker says so first, until its next poll, and takes it back if woken sooner."""
+        said = False
+        if self.wake is not None and self.wake.listening:
+            try:
+                said, waiting = True, await self._say_asleep(poll_s)
+            except Exception as exc:  # then polling alone, as when not listening
+                _note(exc)
+                waiting = False
+            if waiting:  # committed before the saying was seen, so not announced: work, not sleep
+                woken.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first_of(stop, woken), poll_s)
+        if said and (woken.is_set() or stop.is_set()):  # else the saying has run out by itself
+            try:
+                await self._pool.execute("DELETE FROM outbox_sleepers WHERE worker = $1", self.id)
+            except Exception as exc:  # it runs out at the next poll anyway
+                _note(exc)
+
+    async def _say_asleep(self, poll_s: float) -> bool:
+        """Say this worker sleeps until its next poll; True if outbox events wait already that no
+        other worker is planning (those it skips, or it would spin). Rows of workers that died go
+        after a day."""
+        return bool(
+            await self._pool.fetchval(
+                """WITH gone AS (DELETE FROM outbox_sleepers WHERE until < now() - interval '1 day'),
+                        said AS (INSERT INTO outbox_sleepers (worker, until)
+                                 VALUES ($1, now() + make_interval(secs => $2))
+                                 ON CONFLICT (worker) DO UPDATE SET until = EXCLUDED.until)
+                   SELECT EXISTS (SELECT FROM outbox WHERE processed_at IS NULL AND available_at <= now()
+                                  LIMIT 1 FOR UPDATE SKIP LOCKED)""",
+                self.id,
+                poll_s,
+            )
+        )
 
     async def _step(self, step: Callable[[], Awaitable[int]]) -> int:
         try:
@@ -395,3 +432,11 @@ def _push(n: dict[str, Any], token: str) -> Push:
         collapse_key=f"reminder-{n['appointment_id']}" if kind.startswith("reminder_") else None,
         ttl_s=CALL_TTL_S if n["priority"] == "high" else None,
     )
+
+
+def _note(exc: Exception) -> None:
+    dependency = outage.unavailable(exc)
+    if dependency is None:
+        log.exception("notification_worker_error")
+    else:
+        dependency.down(exc)

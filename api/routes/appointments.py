@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
@@ -21,7 +21,7 @@ from api.schemas import (
     encode_cursor,
     invalid_cursor,
 )
-from api.transaction import LATE_KEY
+from api.transaction import ONE_STATEMENT, finish_with
 from domain.booking import appointments
 from domain.booking.appointments import Appointment, AppointmentEvent, AppointmentQuery, Status
 
@@ -30,9 +30,11 @@ class AppointmentController(Controller):
     path = "/v1/appointments"
     tags = ["booking"]
 
-    @post("/", opt=LATE_KEY, summary="Book a consultation slot")
-    async def book(self, data: JSONBody[BookRequest], conn: Conn, principal: Caller) -> Appointment:
-        return await appointments.book(
+    @post("/", opt=ONE_STATEMENT, summary="Book a consultation slot")
+    async def book(
+        self, request: Request[Any, Any, Any], data: JSONBody[BookRequest], conn: Conn, principal: Caller
+    ) -> Appointment:
+        appointment, write = await appointments.prepare_booking(
             conn,
             principal,
             patient_id=data.patient_id,
@@ -41,6 +43,8 @@ class AppointmentController(Controller):
             mode=data.mode,
             reason=data.reason,
         )
+        finish_with(request.scope, write)  # runs with the answer, and its Idempotency-Key, in one statement
+        return appointment
 
     @get("/", summary="Appointments the caller may see, by start time")
     async def search(

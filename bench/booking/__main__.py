@@ -6,10 +6,18 @@ Starts `spean serve` on a scratch database (on DATABASE_URL's server, or an embe
 seeds a network with free slots, fires bookings from a separate load-generator process, and runs
 pgbench's TPC-B on the same database in the same run, printing both and their ratio.
 
-What users get: the server runs at the product's defaults (log level, pool size: nothing here
-overrides them unless asked) and every booking carries an Idempotency-Key, as phones send them.
-Also printed: the CPU each booking costs the server processes and the PostgreSQL backends, and
-the share of the machine the load generator used (so it is seen not to be the limit).
+What users get: the server runs as in production (SPEAN_ENV=production, the product's defaults
+for log level and pool size: nothing here overrides them unless asked), every booking carries an
+Idempotency-Key, as phones send them, and a `spean worker` process beside the server plans the
+notifications of each booking, as a deployment runs it (`--worker-in-api` runs it inside the API
+workers instead, as development does). Also printed: the CPU each booking costs the server
+processes and the PostgreSQL backends serving them; the events the worker planned per second and
+the CPU each cost it and its own backends (told apart by their connections' ports), and how many
+were still unplanned at the end (whether it keeps up); and the share of the machine the load
+generator used (so it is seen not to be the limit).
+
+`--profile DIR` records the server workers with py-spy during the measured window (raw collapsed
+stacks, one file per process, with idle samples left out), for bench/RESULTS.md's profile.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +47,6 @@ from bench.common import (
     bench_environment,
     percentile,
     pgbench_tps,
-    postgres_backends_cpu,
     process_tree_cpu,
     spean_server,
 )
@@ -125,6 +134,10 @@ class Result:
     app_cpu_ms: float  # server processes' CPU per booking
     pg_cpu_ms: float  # PostgreSQL backends' CPU per booking
     load_share: float  # the load generator's CPU over the window, as a share of all cores
+    planned_rate: float  # outbox events the notification worker planned per second, same window
+    worker_cpu_ms: float  # the `spean worker` process's CPU per planned event (0 when it runs in the API)
+    worker_pg_cpu_ms: float  # the PostgreSQL backends serving `spean worker`, per planned event
+    outbox_backlog: int  # outbox events not yet planned when the load stopped
     wrk: WrkResult | None = None  # the same load from wrk, against the same server, if asked
 
 
@@ -182,6 +195,8 @@ def run(
     warmup: float = 2.0,
     pgbench_scale: int = 20,
     wrk: bool = False,
+    worker_in_api: bool = False,
+    profile: Path | None = None,
 ) -> Result:
     cores = os.cpu_count() or 1
     with bench_environment("spean-bench-booking") as bench:
@@ -194,6 +209,8 @@ def run(
         port = free_port()
         env = base_env(bench.database_url, bench.redis_url, bench.folder / "data", bench.secret)
         env["SPEAN_AUTO_MIGRATE"] = "false"
+        env["SPEAN_ENV"] = "production"
+        env["SPEAN_WORKER_IN_API"] = "true" if worker_in_api else "false"
         # The product's defaults unless asked otherwise: what a deployment gets.
         for name, value in (("SPEAN_LOG_LEVEL", log_level), ("SPEAN_DB_POOL_MAX", pool)):
             if value is None:
@@ -219,26 +236,45 @@ def run(
         ]
         if idempotency_keys:
             command.append("--idempotency-keys")
-        with spean_server(env, port, workers, bench.folder / "server.log") as server:
-            load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-            # CPU over the measured window (after the load's warm-up), sampled from outside.
-            time.sleep(warmup + 0.5)
-            app0, pg0, load0 = (
-                process_tree_cpu(server.pid),
-                postgres_backends_cpu(bench.database_url),
-                process_tree_cpu(load.pid),
-            )
-            t0 = time.perf_counter()
-            time.sleep(max(seconds - 1.0, 0.5))
-            app1, pg1, load1 = (
-                process_tree_cpu(server.pid),
-                postgres_backends_cpu(bench.database_url),
-                process_tree_cpu(load.pid),
-            )
-            window = time.perf_counter() - t0
-            out, _ = load.communicate()
-            if load.returncode:
-                raise RuntimeError(f"load generator failed ({load.returncode})")
+        with (
+            spean_server(env, port, workers, bench.folder / "server.log") as server,
+            notification_worker(env, None if worker_in_api else bench.folder / "worker.log") as worker,
+        ):
+            monitor = Monitor(bench.database_url)
+            load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                # CPU over the measured window (after the load's warm-up), sampled from outside.
+                assert load.stderr is not None
+                load.stderr.readline()  # "measuring"
+                time.sleep(min(0.5, seconds / 4))
+                span = seconds - 2 * min(0.5, seconds / 4)
+                spies = start_profiles(server.pid, profile, span) if profile else []
+                app0, pg0, load0, worker0, planned0 = (
+                    process_tree_cpu(server.pid),
+                    monitor.backends_cpu(),
+                    process_tree_cpu(load.pid),
+                    process_tree_cpu(worker.pid) if worker else 0.0,
+                    monitor.outbox()[0],
+                )
+                t0 = time.perf_counter()
+                time.sleep(span)
+                app1, pg1, load1, worker1, planned1 = (
+                    process_tree_cpu(server.pid),
+                    monitor.backends_cpu(),
+                    process_tree_cpu(load.pid),
+                    process_tree_cpu(worker.pid) if worker else 0.0,
+                    monitor.outbox()[0],
+                )
+                window = time.perf_counter() - t0
+                worker_backends = monitor.backends_of(worker.pid) if worker else set()
+                out, err = load.communicate()
+                if load.returncode:
+                    raise RuntimeError(f"load generator failed ({load.returncode}):\n{err}")
+                backlog = monitor.outbox()[1]
+                for spy in spies:
+                    spy.wait()
+            finally:
+                monitor.close()
             compared = run_wrk(port, bench.folder / "wrk.jsonl", token, clients, seconds) if wrk else None
         result = json.loads(out)
         tps = pgbench_tps(bench.database_url, clients=16, seconds=pgbench_seconds, scale=pgbench_scale)
@@ -246,7 +282,8 @@ def run(
     booked = result["statuses"].get("201", 0)
     rate = booked / result["elapsed"]
     in_window = max(rate * window, 1.0)
-    pg_used = sum(used - pg0.get(pid, 0.0) for pid, used in pg1.items())
+    pg_used = {pid: used - pg0.get(pid, 0.0) for pid, used in pg1.items()}
+    planned = max(planned1 - planned0, 1)
     return Result(
         workers=workers,
         clients=clients,
@@ -258,10 +295,102 @@ def run(
         p99_s=percentile(latencies, 99),
         tps=tps,
         app_cpu_ms=(app1 - app0) / in_window * 1000,
-        pg_cpu_ms=pg_used / in_window * 1000,
+        pg_cpu_ms=sum(used for pid, used in pg_used.items() if pid not in worker_backends) / in_window * 1000,
         load_share=(load1 - load0) / (window * cores),
+        planned_rate=(planned1 - planned0) / window,
+        worker_cpu_ms=(worker1 - worker0) / planned * 1000,
+        worker_pg_cpu_ms=sum(used for pid, used in pg_used.items() if pid in worker_backends) / planned * 1000,
+        outbox_backlog=backlog,
         wrk=compared,
     )
+
+
+@contextmanager
+def notification_worker(env: dict[str, str], log: Path | None) -> Iterator[subprocess.Popen[bytes] | None]:
+    """`spean worker` beside the server, as a deployment runs it (None: the API runs it)."""
+    if log is None:
+        yield None
+        return
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "spean.cli", "worker"], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the notification worker did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Monitor:
+    """One connection to the bench's database, opened before the load, for every look the bench
+    takes during the run: on the shared server a new connection at the end of the window can
+    find every slot taken."""
+
+    def __init__(self, database_url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._conn = self._loop.run_until_complete(asyncpg.connect(database_url))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._conn.close())
+        self._loop.close()
+
+    def _fetch(self, sql: str) -> list[asyncpg.Record]:
+        return self._loop.run_until_complete(self._conn.fetch(sql))
+
+    def backends_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each backend of the database but this one (a local server:
+        read from /proc; the WAL writer and checkpointer serve every database and are left out)."""
+        import psutil
+
+        used: dict[int, float] = {}
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        for row in self._fetch(query):
+            try:
+                times = psutil.Process(row["pid"]).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            used[row["pid"]] = times.user + times.system
+        return used
+
+    def outbox(self) -> tuple[int, int]:
+        """(planned, not yet planned) outbox events."""
+        row = self._fetch("SELECT count(processed_at) AS done, count(*) - count(processed_at) AS waiting FROM outbox")
+        return int(row[0]["done"]), int(row[0]["waiting"])
+
+    def backends_of(self, pid: int) -> set[int]:
+        """The backends serving process `pid` (its TCP connections, matched by port)."""
+        import psutil
+
+        ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
+        rows = self._fetch(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database() AND client_port > 0"
+        )
+        return {r["pid"] for r in rows if r["client_port"] in ports}
+
+
+def start_profiles(server_pid: int, folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each of the server's worker processes for `seconds` (raw collapsed stacks)."""
+    import psutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    options = ["--rate", "200", "--duration", str(max(int(seconds), 1)), "--format", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(child.pid), *options, "--output", str(folder / f"worker-{child.pid}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for child in psutil.Process(server_pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
 
 
 def rows(quick: bool = False) -> list[Row]:
@@ -277,6 +406,7 @@ def rows(quick: bool = False) -> list[Row]:
         Row("booking", f"booking p99 ({r.clients} clients)", r.p99_s * 1000, "ms", 50.0, "built for", False),
         Row("booking", "app CPU per booking", r.app_cpu_ms, "ms", higher_is_better=False),
         Row("booking", "PostgreSQL CPU per booking", r.pg_cpu_ms, "ms", higher_is_better=False),
+        Row("booking", "notification worker CPU per planned event", r.worker_cpu_ms, "ms", higher_is_better=False),
         Row("booking", "load generator CPU", r.load_share * 100, "% of cores", higher_is_better=False),
     ]
 
@@ -296,21 +426,33 @@ def main() -> None:
         "--no-idempotency-keys", action="store_true", help="send bookings without an Idempotency-Key (phones send one)"
     )
     parser.add_argument("--wrk", action="store_true", help="also send the same load from wrk, for comparison")
+    parser.add_argument(
+        "--worker-in-api", action="store_true", help="plan notifications in the API workers (development's shape)"
+    )
+    parser.add_argument("--profile", type=Path, help="record the server workers with py-spy into this folder")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that the bench runs")
     args = parser.parse_args()
+    if args.quick:  # as `make bench-quick` runs it
+        args.clients, args.seconds, args.practitioners, args.pgbench_seconds = 8, 1.5, 10, 1
     r = run(
         clients=args.clients,
         seconds=args.seconds,
-        workers=args.workers,
         practitioners=args.practitioners,
         pgbench_seconds=args.pgbench_seconds,
+        warmup=0.3 if args.quick else 2.0,
+        pgbench_scale=1 if args.quick else 20,
+        workers=args.workers,
         pool=args.pool,
         log_level=args.log_level,
         idempotency_keys=not args.no_idempotency_keys,
         wrk=args.wrk,
+        worker_in_api=args.worker_in_api,
+        profile=args.profile,
     )
     settings = (
         f"pool={args.pool or 'default'} log={args.log_level or 'default'} "
-        f"keys={'no' if args.no_idempotency_keys else 'yes'}"
+        f"keys={'no' if args.no_idempotency_keys else 'yes'} "
+        f"notifications={'in the API' if args.worker_in_api else 'spean worker'}"
     )
     print(
         f"bench/booking  workers={r.workers} clients={r.clients} seconds={r.seconds:g} "
@@ -322,7 +464,14 @@ def main() -> None:
     print(f"  pgbench TPC-B   {r.tps:10.0f} tps  (16 clients, same server and database)")
     print(f"  ratio           {r.rate / r.tps:10.2f}   bookings/s per pgbench tps")
     print(f"  app CPU         {r.app_cpu_ms:10.2f} ms per booking (server processes)")
-    print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (its backends for this database)")
+    print(f"  PostgreSQL CPU  {r.pg_cpu_ms:10.2f} ms per booking (the backends serving the API)")
+    if not args.worker_in_api:
+        print(
+            f"  spean worker    {r.planned_rate:10.0f} events planned/s; per event {r.worker_cpu_ms:.2f} ms of CPU "
+            f"+ {r.worker_pg_cpu_ms:.2f} ms of its PostgreSQL backends"
+        )
+    print(f"  outbox backlog  {r.outbox_backlog:10d}   events not yet planned when the load stopped")
+    print(f"  load average    {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"  load generator  {r.load_share * 100:10.1f} % of the machine's cores")
     if r.wrk is not None:
         print(

@@ -26,6 +26,8 @@ async def run(
     measure_from = started + warmup
     stop_at = measure_from + seconds
     headers = {"Authorization": f"Bearer {token}"}
+    # Tells the bench when the measured window opens (this process takes a while to start).
+    asyncio.get_running_loop().call_later(warmup, lambda: print("measuring", file=sys.stderr, flush=True))
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

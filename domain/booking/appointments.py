@@ -18,10 +18,9 @@ import msgspec
 from domain import access
 from domain.audit import trail
 from domain.booking.availability import ACTIVE, find_slot, pick_slot, slot_rules_sql
-from domain.booking.history import HISTORY_AUDIT_OUTBOX, record_args, record_change
+from domain.booking.history import history_audit_outbox, record_args, record_change
 from domain.booking.locks import lock_schedules, schedule_locks_sql
 from domain.booking.model import (
-    EPOCH,
     SELECT,
     Appointment,
     AppointmentEvent,
@@ -33,7 +32,7 @@ from domain.booking.model import (
 )
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.principal import Principal
-from infra.db import Connection
+from infra.db import Connection, Statement
 
 CHECK_IN_OPENS = timedelta(minutes=60)
 _DONE = {"cancel": "cancelled", "check_in": "checked in", "no_show": "marked as a no-show", "complete": "completed"}
@@ -48,7 +47,7 @@ def _require_future(start: datetime, now: datetime) -> None:
         raise InvalidInput("start_in_past", "that time has already passed", field="start")
 
 
-async def book(
+async def prepare_booking(
     conn: Connection,
     principal: Principal,
     *,
@@ -57,18 +56,22 @@ async def book(
     start: datetime,
     mode: Mode = "video",
     reason: str | None = None,
-) -> Appointment:
-    """Two statements: one read (may the caller book for this patient; does the practitioner
-    exist, and their rules at `start`), one write (schedule locks, then appointment, history,
-    audit, outbox). This is the hottest write path."""
+) -> tuple[Appointment, Statement]:
+    """The booking as it will be, and the one statement that makes it so, after one read (may
+    the caller book for this patient; does the practitioner exist, and their rules at `start`).
+    Nothing is written here: the caller runs the statement (schedule locks, then appointment,
+    history, audit, outbox), at once (`book`) or as its request's last statement, with the answer
+    (api.transaction). This is the hottest write path: two round trips in all."""
     _require_future(start, datetime.now(UTC))
     columns, joins = slot_rules_sql("$6", "$7")
     # The wider visibility rule only matters when a practitioner books with themself (a
     # follow-up); everyone else needs the patient side alone, a much cheaper query to plan and run.
     follow_up = principal.practitioner_id == practitioner_id
     visible = access.PATIENT_VISIBLE if follow_up else "($4::uuid IS NULL AND false)"
+    # now(): the database's clock stamps the row, as a column default would (the answer is
+    # rendered before the write, so the write cannot tell it).
     rows = await conn.fetch(
-        f"""SELECT {visible} AS visible, {access.PATIENT_SIDE} AS patient_side,
+        f"""SELECT {visible} AS visible, {access.PATIENT_SIDE} AS patient_side, now() AS now,
                    EXISTS (SELECT 1 FROM practitioners WHERE id = $6) AS practitioner_exists, {columns}
             FROM patients p LEFT JOIN ({joins}) ON true WHERE p.id = $5""",
         *access.patient_args(principal),
@@ -86,6 +89,7 @@ async def book(
     rule, slot = pick_slot(rows, start)
     if mode not in slot.modes:
         raise InvalidInput("mode_not_offered", f"this slot offers {', '.join(slot.modes)}", field="mode")
+    now: datetime = rows[0]["now"]
     appointment = Appointment(
         id=uuid.uuid4(),
         patient_id=patient_id,
@@ -101,25 +105,40 @@ async def book(
         booked_by=principal.user_id,
         channel=principal.channel,
         cancel_reason=None,
-        created_at=EPOCH,
-        updated_at=EPOCH,
+        created_at=now,
+        updated_at=now,
         version=1,
     )
-    # A conflict aborts the transaction, which is fine: the request fails as a whole.
-    created = await conn.fetchval(
-        f"""WITH change AS (
+    # Double booking is refused here by the exclusion constraints (a 409 through
+    # domain.constraints); the locks make colliding writers queue instead of deadlocking.
+    write = Statement(
+        f"""change AS (
                 INSERT INTO appointments (id, patient_id, practitioner_id, facility_id, start_at, end_at, status,
-                                          mode, reason, booked_by, channel)
-                SELECT $1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12 FROM {schedule_locks_sql("$15", "$11")}
-                RETURNING created_at
-            ), {HISTORY_AUDIT_OUTBOX}
-            SELECT created_at FROM change""",
-        *record_args(principal, appointment, "book", None, None),
-        practitioner_id,
-        mode,
-        reason,
+                                          mode, reason, booked_by, channel, created_at, updated_at)
+                SELECT $1, $11, $15, $10, $6, $7, $5, $16, $17, $2, $12, $18, $18
+                FROM gate, {schedule_locks_sql("$15", "$11")}
+            ), {history_audit_outbox("gate")}""",
+        (*record_args(principal, appointment, "book", None, None), practitioner_id, mode, reason, now),
     )
-    appointment.created_at = appointment.updated_at = created
+    return appointment, write
+
+
+async def book(
+    conn: Connection,
+    principal: Principal,
+    *,
+    patient_id: uuid.UUID,
+    practitioner_id: uuid.UUID,
+    start: datetime,
+    mode: Mode = "video",
+    reason: str | None = None,
+) -> Appointment:
+    """Book now, in the caller's transaction (see prepare_booking)."""
+    appointment, write = await prepare_booking(
+        conn, principal, patient_id=patient_id, practitioner_id=practitioner_id, start=start, mode=mode, reason=reason
+    )
+    # A conflict aborts the transaction, which is fine: the request fails as a whole.
+    await write.run(conn)
     return appointment
 
 
@@ -324,6 +343,7 @@ __all__ = [
     "history",
     "load_appointment",
     "mark_no_show",
+    "prepare_booking",
     "record_change",
     "reschedule",
     "search",

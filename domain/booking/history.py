@@ -9,20 +9,23 @@ from domain.principal import Principal
 from infra import instants
 from infra.db import Connection
 
-# History, audit and outbox rows for a change, as data-modifying CTEs of one statement (the
-# hottest paths pay one round trip, not three). Parameters are those of record_args.
-# The audit row has the shape domain.audit.trail writes.
-HISTORY_AUDIT_OUTBOX = """
+
+def history_audit_outbox(after: str) -> str:
+    """History, audit and outbox rows for a change, as data-modifying CTEs of one statement (the
+    hottest paths pay one round trip, not three), written once per row of the relation `after`
+    (none: nothing written). Parameters are those of record_args. The audit row has the shape
+    domain.audit.trail writes."""
+    return f"""
     history AS (
         INSERT INTO appointment_events (appointment_id, actor_user_id, action, from_status, to_status,
                                         start_at, end_at, reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM {after}
     ), audit AS (
         INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
                                   resource_id, channel, outcome, request_id)
-        VALUES ($2, $9, $10, $11, $3, 'Appointment', $1::text, $12, 'success', $13)
+        SELECT $2, $9, $10, $11, $3, 'Appointment', $1::text, $12, 'success', $13 FROM {after}
     ), announced AS (
-        INSERT INTO outbox (topic, payload) VALUES ('appointment.' || $3, $14)
+        INSERT INTO outbox (topic, payload) SELECT 'appointment.' || $3, $14 FROM {after}
     )"""
 
 
@@ -64,5 +67,6 @@ async def record_change(
 ) -> None:
     """History, audit and outbox for a change, in the change's own transaction."""
     await conn.execute(
-        f"WITH {HISTORY_AUDIT_OUTBOX} SELECT 1", *record_args(principal, appointment, action, from_status, reason)
+        f"WITH {history_audit_outbox('(SELECT) AS once')} SELECT 1",
+        *record_args(principal, appointment, action, from_status, reason),
     )

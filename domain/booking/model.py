@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -50,9 +50,6 @@ class AppointmentEvent(msgspec.Struct, kw_only=True):
 
 SELECT = """SELECT a.*, f.timezone, p.home_facility_id FROM appointments a
              JOIN facilities f ON f.id = a.facility_id JOIN patients p ON p.id = a.patient_id"""
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def local_time(instant: datetime, timezone: str) -> str:
