@@ -25,10 +25,13 @@ from api.deps import DEPENDENCIES
 from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
+from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
+from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
@@ -225,6 +228,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirSchedulingController,
             FhirSearchController,
             FhirCurrentHistoryController,
+            FhirHistoryController,
+            *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
             SmsWebhookController,
@@ -242,7 +247,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             TransactionMiddleware,
+            ConditionalReadMiddleware,  # inside the transaction: a 304 read commits its audit event
         ],
+        after_request=stamp_versions,  # ETag and Last-Modified of FHIR resources
         # Under test every JSON answer is checked for instants not in UTC (api.negotiation).
         response_class=UtcCheckedResponse if settings.env == "test" else NegotiatedResponse,
         request_class=StrictRequest,  # every JSON body is decoded strictly, in one place

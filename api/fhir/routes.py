@@ -6,15 +6,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
-from litestar.status_codes import HTTP_200_OK
+from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
 
 from api.deps import Caller, Config, Conn, DbPool
-from api.fhir import admin, transaction
+from api.fhir import admin
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir, fhir_date
-from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.trail import audit_event, provenance
 from domain import facilities, patients, practitioners
@@ -48,12 +46,6 @@ class FhirController(Controller):
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:
         return fhir(capability_statement(settings.public_base_url))
-
-    @post("/", status_code=HTTP_200_OK, summary="A transaction Bundle (Patient and Observations), all or nothing")
-    async def transaction(
-        self, data: JSONBody[Bundle], conn: Conn, principal: Caller, settings: Config
-    ) -> Response[Any]:
-        return fhir(await transaction.apply(conn, principal, data, default_region=settings.default_region))
 
     @get("/Patient/{patient_id:uuid}", summary="Read a Patient")
     async def read_patient(self, patient_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:

@@ -73,6 +73,7 @@ async def test_one_bad_entry_creates_nothing(client: Client, factory: Factory, d
     assert code_of(response.json()) == "implausible_value"
     assert await db.fetchval("SELECT count(*) FROM patient_identifiers WHERE value = $1", health_id) == 0
     not_a_transaction = await client.post(
-        "/fhir", json={"resourceType": "Bundle", "type": "batch"}, headers=chw.headers
+        "/fhir", json={"resourceType": "Bundle", "type": "collection"}, headers=chw.headers
     )
-    assert code_of(not_a_transaction.json()) == "transaction_bundle_required"
+    assert not_a_transaction.status_code == 400
+    assert code_of(not_a_transaction.json()) == "batch_or_transaction_required"
