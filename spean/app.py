@@ -31,6 +31,7 @@ from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
+from api.fhir.validate import FhirValidateController
 from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
@@ -229,6 +230,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirSearchController,
             FhirCurrentHistoryController,
             FhirHistoryController,
+            FhirValidateController,
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,

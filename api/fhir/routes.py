@@ -11,7 +11,7 @@ from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, Parameter, QueryParameter
 
 from api.deps import Caller, Config, Conn, DbPool
-from api.fhir import admin
+from api.fhir import admin, capabilities
 from api.fhir.bundle import HISTORY, bundle, capability_statement, date_bounds, fhir, fhir_date
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.trail import audit_event, provenance
@@ -45,7 +45,7 @@ class FhirController(Controller):
 
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:
-        return fhir(capability_statement(settings.public_base_url))
+        return fhir(capabilities.extend(capability_statement(settings.public_base_url)))
 
     @get("/Patient/{patient_id:uuid}", summary="Read a Patient")
     async def read_patient(self, patient_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:

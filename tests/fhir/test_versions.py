@@ -187,3 +187,20 @@ async def test_reads_carry_etag_and_conditional_reads_are_304(
     stranger = await factory.staff(await factory.facility(), role="chw")
     guess = await client.get(f"/fhir/Observation/{weight}", headers={**stranger.headers, "If-None-Match": 'W/"2"'})
     assert guess.status_code == 403
+
+
+async def test_capability_statement_declares_versions_and_writes(client: Client) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    validate(statement)
+    rest = statement["rest"][0]
+    assert {"code": "transaction"} in rest["interaction"]
+    assert {"code": "batch"} in rest["interaction"]
+    by_type = {r["type"]: r for r in rest["resource"]}
+    for name in ("Patient", "Observation", "Condition", "MedicationRequest", "Encounter"):
+        codes = {i["code"] for i in by_type[name]["interaction"]}
+        assert codes >= {"read", "vread", "create", "update", "search-type", "history-instance", "history-type"}
+        assert "validate" in {o["name"] for o in by_type[name]["operation"]}
+    assert by_type["Patient"]["conditionalCreate"] is True
+    assert by_type["Observation"]["versioning"] == "versioned-update"
+    assert {i["code"] for i in by_type["Appointment"]["interaction"]} >= {"read", "vread", "history-instance"}
+    assert "create" not in {i["code"] for i in by_type["Appointment"]["interaction"]}
