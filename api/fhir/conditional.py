@@ -46,9 +46,10 @@ def version_headers(resource: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-async def stamp_versions(response: Response[Any]) -> Response[Any]:
-    """after_request: a FHIR resource leaves with its validators (a handler's own win)."""
-    if isinstance(response.content, dict) and response.status_code in (200, 201):
+async def stamp_versions(response: Any) -> Any:
+    """after_request: a FHIR resource leaves with its validators (a handler's own win). The hook
+    sees every handler's answer (files, raw ASGI responses): only a Response of a dict is read."""
+    if isinstance(response, Response) and isinstance(response.content, dict) and response.status_code in (200, 201):
         for name, value in version_headers(response.content).items():
             if name.lower() not in {k.lower() for k in response.headers}:
                 response.headers[name] = value
