@@ -23,6 +23,7 @@ from api.fhir import admin
 from api.fhir.bundle import fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, instant, to_fhir
 from api.fhir.current import CURRENT_ONLY, READERS
+from api.fhir.path_types import ClinicalType
 from api.fhir.trail import provenance
 from api.input_rules import EARLIEST, LATEST
 from domain import patient_history, patients
@@ -193,7 +194,7 @@ class FhirHistoryController(Controller):
     @get("/{resource_type:str}/{entry_id:uuid}/_history/{version_id:str}",
          summary="One version of an Encounter, Observation, Condition or MedicationRequest (vread)")  # fmt: skip
     async def vread_entry(
-        self, resource_type: FromPath[str], entry_id: FromPath[uuid.UUID], version_id: FromPath[str], conn: Conn,
+        self, resource_type: ClinicalType, entry_id: FromPath[uuid.UUID], version_id: FromPath[str], conn: Conn,
         principal: Caller, pool: DbPool,
     ) -> Response[Any]:  # fmt: skip
         if resource_type not in KIND_OF:
@@ -220,7 +221,7 @@ class FhirHistoryController(Controller):
     @get("/{resource_type:str}/_history",
          summary="Versions of the Encounters, Observations, Conditions or MedicationRequests you may read")  # fmt: skip
     async def entry_type_history(
-        self, resource_type: FromPath[str], conn: Conn, principal: Caller, settings: Config, since: Since = None,
+        self, resource_type: ClinicalType, conn: Conn, principal: Caller, settings: Config, since: Since = None,
         count: Count = 100, cursor: Annotated[int | None, QueryParameter(name="_cursor")] = None,
     ) -> Response[Any]:  # fmt: skip
         if resource_type not in KIND_OF:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.body import decode_json_body
@@ -27,6 +27,7 @@ from api.errors import InputRejected, http_status
 from api.fhir.bundle import fhir
 from api.fhir.errors import outcome
 from api.fhir.inbound import Refs
+from api.fhir.path_types import ClinicalType
 from api.fhir.preconditions import BadRequest
 from api.fhir.resources_in import FhirResource
 from api.fhir.writes import WRITABLE, create, type_of, update
@@ -140,7 +141,7 @@ class FhirValidateController(Controller):
     @post("/{resource_type:str}/$validate", status_code=HTTP_200_OK,
           summary="Would this clinical resource be accepted? (an OperationOutcome; nothing is written)")  # fmt: skip
     async def validate_entry(
-        self, resource_type: FromPath[str], request: Request[Any, Any, Any], conn: Conn, principal: Caller,
+        self, resource_type: ClinicalType, request: Request[Any, Any, Any], conn: Conn, principal: Caller,
         settings: Config, mode: Mode = None,
     ) -> Response[Any]:  # fmt: skip
         return await _validate(resource_type, request, conn, principal, settings.default_region, mode)

@@ -25,6 +25,7 @@ from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import KIND_OF
 from api.fhir.conditional import version_headers
 from api.fhir.inbound import Refs
+from api.fhir.path_types import ClinicalType
 from api.fhir.preconditions import BadRequest, version_of
 from api.fhir.resources_in import FhirResource
 from api.fhir.writes import Written, conditional_create, create, type_of, update
@@ -151,7 +152,7 @@ async def create_patient(
 @post("/fhir/{resource_type:str}", tags=["fhir"],
       summary="Create an Encounter, Observation, Condition or MedicationRequest")  # fmt: skip
 async def create_entry(
-    resource_type: FromPath[str], data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
+    resource_type: ClinicalType, data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
     if_none_exist: IfNoneExist = None, prefer: Prefer = None,
 ) -> Response[Any]:  # fmt: skip
     return await _create(resource_type, data, conn, principal, settings, if_none_exist, prefer)
@@ -168,7 +169,7 @@ async def update_patient(
 @put("/fhir/{resource_type:str}/{entry_id:uuid}", tags=["fhir"],
      summary="Correct a clinical resource: a new version (If-Match: the version you read)")  # fmt: skip
 async def update_entry(
-    resource_type: FromPath[str], entry_id: FromPath[uuid.UUID], data: JSONBody[FhirResource], conn: Conn,
+    resource_type: ClinicalType, entry_id: FromPath[uuid.UUID], data: JSONBody[FhirResource], conn: Conn,
     principal: Caller, settings: Config, if_match: IfMatch = None, prefer: Prefer = None,
     x_provenance: XProvenance = None,
 ) -> Response[Any]:  # fmt: skip
