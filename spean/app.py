@@ -27,6 +27,7 @@ from api.docs import schema_router, swagger_assets, swagger_page
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
+from api.fhir.documents import FhirDocumentController
 from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
@@ -231,6 +232,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             FhirHistoryController,
             FhirValidateController,
+            FhirDocumentController,
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,

@@ -4,6 +4,7 @@ is what the routes of history, write_routes, validate and transaction serve."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from api.fhir.clinical import KIND_OF, Resource
@@ -24,12 +25,21 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     **{name: (("vread",), {"versioning": "versioned", "readHistory": False}) for name in CURRENT_ONLY},
     "Provenance": (("vread",), {"versioning": "versioned", "readHistory": False}),
 }  # fmt: skip
+# Types served by modules of their own (api.fhir.documents), absent from the read/search table.
+ADDED: list[Resource] = [
+    {"type": "DocumentReference", "versioning": "versioned", "readHistory": True,
+     "interaction": [{"code": c} for c in ("read", "vread", "search-type", "history-instance")],
+     "searchParam": [{"name": "patient", "type": "reference"}, {"name": "_count", "type": "number"}]},
+    {"type": "Binary", "interaction": [{"code": "read"}]},
+]  # fmt: skip
 
 
 def extend(statement: Resource) -> Resource:
     """The statement with the interactions above, $validate on the writable types, and the
     system-level batch and transaction."""
     rest = statement["rest"][0]
+    known = {r["type"] for r in rest["resource"]}
+    rest["resource"] += [copy.deepcopy(r) for r in ADDED if r["type"] not in known]
     for resource in rest["resource"]:
         added, flags = INTERACTIONS.get(resource["type"], ((), {}))
         codes = [i["code"] for i in resource.get("interaction", [])]
