@@ -28,6 +28,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.documents import FhirDocumentController
+from api.fhir.everything import FhirEverythingController
 from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
@@ -233,6 +234,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirHistoryController,
             FhirValidateController,
             FhirDocumentController,
+            FhirEverythingController,
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,

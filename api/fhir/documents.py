@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, QueryParameter
@@ -22,7 +20,7 @@ from litestar.params import FromPath, QueryParameter
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir.bundle import fhir
 from api.fhir.clinical import Resource, instant, ref
-from api.fhir.history import history_bundle
+from api.fhir.pages import history_bundle, query, searchset
 from domain.errors import InvalidInput, NotFound
 from domain.record import attachments
 from domain.record import service as record
@@ -124,18 +122,9 @@ class FhirDocumentController(Controller):
         entries = await record.search(conn, principal, patient_id, pool=pool, kinds=KINDS, after_seq=cursor,
                                       limit=count)  # fmt: skip
         base, params = settings.public_base_url, {"patient": patient, "_count": count}
-        links = [{"relation": "self", "url": f"{base}/fhir/DocumentReference?{urlencode(params)}"}]
-        if len(entries) == count:
-            after = urlencode({**params, "_cursor": entries[-1].seq})
-            links.append({"relation": "next", "url": f"{base}/fhir/DocumentReference?{after}"})
-        found: Resource = {"resourceType": "Bundle", "type": "searchset", "timestamp": instant(datetime.now(UTC)),
-                           "link": links}  # fmt: skip
-        if entries:
-            found["entry"] = [
-                {"fullUrl": f"{base}/fhir/DocumentReference/{e.id}", "resource": document_reference(e),
-                 "search": {"mode": "match"}}
-                for e in entries
-            ]  # fmt: skip
+        path = f"{base}/fhir/DocumentReference"
+        next_url = f"{path}{query({**params, '_cursor': entries[-1].seq})}" if len(entries) == count else None
+        found = searchset(base, [document_reference(e) for e in entries], f"{path}{query(params)}", next_url)
         return fhir(found)
 
     @get("/Binary/{entry_id:uuid}", summary="An attachment's bytes (a Binary resource under Accept: FHIR JSON)")

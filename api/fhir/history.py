@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, QueryParameter
@@ -21,8 +20,9 @@ from litestar.params import FromPath, QueryParameter
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin
 from api.fhir.bundle import fhir
-from api.fhir.clinical import BY_KIND, KIND_OF, Resource, instant, to_fhir
+from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.current import CURRENT_ONLY, READERS
+from api.fhir.pages import history_bundle, query
 from api.fhir.path_types import ClinicalType
 from api.fhir.trail import provenance
 from api.input_rules import EARLIEST, LATEST
@@ -100,29 +100,7 @@ async def _entry(
     raise NotFound("version_not_found", f"{resource_type}/{key} has no version {wanted}")
 
 
-def history_bundle(base: str, resources: list[Resource], self_url: str, next_url: str | None) -> Resource:
-    """A history Bundle, newest first: each version as the write that made it."""
-    links = [{"relation": "self", "url": self_url}]
-    if next_url is not None:
-        links.append({"relation": "next", "url": next_url})
-    entries = []
-    for r in resources:
-        first = r["meta"]["versionId"] == "1"
-        entries.append({
-            "fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}",
-            "resource": r,
-            "request": {"method": "POST" if first else "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-            "response": {"status": "201 Created" if first else "200 OK",
-                         "etag": f'W/"{r["meta"]["versionId"]}"', "lastModified": r["meta"]["lastUpdated"]},
-        })  # fmt: skip
-    document: Resource = {"resourceType": "Bundle", "type": "history", "timestamp": instant(datetime.now(UTC)),
-                          "link": links}  # fmt: skip
-    if entries:
-        document["entry"] = entries
-    return document
-
-
-def _since(raw: str | None) -> datetime | None:
+def since_instant(raw: str | None) -> datetime | None:
     """`_since`: an instant with its offset (FHIR instant)."""
     if raw is None:
         return None
@@ -149,11 +127,6 @@ def _patient_cursor(raw: str | None) -> tuple[datetime, uuid.UUID, int] | None:
         return moment, uuid.UUID(ident), int(version)
     except ValueError:
         raise InvalidInput("invalid_cursor", "use the next link as given", field="_cursor") from None
-
-
-def _query(params: dict[str, Any]) -> str:
-    kept = {k: v for k, v in params.items() if v is not None}
-    return f"?{urlencode(kept)}" if kept else ""
 
 
 class FhirHistoryController(Controller):
@@ -207,16 +180,16 @@ class FhirHistoryController(Controller):
         cursor: Annotated[str | None, QueryParameter(name="_cursor")] = None,
     ) -> Response[Any]:  # fmt: skip
         found = await patient_history.changes(
-            conn, principal, since=_since(since), before=_patient_cursor(cursor), limit=count
+            conn, principal, since=since_instant(since), before=_patient_cursor(cursor), limit=count
         )
         base, params = settings.public_base_url, {"_since": since, "_count": count}
         next_url = None
         if len(found) == count:
             last = found[-1]
             after = f"{last.updated_at.astimezone(UTC).isoformat()}~{last.id}~{last.version}"
-            next_url = f"{base}/fhir/Patient/_history{_query({**params, '_cursor': after})}"
+            next_url = f"{base}/fhir/Patient/_history{query({**params, '_cursor': after})}"
         resources = [admin.patient(p) for p in found]
-        return fhir(history_bundle(base, resources, f"{base}/fhir/Patient/_history{_query(params)}", next_url))
+        return fhir(history_bundle(base, resources, f"{base}/fhir/Patient/_history{query(params)}", next_url))
 
     @get("/{resource_type:str}/_history",
          summary="Versions of the Encounters, Observations, Conditions or MedicationRequests you may read")  # fmt: skip
@@ -227,9 +200,9 @@ class FhirHistoryController(Controller):
         if resource_type not in KIND_OF:
             raise NotFound("unknown_resource_type", f"no type-level history of {resource_type}")
         found = await changes.changes(
-            conn, principal, kinds=[KIND_OF[resource_type]], since=_since(since), before_seq=cursor, limit=count
+            conn, principal, kinds=[KIND_OF[resource_type]], since=since_instant(since), before_seq=cursor, limit=count
         )
         base, params = settings.public_base_url, {"_since": since, "_count": count}
         path = f"{base}/fhir/{resource_type}/_history"
-        next_url = f"{path}{_query({**params, '_cursor': found[-1].seq})}" if len(found) == count else None
-        return fhir(history_bundle(base, [to_fhir(e) for e in found], f"{path}{_query(params)}", next_url))
+        next_url = f"{path}{query({**params, '_cursor': found[-1].seq})}" if len(found) == count else None
+        return fhir(history_bundle(base, [to_fhir(e) for e in found], f"{path}{query(params)}", next_url))

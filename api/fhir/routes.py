@@ -76,34 +76,6 @@ class FhirController(Controller):
                    self_path="/fhir/Patient", params=params, next_params=more)
         )  # fmt: skip
 
-    @get("/Patient/{patient_id:uuid}/$everything", summary="Everything in a patient's record")
-    async def everything(
-        self,
-        patient_id: FromPath[uuid.UUID],
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        pool: DbPool,
-        count: Count = 1000,
-        cursor: Cursor = None,
-    ) -> Response[Any]:
-        # The record's rule decides (as for every clinical read); appointments are those of the
-        # patient's that the caller may see anyway (scheduling has its own rule, and filters).
-        patient, entries = await record.everything(
-            conn, principal, patient_id, pool=pool, kinds=_EVERYTHING_KINDS, after_seq=cursor, limit=count
-        )
-        resources: list[Resource] = []
-        if patient is not None:  # the Patient and their consultations lead the first page only
-            resources.append(admin.patient(patient))
-            query = appointments.AppointmentQuery(patient_id=patient_id, limit=200)
-            resources += [admin.appointment(a) for a in await appointments.search(conn, principal, query)]
-        resources += [to_fhir(e) for e in entries]
-        more = {"_cursor": entries[-1].seq} if len(entries) == count else None
-        return fhir(
-            bundle(settings.public_base_url, "searchset", resources,
-                   self_path=f"/fhir/Patient/{patient_id}/$everything", params={"_count": count}, next_params=more)
-        )  # fmt: skip
-
     @get("/Practitioner/{practitioner_id:uuid}", summary="Read a Practitioner")
     async def read_practitioner(
         self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller

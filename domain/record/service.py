@@ -344,6 +344,7 @@ async def everything(
     kinds: list[str],
     after_seq: int | None,
     limit: int,
+    recorded_since: datetime | None = None,
 ) -> tuple[patients.Patient | None, list[Entry]]:
     """FHIR Patient/$everything: the patient's entries in change order and, on the first page
     (`after_seq` None), the patient themself.
@@ -352,8 +353,9 @@ async def everything(
     included) also reads the demographics the record is about; the record's own read is audited
     with its basis by `search`, the Patient read here with the same purpose."""
     grant, entries = await _search(
-        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit
-    )
+        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit,
+        recorded_since=recorded_since,
+    )  # fmt: skip
     if after_seq is not None:
         return None, entries
     patient = (await patients.load_many(conn, [patient_id]))[patient_id]
