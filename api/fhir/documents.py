@@ -4,8 +4,8 @@ through the app API. Every read is the record's read (record.get/history/search,
 attachments.content): the same rule, consent and audit as the app API.
 
 A note's text travels inline (content.attachment.data, UTF-8); an attachment's bytes are a
-Binary the DocumentReference points to (`Binary/{entry id}`), served in their own type, or as a
-Binary resource when the client asks for FHIR JSON.
+Binary resource the DocumentReference points to (`Binary/{entry id}`), base64 in FHIR JSON as
+every FHIR answer here is (the raw file is the app API's /v1/record/{id}/content).
 """
 
 from __future__ import annotations
@@ -127,22 +127,17 @@ class FhirDocumentController(Controller):
         found = searchset(base, [document_reference(e) for e in entries], f"{path}{query(params)}", next_url)
         return fhir(found)
 
-    @get("/Binary/{entry_id:uuid}", summary="An attachment's bytes (a Binary resource under Accept: FHIR JSON)")
+    @get("/Binary/{entry_id:uuid}", summary="An attachment's bytes, as a Binary resource")
     async def binary(
         self, entry_id: FromPath[uuid.UUID], request: Request[Any, Any, Any], conn: Conn, principal: Caller,
         pool: DbPool,
     ) -> Response[Any]:  # fmt: skip
         entry, data = await attachments.content(conn, pool, principal, _blobs(request), entry_id)
-        # Health data: never in a shared cache; rendered as the checked type, nothing else.
-        private = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
-        if "json" in request.headers.get("accept", ""):
-            resource = {
-                "resourceType": "Binary", "id": str(entry.id),
-                "meta": {"versionId": str(entry.version), "lastUpdated": instant(entry.provenance.recorded_at)},
-                "contentType": entry.body["content_type"], "data": base64.b64encode(data).decode(),
-            }  # fmt: skip
-            response = fhir(resource)
-            response.headers.update(private)
-            return response
-        return Response(content=data, media_type=entry.body["content_type"],
-                        headers={**private, "ETag": f'W/"{entry.version}"'})  # fmt: skip
+        response = fhir({
+            "resourceType": "Binary", "id": str(entry.id),
+            "meta": {"versionId": str(entry.version), "lastUpdated": instant(entry.provenance.recorded_at)},
+            "contentType": entry.body["content_type"], "data": base64.b64encode(data).decode(),
+        })  # fmt: skip
+        # Health data: never in a shared cache.
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
