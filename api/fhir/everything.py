@@ -14,7 +14,7 @@ workflow resources (appointments, referrals, consents: at most 200 each) lead th
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get
@@ -70,8 +70,10 @@ class FhirEverythingController(Controller):
         clinical = {KIND_OF[t] for t in types if t in KIND_OF}
         kinds = [k for k in BY_KIND if k in clinical or "Provenance" in types]
         kinds += DOCUMENT_KINDS if "DocumentReference" in types else []
+        # The record's filter is "after"; _since is "at or after", and instants are stored to the µs.
+        after = moment - timedelta(microseconds=1) if moment else None
         patient, entries = await record.everything(
-            conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=cursor, limit=count, recorded_since=moment
+            conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=cursor, limit=count, recorded_since=after
         )
         resources: list[Resource] = []
         if patient is not None:  # the first page

@@ -78,48 +78,52 @@ async def _measure(client: httpx.AsyncClient, pid: int, rounds: int, make: Any, 
     return spent * 1000 / (rounds * per), percentile(latencies, 50) * 1000
 
 
-async def run(rounds: int) -> list[tuple[str, float, float]]:
+def run(rounds: int) -> list[tuple[str, float, float]]:
     with bench_environment("bench-fhir-writes") as env:
-        token, patient = await _seed(env.database_url, env.secret)
+        token, patient = asyncio.run(_seed(env.database_url, env.secret))
         port = free_port()
         server_env = base_env(env.database_url, env.redis_url, env.folder, env.secret)
         with spean_server(server_env, port, 1, env.folder / "server.log", ("--no-migrate",)) as proc:
-            headers = {"Authorization": f"Bearer {token}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
-                app = {"kind": "observation", "code": "8310-5", "value": 37.0, "unit": "Cel"}
-                created = (await client.post("/fhir/Observation", json=_observation(patient, 37.0))).json()
-                path = f"/fhir/Observation/{created['id']}"
-                etag = (await client.get(path)).headers["etag"]
-                current = [1]  # the version the next update names (every update succeeds, in sequence)
+            return asyncio.run(_cases(port, proc.pid, token, patient, rounds))
 
-                def update(i: int) -> tuple[str, str, dict[str, Any], int]:
-                    version = current[0]
-                    current[0] += 1
-                    body = {**created, "valueQuantity": {**created["valueQuantity"], "value": 36 + (i % 20) / 10}}
-                    return "PUT", path, {"json": body, "headers": {"If-Match": f'W/"{version}"'}}, 200
 
-                bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-                    {"request": {"method": "POST", "url": "Observation"}, "resource": _observation(patient, 37.1)}
-                ] * 10}  # fmt: skip
-                cases = [
-                    ("app API POST /v1/patients/{id}/record", lambda i: (
-                        "POST", f"/v1/patients/{patient}/record", {"json": app}, 201), 1),
-                    ("FHIR create POST /fhir/Observation", lambda i: (
-                        "POST", "/fhir/Observation", {"json": _observation(patient, 37.2)}, 201), 1),
-                    ("FHIR read GET /fhir/Observation/{id}", lambda i: ("GET", path, {}, 200), 1),
-                    ("FHIR conditional read (If-None-Match) -> 304", lambda i: (
-                        "GET", path, {"headers": {"If-None-Match": etag}}, 304), 1),
-                    ("FHIR vread GET .../_history/1", lambda i: ("GET", f"{path}/_history/1", {}, 200), 1),
-                    ("FHIR update PUT (If-Match), a correction", update, 1),
-                    ("FHIR transaction of 10 Observations, per entry", lambda i: (
-                        "POST", "/fhir", {"json": bundle}, 200), 10),
-                ]  # fmt: skip
-                results = []
-                for name, make, per in cases:
-                    count = rounds if per == 1 else max(1, rounds // per)
-                    await _measure(client, proc.pid, min(20, count), make, per)  # warm up
-                    cpu, p50 = await _measure(client, proc.pid, count, make, per)
-                    results.append((name, cpu, p50))
+async def _cases(port: int, pid: int, token: str, patient: str, rounds: int) -> list[tuple[str, float, float]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+        app = {"kind": "observation", "code": "8310-5", "value": 37.0, "unit": "Cel"}
+        created = (await client.post("/fhir/Observation", json=_observation(patient, 37.0))).json()
+        path = f"/fhir/Observation/{created['id']}"
+        etag = (await client.get(path)).headers["etag"]
+        current = [1]  # the version the next update names (every update succeeds, in sequence)
+
+        def update(i: int) -> tuple[str, str, dict[str, Any], int]:
+            version = current[0]
+            current[0] += 1
+            body = {**created, "valueQuantity": {**created["valueQuantity"], "value": 36 + (i % 20) / 10}}
+            return "PUT", path, {"json": body, "headers": {"If-Match": f'W/"{version}"'}}, 200
+
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "POST", "url": "Observation"}, "resource": _observation(patient, 37.1)}
+        ] * 10}  # fmt: skip
+        cases = [
+            ("app API POST /v1/patients/{id}/record", lambda i: (
+                "POST", f"/v1/patients/{patient}/record", {"json": app}, 201), 1),
+            ("FHIR create POST /fhir/Observation", lambda i: (
+                "POST", "/fhir/Observation", {"json": _observation(patient, 37.2)}, 201), 1),
+            ("FHIR read GET /fhir/Observation/{id}", lambda i: ("GET", path, {}, 200), 1),
+            ("FHIR conditional read (If-None-Match) -> 304", lambda i: (
+                "GET", path, {"headers": {"If-None-Match": etag}}, 304), 1),
+            ("FHIR vread GET .../_history/1", lambda i: ("GET", f"{path}/_history/1", {}, 200), 1),
+            ("FHIR update PUT (If-Match), a correction", update, 1),
+            ("FHIR transaction of 10 Observations, per entry", lambda i: (
+                "POST", "/fhir", {"json": bundle}, 200), 10),
+        ]  # fmt: skip
+        results = []
+        for name, make, per in cases:
+            count = rounds if per == 1 else max(1, rounds // per)
+            await _measure(client, pid, min(20, count), make, per)  # warm up
+            cpu, p50 = await _measure(client, pid, count, make, per)
+            results.append((name, cpu, p50))
     return results
 
 
@@ -128,7 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    results = asyncio.run(run(args.rounds))
+    results = run(args.rounds)
     base = results[0][1]
     print(json.dumps({"load_average_1m": round(load, 1), "rounds": args.rounds}))
     for name, cpu, p50 in results:
