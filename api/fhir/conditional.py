@@ -17,6 +17,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi_util import header
+from api.fhir.bundle import FHIR_JSON
 from api.fhir.errors import is_fhir_path
 
 _UNVERSIONED = ("Bundle", "OperationOutcome", "CapabilityStatement", "Parameters")
@@ -49,7 +50,12 @@ def version_headers(resource: dict[str, Any]) -> dict[str, str]:
 async def stamp_versions(response: Any) -> Any:
     """after_request: a FHIR resource leaves with its validators (a handler's own win). The hook
     sees every handler's answer (files, raw ASGI responses): only a Response of a dict is read."""
-    if isinstance(response, Response) and isinstance(response.content, dict) and response.status_code in (200, 201):
+    if (
+        isinstance(response, Response)
+        and response.media_type == FHIR_JSON
+        and isinstance(response.content, dict)
+        and response.status_code in (200, 201)
+    ):
         for name, value in version_headers(response.content).items():
             if name.lower() not in {k.lower() for k in response.headers}:
                 response.headers[name] = value

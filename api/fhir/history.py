@@ -22,6 +22,8 @@ from api.fhir import admin
 from api.fhir.bundle import fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
 from api.fhir.current import CURRENT_ONLY, READERS
+from api.fhir.documents import KINDS as DOCUMENT_KINDS
+from api.fhir.documents import document_reference
 from api.fhir.pages import history_bundle, query
 from api.fhir.path_types import ClinicalType
 from api.fhir.trail import provenance
@@ -73,7 +75,7 @@ async def read(
             if wanted is None:
                 return admin.patient(await patients.get(conn, principal, key))
             return admin.patient(await patient_history.version(conn, principal, key, wanted))
-        if resource_type in KIND_OF:
+        if resource_type in KIND_OF or resource_type == "DocumentReference":
             return await _entry(conn, principal, pool, resource_type, key, wanted)
         if resource_type not in READERS:
             raise NotFound("unknown_resource_type", f"this server has no {resource_type} resources")
@@ -86,17 +88,19 @@ async def read(
 async def _entry(
     conn: Connection, principal: Principal, pool: Pool, resource_type: str, key: uuid.UUID, wanted: int | None
 ) -> Resource:
+    kinds = DOCUMENT_KINDS if resource_type == "DocumentReference" else [KIND_OF[resource_type]]
+    as_fhir = document_reference if resource_type == "DocumentReference" else to_fhir
     if wanted is None:
         entry = await record.get(conn, principal, key, pool=pool)
-        if entry.kind != KIND_OF[resource_type]:
+        if entry.kind not in kinds:
             raise NotFound("entry_not_found", f"no such {resource_type}")
-        return to_fhir(entry)
+        return as_fhir(entry)
     versions = await record.history(conn, principal, key, pool=pool)
-    if versions[0].kind != KIND_OF[resource_type]:
+    if versions[0].kind not in kinds:
         raise NotFound("entry_not_found", f"no such {resource_type}")
     for v in versions:
         if v.version == wanted:
-            return to_fhir(v)
+            return as_fhir(v)
     raise NotFound("version_not_found", f"{resource_type}/{key} has no version {wanted}")
 
 

@@ -54,6 +54,14 @@ async def test_notes_and_attachments_as_document_references(client: Client, fact
     assert as_resource["contentType"] == "image/png"
     assert base64.b64decode(as_resource["data"]) == PNG
 
+    # A Bundle reads them as any other resource.
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"DocumentReference/{note['id']}/_history/1"}},
+        {"request": {"method": "GET", "url": f"DocumentReference/{picture['id']}"}}]}  # fmt: skip
+    answer = (await client.post("/fhir", json=batch, headers=chw.headers)).json()
+    validate(answer)
+    assert [e["resource"]["meta"]["versionId"] for e in answer["entry"]] == ["1", "1"]
+    assert answer["entry"][0]["resource"]["status"] == "superseded"
     # The record's rule and audit: a stranger is refused (and the refusal audited), reads are audited.
     stranger = await factory.staff(await factory.facility(), role="chw")
     for path in (f"/fhir/DocumentReference/{note['id']}", f"/fhir/Binary/{picture['id']}"):
@@ -64,7 +72,7 @@ async def test_notes_and_attachments_as_document_references(client: Client, fact
         "SELECT count(*) FROM audit_events WHERE action = 'read' AND resource_id = $1 AND outcome = 'success'",
         picture["id"],
     )
-    assert reads == 1  # the Binary read
+    assert reads == 2  # the batch's read of the DocumentReference, and the Binary read
     # Not a document: an observation id is no DocumentReference.
     reading = {"kind": "observation", "code": "8310-5", "value": 37, "unit": "Cel"}
     observation = (await client.post(f"/v1/patients/{patient}/record", headers=chw.headers, json=reading)).json()
