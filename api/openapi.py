@@ -339,6 +339,8 @@ def error_statuses(path: str, method: str, operation: Operation, public: bool) -
         statuses |= {401, 422, 429}  # bad code or refresh token; code requests are rate limited
     elif path == "/v1/ussd":
         statuses.add(403)  # the gateway's shared secret is missing or wrong
+    elif path == "/v1/invitations/open":
+        statuses |= {403, 404, 409}  # a guest's link: revoked; unknown; used elsewhere, expired or too early
     if method in _WRITES and not public:
         statuses.add(409)  # state conflicts; an Idempotency-Key still in flux
     if method in _WRITES:

@@ -49,6 +49,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
+from api import reads
 from api.asgi_util import header, problem_messages, send_problem
 from api.errors import RETRY_SCOPE_KEY
 from domain import constraints
@@ -110,9 +111,14 @@ class TransactionMiddleware:
                 ran = True
                 if late and messages is not None and not _succeeded(messages) and not scope.get(RETRY_SCOPE_KEY):
                     messages = await _kept_answer(request) or messages
+                if messages is not None and _succeeded(messages) and not scope.get(RETRY_SCOPE_KEY):
+                    await reads.write_kept_audit(scope)  # a replica-served read's audit, on the primary
             except _Duplicate:
                 ran, late = True, False  # the same attempt again, claiming first (it replays the kept answer)
                 scope.pop(RETRY_SCOPE_KEY, None)  # type: ignore[misc]
+                continue
+            except reads.ReplicaFailed:
+                ran = True  # nothing was sent: the same request again, on the primary
                 continue
             except Exception as exc:
                 if (dependency := outage.unavailable(exc)) is None:
@@ -160,7 +166,7 @@ class TransactionMiddleware:
         state = scope["app"].state
         ttl_s = state.settings.idempotency_ttl_s
         captured: list[Message] = []
-        async with state.pool.acquire() as conn:
+        async with reads.connection(scope) as conn:  # the primary's, or a replica's (api.reads)
             try:
                 async with conn.transaction():
                     fingerprint = b""

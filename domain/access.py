@@ -7,6 +7,9 @@
 - Staff of a reference centre reach the patients referred to it while the referral is open or
   was answered within TREATING_DAYS (REFERRED_HERE).
 - A system admin reaches everything (and is audited like everyone else).
+- Guests of a video consultation (a family member, an interpreter, a second specialist) are
+  invited and revoked by its care team only (may_invite_guests); a guest's link reaches the call,
+  never a record (domain.invitations).
 
 The clinical record (entries, not demographics) is stricter; see RECORD_BASIS: a patient reads
 their own; a health worker reads it for treatment, with the patient's consent, or by break-glass.
@@ -143,6 +146,26 @@ async def require_can_manage_schedule(
     if (facility_id is not None and facility_id in admin_of) or (facility_id is None and facilities & admin_of):
         return
     raise Forbidden("schedule_access_denied", "only the practitioner or their facility admin may change this")
+
+
+def may_invite_guests(
+    principal: Principal,
+    *,
+    practitioner_id: uuid.UUID,
+    booked_by: uuid.UUID,
+    facility_id: uuid.UUID,
+    home_facility_id: uuid.UUID,
+) -> bool:
+    """Who invites guests (a family member, an interpreter, a second specialist) into a video
+    consultation, and revokes them: its specialist, the health worker who booked it, or a CHW or
+    clinician of the consultation's facility or of the patient's home facility (who sits beside
+    the patient). Not the patient's login, not a facility or system admin: inviting someone into
+    a clinical conversation is an act of care."""
+    if principal.practitioner_id is not None and principal.practitioner_id == practitioner_id:
+        return True
+    if principal.user_id == booked_by and principal.is_staff:
+        return True
+    return bool(principal.facilities_with("chw", "clinician") & {facility_id, home_facility_id})
 
 
 # Roles that write clinical data. A facility admin manages staff and the network, not care.

@@ -17,6 +17,9 @@ from typing import Literal
 import msgspec
 
 Environment = Literal["development", "production", "test"]
+# What sits between Spean and PostgreSQL (infra.pooling): nothing, or a pooler in session or
+# transaction mode; transaction pooling forbids named prepared statements and session state.
+Pooler = Literal["none", "session", "transaction"]
 
 
 class ConfigError(Exception):
@@ -39,6 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ran this machine's PostgreSQL out of connections (bench/RESULTS.md); 10 leaves room.
     db_pool_max: int = 10
     auto_migrate: bool = True
+    # PostgreSQL behind poolers and replicas (infra.pooling, infra.replica; README "Running in production").
+    db_pooler: Pooler = "none"  # how DATABASE_URL (and DATABASE_REPLICA_URL) reach PostgreSQL
+    database_migrate_url: str = ""  # a session to the primary for migrations (and LISTEN); "": DATABASE_URL
+    database_replica_url: str = ""  # a streaming replica for reads that tolerate staleness; "": none
+    db_replica_max_lag_s: float = 5.0  # a replica further behind than this serves nothing
     default_region: str = "KH"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
@@ -75,16 +83,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fcm_api_base_url: str = ""  # tests only: where the SDK's FCM v1 calls go instead of Google
     worker_in_api: bool | None = None  # None: the API process runs the worker in development only
     worker_poll_ms: int = 200  # the fallback: a listening worker is woken by each outbox commit
-    worker_listen: bool = True  # LISTEN for outbox commits (off behind a transaction-mode PgBouncer)
+    worker_listen: bool = True  # LISTEN for outbox commits (a session: see listen_url)
     worker_listen_url: str = ""  # where to LISTEN, if not DATABASE_URL (PostgreSQL itself, past PgBouncer)
     worker_lease_s: int = 60  # a claimed notification is taken back from a dead worker after this
     notify_max_attempts: int = 8  # then the notification is dead-lettered (state failed)
     notify_backoff_ms: int = 1000  # first retry delay; doubles each try, with jitter, up to 10 min
     reminders_min: str = "1440,60"  # minutes before a consultation that reminders go out
+    # SIGTERM → exit: keep serving this long while saying so (infra.drain); None: 5 in production, else 0.
+    drain_s: float | None = None
 
     @property
     def push_via(self) -> Literal["fcm", "log"]:
         return self.push_sender or ("fcm" if self.google_application_credentials else "log")
+
+    @property
+    def drain_seconds(self) -> float:
+        if self.drain_s is not None:
+            return self.drain_s
+        return 5.0 if self.env == "production" else 0.0
 
     @property
     def runs_worker_in_api(self) -> bool:
@@ -93,6 +109,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def reminder_offsets_min(self) -> tuple[int, ...]:
         return tuple(int(m) for m in self.reminders_min.split(",") if m.strip())
+
+    @property
+    def listen_url(self) -> str:
+        """Where LISTEN goes if not DATABASE_URL: it needs a session, never a transaction pooler."""
+        if self.worker_listen_url:
+            return self.worker_listen_url
+        return self.database_migrate_url if self.db_pooler == "transaction" else ""
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -115,6 +138,10 @@ _VARS: dict[str, str] = {
     "SPEAN_DB_POOL_MIN": "db_pool_min",
     "SPEAN_DB_POOL_MAX": "db_pool_max",
     "SPEAN_AUTO_MIGRATE": "auto_migrate",
+    "SPEAN_DB_POOLER": "db_pooler",
+    "DATABASE_MIGRATE_URL": "database_migrate_url",
+    "DATABASE_REPLICA_URL": "database_replica_url",
+    "SPEAN_DB_REPLICA_MAX_LAG": "db_replica_max_lag_s",
     "SPEAN_DEFAULT_REGION": "default_region",
     "SPEAN_ACCESS_TOKEN_TTL": "access_token_ttl_s",
     "SPEAN_REFRESH_TOKEN_TTL": "refresh_token_ttl_s",
@@ -153,6 +180,7 @@ _VARS: dict[str, str] = {
     "SPEAN_NOTIFY_MAX_ATTEMPTS": "notify_max_attempts",
     "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",
     "SPEAN_REMINDERS": "reminders_min",
+    "SPEAN_DRAIN_SECONDS": "drain_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -208,14 +236,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError("SPEAN_REMINDERS must be positive whole minutes, comma-separated (e.g. 1440,60)") from None
     if settings.push_via == "fcm" and not settings.google_application_credentials:
         raise ConfigError("GOOGLE_APPLICATION_CREDENTIALS is required when SPEAN_PUSH_SENDER=fcm")
+    if settings.drain_s is not None and not 0 <= settings.drain_s <= 600:
+        raise ConfigError("SPEAN_DRAIN_SECONDS must be between 0 and 600 seconds")
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
+    _check_database(settings)
     if settings.env == "production":
         if len(settings.secret_key) < 32:
             raise ConfigError("SPEAN_SECRET_KEY must be set to at least 32 characters in production")
         if settings.uses_embedded_postgres or settings.uses_embedded_redis:
             raise ConfigError("DATABASE_URL and REDIS_URL must be set in production")
     return settings
+
+
+def _check_database(settings: Settings) -> None:
+    if not settings.db_replica_max_lag_s > 0:
+        raise ConfigError("SPEAN_DB_REPLICA_MAX_LAG must be a positive number of seconds")
+    if settings.database_replica_url and settings.uses_embedded_postgres:
+        raise ConfigError("DATABASE_REPLICA_URL needs DATABASE_URL (the primary it replicates)")
+    if settings.db_pooler == "transaction" and settings.worker_listen and not settings.listen_url:
+        # LISTEN is session state: through a transaction pooler it lands on whichever server
+        # connection is free, and the notifications go to whoever holds that connection next.
+        raise ConfigError(
+            "SPEAN_DB_POOLER=transaction: LISTEN needs a session; set SPEAN_WORKER_LISTEN_URL or "
+            "DATABASE_MIGRATE_URL (PostgreSQL itself, or a session-mode pool), or SPEAN_WORKER_LISTEN=false"
+        )
 
 
 def _check_sms(settings: Settings) -> None:

@@ -12,6 +12,9 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from infra import pooling
+from infra.config import Pooler
+
 # While PostgreSQL is away asyncpg's pool logs a traceback at each try to restore its floor of
 # connections; infra.outage says once that PostgreSQL is away, and once that it is back.
 logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
@@ -66,17 +69,21 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, connect_now: bool = True) -> Pool:
+async def create_pool(
+    dsn: str, *, min_size: int, max_size: int, connect_now: bool = True, pooler: Pooler = "none"
+) -> Pool:
     """`connect_now=False` opens no connection yet (PostgreSQL may be away): connections are made
-    on first use and kept while in use (no floor of `min_size`)."""
+    on first use and kept while in use (no floor of `min_size`). `pooler`: what sits in front of
+    PostgreSQL (infra.pooling: a transaction pooler gets no named prepared statements)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size if connect_now else 0,
         max_size=max_size,
-        init=init_connection,
+        init=pooling.initializer(pooler, init_connection),
         reset=_keep_session,
-        # Statements are prepared per connection; a bounded cache keeps memory flat.
-        statement_cache_size=256,
+        # Statements are prepared per connection (unless a transaction pooler forbids it); a
+        # bounded cache keeps memory flat.
+        statement_cache_size=pooling.statement_cache_size(pooler),
         command_timeout=30,
         timeout=5,  # to connect: a server that does not answer is away, and requests get 503 soon
         server_settings={"application_name": "spean", "timezone": "UTC"},

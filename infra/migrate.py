@@ -1,8 +1,11 @@
 """Forward-only SQL migrations from the `migrations` package, applied in order.
 
 Each file `NNNN_name.sql` runs in its own transaction and is recorded with its checksum in
-`schema_migrations`. A session-level advisory lock serialises concurrent runners (two workers
-starting at once), so running twice, or from two processes, applies each file exactly once.
+`schema_migrations`. Each of those transactions first takes a transaction-scoped advisory lock
+and only then looks at what is applied, so concurrent runners (two workers starting at once)
+apply each file exactly once, in order. Nothing outlives a transaction (no session lock, no
+named prepared statement): migrations run as well through a pooler in transaction mode as on a
+session (DATABASE_MIGRATE_URL, README "Running in production").
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import structlog
 
-from infra import outage
+from infra import outage, pooling
 
 log = structlog.get_logger(__name__)
 
@@ -54,13 +58,10 @@ def discover() -> list[Migration]:
 
 async def migrate(dsn: str) -> list[Migration]:
     """Apply pending migrations; return those applied by this call."""
-    conn = await asyncpg.connect(dsn, timeout=10)  # a server that does not answer is away: retried
+    # A server that does not answer is away: retried. "transaction": nothing prepared by name.
+    conn = await pooling.connect(dsn, "transaction", timeout=10)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
-        try:
-            return await _apply_pending(conn)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+        return await _apply_pending(conn)
     finally:
         await conn.close()
 
@@ -83,25 +84,32 @@ async def migrate_when_available(dsn: str, first_error: BaseException) -> None:
         return
 
 
-async def _apply_pending(conn: asyncpg.Connection) -> list[Migration]:
-    await conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version integer PRIMARY KEY,
-               name text NOT NULL,
-               checksum text NOT NULL,
-               applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
-    applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+async def _apply_pending(conn: asyncpg.Connection[Any]) -> list[Migration]:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
     done: list[Migration] = []
     for migration in discover():
-        if migration.version in applied:
-            if applied[migration.version] != migration.checksum:
-                raise MigrationError(
-                    f"migration {migration.version:04d}_{migration.name} was edited after it was applied; "
-                    "write a new migration instead"
-                )
-            continue
         async with conn.transaction():
+            # Read after the lock is held (READ COMMITTED: a new snapshot per statement), so a
+            # migration another runner committed meanwhile is seen as applied.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+            checksum = await conn.fetchval(
+                "SELECT checksum FROM schema_migrations WHERE version = $1", migration.version
+            )
+            if checksum is not None:
+                if checksum != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} was edited after it was applied; "
+                        "write a new migration instead"
+                    )
+                continue
             await conn.execute(migration.sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",

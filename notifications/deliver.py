@@ -20,6 +20,7 @@ import datetime as dt
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -27,14 +28,14 @@ import structlog
 from infra import outage
 from infra.config import Settings
 from infra.db import Connection, Pool
-from notifications.plan import CALL_TTL_S, Planned, plan
+from notifications.plan import CALL_TTL_S, Planned, patients_of, plan
 from notifications.push import Outcome, Push, PushSender
 from notifications.wake import Wake, first_of
 from sms.outbox import SmsOutbox
 
 log = structlog.get_logger("spean.notifications")
 
-PLAN_BATCH = 200
+PLAN_BATCH = 500
 SEND_BATCH = 500
 BACKOFF_CAP_S = 600.0
 
@@ -68,19 +69,23 @@ class Worker:
         woken = self.wake.event if self.wake else asyncio.Event()
         while not stop.is_set():
             woken.clear()  # before the work: a commit during it wakes the next round at once
-            busy = 0
-            try:
-                busy = await self.plan_once() + await self.deliver_once()
-            except Exception as exc:
-                dependency = outage.unavailable(exc)
-                if dependency is None:
-                    log.exception("notification_worker_error")
-                else:
-                    dependency.down(exc)
-                busy = 0
-            if not busy:
+            # Planning and delivery side by side: while one waits on PostgreSQL or FCM the other
+            # has the CPU. What this round plans is delivered by the next, which starts at once.
+            planned, delivered = await asyncio.gather(self._step(self.plan_once), self._step(self.deliver_once))
+            if not planned and not delivered:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(first_of(stop, woken), poll_s)
+
+    async def _step(self, step: Callable[[], Awaitable[int]]) -> int:
+        try:
+            return await step()
+        except Exception as exc:
+            dependency = outage.unavailable(exc)
+            if dependency is None:
+                log.exception("notification_worker_error")
+            else:
+                dependency.down(exc)
+            return 0
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -91,12 +96,12 @@ class Worker:
             try:
                 async with conn.transaction():
                     events = await _lock_events(conn)
+                    known = await patients_of(conn, [e["payload"] for e in events])
+                    offsets = self._settings.reminder_offsets_min
                     planned = [
                         (event["id"], p)
                         for event in events
-                        for p in await plan(
-                            conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
-                        )
+                        for p in await plan(conn, event["id"], event["topic"], event["payload"], offsets, known)
                     ]
                     await _insert(conn, planned)
                     await conn.execute(

@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import Generator
+from typing import Any
 
 import firebase_admin
 import httpx
+import msgspec
 from firebase_admin import credentials, exceptions, messaging
 from firebase_admin._http_client import GoogleAuthCredentialFlow, HttpxAsyncClient
 from firebase_admin._retry import HttpxRetry
+from google.auth import _helpers as google_auth_helpers
 from google.auth.transport import requests as google_auth_requests
 
 from notifications.push import Outcome, Push
-from notifications.transport import AiohttpTransport
+from notifications.transport import LeanTransport
 
 _BATCH = 500  # send_each_async's limit per call
 _CONNECTIONS = 64  # keep-alive connections to FCM (HTTP/1.1: one request in flight on each)
 _TIMEOUT_S = 10  # well inside the worker's lease
+_URLS_KEPT = 16  # the SDK's FCM send URL and its few others
+_KEEP_S = 60.0  # longest an OAuth header set is reused without asking google-auth again
 # FCM's error codes that say the token is dead: retire it and fall back to SMS.
 _DEAD_TOKEN = (messaging.UnregisteredError, exceptions.InvalidArgumentError, messaging.SenderIdMismatchError)
 _RETRYABLE = (
@@ -38,23 +44,121 @@ _RETRYABLE = (
 
 
 class _AuthFlow(GoogleAuthCredentialFlow):  # type: ignore[misc]  # the SDK is untyped
-    """The SDK's OAuth flow (bearer token on each request, one forced refresh on a 401), with one
-    google-auth transport for refreshes: the SDK's builds a requests.Session per request, about a
-    tenth of the worker's CPU at a few hundred pushes a second."""
+    """The SDK's OAuth flow (the credential's headers on each request, one forced refresh on a
+    401), with the headers google-auth adds kept while its token stays fresh: asking google-auth
+    for them per request (validity and expiry checks, the regional-access-boundary hook, the
+    metrics header) was a tenth of the CPU of a push. What it adds is the same for every request
+    with the same method, URL and headers it reads, so a kept entry is used only for those, and
+    for at most `_KEEP_S`, and never past the point where google-auth would refresh the token
+    itself. One google-auth transport serves the refreshes (the SDK builds a requests.Session per
+    request)."""
 
     def __init__(self, credential: credentials.Base) -> None:
         super().__init__(credential)
         self._refresher = google_auth_requests.Request()
+        self._kept: _KeptHeaders | None = None
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        original = request.headers.copy()
         for attempt in range(self._max_refresh_attempts + 1):
-            request.headers = original.copy()
-            self.apply_auth_headers(request, self._refresher)
+            original = self._apply(request)
             response = yield request
             if response.status_code not in self._refresh_status_codes or attempt == self._max_refresh_attempts:
                 return
+            for name, value in original.items():  # the request as it came, for google-auth again
+                if value is None:
+                    del request.headers[name]
+                else:
+                    request.headers[name] = value
+            self._kept = None
             self._credential.refresh(self._refresher)
+
+    def _apply(self, request: httpx.Request) -> dict[str, str | None]:
+        """Put google-auth's headers on the request; return what they replaced (None: absent)."""
+        kept = self._kept
+        where = (request.method, request.url.raw_host, request.url.raw_path)
+        if (
+            kept is not None
+            and time.monotonic() < kept.until
+            and kept.where == where
+            and all(request.headers.get(name) == value for name, value in kept.before.items())
+        ):
+            for name, value in kept.after.items():
+                request.headers[name] = value
+            return kept.before
+        before = dict(request.headers)
+        self.apply_auth_headers(request, self._refresher)  # google-auth: refreshes the token if due
+        after = dict(request.headers)
+        original = {
+            name: before.get(name) for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+        }
+        if before.keys() - after.keys():
+            self._kept = None  # a header removed: not replayed, google-auth is asked each time
+        else:
+            self._kept = _KeptHeaders(
+                where=where,
+                before=original,
+                after={name: after[name] for name in after if name in original},
+                until=time.monotonic() + _fresh_for(self._credential),
+            )
+        return original
+
+
+class _KeptHeaders(msgspec.Struct, frozen=True, kw_only=True):
+    where: tuple[str, bytes, bytes]
+    before: dict[str, str | None]  # the touched headers' values before google-auth saw them
+    after: dict[str, str]
+    until: float  # time.monotonic()
+
+
+def _fresh_for(credential: Any) -> float:
+    """Seconds the credential's headers may be reused: until google-auth would see its token as
+    due for a refresh (its REFRESH_THRESHOLD before expiry), and never more than _KEEP_S."""
+    expiry: dt.datetime | None = getattr(credential, "expiry", None)
+    if expiry is None:
+        return _KEEP_S
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # google-auth's expiry is naive UTC
+    due: dt.timedelta = expiry - google_auth_helpers.REFRESH_THRESHOLD - now
+    return max(0.0, min(_KEEP_S, due.total_seconds()))
+
+
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, which reads an answer only if it sets a cookie: the jar's extraction
+    builds urllib request and response stand-ins for every answer (a seventh of the client's CPU
+    per push), and FCM's answers set none."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if any(name.lower() in (b"set-cookie", b"set-cookie2") for name, _ in response.headers.raw):
+            super().extract_cookies(response)
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client with the jar above (httpx takes no jar class of its own choosing), and the
+    URLs it is given parsed once: the SDK passes its FCM URL as a string on every send, and
+    parsing it was a tenth of the CPU of a push. URLs are immutable, so one parse serves all."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.cookies = options.get("cookies")
+        self._urls: dict[str, tuple[httpx.URL, httpx.URL]] = {}  # URL as given → (base URL, merged)
+
+    def _merge_url(self, url: httpx.URL | str) -> httpx.URL:
+        if not isinstance(url, str):
+            return super()._merge_url(url)
+        base = self.base_url
+        known = self._urls.get(url)
+        if known is None or known[0] is not base:  # new, or the base URL changed since
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            known = self._urls[url] = (base, super()._merge_url(url))
+        return known[1]
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._jar = _Cookies(cookies)
 
 
 class FcmPushSender:
@@ -69,9 +173,10 @@ class FcmPushSender:
             credential=service._credential, timeout=_TIMEOUT_S, retry_config=HttpxRetry(max_retries=0)
         )
         # The SDK's client as it builds it (its headers, its OAuth flow, no retries) over another
-        # wire (notifications.transport): httpcore's pool was the worker's bottleneck.
-        self._transport = AiohttpTransport(connections=_CONNECTIONS, timeout_s=_TIMEOUT_S)
-        self._client = client._async_client = httpx.AsyncClient(
+        # wire (notifications.transport): httpcore's pool, then aiohttp's, cost more CPU per push
+        # than the SDK itself.
+        self._transport = LeanTransport(connections=_CONNECTIONS)
+        self._client = client._async_client = _Client(
             timeout=_TIMEOUT_S,
             headers=client._headers,
             auth=_AuthFlow(service._credential),

@@ -90,20 +90,45 @@ def _message(
     )
 
 
+Known = dict[uuid.UUID, _Person]  # patients already read, by id
+
+
 async def plan(
-    conn: Connection, outbox_id: int, topic: str, payload: dict[str, Any], reminders_min: tuple[int, ...]
+    conn: Connection,
+    outbox_id: int,
+    topic: str,
+    payload: dict[str, Any],
+    reminders_min: tuple[int, ...],
+    known: Known | None = None,
 ) -> list[Planned]:
+    """The messages one event makes; `known`: its batch's patients, read at once (`patients_of`)."""
+    known = {} if known is None else known
     if topic.startswith("appointment."):
-        return await _appointment(conn, outbox_id, topic.removeprefix("appointment."), payload, reminders_min)
+        return await _appointment(conn, outbox_id, topic.removeprefix("appointment."), payload, reminders_min, known)
     if topic in ("referral.outcome", "patient.referral_outcome"):
-        return await _referral(conn, outbox_id, topic, payload)
+        return await _referral(conn, outbox_id, topic, payload, known)
     if topic == "record.result_ready":
-        return await _result_ready(conn, outbox_id, payload)
+        return await _result_ready(conn, outbox_id, payload, known)
     return []  # events nobody is told about (referral.requested is seen on the worklist)
 
 
+async def patients_of(conn: Connection, payloads: list[dict[str, Any]]) -> Known:
+    """The patients a batch of events names, read in one query: one each was most of planning's
+    round trips (and of its CPU) once events come by the hundred."""
+    ids = list({uuid.UUID(p["patient_id"]) for p in payloads if p.get("patient_id")})
+    if not ids:
+        return {}
+    rows = await conn.fetch(f"{_PATIENT} WHERE p.id = ANY($1::uuid[])", ids)
+    return {r["id"]: _patient_from(r) for r in rows}
+
+
 async def _appointment(
-    conn: Connection, outbox_id: int, action: str, payload: dict[str, Any], reminders_min: tuple[int, ...]
+    conn: Connection,
+    outbox_id: int,
+    action: str,
+    payload: dict[str, Any],
+    reminders_min: tuple[int, ...],
+    known: Known,
 ) -> list[Planned]:
     appointment_id = uuid.UUID(payload["appointment_id"])
     if action in ("reschedule", "cancel", "no_show", "complete"):
@@ -117,7 +142,7 @@ async def _appointment(
     if row is None:
         return []
     start: dt.datetime = dt.datetime.fromisoformat(payload["start"])
-    patient = await _patient(conn, uuid.UUID(payload["patient_id"]))
+    patient = await _patient(conn, uuid.UUID(payload["patient_id"]), known)
     specialist = await _staff(conn, row["specialist"], [row["facility_id"]])
     booker = await _booking_worker(conn, row)
     base = {"appointment_id": str(appointment_id), "start": payload["start"]}
@@ -187,7 +212,9 @@ async def _booking_worker(conn: Connection, appointment: Any) -> _Person | None:
     return await _staff(conn, booked_by, [appointment["home_facility_id"], appointment["facility_id"]])
 
 
-async def _referral(conn: Connection, outbox_id: int, topic: str, payload: dict[str, Any]) -> list[Planned]:
+async def _referral(
+    conn: Connection, outbox_id: int, topic: str, payload: dict[str, Any], known: Known
+) -> list[Planned]:
     referral_id = payload["referral_id"]
     row = await conn.fetchrow(
         "SELECT patient_id, referred_by, from_facility_id FROM referrals WHERE id = $1", uuid.UUID(referral_id)
@@ -196,7 +223,7 @@ async def _referral(conn: Connection, outbox_id: int, topic: str, payload: dict[
         return []
     # The referring facility hears through the health worker who referred; the patient directly.
     person = (
-        await _patient(conn, row["patient_id"])
+        await _patient(conn, row["patient_id"], known)
         if topic.startswith("patient.")
         else await _staff(conn, row["referred_by"], [row["from_facility_id"]])
     )
@@ -213,11 +240,11 @@ async def _referral(conn: Connection, outbox_id: int, topic: str, payload: dict[
     ]
 
 
-async def _result_ready(conn: Connection, outbox_id: int, payload: dict[str, Any]) -> list[Planned]:
+async def _result_ready(conn: Connection, outbox_id: int, payload: dict[str, Any], known: Known) -> list[Planned]:
     """A consultation's results are in the shared record: the patient (and the health worker who
     booked it) are told that much, never what they say: the app shows them after sign-in, USSD
     behind the patient's PIN. The same text goes by SMS, whatever the patient's detail opt-in."""
-    patient = await _patient(conn, uuid.UUID(payload["patient_id"]))
+    patient = await _patient(conn, uuid.UUID(payload["patient_id"]), known)
     data = {"encounter_id": payload["encounter_id"]}
     appointment_id = uuid.UUID(payload["appointment_id"]) if payload.get("appointment_id") else None
     out = [
@@ -248,21 +275,26 @@ async def _result_ready(conn: Connection, outbox_id: int, payload: dict[str, Any
 
 
 _CLOCK = "f.timezone, f.quiet_start, f.quiet_end"
+_PATIENT = f"""SELECT p.id, p.phone, p.preferred_language, p.preferred_channel, {_CLOCK}
+                 FROM patients p JOIN facilities f ON f.id = p.home_facility_id"""
 
 
-async def _patient(conn: Connection, patient_id: uuid.UUID) -> _Person:
-    row = await conn.fetchrow(
-        f"""SELECT p.phone, p.preferred_language, p.preferred_channel, {_CLOCK}
-              FROM patients p JOIN facilities f ON f.id = p.home_facility_id WHERE p.id = $1""",
-        patient_id,
-    )
-    assert row is not None  # the event names a patient that exists (foreign keys)
+async def _patient(conn: Connection, patient_id: uuid.UUID, known: Known) -> _Person:
+    person = known.get(patient_id)
+    if person is None:
+        row = await conn.fetchrow(f"{_PATIENT} WHERE p.id = $1", patient_id)
+        assert row is not None  # the event names a patient that exists (foreign keys)
+        person = known[patient_id] = _patient_from(row)
+    return person
+
+
+def _patient_from(row: Any) -> _Person:
     return _Person(
-        tag=f"p:{patient_id}",
+        tag=f"p:{row['id']}",
         language=row["preferred_language"],
         channel="push" if row["preferred_channel"] == "app" else "sms",
         quiet=_quiet(row),
-        patient_id=patient_id,
+        patient_id=row["id"],
         phone=row["phone"],
     )
 

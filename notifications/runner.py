@@ -29,7 +29,7 @@ def push_sender(settings: Settings) -> PushSender:
 
 def listen_dsn(settings: Settings, database_url: str) -> str | None:
     """Where the worker LISTENs for outbox commits (notifications.wake), or None: poll only."""
-    return (settings.worker_listen_url or database_url) if settings.worker_listen else None
+    return (settings.listen_url or database_url) if settings.worker_listen else None
 
 
 @asynccontextmanager
@@ -52,7 +52,7 @@ async def serve(settings: Settings, database_url: str, redis_url: str, sms_sende
     It also runs the SMS ledger's sender loop, so SMS (its own fallbacks included) leave from here."""
     from redis.asyncio import Redis
 
-    pool = await db.create_pool(database_url, min_size=1, max_size=4)
+    pool = await db.create_pool(database_url, min_size=1, max_size=4, pooler=settings.db_pooler)
     redis = Redis.from_url(redis_url, decode_responses=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,6 +3,10 @@
 Every frame is bounded in size and rate and decoded into a typed message; anything else gets an
 `error` message (and, if it keeps coming, a close with a code), never a crash. Room state lives
 in Redis (realtime.rooms) and messages cross workers through realtime.bus.
+
+A guest invited by SMS link (domain.invitations) authenticates with `guest {token, device}`
+instead of an access token, and may only join that invitation's consultation; in the room a
+guest is like the patient (waits, is admitted by the specialist) but never ends the call.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from litestar.exceptions import WebSocketDisconnect
 from domain.booking import consultation
 from domain.booking.model import Appointment
 from domain.errors import DomainError, ErrorKind
+from domain.invitations import guest as guests
 from domain.principal import Principal
 from infra import outage
 from infra.db import Connection, in_transaction
 from realtime import messages as m
 from realtime.bus import Bus
-from realtime.rooms import Rooms
+from realtime.rooms import PeerState, Rooms
+from realtime.turn import ice_servers_for
 
 log = structlog.get_logger(__name__)
 
@@ -79,11 +85,15 @@ class PeerSession:
         "bus",
         "close_code",
         "finished",
+        "guest",
+        "guest_keys",
+        "language",
         "name",
         "outbox",
         "peer_id",
         "pool",
         "principal",
+        "role",
         "room",
         "rooms",
         "side",
@@ -104,12 +114,16 @@ class PeerSession:
         self.bucket = TokenBucket(RATE_PER_S, BURST)
         self.strikes = 0
         self.principal: Principal | None = None
+        self.guest_keys: tuple[str, str] | None = None  # a guest's (link token, browser key)
+        self.guest: guests.Guest | None = None
         self.room = ""
         self.appointment_id: uuid.UUID | None = None
         self.peer_id = ""
         self.side = ""
         self.name = ""  # how the room names this peer
-        self.state = "waiting"
+        self.role = ""  # who is who: the side, or a guest's invitation role
+        self.language: str | None = None  # an interpreter's language
+        self.state: PeerState = "waiting"
         self.finished = False  # left the room, or the room ended: nothing more to relay
         self.close_code = 1000
 
@@ -195,6 +209,10 @@ class PeerSession:
         if message["type"] == "ended":
             self.finished = True
             self.close_after_flush()
+        elif message["type"] == "revoked" and envelope.get("to") == self.peer_id:
+            # This guest's invitation was withdrawn (realtime.guests): out of the room, for good.
+            self.finished = True
+            self.close_after_flush(m.CLOSE_FORBIDDEN)
 
     # -- room -----------------------------------------------------------------------------------
 
@@ -217,6 +235,9 @@ class PeerSession:
             raise Closing(m.CLOSE_AUTH_TIMEOUT, "auth_timeout", "send {type: auth, token} first") from None
         if first is None:  # malformed (already answered with an `error` frame)
             raise Closing(m.CLOSE_MALFORMED, "auth_required", "the first message is {type: auth, token}")
+        if isinstance(first, m.GuestAuth):
+            self.guest_keys = (first.token, first.device)  # checked with the join, in the database
+            return
         if not isinstance(first, m.Auth):
             raise Closing(m.CLOSE_UNAUTHENTICATED, "auth_required", "the first message is {type: auth, token}")
         try:
@@ -231,46 +252,45 @@ class PeerSession:
             raise Closing(m.CLOSE_AUTH_TIMEOUT, "join_timeout", "send {type: join, appointment_id}") from None
         if not isinstance(message, m.Join):
             raise Closing(m.CLOSE_MALFORMED, "join_required", "the second message is {type: join, appointment_id}")
-        assert self.principal is not None
-        principal = self.principal
-
-        async def enter(conn: Connection) -> tuple[Appointment, consultation.Side, str]:
-            appointment, side = await consultation.participant(conn, principal, message.appointment_id)
-            name = await consultation.display_name(conn, appointment, principal, side)
-            if side != "specialist":
-                await consultation.arrive(conn, principal, appointment)
-            return appointment, side, name
-
         try:
-            appointment, side, self.name = await in_transaction(self.pool, enter)
+            user = await (self._enter_as_guest(message) if self.guest_keys else self._enter(message))
         except DomainError as exc:
             raise Closing(_CLOSE_BY_KIND.get(exc.kind, m.CLOSE_MALFORMED), exc.code, exc.detail) from None
-        self.appointment_id, self.room, self.side = appointment.id, str(appointment.id), side
-        user = str(self.principal.user_id)
         resumed = await self._resume(message, user) if message.resume else None
         if resumed is None:
-            self.state = "admitted" if side == "specialist" else "waiting"
-            self.peer_id, token = await self.rooms.add(self.room, user, side, self.state, self.name)  # type: ignore[arg-type]
+            self.state = "admitted" if self.side == "specialist" else "waiting"
+            self.peer_id, token = await self.rooms.add(
+                self.room,
+                user,
+                self.side,
+                self.state,
+                self.name,
+                role=self.role,
+                language=self.language,
+            )
         else:
             token = resumed
         await self.bus.join(self.room, self.deliver)
-        peers = {
-            pid: {"side": p.side, "state": p.state, "connected": p.connected, "name": p.name}
-            for pid, p in (await self.rooms.peers(self.room)).items()
-            if pid != self.peer_id
+        if self.guest is not None:
+            await self._require_still_invited(self.guest)
+        peers = {pid: p.public() for pid, p in (await self.rooms.peers(self.room)).items() if pid != self.peer_id}
+        ready: dict[str, Any] = {
+            "type": "ready",
+            "peer": self.peer_id,
+            "session": token,
+            "side": self.side,
+            "role": self.role,
+            "language": self.language,
+            "name": self.name,
+            "state": self.state,
+            "peers": peers,
+            "resumed": resumed is not None,
         }
-        self.send(
-            {
-                "type": "ready",
-                "peer": self.peer_id,
-                "session": token,
-                "side": side,
-                "name": self.name,
-                "state": self.state,
-                "peers": peers,
-                "resumed": resumed is not None,
-            }
-        )
+        if self.guest is not None:
+            # A guest has no access token for GET /v1/rtc/ice-servers: the servers come here.
+            settings = self.socket.app.state.settings
+            ready["ice_servers"] = msgspec.to_builtins(ice_servers_for(settings, user).ice_servers)
+        self.send(ready)
         if resumed is not None:
             for seq, fields in await self.rooms.since(self.room, message.last_seq):
                 replay = msgspec.json.decode(fields["msg"])
@@ -282,8 +302,54 @@ class PeerSession:
                     self.send({**replay, "seq": seq, "replayed": True})
         event = "peer_waiting" if self.state == "waiting" else "peer_joined"
         await self.publish(
-            {"type": event, "peer": self.peer_id, "side": side, "name": self.name, "resumed": resumed is not None}
+            {
+                "type": event,
+                "peer": self.peer_id,
+                "side": self.side,
+                "role": self.role,
+                "language": self.language,
+                "name": self.name,
+                "resumed": resumed is not None,
+            }
         )
+
+    async def _enter(self, message: m.Join) -> str:
+        """A signed-in participant: their side and name; the patient side is checked in."""
+        assert self.principal is not None
+        principal = self.principal
+
+        async def enter(conn: Connection) -> tuple[Appointment, consultation.Side, str]:
+            appointment, side = await consultation.participant(conn, principal, message.appointment_id)
+            name = await consultation.display_name(conn, appointment, principal, side)
+            if side != "specialist":
+                await consultation.arrive(conn, principal, appointment)
+            return appointment, side, name
+
+        appointment, side, self.name = await in_transaction(self.pool, enter)
+        self.appointment_id, self.room, self.side, self.role = appointment.id, str(appointment.id), side, side
+        return str(principal.user_id)
+
+    async def _enter_as_guest(self, message: m.Join) -> str:
+        """A guest with an opened invitation link: this consultation only (audited)."""
+        assert self.guest_keys is not None
+        token, device = self.guest_keys
+        appointment, guest = await in_transaction(
+            self.pool, lambda conn: guests.enter(conn, token, device, message.appointment_id)
+        )
+        self.guest = guest
+        self.appointment_id, self.room, self.side = appointment.id, str(appointment.id), "guest"
+        self.name, self.role, self.language = guest.name, guest.role, guest.language
+        return f"guest:{guest.invitation_id}"
+
+    async def _require_still_invited(self, guest: guests.Guest) -> None:
+        """Revoked between entering and taking a place here: the revocation's clean-up may have
+        looked at the room too early to find this peer, so the peer leaves by itself."""
+        async with self.pool.acquire() as conn:
+            invited = await guests.still_invited(conn, guest.invitation_id)
+        if not invited:
+            await self.rooms.remove(self.room, self.peer_id)
+            self.finished = True
+            raise Closing(m.CLOSE_FORBIDDEN, "invitation_revoked", "this invitation was withdrawn")
 
     async def _resume(self, message: m.Join, user: str) -> str | None:
         session = await self.rooms.session(message.resume or "")
@@ -299,7 +365,7 @@ class PeerSession:
     async def handle(self, message: m.Incoming) -> None:
         if isinstance(message, m.Ping):
             self.send({"type": "pong"})
-        elif isinstance(message, (m.Auth, m.Join)):
+        elif isinstance(message, (m.Auth, m.GuestAuth, m.Join)):
             self.send({"type": "error", "code": "already_joined", "detail": "this socket is in a room already"})
         elif isinstance(message, m.Admit):
             await self._admit(message.peer)
@@ -336,9 +402,7 @@ class PeerSession:
         principal, appointment_id = self.principal, self.appointment_id
         await in_transaction(self.pool, lambda conn: consultation.start_call(conn, principal, appointment_id))
         await self.publish({"type": "admitted", "peer": peer_id}, to=peer_id)
-        await self.publish(
-            {"type": "peer_joined", "peer": peer_id, "side": peer.side, "name": peer.name, "resumed": False}
-        )
+        await self.publish({"type": "peer_joined", "peer": peer_id, **peer.public(), "resumed": False})
 
     async def leave_dropped(self) -> None:
         await self._leave(explicit=False)
@@ -359,8 +423,8 @@ class PeerSession:
             return
         await self.rooms.remove(self.room, self.peer_id)
         await self.publish({"type": "peer_left", "peer": self.peer_id})
-        if not await self.rooms.peers(self.room):
-            await self._end()
+        if self.guest is None and not await self.rooms.peers(self.room):
+            await self._end()  # a guest never ends the call: the specialist may come back to it
 
     async def _expire_after_grace(self) -> None:
         await asyncio.sleep(self.rooms.grace_s)

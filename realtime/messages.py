@@ -1,8 +1,9 @@
 """The signalling protocol: JSON objects tagged by `type`, decoded into typed Structs.
 
-Client → server: auth, join, admit, offer, answer, ice, media, quality, audio_only, chat, leave,
+Client → server: auth (or guest), join, admit, offer, answer, ice, media, quality, audio_only, chat, leave,
 end, ping. Server → client: ready, waiting, admitted, peer_waiting, peer_joined, peer_left,
-relayed offer/answer/ice/media/quality/audio_only/chat (with `from` and `seq`), ended, error, pong.
+relayed offer/answer/ice/media/quality/audio_only/chat (with `from` and `seq`), ended, revoked (a
+guest's invitation was withdrawn), error, pong.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 class Auth(msgspec.Struct, tag="auth", forbid_unknown_fields=True):
     token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class GuestAuth(msgspec.Struct, tag="guest", forbid_unknown_fields=True):
+    """A guest's first message instead of `auth`: their invitation link's token and the key of
+    the browser that opened it (domain.invitations.guest)."""
+
+    token: Annotated[str, msgspec.Meta(min_length=16, max_length=64)]
+    device: Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
 
 
 class Join(msgspec.Struct, tag="join", forbid_unknown_fields=True):
@@ -79,7 +88,9 @@ class Ping(msgspec.Struct, tag="ping", forbid_unknown_fields=True):
 
 
 Relayed = Offer | Answer | Ice | Media | Quality | AudioOnly | Chat
-Incoming = Auth | Join | Admit | Offer | Answer | Ice | Media | Quality | AudioOnly | Chat | Leave | End | Ping
+Incoming = (
+    Auth | GuestAuth | Join | Admit | Offer | Answer | Ice | Media | Quality | AudioOnly | Chat | Leave | End | Ping
+)
 
 _decoder = msgspec.json.Decoder(Incoming)
 _encoder = msgspec.json.Encoder()

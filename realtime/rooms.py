@@ -1,7 +1,8 @@
 """Room state in Redis, so any worker can serve any peer and presence outlives a worker.
 
 Per appointment room:
-- `rtc:{room}:peers`  hash  peer id -> JSON {user, side, state: waiting|admitted, connected, name}
+- `rtc:{room}:peers`  hash  peer id -> JSON {user, side, state: waiting|admitted, connected, name,
+  role, language}; a guest's `user` is "guest:<invitation id>"
 - `rtc:{room}:log`    stream of relayed messages (capped), replayed to a peer that resumes
 - `rtc:session:{token}`  -> JSON {room, peer}, lives for the reconnection grace period
 Keys expire a day after the last activity; a consultation never lasts that long.
@@ -41,7 +42,22 @@ class Peer(msgspec.Struct):
     side: str
     state: PeerState
     connected: bool = True
-    name: str = ""  # how the room names this peer (consultation.display_name)
+    name: str = ""  # how the room names this peer (consultation.display_name, or a guest's name)
+    # Who is who: the side for the patient, the CHW and the specialist; a guest's invitation role
+    # (family_member, interpreter, specialist) with, for an interpreter, the language.
+    role: str = ""
+    language: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What the other peers are told of this one."""
+        return {
+            "side": self.side,
+            "role": self.role or self.side,
+            "language": self.language,
+            "state": self.state,
+            "connected": self.connected,
+            "name": self.name,
+        }
 
 
 class Session(msgspec.Struct):
@@ -78,12 +94,23 @@ class Rooms:
         self._pending: list[_Append] = []
         self._sending: asyncio.Task[None] | None = None
 
-    async def add(self, room: str, user: str, side: str, state: PeerState, name: str = "") -> tuple[str, str]:
+    async def add(
+        self,
+        room: str,
+        user: str,
+        side: str,
+        state: PeerState,
+        name: str = "",
+        *,
+        role: str = "",
+        language: str | None = None,
+    ) -> tuple[str, str]:
         """A new peer in the room: (peer id, session token for resuming)."""
         peer_id = secrets.token_hex(6)
         token = secrets.token_urlsafe(24)
+        peer = Peer(user, side, state, name=name, role=role, language=language)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_peers(room), peer_id, msgspec.json.encode(Peer(user, side, state, name=name)))
+            pipe.hset(_peers(room), peer_id, msgspec.json.encode(peer))
             pipe.expire(_peers(room), _TTL_S)
             pipe.set(f"rtc:session:{token}", msgspec.json.encode(Session(room, peer_id)), ex=_TTL_S)
             await pipe.execute()

@@ -8,22 +8,12 @@ from litestar import Response, get
 
 from api.deps import Caller, Config
 from api.transaction import NO_TRANSACTION
-from realtime.turn import IceServers, ice_servers
-
-
-def _split(urls: str) -> list[str]:
-    return [u.strip() for u in urls.split(",") if u.strip()]
+from realtime.turn import IceServers, ice_servers_for
 
 
 @get("/v1/rtc/ice-servers", tags=["realtime"], summary="STUN/TURN servers with time-limited credentials")
 async def get_ice_servers(principal: Caller, settings: Config) -> IceServers:
-    return ice_servers(
-        stun_urls=_split(settings.stun_urls),
-        turn_urls=_split(settings.turn_urls),
-        turn_secret=settings.turn_secret,
-        user=str(principal.user_id),
-        ttl_s=settings.turn_ttl_s,
-    )
+    return ice_servers_for(settings, str(principal.user_id))
 
 
 _PAGE = resources.files("realtime") / "static" / "consult.html"

@@ -11,6 +11,8 @@ import time
 
 import msgspec
 
+from infra.config import Settings
+
 
 class IceServer(msgspec.Struct, omit_defaults=True):
     urls: list[str]
@@ -35,3 +37,18 @@ def ice_servers(*, stun_urls: list[str], turn_urls: list[str], turn_secret: str,
         username, credential = turn_credentials(turn_secret, user, ttl_s)
         servers.append(IceServer(urls=turn_urls, username=username, credential=credential))
     return IceServers(ice_servers=servers, ttl=ttl_s)
+
+
+def _split(urls: str) -> list[str]:
+    return [u.strip() for u in urls.split(",") if u.strip()]
+
+
+def ice_servers_for(settings: Settings, user: str) -> IceServers:
+    """The deployment's STUN/TURN servers (SPEAN_STUN_URLS, SPEAN_TURN_URLS), credentials for `user`."""
+    return ice_servers(
+        stun_urls=_split(settings.stun_urls),
+        turn_urls=_split(settings.turn_urls),
+        turn_secret=settings.turn_secret,
+        user=user,
+        ttl_s=settings.turn_ttl_s,
+    )

@@ -125,6 +125,10 @@ BUDGETS: dict[str, int] = {
     "reminder": 2,
     "referral_answered": 2,
     "result_ready_staff": 2,  # the patient's "result ready" is sms_result_ready
+    # A guest's invitation into a video consultation (sms/invitation.py), with its link.
+    "invite_family_member": 3,
+    "invite_interpreter": 3,
+    "invite_specialist": 3,
 }
 SAMPLE_VALUES: dict[str, object] = {
     "code": "000000",
@@ -147,6 +151,12 @@ SAMPLES_FOR: dict[str, dict[str, object]] = {
     "sms_book_taken": {"items": "1) 2026-12-05 09:30, 2) 2026-12-06 14:00, 3) 2026-12-09 08:15, 4) 2026-12-10 10:45"},
     "sms_book_needs": {"items": ", ".join(f"{n}) {'x' * 14}" for n in range(1, 7))},
     "sms_register_post_choice": {"items": ", ".join(f"{n}) {'x' * 28}" for n in range(1, 5))},
+    # The start with its UTC offset (sms.invitation.when), and the link on a 25-character base URL
+    # (a UCS-2 segment holds a link on a base URL of up to 38 characters whole: it comes first).
+    **{
+        f"invite_{role}": {"when": "x" * 30, "link": "https://spean.example.org/join/km#" + "x" * 22}
+        for role in ("family_member", "interpreter", "specialist")
+    },
 }
 
 

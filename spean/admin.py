@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
 
@@ -12,8 +13,8 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.identity import users
 from domain.identity.tokens import issue_access_token
 from domain.phone import normalize
-from infra import db
-from infra.config import Settings
+from infra import db, pooling
+from infra.config import Pooler, Settings
 
 
 async def create_user(
@@ -33,7 +34,7 @@ async def create_user(
     facility_id = _facility_id(facility) if facility else None
     if role not in ("system_admin",) and facility_id is None:
         raise InvalidInput("facility_required", f"--facility is required for role {role}", field="facility")
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, settings.db_pooler)
     try:
         await db.init_connection(conn)
         async with conn.transaction():
@@ -122,7 +123,7 @@ def _facility_id(value: str) -> uuid.UUID:
 
 async def issue_token(database_url: str, settings: Settings, secret_key: str, *, phone: str, ttl_s: int | None) -> str:
     e164 = normalize(phone, settings.default_region)
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, settings.db_pooler)
     try:
         async with conn.transaction():
             # What signing in with this phone would give: a registered patient's first token too.
@@ -135,17 +136,17 @@ async def issue_token(database_url: str, settings: Settings, secret_key: str, *,
     return issue_access_token(principal, secret_key, ttl_s or settings.access_token_ttl_s)
 
 
-async def seal_audit(database_url: str) -> str:
-    conn = await asyncpg.connect(database_url)
+async def seal_audit(database_url: str, *, pooler: Pooler = "none") -> str:
+    conn = await pooling.connect(database_url, pooler)
     try:
         return f"sealed {await chain.seal(conn)} audit event(s)"
     finally:
         await conn.close()
 
 
-async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, str]:
+async def verify_audit(database_url: str, *, seal_first: bool, pooler: Pooler = "none") -> tuple[bool, str]:
     """Seal what has committed (unless told not to), then recompute the whole chain."""
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, pooler)
     try:
         if seal_first:
             await chain.seal(conn)
@@ -161,11 +162,11 @@ async def verify_audit(database_url: str, *, seal_first: bool) -> tuple[bool, st
     return False, f"audit chain BROKEN at event {verdict.problem_id}: {verdict.problem} ({summary})"
 
 
-async def list_notifications(database_url: str, *, state: str | None, limit: int) -> str:
+async def list_notifications(database_url: str, *, state: str | None, limit: int, pooler: Pooler = "none") -> str:
     """One line per notification, newest change first: the dead letters with --failed."""
     from domain.notifications import listing
 
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, pooler)
     try:
         await db.init_connection(conn)
         rows = await listing(conn, state=state, limit=limit)  # type: ignore[arg-type]  # argparse choices
@@ -177,4 +178,43 @@ async def list_notifications(database_url: str, *, state: str | None, limit: int
         f"{n.id}  {n.state:<9} {n.channel:<4} {n.kind:<22} tries={n.attempts} "
         f"updated={n.updated_at.isoformat()} error={n.last_error or '-'}"
         for n in rows
+    )
+
+
+async def backup(database_url: str, output: Path) -> str:
+    from spean.backup import backup as take
+    from spean.backup import manifest_path
+
+    manifest = await take(database_url, output)
+    rows = sum(manifest.tables.values())
+    return (
+        f"backup of {manifest.database} written to {output} ({manifest.dump_bytes} bytes, {manifest.dump_tool}); "
+        f"manifest {manifest_path(output)}: {len(manifest.tables)} tables, {rows} rows, schema version "
+        f"{manifest.schema_version}, audit head {manifest.audit_head_seq} {manifest.audit_head_hash}"
+    )
+
+
+async def restore(dump: Path, target_url: str) -> tuple[bool, str]:
+    """Restore into an empty database, then prove it: row counts and schema version as the
+    manifest says, and the audit chain recomputed to the very head the backup recorded."""
+    from spean.backup import restore as put
+
+    restored = await put(dump, target_url)
+    problems = list(restored.mismatches)
+    conn = await asyncpg.connect(target_url)
+    try:
+        verdict = await chain.verify(conn)
+    finally:
+        await conn.close()
+    want = (restored.manifest.audit_head_seq, restored.manifest.audit_head_hash)
+    if not verdict.ok:
+        problems.append(f"audit chain BROKEN at event {verdict.problem_id}: {verdict.problem}")
+    elif (verdict.head_seq, verdict.head_hash) != want:
+        problems.append(f"audit head {verdict.head_seq} {verdict.head_hash}, the backup had {want[0]} {want[1]}")
+    if problems:
+        return False, "restore does NOT match its backup:\n  " + "\n  ".join(problems)
+    tables = restored.manifest.tables
+    return True, (
+        f"restored {len(tables)} tables, {sum(tables.values())} rows, as the backup of "
+        f"{restored.manifest.created_at} recorded; audit chain intact to head {verdict.head_seq} {verdict.head_hash}"
     )

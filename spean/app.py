@@ -24,11 +24,11 @@ from api.context import RequestContextMiddleware
 from api.deps import DEPENDENCIES
 from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
+from api.draining import DrainingMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.documents import FhirDocumentController
-from api.fhir.everything import FhirEverythingController
 from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
@@ -38,6 +38,7 @@ from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
+from api.reads import MarkWrites
 from api.request_id import stamp_response
 from api.routes.appointments import AppointmentController
 from api.routes.attachments import AttachmentController
@@ -59,15 +60,18 @@ from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
-from infra import db, housekeeping, outage
+from infra import db, drain, housekeeping, outage
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
+from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
+from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
+from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
 from sms.outbox import SmsOutbox, policy_from
@@ -112,15 +116,42 @@ async def _migrate_later(state: State, database_url: str, first_error: Exception
 
 async def _pool(database_url: str, settings: Settings) -> db.Pool:
     """The pool, warmed to its minimum size if PostgreSQL answers, else empty and lazy."""
+    low, high, pooler = settings.db_pool_min, settings.db_pool_max, settings.db_pooler
     try:
-        return await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        return await db.create_pool(database_url, min_size=low, max_size=high, pooler=pooler)
     except Exception as exc:
         if outage.unavailable(exc) is None:
             raise
         outage.POSTGRES.down(exc)
-        return await db.create_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, connect_now=False
-        )
+        return await db.create_pool(database_url, min_size=low, max_size=high, connect_now=False, pooler=pooler)
+
+
+@asynccontextmanager
+async def _replica(state: State, settings: Settings, database_url: str) -> AsyncIterator[None]:
+    """The read replica (DATABASE_REPLICA_URL), if any, watched for as long as the app runs."""
+    if not settings.database_replica_url:
+        yield
+        return
+    # Lazy: a replica that is away at start-up must not stop the API (reads use the primary).
+    pool = await db.create_pool(
+        settings.database_replica_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        connect_now=False,
+        pooler=settings.db_pooler,
+    )
+    state.replica = Replica(
+        pool,
+        primary_dsn=database_url,
+        replica_dsn=settings.database_replica_url,
+        pooler=settings.db_pooler,
+        max_lag_s=settings.db_replica_max_lag_s,
+    )
+    try:
+        async with state.replica.running():
+            yield
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -146,7 +177,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         try:
             database_url = settings.database_url or embedded.start_postgres()
             redis_url = settings.redis_url or embedded.start_redis()
-            migrating = await _migrate(app.state, database_url) if settings.auto_migrate else None
+            migrate_url = settings.database_migrate_url or database_url
+            migrating = await _migrate(app.state, migrate_url) if settings.auto_migrate else None
             app.state.pool = await _pool(database_url, settings)
             # A blocking pool waits for a free connection instead of failing at once under load;
             # from_pool hands the pool to the client, so closing the client closes its connections.
@@ -190,15 +222,18 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             # sight, so full collections under many open sockets scan only what requests create.
             gc.collect()
             gc.freeze()
+            undrain = drain.install(settings.drain_seconds)
             try:
                 async with (
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
                     _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
+                    _replica(app.state, settings, database_url),
                 ):
                     yield
             finally:
+                undrain()
                 if migrating is not None:
                     migrating.cancel()
                 await app.state.rtc_bus.stop()
@@ -224,6 +259,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             rtc,
             get_ice_servers,
             consult_page,
+            InvitationController,  # guests invited by SMS link (domain.invitations)
+            open_invitation,
+            guest_page,
+            guest_page_default,
             RecordController,
             ConsentController,
             ReferralController,
@@ -234,7 +273,6 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirHistoryController,
             FhirValidateController,
             FhirDocumentController,
-            FhirEverythingController,
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
@@ -252,6 +290,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             RequestContextMiddleware,
             InputGuardMiddleware,  # query, path and headers: UTF-8, no NUL, strict typed query values
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
+            *([MarkWrites] if settings.database_replica_url else []),  # read-your-writes (api.reads)
             TransactionMiddleware,
             ConditionalReadMiddleware,  # inside the transaction: a 304 read commits its audit event
         ],
@@ -265,6 +304,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             {
                 "settings": settings,
                 "migrations_pending": False,  # True while a worker waits for PostgreSQL to migrate
+                "replica": None,  # the read replica (infra.replica), when DATABASE_REPLICA_URL is set
                 "secret_key": secret_key,
                 "verified_tokens": VerifiedTokens(secret_key),
                 "sms_sender": sms_sender or _sms_sender(settings),
@@ -289,7 +329,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
     # Outside routing, so that a WebSocket request to no WebSocket route is seen too, and every
     # HTTP answer (router errors included) is compressed as its Accept-Encoding asks.
-    app.asgi_handler = CompressionMiddleware(WebSocketHandshake(app.asgi_handler))
+    app.asgi_handler = DrainingMiddleware(CompressionMiddleware(WebSocketHandshake(app.asgi_handler)))
     return app
 
 

@@ -43,7 +43,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["REDIS_URL"] = redis_url
         if not args.migrate:
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"
-        elif settings.auto_migrate and _migrated_now(database_url):
+        elif settings.auto_migrate and _migrated_now(settings.database_migrate_url or database_url):
             os.environ["SPEAN_AUTO_MIGRATE"] = "false"  # done once here, not once per worker
         metrics_dir = None
         if args.workers > 1:
@@ -140,7 +140,7 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from infra.migrate import migrate
 
     with _services(settings) as (database_url, _):
-        applied = asyncio.run(migrate(database_url))
+        applied = asyncio.run(migrate(settings.database_migrate_url or database_url))
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
     return 0
 
@@ -150,7 +150,7 @@ def _demo(settings: Settings, _args: argparse.Namespace) -> int:
     from spean.demo import load_demo
 
     with _services(settings) as (database_url, _):
-        asyncio.run(migrate(database_url))
+        asyncio.run(migrate(settings.database_migrate_url or database_url))
         summary = asyncio.run(load_demo(database_url, settings))
     print(summary)
     return 0
@@ -192,7 +192,7 @@ def _seal_audit(settings: Settings, _args: argparse.Namespace) -> int:
     from spean.admin import seal_audit
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(seal_audit(database_url)))
+        print(asyncio.run(seal_audit(database_url, pooler=settings.db_pooler)))
     return 0
 
 
@@ -200,7 +200,7 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import verify_audit
 
     with _services(settings) as (database_url, _):
-        ok, message = asyncio.run(verify_audit(database_url, seal_first=args.seal))
+        ok, message = asyncio.run(verify_audit(database_url, seal_first=args.seal, pooler=settings.db_pooler))
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 3
 
@@ -212,7 +212,7 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
 
     with _services(settings, redis=True) as (database_url, redis_url):
         if settings.auto_migrate:
-            asyncio.run(migrate(database_url))
+            asyncio.run(migrate(settings.database_migrate_url or database_url))
         # uvloop (installed with uvicorn[standard], as the API uses it): the worker spends much
         # of its time in the event loop's socket calls, one HTTP request per push.
         try:
@@ -224,11 +224,39 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import backup
+    from spean.backup import BackupError
+
+    with _services(settings) as (database_url, _):
+        try:
+            print(asyncio.run(backup(database_url, args.output)))
+        except BackupError as exc:
+            print(f"spean: {exc.code}: {exc.detail}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.admin import restore
+    from spean.backup import BackupError
+
+    try:
+        ok, message = asyncio.run(restore(args.dump, args.into))
+    except BackupError as exc:
+        print(f"spean: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 2
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 3
+
+
 def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import list_notifications
 
     with _services(settings) as (database_url, _):
-        print(asyncio.run(list_notifications(database_url, state=args.state, limit=args.limit)))
+        print(
+            asyncio.run(list_notifications(database_url, state=args.state, limit=args.limit, pooler=settings.db_pooler))
+        )
     return 0
 
 
@@ -278,6 +306,17 @@ def _parser() -> argparse.ArgumentParser:
     verify = admin.add_parser("verify-audit", help="check the audit hash chain; exit 3 if it was tampered with")
     verify.add_argument("--no-seal", dest="seal", action="store_false", help="verify only what is already sealed")
     verify.set_defaults(handler=_verify_audit)
+    backup = admin.add_parser(
+        "backup", help="dump the database (pg_dump, one snapshot) with a manifest to check a restore"
+    )
+    backup.add_argument("--output", type=Path, required=True, help="the dump file to write (never overwritten)")
+    backup.set_defaults(handler=_backup)
+    restore = admin.add_parser(
+        "restore", help="restore a backup into an EMPTY database and check it; exit 3 if it does not match"
+    )
+    restore.add_argument("dump", type=Path, help="the dump written by `spean admin backup`")
+    restore.add_argument("--into", required=True, help="PostgreSQL URL of the new, empty database")
+    restore.set_defaults(handler=_restore)
     notes = admin.add_parser("notifications", help="list notifications (--failed: the dead letters)")
     notes.add_argument("--failed", dest="state", action="store_const", const="failed", default=None)
     notes.add_argument("--state", dest="state", choices=["pending", "sent", "failed", "cancelled"])

@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 
 from domain.patients import HumanName, search_text_of
-from infra import db
+from infra import db, pooling
 from infra.config import Settings
 
 _NS = uuid.UUID("5bea9000-0000-4000-8000-000000000000")
@@ -221,7 +221,7 @@ _ROUND_THE_CLOCK = [(day, time(0, 0), time(23, 45), 15) for day in range(1, 8)]
 
 
 async def load_demo(database_url: str, settings: Settings) -> str:
-    conn = await asyncpg.connect(database_url)
+    conn = await pooling.connect(database_url, settings.db_pooler)
     try:
         await db.init_connection(conn)
         async with conn.transaction():

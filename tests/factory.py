@@ -101,7 +101,8 @@ class Factory:
         if self._admin is None:
             async with self.db.acquire() as conn:
                 user_id = await users.ensure_user(conn, new_phone(), display_name="root", system_admin=True)
-            self._admin = await self.token_for(user_id)
+            # Kept for the whole session: on a loaded machine the suite outlives a 15-minute token.
+            self._admin = await self.token_for(user_id, ttl_s=86_400)
         return self._admin
 
     async def post(self, path: str, body: Any, token: str, expect: int = 201) -> Any:

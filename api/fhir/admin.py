@@ -14,6 +14,7 @@ from domain.practitioners import Practitioner
 from domain.referral.service import Referral
 
 _BCP47 = "urn:ietf:bcp:47"
+FACILITY_KIND = "https://spean.dev/fhir/CodeSystem/facility-kind"
 APPOINTMENT_STATUS = {
     "booked": "booked",
     "checked_in": "checkedin",
@@ -29,7 +30,7 @@ REFERRAL_STATUS = {
     "declined": "revoked",
     "cancelled": "revoked",
 }
-_PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
+PRIORITY = {"routine": "routine", "urgent": "urgent", "emergency": "stat"}
 
 
 def _meta(version: int | str, updated: Any) -> dict[str, Any]:
@@ -89,7 +90,10 @@ def organization(f: Facility) -> Resource:
         "active": True,
         "type": [
             {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}],
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"},
+                    {"system": FACILITY_KIND, "code": f.kind},  # what Organization?type=health_post finds
+                ],
                 "text": f.kind.replace("_", " "),
             }
         ],
@@ -128,7 +132,7 @@ def service_request(r: Referral) -> Resource:
         "meta": _meta(r.version, r.updated_at),
         "status": REFERRAL_STATUS[r.status],
         "intent": "order",
-        "priority": _PRIORITY[r.urgency],
+        "priority": PRIORITY[r.urgency],
         "category": [{"text": "referral"}],
         "code": {"text": r.specialty},
         "subject": ref("Patient", r.patient_id),

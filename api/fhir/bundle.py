@@ -10,43 +10,12 @@ from urllib.parse import urlencode
 from litestar import Response
 
 from api.fhir.clinical import Resource, instant
+from api.fhir.params import TYPES
 from api.input_rules import EARLIEST, LATEST
 from api.negotiation import NegotiatedResponse
 from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
-SEARCHABLE = {
-    "Patient": ["identifier", "name", "phone", "birthdate", "_count"],
-    "Encounter": ["patient", "date", "status", "_count", "_lastUpdated"],
-    "Observation": ["patient", "date", "status", "_count", "_lastUpdated"],
-    "Condition": ["patient", "date", "status", "_count", "_lastUpdated"],
-    "MedicationRequest": ["patient", "date", "status", "_count", "_lastUpdated"],
-    "Consent": ["patient"],
-    "Practitioner": ["name", "_count"],
-    "Organization": ["name", "type", "_count"],
-    "Appointment": ["patient", "practitioner", "actor", "date", "status", "_count"],
-    "ServiceRequest": ["patient", "status", "_count"],
-    "Provenance": ["patient", "_count"],
-    "Location": ["name", "_count"],
-    "Schedule": ["actor", "_count"],
-    "Slot": ["schedule", "start", "_count"],
-    "AuditEvent": ["site", "_count"],
-}
-_PARAM_TYPES = {
-    "_count": "number",
-    "date": "date",
-    "birthdate": "date",
-    "_lastUpdated": "date",
-    "patient": "reference",
-    "identifier": "token",
-    "status": "token",
-    "site": "token",
-    "schedule": "reference",
-    "practitioner": "reference",
-    "actor": "reference",
-    "type": "token",
-    "start": "date",
-}
 NO_READ = ("Slot", "AuditEvent")  # found by search only
 HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
 # Types whose _history is their current version only (no past versions are stored; see current.py).
@@ -89,13 +58,63 @@ def bundle(
             }
             entry["response"] = {"status": "200", "lastModified": r["meta"]["lastUpdated"]}
         entries.append(entry)
-    return {
+    document: Resource = {
         "resourceType": "Bundle",
         "type": kind,
         "timestamp": instant(datetime.now(UTC)),
         "link": links,
-        "entry": entries,
     }
+    if entries:  # FHIR: no empty arrays
+        document["entry"] = entries
+    return document
+
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def subset(resource: Resource, elements: list[str]) -> Resource:
+    """_elements: the named top-level elements, with what every resource keeps, tagged SUBSETTED."""
+    kept = {k: v for k, v in resource.items() if k in ("resourceType", "id") or k in elements}
+    meta = dict(resource.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return kept
+
+
+def searchset(
+    base: str,
+    self_path: str,
+    used: list[tuple[str, str]],
+    matches: list[Resource],
+    *,
+    included: list[Resource] = (),  # type: ignore[assignment]
+    outcome: Resource | None = None,
+    total: int | None = None,
+    next_cursor: str | None = None,
+    previous_cursor: str | None = None,
+) -> Resource:
+    """A searchset Bundle: self (the parameters applied), next and previous links, matches, then
+    the resources _include and _revinclude brought (mode include), and an OperationOutcome (mode
+    outcome) when the server left something out."""
+    url = f"{base}{self_path}"
+    links = [{"relation": "self", "url": url + (f"?{urlencode(used)}" if used else "")}]
+    for relation, cursor in (("next", next_cursor), ("previous", previous_cursor)):
+        if cursor is not None:
+            links.append({"relation": relation, "url": f"{url}?{urlencode([*used, ('_cursor', cursor)])}"})
+    document: Resource = {"resourceType": "Bundle", "type": "searchset", "timestamp": instant(datetime.now(UTC))}
+    if total is not None:
+        document["total"] = total
+    document["link"] = links
+    entries = [_entry(base, r, "match") for r in matches] + [_entry(base, r, "include") for r in included]
+    if outcome is not None:
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    if entries:
+        document["entry"] = entries
+    return document
+
+
+def _entry(base: str, r: Resource, mode: str) -> dict[str, Any]:
+    return {"fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": mode}}
 
 
 _FHIR_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
@@ -115,39 +134,23 @@ def fhir_date(value: str | None, field: str) -> str | None:
     return value
 
 
-def date_bounds(values: list[str] | None, field: str) -> tuple[datetime | None, datetime | None]:
-    """FHIR date prefixes ge/gt (from) and le/lt (to) on dates or instants; a bare value is ge."""
-    low = high = None
-    for raw in values or []:
-        prefix, value = (raw[:2], raw[2:]) if raw[:2] in ("ge", "gt", "le", "lt", "eq") else ("ge", raw)
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput(
-                "invalid_date", f"{field} takes [ge|gt|le|lt]YYYY-MM-DD[Thh:mm:ssZ]", field=field
-            ) from None
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        if not EARLIEST <= moment.date() <= LATEST:  # date arithmetic on the calendar's edge overflows
-            raise InvalidInput("out_of_range", f"{field} is between {EARLIEST} and {LATEST}", field=field)
-        if prefix in ("ge", "gt", "eq"):
-            low = moment
-        else:
-            high = moment
-    return low, high
-
-
 def capability_statement(base: str) -> Resource:
+    """What the server does, generated from the search table (api/fhir/params.py)."""
     resources = []
-    for name, params in SEARCHABLE.items():
+    for name, t in TYPES.items():
         reads = [] if name in NO_READ else [{"code": "read"}]
-        interactions = [*reads, *([{"code": "search-type"}] if params else [])]
+        interactions = [*reads, {"code": "search-type"}]
         if name in HISTORY or name in CURRENT_HISTORY:
             interactions.append({"code": "history-instance"})
         resource: dict[str, Any] = {
             "type": name,
             "interaction": interactions,
-            "searchParam": [{"name": p, "type": _PARAM_TYPES.get(p, "string")} for p in params],
+            "searchParam": [{"name": p.name, "type": p.type, "documentation": p.doc} for p in t.params],
         }
+        if t.includes:
+            resource["searchInclude"] = list(t.includes)
+        if t.revincludes:
+            resource["searchRevInclude"] = list(t.revincludes)
         if name == "Patient":
             resource["operation"] = [
                 {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}

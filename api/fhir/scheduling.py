@@ -4,19 +4,16 @@ and Slot (free slots, computed from the weekly rules as the app API's /v1/slots 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Response, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath
 
-from api.deps import Caller, Config, Conn
-from api.fhir.bundle import bundle, date_bounds, fhir
+from api.deps import Caller, Conn
+from api.fhir.bundle import fhir
 from api.fhir.clinical import Resource, instant, ref
 from domain import facilities, practitioners
-from domain.booking import availability
 from domain.booking.slots import Slot
-from domain.errors import InvalidInput
 from domain.facilities import Facility
 from domain.practitioners import Practitioner
 
@@ -74,26 +71,3 @@ class FhirSchedulingController(Controller):
     @get("/Schedule/{practitioner_id:uuid}", summary="Read a practitioner's Schedule")
     async def read_schedule(self, practitioner_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:
         return fhir(schedule(await practitioners.get(conn, practitioner_id)))
-
-    @get("/Slot", summary="Free slots of a Schedule (start=ge.../lt..., at most 31 days)")
-    async def search_slots(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        schedule_ref: Annotated[str, QueryParameter(name="schedule")],
-        start: FromQuery[list[str] | None] = None,
-        count: Annotated[int, QueryParameter(name="_count", ge=1, le=2000)] = 500,
-    ) -> Response[Any]:
-        try:
-            practitioner_id = uuid.UUID(schedule_ref.removeprefix("Schedule/"))
-        except ValueError:
-            raise InvalidInput("invalid_reference", "schedule is Schedule/{id}", field="schedule") from None
-        low, high = date_bounds(start, "start")
-        first = (low or datetime.now(UTC)).date()
-        last = high.date() if high else first + timedelta(days=7)
-        free = await availability.list_free_slots(conn, first_day=first, last_day=last, practitioner_id=practitioner_id)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [slot(s) for s in free[:count]], self_path="/fhir/Slot",
-                   params={"schedule": schedule_ref, "start": start, "_count": count})
-        )  # fmt: skip

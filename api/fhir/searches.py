@@ -1,233 +1,308 @@
-"""FHIR search for the workflow and directory types: Appointment, ServiceRequest, Practitioner,
-Organization, Location and Schedule. Each calls the app API's domain query, so a caller finds in
-FHIR exactly what the app API shows them (and the same searches are audited)."""
+"""FHIR search, one route for every type: the request is read against the parameter table
+(api/fhir/query.py), the type's finder pages it (api/fhir/runners.py), _include/_revinclude and
+_elements are applied, and the Bundle links to the next and previous pages. Also
+Patient/$everything, paged by _count across the patient, their appointments and their record,
+narrowed by _type and _since."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Protocol, get_args
+from typing import Annotated, Any, cast
+from urllib.parse import parse_qsl
 
-from litestar import Controller, Response, get
-from litestar.params import FromQuery, QueryParameter
+from litestar import Controller, Request, Response, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, Parameter
 
-from api.deps import Caller, Config, Conn
+from api.deps import Caller, Config, Conn, DbPool
+from api.errors import InputRejected
 from api.fhir import admin
-from api.fhir.bundle import bundle, date_bounds, fhir
-from api.fhir.scheduling import location, schedule
-from api.input_rules import calendar_problem
-from domain import facilities, practitioners
-from domain.booking import appointments
-from domain.booking.model import Status
-from domain.errors import InvalidInput, NotFound
-from domain.facilities import Kind
+from api.fhir.bundle import fhir, searchset, subset
+from api.fhir.clinical import BY_KIND, KIND_OF, Resource, to_fhir
+from api.fhir.documents import KINDS as DOCUMENT_KINDS
+from api.fhir.documents import document_reference
+from api.fhir.history import since_instant
+from api.fhir.openapi_search import documented
+from api.fhir.params import APPOINTMENT, TYPES, SearchType
+from api.fhir.query import bad, decode_cursor, encode_cursor, parse, strict
+from api.fhir.runners import RUNNERS, Ctx, included
+from api.fhir.trail import provenance
+from domain import access, patients
+from domain.audit import trail
+from domain.consent import service as consent
+from domain.errors import Forbidden, NotFound
+from domain.record import service as record_service
 from domain.referral import worklists
-from domain.referral.service import ReferralStatus
+from domain.search import finders
+from domain.search.engine import Criterion, DateIs, Key, Moment, Ref, RefIs, Spec
 
-Count = Annotated[int, QueryParameter(name="_count", ge=1, le=1000)]
-IdCursor = Annotated[uuid.UUID | None, QueryParameter(name="_cursor")]
-
-
-def reference_id(value: str, resource_type: str, field: str) -> uuid.UUID:
-    """`Type/{id}` or a bare id."""
-    try:
-        return uuid.UUID(value.removeprefix(f"{resource_type}/"))
-    except ValueError:
-        raise InvalidInput("invalid_reference", f"{field} is {resource_type}/{{id}}", field=field) from None
-
-
-def _domain_statuses(fhir_status: str | None, mapping: dict[str, str], field: str = "status") -> list[str] | None:
-    """The domain statuses a FHIR status stands for (several may map to one FHIR code)."""
-    if fhir_status is None:
-        return None
-    found = [domain for domain, code in mapping.items() if code == fhir_status]
-    if not found:
-        raise InvalidInput(
-            "invalid_status", f"status is one of {', '.join(sorted(set(mapping.values())))}", field=field
-        )
-    return found
+SearchableType = Annotated[str, Parameter(description="a resource type", schema_extra={"enum": sorted(TYPES)})]
+_EVERYTHING_COUNT = 1000
+_EVERYTHING_TYPES = ("Patient", "Appointment", *KIND_OF, "DocumentReference", "ServiceRequest", "Consent", "Provenance")
+_WORKFLOW_LIMIT = 200  # referrals, consents: each at most this many
+_SEQ = [Key("e.seq", "int")]
+_PATIENT_REF = cast(Ref, APPOINTMENT.by_param["patient"].field)
+_APPOINTMENT_UPDATED = cast(Moment, APPOINTMENT.by_param["_lastUpdated"].field)
+_ENTRY_RECORDED = Moment("e.recorded_at")
+_WORKFLOW_ORDER = [Key("workflow.offset", "int")]
+_ENTRY_ORDER = [Key("e.seq", "int"), Key("entry.part", "int")]
 
 
-def _appointment_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
-    """The keyset of the last appointment seen, written by `next` links as {start}~{id}."""
-    if raw is None:
-        return None
-    start, _, ident = raw.partition("~")
-    try:
-        after = datetime.fromisoformat(start), uuid.UUID(ident)
-    except ValueError:
-        after = None
-    if after is None or calendar_problem(after[0]):  # not a link this server wrote
-        raise InvalidInput("invalid_cursor", "use the next link as given", field="_cursor")
-    return after
+def _wanted_types(raw: str) -> set[str]:
+    """`_type`: a comma-separated list of the types $everything gathers."""
+    wanted = {t.strip() for t in raw.split(",") if t.strip()}
+    if not wanted or wanted - set(_EVERYTHING_TYPES):
+        raise InputRejected("unsupported_type", "_type", f"_type lists some of {', '.join(_EVERYTHING_TYPES)}", "query")
+    return wanted
+
+
+def _since_ok(moment: datetime, since: datetime | None) -> bool:
+    return since is None or moment >= since
+
+
+def _at_or_after(field: Moment, since: datetime | None) -> list[list[Criterion]]:
+    return [] if since is None else [[DateIs(field, "ge", since, since)]]
+
+
+def _items(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
+    return parse_qsl(request.scope.get("query_string", b"").decode(), keep_blank_values=True)
+
+
+def _route(t: SearchType) -> HTTPRouteHandler:
+    async def search(
+        self: FhirSearchController,
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        pool: DbPool,
+    ) -> Response[Any]:
+        return await self._search(t.name, request, conn, principal, settings, pool)
+
+    search.__name__ = search.__qualname__ = f"search_{t.name}"
+    return get(f"/{t.name}", summary=f"Search {t.name}", operation_class=documented(t))(search)
 
 
 class FhirSearchController(Controller):
     path = "/fhir"
     tags = ["fhir"]
 
-    @get("/Appointment", summary="Search Appointments (patient, practitioner or actor, date, status)")
-    async def search_appointments(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        patient: FromQuery[str | None] = None,
-        practitioner: FromQuery[str | None] = None,
-        actor: FromQuery[str | None] = None,
-        date: FromQuery[list[str] | None] = None,
-        status: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: Annotated[str | None, QueryParameter(name="_cursor")] = None,
-    ) -> Response[Any]:
-        patient_id = reference_id(patient, "Patient", "patient") if patient else None
-        practitioner_id = reference_id(practitioner, "Practitioner", "practitioner") if practitioner else None
-        if actor is not None:  # actor names a Patient or a Practitioner participant
-            if actor.startswith("Patient/"):
-                patient_id = reference_id(actor, "Patient", "actor")
-            else:
-                practitioner_id = reference_id(actor, "Practitioner", "actor")
-        low, high = date_bounds(date, "date")
-        statuses = _domain_statuses(status, admin.APPOINTMENT_STATUS)
-        # Every FHIR appointment status maps to exactly one domain status.
-        domain_status: Status | None = statuses[0] if statuses else None  # type: ignore[assignment]
-        query = appointments.AppointmentQuery(
-            patient_id=patient_id, practitioner_id=practitioner_id, status=domain_status,
-            start_from=low, start_to=high, after=_appointment_cursor(cursor), limit=count,
-        )  # fmt: skip
-        found = await appointments.search(conn, principal, query)
-        params = {"patient": patient, "practitioner": practitioner, "actor": actor, "date": date, "status": status,
-                  "_count": count}  # fmt: skip
-        last = found[-1] if found else None
-        more = {"_cursor": f"{last.start.isoformat()}~{last.id}"} if last and len(found) == count else None
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.appointment(a) for a in found],
-                   self_path="/fhir/Appointment", params=params, next_params=more)
-        )  # fmt: skip
+    # One route per type (Litestar's router does not fall back from a static segment such as
+    # `/Consent`, there for reads, to `/{resource_type}`), each documented from the table.
+    locals().update({f"search_{name}": _route(t) for name, t in TYPES.items()})
 
-    @get("/ServiceRequest", summary="Search referrals of a patient (patient, status)")
-    async def search_referrals(
+    @get("/{resource_type:str}", summary="Any other type: 404 unknown_resource_type", include_in_schema=False)
+    async def search_other(
         self,
+        resource_type: SearchableType,
+        request: Request[Any, Any, Any],
         conn: Conn,
         principal: Caller,
         settings: Config,
-        patient: FromQuery[str],
-        status: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
+        pool: DbPool,
     ) -> Response[Any]:
-        statuses: list[ReferralStatus] | None = _domain_statuses(status, admin.REFERRAL_STATUS)  # type: ignore[assignment]
-        found = await worklists.for_patient(
-            conn, principal, reference_id(patient, "Patient", "patient"), statuses=statuses, after=cursor, limit=count
-        )
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.service_request(r) for r in found],
-                   self_path="/fhir/ServiceRequest",
-                   params={"patient": patient, "status": status, "_count": count}, next_params=more)
-        )  # fmt: skip
+        return await self._search(resource_type, request, conn, principal, settings, pool)
 
-    @get("/Practitioner", summary="Search Practitioners (name)")
-    async def search_practitioners(
+    async def _search(
         self,
+        resource_type: str,
+        request: Request[Any, Any, Any],
         conn: Conn,
         principal: Caller,
         settings: Config,
-        name: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
+        pool: DbPool,
     ) -> Response[Any]:
-        found = await practitioners.search(conn, name=name, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.practitioner(p) for p in found],
-                   self_path="/fhir/Practitioner", params={"name": name, "_count": count}, next_params=more)
+        t = TYPES.get(resource_type)
+        if t is None:
+            raise NotFound("unknown_resource_type", f"this server has no {resource_type} resources")
+        base = settings.public_base_url
+        q = parse(
+            t, _items(request), strict_handling=strict(request.headers.get("prefer")),
+            region=settings.default_region, base=base,
         )  # fmt: skip
-
-    @get("/Organization", summary="Search Organizations (name, type: the facility kind, e.g. health_post)")
-    async def search_organizations(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        name: FromQuery[str | None] = None,
-        type_: Annotated[str | None, QueryParameter(name="type")] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        kind = _facility_kind(type_)
-        found = await facilities.search(conn, name=name, kind=kind, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [admin.organization(f) for f in found],
-                   self_path="/fhir/Organization", params={"name": name, "type": type_, "_count": count},
-                   next_params=more)
-        )  # fmt: skip
-
-    @get("/Location", summary="Search Locations (name)")
-    async def search_locations(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        name: FromQuery[str | None] = None,
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        found = await facilities.search(conn, name=name, after=cursor, limit=count)
-        more = _after_last(found, count)
-        return fhir(
-            bundle(settings.public_base_url, "searchset", [location(f) for f in found],
-                   self_path="/fhir/Location", params={"name": name, "_count": count}, next_params=more)
-        )  # fmt: skip
-
-    @get("/Schedule", summary="Search Schedules (actor: Practitioner/{id} or Location/{id})")
-    async def search_schedules(
-        self,
-        conn: Conn,
-        principal: Caller,
-        settings: Config,
-        actor: FromQuery[str],
-        count: Count = 50,
-        cursor: IdCursor = None,
-    ) -> Response[Any]:
-        found: list[practitioners.Practitioner] = []
-        if actor.startswith("Location/"):
-            site = reference_id(actor, "Location", "actor")
-            page = await practitioners.search(conn, facility_id=site, after=cursor, limit=count)
-            # A schedule names the sites where its practitioner consults, not every membership.
-            found = [p for p in page if any(m.facility_id == site and m.role in _CONSULTING for m in p.roles)]
-            more = {"_cursor": str(page[-1].id)} if len(page) == count else None
+        after = before = None
+        if q.cursor is not None:
+            keyset, backwards, _ = decode_cursor(q.cursor, q.order)
+            after, before = (None, keyset) if backwards else (keyset, None)
+        ctx = Ctx(conn, principal, pool, base)
+        matches, found = await RUNNERS[t.name](ctx, q.spec(after, before), q)
+        extra, outcome = await included(ctx, q, matches) if matches else ([], None)
+        if q.elements is not None:
+            matches = [subset(r, q.elements) for r in matches]
+        keys = found.keys
+        if before is not None:
+            next_key, previous_key = keys[-1] if keys else None, keys[0] if keys and found.more else None
         else:
-            more = None
-            try:
-                if cursor is None:
-                    found = [await practitioners.get(conn, reference_id(actor, "Practitioner", "actor"))]
-            except NotFound:
-                pass  # a search finds nothing rather than failing
+            next_key = keys[-1] if keys and found.more else None
+            previous_key = keys[0] if keys and after is not None else None
         return fhir(
-            bundle(settings.public_base_url, "searchset", [schedule(p) for p in found],
-                   self_path="/fhir/Schedule", params={"actor": actor, "_count": count}, next_params=more)
+            searchset(
+                base, f"/fhir/{t.name}", q.used, matches, included=extra, outcome=outcome, total=found.total,
+                next_cursor=None if next_key is None else encode_cursor(q.order, next_key, False),
+                previous_cursor=None if previous_key is None else encode_cursor(q.order, previous_key, True),
+            )
         )  # fmt: skip
 
+    @get("/Patient/{patient_id:uuid}/$everything", summary="Everything in a patient's record, paged by _count")
+    async def everything(
+        self,
+        patient_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        conn: Conn,
+        principal: Caller,
+        settings: Config,
+        pool: DbPool,
+    ) -> Response[Any]:
+        """The patient, their referrals and consents, then their appointments the caller may see,
+        then their record (clinical entries, documents, each entry's Provenance) in change order:
+        one list, cut into pages of `_count` resources whatever list a page ends in. `_type`
+        narrows to the listed types; `_since` keeps what changed at or after that instant.
 
-_CONSULTING = ("specialist", "clinician")
+        The record's rule decides whether the operation runs at all (as for every clinical read):
+        a reader the record is open to also reads whom it is about, audited with the same
+        purpose. Each other part is read by its own rule: appointments by scheduling's
+        visibility, referrals (ServiceRequest) by staff of the referring or receiving facility,
+        consents by the patient's side only (anyone else simply finds none)."""
+        count, cursor, used = _EVERYTHING_COUNT, None, []
+        types, since = set(_EVERYTHING_TYPES), None
+        for name, value in _items(request):
+            if name == "_count":
+                if not value.isdigit() or len(value) > 9:
+                    raise bad(name, "_count is a whole number")
+                count = min(int(value), _EVERYTHING_COUNT)
+                used.append((name, value))
+            elif name == "_type":
+                types = _wanted_types(value)
+                used.append((name, value))
+            elif name == "_since":
+                since = since_instant(value)
+                used.append((name, value))
+            elif name == "_cursor":
+                cursor = value
+            elif strict(request.headers.get("prefer")):
+                raise InputRejected(
+                    "unknown_search_parameter", name, "$everything takes _count, _type and _since here", "query"
+                )
+        # Each record entry brings its Provenance when that is asked for, whatever its own type.
+        clinical = {KIND_OF[t] for t in types if t in KIND_OF}
+        kinds = [k for k in BY_KIND if k in clinical or "Provenance" in types]
+        kinds += DOCUMENT_KINDS if "DocumentReference" in types else []
+        orders = [[], _WORKFLOW_ORDER, list(APPOINTMENT.order), _ENTRY_ORDER]
+        phase, start = 0, tuple[object, ...]()
+        if cursor is not None:
+            start, _, phase = decode_cursor(cursor, *orders)
+        grant = await record_service._require_read(
+            conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
+        )
+        page: list[Resource] = []
+        next_cursor = None
+        if count == 0:  # nothing to page through
+            phase = 4
+        if phase == 0:
+            patient = (await patients.load_many(conn, [patient_id]))[patient_id]
+            if "Patient" in types and _since_ok(patient.updated_at, since):
+                await trail.record(
+                    conn, principal, action="read", resource_type="Patient", resource_id=patient_id,
+                    patient_ids=[patient_id], facility_id=access.authoring_facility(principal, grant.home_facility_id),
+                    purpose=grant.basis,
+                )  # fmt: skip
+                page.append(admin.patient(patient))
+            phase, start = 1, ()
+        if phase == 1:
+            # Referrals and consents (at most _WORKFLOW_LIMIT each): paged by their place in the list.
+            offset = cast(int, start[0]) if start else 0
+            if len(page) >= count:
+                next_cursor = encode_cursor(orders[1], start, False, 1)
+            else:
+                workflow = await _workflow(conn, principal, patient_id, types, since)
+                end = offset + count - len(page)
+                page += workflow[offset:end]
+                if end < len(workflow):
+                    next_cursor = encode_cursor(orders[1], (end,), False, 1)
+                else:
+                    phase, start = 2, ()
+        if phase == 2 and next_cursor is None and "Appointment" not in types:
+            phase, start = 3, ()
+        if phase == 2 and next_cursor is None:
+            if len(page) >= count:
+                next_cursor = encode_cursor(orders[2], start, False, 2)
+            else:
+                mine: list[list[Criterion]] = [[RefIs(_PATIENT_REF, "Patient", patient_id)]]
+                found = await finders.appointment_list(
+                    conn, principal,
+                    Spec(mine + _at_or_after(_APPOINTMENT_UPDATED, since), orders[2], after=start or None,
+                         limit=count - len(page)),
+                )  # fmt: skip
+                page += [admin.appointment(a) for a in found.items]
+                if found.more:
+                    next_cursor = encode_cursor(orders[2], found.keys[-1], False, 2)
+                else:
+                    phase, start = 3, ()
+        if phase == 3 and next_cursor is None and kinds:
+            if len(page) >= count:
+                next_cursor = encode_cursor(orders[3], start, False, 3)
+            else:
+                next_cursor = await self._entries(
+                    conn, principal, pool, patient_id, page, count, start, kinds=kinds, types=types, since=since
+                )
+        return fhir(
+            searchset(settings.public_base_url, f"/fhir/Patient/{patient_id}/$everything", used, page,
+                      next_cursor=next_cursor)
+        )  # fmt: skip
 
+    @staticmethod
+    async def _entries(
+        conn: Conn, principal: Caller, pool: DbPool, patient_id: uuid.UUID, page: list[Resource], count: int,
+        start: tuple[object, ...], *, kinds: list[str], types: set[str], since: datetime | None,
+    ) -> str | None:  # fmt: skip
+        """Fill `page` from the record in change order; the next cursor, if any is left.
 
-class _HasId(Protocol):
-    id: uuid.UUID
-
-
-def _after_last(found: Sequence[_HasId], count: int) -> dict[str, str] | None:
-    """The next page starts after the last id of a full page; a short page is the last."""
-    return {"_cursor": str(found[-1].id)} if len(found) == count else None
-
-
-def _facility_kind(value: str | None) -> Kind | None:
-    if value is None:
+        An entry gives one or two resources (itself, its Provenance), so a page may end between
+        the two: the cursor is (seq of the entry before, resources of the next entry already given)."""
+        after, skip = (cast(int, start[0]), cast(int, start[1])) if start else (None, 0)
+        room = count - len(page)
+        spec = Spec(_at_or_after(_ENTRY_RECORDED, since), _SEQ, after=None if after is None else (after,), limit=room)
+        entries = await finders.entries(conn, principal, spec, pool=pool, kinds=kinds, patient_id=patient_id)
+        # (seq of the entry before, place within its entry, resource), in order.
+        stream: list[tuple[int | None, int, Resource]] = []
+        previous = after
+        for e in entries.items:
+            parts: list[Resource] = []
+            if e.kind in DOCUMENT_KINDS:
+                parts.append(document_reference(e))
+            else:
+                if BY_KIND[e.kind][0] in types:
+                    parts.append(to_fhir(e))
+                if "Provenance" in types:
+                    parts.append(provenance(e))
+            stream += [(previous, i, r) for i, r in enumerate(parts)]
+            previous = e.seq
+        stream = stream[skip:]
+        taken, left = stream[:room], stream[room:]
+        page += [r for _, _, r in taken]
+        if left:
+            before, given, _ = left[0]
+            return encode_cursor(_ENTRY_ORDER, (before if before is not None else 0, given), False, 3)
+        if entries.more:
+            return encode_cursor(_ENTRY_ORDER, (cast(int, entries.keys[-1][0]), 0), False, 3)
         return None
-    kind = value.replace(" ", "_")
-    if kind not in get_args(Kind):
-        raise InvalidInput("invalid_type", f"type is one of {', '.join(get_args(Kind))}", field="type")
-    return kind  # type: ignore[return-value]
+
+
+async def _workflow(
+    conn: Conn, principal: Caller, patient_id: uuid.UUID, types: set[str], since: datetime | None
+) -> list[Resource]:
+    """The referrals and consents $everything leads with, each read by its own rule."""
+    found: list[Resource] = []
+    if "ServiceRequest" in types:
+        referrals = await worklists.for_patient(
+            conn, principal, patient_id, statuses=None, after=None, limit=_WORKFLOW_LIMIT
+        )
+        found += [admin.service_request(r) for r in referrals if _since_ok(r.updated_at, since)]
+    if "Consent" in types:
+        try:
+            consents = await consent.list_for_patient(conn, principal, patient_id)
+        except Forbidden:  # consents are the patient's side's to list; others find none here
+            consents = []
+        found += [admin.consent(c) for c in consents if _since_ok(c.revoked_at or c.granted_at, since)]
+    return found

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from litestar import Response, post, put
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
@@ -149,10 +150,26 @@ async def create_patient(
     return await _create("Patient", data, conn, principal, settings, if_none_exist, prefer)
 
 
-@post("/fhir/{resource_type:str}", tags=["fhir"],
-      summary="Create an Encounter, Observation, Condition or MedicationRequest")  # fmt: skip
-async def create_entry(
-    resource_type: ClinicalType, data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
+def _create_route(resource_type: str) -> HTTPRouteHandler:
+    async def create_entry(
+        data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
+        if_none_exist: IfNoneExist = None, prefer: Prefer = None,
+    ) -> Response[Any]:  # fmt: skip
+        return await _create(resource_type, data, conn, principal, settings, if_none_exist, prefer)
+
+    create_entry.__name__ = create_entry.__qualname__ = f"create_{resource_type}"
+    return post(f"/fhir/{resource_type}", tags=["fhir"], summary=f"Create a {resource_type}")(create_entry)
+
+
+# One route per clinical type: the search routes' fixed `GET /fhir/{type}` paths would otherwise
+# shadow a `POST /fhir/{resource_type}` (Litestar does not fall back from a static segment).
+CREATE_ENTRY = [_create_route(t) for t in sorted(KIND_OF)]
+
+
+@post("/fhir/{resource_type:str}", tags=["fhir"], summary="Any other type: 404 unknown_resource_type",
+      include_in_schema=False)  # fmt: skip
+async def create_other(
+    resource_type: FromPath[str], data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
     if_none_exist: IfNoneExist = None, prefer: Prefer = None,
 ) -> Response[Any]:  # fmt: skip
     return await _create(resource_type, data, conn, principal, settings, if_none_exist, prefer)
@@ -176,4 +193,4 @@ async def update_entry(
     return await _update(resource_type, entry_id, data, conn, principal, settings, if_match, prefer, x_provenance)
 
 
-WRITE_HANDLERS = [post_bundle, create_patient, create_entry, update_patient, update_entry]
+WRITE_HANDLERS = [post_bundle, create_patient, *CREATE_ENTRY, create_other, update_patient, update_entry]

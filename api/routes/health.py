@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.transaction import NO_TRANSACTION
-from infra import outage
+from infra import drain, outage
 
 _PUBLIC = {"exclude_from_auth": True, **NO_TRANSACTION}
 
@@ -32,10 +32,14 @@ async def health() -> Health:
     "/ready",
     opt=_PUBLIC,
     tags=["ops"],
-    summary="Readiness: PostgreSQL and Redis answer, migrations applied",
-    responses={503: ResponseSpec(data_container=Health, description="A dependency does not answer")},
+    summary="Readiness: PostgreSQL and Redis answer, migrations applied, not shutting down",
+    responses={
+        503: ResponseSpec(data_container=Health, description="A dependency does not answer, or the process is draining")
+    },
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Health]:
+    if drain.draining():  # SIGTERM received: out of rotation while what is in flight finishes
+        return Response(Health(status="draining"), status_code=503)
     state = request.app.state
     checks: dict[str, str] = {}
 

@@ -1,11 +1,15 @@
 """Appends audit events in the caller's transaction, so an act and its record commit together;
-refusals, which roll that transaction back, are written apart (record_refused)."""
+refusals, which roll that transaction back, are written apart (record_refused). Reads served by
+a read-only replica keep their events aside for the caller to write on the primary before it
+answers (written_later)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from typing import Any, Literal, TypeAlias
 
 from domain.principal import Principal
 from infra.db import Connection, Pool
@@ -30,6 +34,12 @@ Action = Literal[
     "revoke_consent",
     "break_glass",
     "link_account",  # staff onboarding gave an existing account a role (users.onboard)
+    # Guests of a video consultation (domain.invitations): invited by SMS, the link opened by one
+    # browser, the guest in the room, the invitation withdrawn.
+    "invite",
+    "open_invitation",
+    "join_call",
+    "revoke_invitation",
 ]
 
 
@@ -47,10 +57,7 @@ async def record(
 ) -> None:
     """One event per patient touched, so a patient's access log lists every read of their data."""
     patients = list(dict.fromkeys(patient_ids)) or [None]
-    await conn.execute(
-        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action,
-                                     resource_type, resource_id, purpose, channel, outcome, request_id)
-           SELECT $1, $2, $3, p, $4, $5, $6, $7, $8, $9, $10 FROM unnest($11::uuid[]) AS p""",
+    event: Event = (
         principal.user_id,
         principal.primary_role,
         facility_id,
@@ -63,6 +70,38 @@ async def record(
         principal.request_id,
         patients,
     )
+    aside = _ASIDE.get()
+    if aside is not None and aside[0] is conn:
+        aside[1].append(event)
+        return
+    await conn.execute(_INSERT, *event)
+
+
+# The parameters of _INSERT: what `record` writes, or keeps aside.
+Event: TypeAlias = tuple[Any, ...]
+_INSERT = """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action,
+                                      resource_type, resource_id, purpose, channel, outcome, request_id)
+             SELECT $1, $2, $3, p, $4, $5, $6, $7, $8, $9, $10 FROM unnest($11::uuid[]) AS p"""
+_ASIDE: ContextVar[tuple[object, list[Event]] | None] = ContextVar("spean_audit_aside", default=None)
+
+
+@contextlib.contextmanager
+def written_later(conn: Connection) -> Iterator[list[Event]]:
+    """Within the block, events `record` is asked to write on `conn` (a read-only replica's) go
+    to the yielded list instead; the caller writes them on the primary (`write`) before it
+    answers, or answers nothing."""
+    kept: list[Event] = []
+    token = _ASIDE.set((conn, kept))
+    try:
+        yield kept
+    finally:
+        _ASIDE.reset(token)
+
+
+async def write(conn: Connection, events: list[Event]) -> None:
+    """Write events kept aside by `written_later`."""
+    for event in events:
+        await conn.execute(_INSERT, *event)
 
 
 async def record_refused(
@@ -101,4 +140,31 @@ async def record_operator(
         action,
         resource_type,
         None if resource_id is None else str(resource_id),
+    )
+
+
+async def record_guest(
+    conn: Connection,
+    *,
+    action: Action,
+    invitation_id: uuid.UUID,
+    role: str,
+    patient_id: uuid.UUID,
+    facility_id: uuid.UUID | None,
+    outcome: str = "success",
+    request_id: str | None = None,
+) -> None:
+    """An act of a guest holding an invitation link (no account): no user, role 'guest', the
+    invitation's role ('interpreter'...) as the purpose; the patient's access log lists it."""
+    await conn.execute(
+        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                     resource_id, purpose, channel, outcome, request_id)
+           VALUES (NULL, 'guest', $1, $2, $3, 'ConsultationInvitation', $4, $5, 'web', $6, $7)""",
+        facility_id,
+        patient_id,
+        action,
+        str(invitation_id),
+        role,
+        outcome,
+        request_id,
     )

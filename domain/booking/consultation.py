@@ -43,12 +43,18 @@ async def participant(conn: Connection, principal: Principal, appointment_id: uu
         side = "chw"  # the health worker who booked it sits beside the patient
     if side is None:
         raise Forbidden("not_a_participant", "only the patient, the booking health worker and the specialist may join")
+    require_room_open(appointment)
+    return appointment, side
+
+
+def require_room_open(appointment: Appointment) -> None:
+    """The room is open while the consultation is, from JOIN_OPENS before its start to
+    JOIN_CLOSES after its end (for its guests too, domain.invitations)."""
     if appointment.status not in _OPEN:
         raise Conflict("consultation_closed", f"the appointment is {appointment.status}")
     now = datetime.now(UTC)
     if not appointment.start - JOIN_OPENS <= now <= appointment.end + JOIN_CLOSES:
         raise Conflict("outside_consultation_window", "the room opens 60 minutes before the start")
-    return appointment, side
 
 
 async def display_name(conn: Connection, appointment: Appointment, principal: Principal, side: Side) -> str:

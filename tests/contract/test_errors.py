@@ -113,7 +113,9 @@ async def test_framework_errors_share_the_contract(client: Client, factory: Fact
     as_json = auth(token, **{"Content-Type": "application/json"})
     body = _problem(await client.post("/v1/facilities", content=b"{", headers=as_json), 400, "malformed_body")
     assert body["errors"][0]["field"] == "body"
-    _outcome(await client.get("/fhir/Patient", params={"_count": 0}, headers=auth(token)), 400, "invalid_input")
+    _outcome(
+        await client.get("/fhir/Patient", params={"_count": "x"}, headers=auth(token)), 400, "invalid_search_value"
+    )
     # the public name of a renamed parameter, never the handler's (`from`, not `from_`)
     for path, params in (("/v1/slots", {"from": "zz", "to": "2030-01-01"}), ("/v1/appointments", {"from": "zz"})):
         bad = await client.get(path, params=params, headers=auth(token))

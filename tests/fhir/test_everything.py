@@ -39,13 +39,23 @@ async def test_everything_gathers_every_part(client: Client, factory: Factory, d
     # _since: what changed at or after it.
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     assert "entry" not in await fhir_get(client, f"/fhir/Patient/{patient}/$everything", h, _since=later)
-    # _count pages the record; the next link carries _type and _since.
-    first = await fhir_get(client, f"/fhir/Patient/{patient}/$everything", h, _count=2, _type="Observation,Patient")
-    assert types_of(first) == {"Patient": 1, "Observation": 2}
+    # _count pages the whole gathering (the patient counts); the next link carries _type and _since.
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    first = await fhir_get(
+        client, f"/fhir/Patient/{patient}/$everything", h, _count=2, _type="Observation,Patient", _since=since
+    )
+    assert types_of(first) == {"Patient": 1, "Observation": 1}
     link = next(x["url"] for x in first["link"] if x["relation"] == "next")
     assert "_type=Observation%2CPatient" in link
+    assert "_since=" in link
     second = await fhir_get(client, link.removeprefix(BASE), h)
-    assert "Patient" not in types_of(second)
+    assert types_of(second) == {"Observation": 1}
+    assert "next" not in {x["relation"] for x in second["link"]}
+    # An entry and its Provenance come together, within _count.
+    clinical = "Encounter,Observation,Condition,MedicationRequest,Provenance"
+    paired = await fhir_get(client, f"/fhir/Patient/{patient}/$everything", h, _count=2, _type=clinical)
+    assert sum(types_of(paired).values()) == 2
+    assert types_of(paired)["Provenance"] == 1
     bad = await client.get(f"/fhir/Patient/{patient}/$everything", params={"_type": "Basic"}, headers=h)
     assert (bad.status_code, code_of(bad.json())) == (400, "unsupported_type")
 

@@ -121,7 +121,9 @@ async def test_every_resource_type_validates(client: Client, factory: Factory, d
     admin = {"Authorization": f"Bearer {await factory.facility_admin(r['post'])}"}
     audit = await fhir_get(client, "/fhir/AuditEvent", admin, site=str(r["post"]))
     emitted |= {e["resource"]["resourceType"] for e in audit["entry"]}
-    errors = await fhir_get(client, "/fhir/Condition", h, patient=str(r["patient"]), status="entered-in-error")
+    errors = await fhir_get(
+        client, "/fhir/Condition", h, patient=str(r["patient"]), **{"verification-status": "entered-in-error"}
+    )
     [error] = errors["entry"]
     assert "clinicalStatus" not in error["resource"]
     assert emitted == {"Patient", "Practitioner", "Organization", "Appointment", "Encounter", "ServiceRequest",

@@ -19,6 +19,17 @@ def test_defaults_use_embedded_servers() -> None:
     assert settings.uses_embedded_redis
 
 
+def test_behind_a_transaction_pooler_the_worker_listens_on_the_session_url() -> None:
+    bounced = {"DATABASE_URL": "postgresql://bouncer", "SPEAN_DB_POOLER": "transaction"}
+    settings = load_settings({**bounced, "DATABASE_MIGRATE_URL": "postgresql://primary"})
+    assert settings.listen_url == "postgresql://primary"
+    settings = load_settings({**bounced, "SPEAN_WORKER_LISTEN_URL": "postgresql://listen"})
+    assert settings.listen_url == "postgresql://listen"
+    assert not load_settings({**bounced, "SPEAN_WORKER_LISTEN": "false"}).worker_listen
+    # Directly on PostgreSQL the worker listens where it works, migrations going elsewhere or not.
+    assert load_settings({"DATABASE_MIGRATE_URL": "postgresql://primary"}).listen_url == ""
+
+
 def test_values_are_converted() -> None:
     settings = load_settings({"SPEAN_DATA_DIR": "/var/lib/spean", "SPEAN_DB_POOL_MAX": "40", "SPEAN_LOG_JSON": "0"})
     assert settings.data_dir == Path("/var/lib/spean")
@@ -34,6 +45,12 @@ def test_values_are_converted() -> None:
         ({"SPEAN_LOG_LEVEL": "loud"}, "SPEAN_LOG_LEVEL"),
         ({"SPEAN_ENV": "production", "DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x"}, "SPEAN_SECRET_KEY"),
         ({"SPEAN_ENV": "production", "SPEAN_SECRET_KEY": "x" * 40}, "DATABASE_URL"),
+        ({"SPEAN_DB_POOLER": "pgbouncer"}, "SPEAN_DB_POOLER"),
+        ({"SPEAN_DB_REPLICA_MAX_LAG": "0"}, "SPEAN_DB_REPLICA_MAX_LAG"),
+        ({"SPEAN_DB_REPLICA_MAX_LAG": "soon"}, "SPEAN_DB_REPLICA_MAX_LAG"),
+        ({"DATABASE_REPLICA_URL": "postgresql://replica"}, "DATABASE_REPLICA_URL needs DATABASE_URL"),
+        # LISTEN needs a session: a transaction pooler alone cannot carry it.
+        ({"DATABASE_URL": "postgresql://bouncer", "SPEAN_DB_POOLER": "transaction"}, "SPEAN_WORKER_LISTEN_URL"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:
