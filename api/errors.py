@@ -60,10 +60,12 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    412: "Precondition failed",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
     426: "Upgrade required",
+    428: "Precondition required",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
@@ -106,7 +108,7 @@ class InputRejected(ValidationException):
 
 def status_of(exc: Exception) -> int:
     if isinstance(exc, DomainError):
-        return STATUS_BY_KIND[exc.kind]
+        return http_status(exc)
     if isinstance(exc, HTTPException):
         return exc.status_code
     return 503 if outage.unavailable(exc) is not None else 500
@@ -170,8 +172,14 @@ def problem_response(
     return Response(body, status_code=status, media_type=media_type, headers=headers)
 
 
+def http_status(exc: DomainError) -> int:
+    """The kind's status, unless the error names its own (FHIR's 412 and 428 are conflicts)."""
+    own: int | None = getattr(exc, "http_status", None)
+    return own or STATUS_BY_KIND[exc.kind]
+
+
 def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
-    status = STATUS_BY_KIND[exc.kind]
+    status = http_status(exc)
     errors = [FieldError(exc.field, exc.detail)] if exc.field else None
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited | Unavailable) else None
     if status == 401:

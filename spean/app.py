@@ -26,10 +26,15 @@ from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
 from api.draining import DrainingMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
+from api.fhir.documents import FhirDocumentController
+from api.fhir.history import FhirHistoryController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
+from api.fhir.validate import FhirValidateController
+from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
 from api.query_guard import InputGuardMiddleware
@@ -265,6 +270,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirSchedulingController,
             FhirSearchController,
             FhirCurrentHistoryController,
+            FhirHistoryController,
+            FhirValidateController,
+            FhirDocumentController,
+            *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
             SmsWebhookController,
@@ -283,7 +292,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             DefineMiddleware(BearerAuthMiddleware, exclude=["^/schema"]),
             *([MarkWrites] if settings.database_replica_url else []),  # read-your-writes (api.reads)
             TransactionMiddleware,
+            ConditionalReadMiddleware,  # inside the transaction: a 304 read commits its audit event
         ],
+        after_request=stamp_versions,  # ETag and Last-Modified of FHIR resources
         # Under test every JSON answer is checked for instants not in UTC (api.negotiation).
         response_class=UtcCheckedResponse if settings.env == "test" else NegotiatedResponse,
         request_class=StrictRequest,  # every JSON body is decoded strictly, in one place

@@ -6,6 +6,7 @@ vread line up with the record's own versions."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from infra import instants
 
 Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+_DOSE = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(\S.{0,99})")
 
 
 def instant(value: datetime) -> datetime:
@@ -128,6 +130,10 @@ def medication_request(entry: Entry) -> Resource:
             "repeat": {"boundsDuration": {"value": days, "unit": "d", "system": UCUM, "code": "d"}},
         },
     }
+    if dose := _DOSE.fullmatch(body["dose"]):  # "500 mg", "2 puffs": also as a quantity (what updates read)
+        value = float(dose[1])
+        dosage["doseAndRate"] = [{"doseQuantity": {"value": int(value) if value.is_integer() else value,
+                                                    "unit": dose[2]}}]  # fmt: skip
     if "instructions" in body:
         dosage["patientInstruction"] = body["instructions"]
     return _base("MedicationRequest", entry) | {

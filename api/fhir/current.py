@@ -1,7 +1,8 @@
-"""_history of the types that keep no past versions (Patient, Practitioner, Organization, Location,
+"""_history of the types that keep no past versions (Practitioner, Organization, Location,
 Schedule, Appointment, ServiceRequest, Consent): the history Bundle holds the current version
 only, with its real meta.versionId. Earlier versions are not stored, so none are made up; the
-audit trail and the appointment/referral event logs are where their past lives."""
+audit trail and the appointment/referral event logs are where their past lives. (Patients keep
+their versions: their _history is in api.fhir.history.)"""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ async def _consent(conn: Connection, principal: Principal, ident: uuid.UUID) -> 
     return admin.consent(await consent.get(conn, principal, ident))
 
 
+CURRENT_ONLY = tuple(name for name in CURRENT_HISTORY if name != "Patient")
 # The same reads (rules and audit) as the types' read interactions.
 READERS: dict[str, Reader] = {
     "Patient": _patient,
@@ -77,7 +79,7 @@ class FhirCurrentHistoryController(Controller):
     tags = ["fhir"]
 
     # One path per type: the router does not fall back from /Patient/{id}... to /{type}/{id}/_history.
-    @get([f"/{name}/{{ident:uuid}}/_history" for name in CURRENT_HISTORY], summary="The current version, as history")
+    @get([f"/{name}/{{ident:uuid}}/_history" for name in CURRENT_ONLY], summary="The current version, as history")
     async def current_history(
         self, request: Request[Any, Any, Any], ident: FromPath[uuid.UUID], conn: Conn, principal: Caller,
         settings: Config,

@@ -15,9 +15,11 @@ _ISSUE_TYPE = {
     404: "not-found",
     405: "not-supported",
     409: "conflict",
+    412: "conflict",
     413: "too-long",
     415: "not-supported",
     422: "invalid",
+    428: "required",
     429: "throttled",
     503: "transient",
 }

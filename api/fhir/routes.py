@@ -1,5 +1,5 @@
-"""The FHIR R4 interface: metadata, read, _history and the transaction Bundle (search and
-Patient/$everything: api/fhir/searches.py), with the same
+"""The FHIR R4 interface: metadata, read and _history (search and Patient/$everything:
+api/fhir/searches.py; create, update, batch and transaction: api/fhir/write_routes.py), with the same
 authentication, access rules, consent and audit as the app API (it calls the same domain)."""
 
 from __future__ import annotations
@@ -7,14 +7,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
-from litestar.params import FromPath, JSONBody, Parameter
-from litestar.status_codes import HTTP_200_OK
+from litestar import Controller, Response, get
+from litestar.params import FromPath, Parameter
 
 from api.deps import Caller, Config, Conn, DbPool
-from api.fhir import admin, transaction
+from api.fhir import admin, capabilities
 from api.fhir.bundle import HISTORY, bundle, capability_statement, fhir
-from api.fhir.bundle_in import Bundle
 from api.fhir.clinical import BY_KIND, KIND_OF, to_fhir
 from api.fhir.trail import provenance
 from domain import facilities, patients, practitioners
@@ -42,13 +40,7 @@ class FhirController(Controller):
 
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:
-        return fhir(capability_statement(settings.public_base_url))
-
-    @post("/", status_code=HTTP_200_OK, summary="A transaction Bundle (Patient and Observations), all or nothing")
-    async def transaction(
-        self, data: JSONBody[Bundle], conn: Conn, principal: Caller, settings: Config
-    ) -> Response[Any]:
-        return fhir(await transaction.apply(conn, principal, data, default_region=settings.default_region))
+        return fhir(capabilities.extend(capability_statement(settings.public_base_url)))
 
     @get("/Patient/{patient_id:uuid}", summary="Read a Patient")
     async def read_patient(self, patient_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:

@@ -39,6 +39,8 @@ def provenance(entry: Entry) -> Resource:
     resource: Resource = {
         "resourceType": "Provenance",
         "id": provenance_id(entry),
+        # A Provenance describes one version and never changes: it has one version of its own.
+        "meta": {"versionId": "1", "lastUpdated": instant(entry.provenance.recorded_at)},
         "target": [{"reference": f"{resource_type}/{entry.id}/_history/{entry.version}"}],
         "recorded": instant(entry.provenance.recorded_at),
         "activity": {"coding": [{"system": _DATA_OP, "code": activity}]},
@@ -60,6 +62,7 @@ def audit_event(e: AuditEvent) -> Resource:
     resource: Resource = {
         "resourceType": "AuditEvent",
         "id": str(e.id),
+        "meta": {"versionId": "1", "lastUpdated": instant(e.at)},  # audit events are never changed
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
         "action": action,
         "recorded": instant(e.at),

@@ -1,202 +1,190 @@
-"""FHIR transaction Bundles: create a Patient and Observations in one go, all or nothing.
+"""FHIR batch and transaction Bundles: POST (create, conditional with ifNoneExist), PUT (update
+with ifMatch) of Patient and the record's clinical types, and GET (read, vread) of any readable
+type, each entry through the same functions as its own interaction (api.fhir.writes, history).
 
-The request's single database transaction makes it atomic: any entry refused rolls back every
-entry before it. References between entries use the entries' `fullUrl` (urn:uuid:...), as FHIR
-transactions do; an existing patient is referenced as Patient/{id}. Only POST of Patient and
-Observation is accepted; the observation rules are the record's (LOINC catalogue, UCUM, ranges).
+A transaction is all or nothing: it runs in the request's one database transaction, so any
+entry refused rolls back every entry before it, and the answer is that entry's error (naming
+its element, e.g. entry[1].resource.valueQuantity.value). Entries reference each other by
+`fullUrl` (urn:uuid:...), resolved to the ids the entries create; FHIR's order applies (creates,
+then updates, then reads; among creates, patients, then encounters, then what may reference them).
+
+A batch runs each entry on its own (a savepoint each): an entry refused is reported in its own
+response with an OperationOutcome, and the others stand. Batch entries may not reference each
+other (FHIR's rule). A lost race (deadlock, serialization failure) in any entry runs the whole
+request again (api.transaction), never half of it.
+
+The response carries each entry's status, location, etag and lastModified; the resources too
+under `Prefer: return=representation` (GET entries always carry theirs).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable
-from datetime import date
-from typing import Any, TypeVar
+from http import HTTPStatus
+from typing import Any
 
 import asyncpg
 
-from api.fhir.bundle import fhir_date
-from api.fhir.bundle_in import Bundle, CodeableConcept, FhirObservation, FhirPatient, Quantity
+from api.errors import http_status
+from api.fhir.bundle_in import Bundle, Entry
 from api.fhir.clinical import Resource
-from domain import constraints, patients
-from domain.errors import DomainError, InvalidInput
+from api.fhir.errors import outcome
+from api.fhir.history import read
+from api.fhir.inbound import Refs, bad
+from api.fhir.preconditions import BadRequest, version_of
+from api.fhir.resources_in import FhirEncounter, FhirPatient
+from api.fhir.writes import Written, conditional_create, create, type_of, update
+from domain import constraints
+from domain.errors import DomainError, RateLimited, Unavailable
 from domain.principal import Principal
-from domain.record import service as record
-from domain.record.types import Component, ObservationIn
-from infra.db import Connection
+from infra.db import Connection, Pool
 
-_T = TypeVar("_T")
-
-# The domain names the fields of its own input; a Bundle's author knows only the FHIR elements.
-_PATIENT_ELEMENTS = {
-    "names": "name",
-    "name": "name",
-    "home_facility_id": "managingOrganization",
-    "birth_date": "birthDate",
-    "birth_year": "birthDate",
-    "sex": "gender",
-    "phone": "telecom",
-    "identifiers": "identifier",
-    "identifier": "identifier",
-}
-_OBSERVATION_ELEMENTS = {
-    "patient_id": "subject",
-    "code": "code",
-    "value": "valueQuantity.value",
-    "unit": "valueQuantity.code",
-    "components": "component",
-    "effective_at": "effectiveDateTime",
-}
+_TARGET = re.compile(r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-\.]{1,64})(?:/_history/([^/?]+))?$")
 
 
-def _bad(field: str, detail: str) -> InvalidInput:
-    return InvalidInput("invalid_bundle_entry", detail, field=field)
+def _rank(entry: Entry) -> int:
+    """FHIR's processing order: creates (patients, encounters, then the rest), updates, reads."""
+    match entry.request.method:
+        case "POST":
+            if isinstance(entry.resource, FhirPatient):
+                return 0
+            return 1 if isinstance(entry.resource, FhirEncounter) else 2
+        case "PUT":
+            return 3
+    return 4
 
 
-def _element(field: str, at: str, elements: dict[str, str]) -> str:
-    """`entry[i].resource.<element>` for a field the domain named in its own terms
-    (`components[1].unit` is `component[1].valueQuantity.code`)."""
-    found = re.fullmatch(r"(\w+)(?:\[(\d+)\](?:\.(\w+))?)?", field)
+def _status(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def _written(written: Written, base: str, with_resource: bool) -> dict[str, Any]:
+    r = written.resource
+    answer: dict[str, Any] = {
+        "response": {
+            "status": _status(201 if written.created else 200),
+            "location": written.location,
+            "etag": f'W/"{r["meta"]["versionId"]}"',
+            "lastModified": r["meta"]["lastUpdated"],
+        }
+    }
+    if with_resource:
+        answer = {"fullUrl": f"{base}/fhir/{r['resourceType']}/{r['id']}", "resource": r, **answer}
+    return answer
+
+
+def _target(url: str | None, field: str) -> tuple[str, str, str | None]:
+    found = _TARGET.match(url or "")
     if found is None:
-        return at
-    head, index, inner = found.groups()
-    element = f"{at}.{elements.get(head, head)}"
-    if index is not None:
-        element += f"[{index}]"
-    if inner is not None:
-        element += f".{elements.get(inner, inner)}"
-    return element
+        detail = "a search in a Bundle is not supported" if url and "?" in url else "the url is {type}/{id}"
+        raise BadRequest("invalid_request_url", detail, field=field)
+    return found[1], found[2], found[3]
 
 
-async def _in_entry(step: Awaitable[_T], at: str, elements: dict[str, str]) -> _T:
-    """Run one entry's domain step; a refusal (by the domain or by a database constraint) names
-    the entry's FHIR element, e.g. entry[1].resource.valueQuantity.value, not the domain's field."""
-    try:
-        return await step
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        error = constraints.domain_error(exc)
-        if error is None or error.field is None:
-            raise
-        error.field = _element(error.field, at, elements)
-        raise error from exc
-    except DomainError as exc:
-        if exc.field is not None and not exc.field.startswith("entry["):
-            exc.field = _element(exc.field, at, elements)
-        raise
+class _Step:
+    """One entry's interaction, with what it needs from the request."""
+
+    def __init__(
+        self, conn: Connection, principal: Principal, pool: Pool, *, default_region: str, base: str,
+        with_resource: bool,
+    ) -> None:  # fmt: skip
+        self.conn, self.principal, self.pool = conn, principal, pool
+        self.default_region, self.base, self.with_resource = default_region, base, with_resource
+
+    async def run(self, entry: Entry, i: int, refs: Refs) -> dict[str, Any]:
+        request, resource, at = entry.request, entry.resource, f"entry[{i}]"
+        if request.method == "GET":
+            if resource is not None:
+                raise bad(f"{at}.resource", "a GET entry carries no resource")
+            resource_type, ident, version = _target(request.url, f"{at}.request.url")
+            found = await read(self.conn, self.principal, self.pool, resource_type, ident, version)
+            meta = found["meta"]
+            return {
+                "fullUrl": f"{self.base}/fhir/{resource_type}/{found['id']}",
+                "resource": found,
+                "response": {"status": _status(200), "etag": f'W/"{meta["versionId"]}"',
+                             "lastModified": meta["lastUpdated"]},
+            }  # fmt: skip
+        if resource is None:
+            raise bad(f"{at}.resource", f"a {request.method} entry carries a resource")
+        if request.method == "POST":
+            if request.url is not None and request.url.split("?")[0].strip("/") != type_of(resource):
+                raise bad(f"{at}.request.url", f"a POST of a {type_of(resource)} goes to {type_of(resource)}")
+            if request.ifNoneExist is not None:
+                written = await conditional_create(
+                    self.conn, self.principal, resource, request.ifNoneExist, at=f"{at}.resource",
+                    field=f"{at}.request.ifNoneExist", refs=refs, default_region=self.default_region,
+                )  # fmt: skip
+            else:
+                written = await create(
+                    self.conn, self.principal, resource, at=f"{at}.resource", refs=refs,
+                    default_region=self.default_region,
+                )  # fmt: skip
+        else:
+            resource_type, ident, version = _target(request.url, f"{at}.request.url")
+            try:
+                key = uuid.UUID(ident)
+            except ValueError:
+                raise bad(f"{at}.request.url", "the url names a resource of this server: {type}/{id}") from None
+            if version is not None:
+                raise bad(f"{at}.request.url", "an update names the resource, not a version: {type}/{id}")
+            written = await update(
+                self.conn, self.principal, resource_type, key, resource, at=f"{at}.resource", refs=refs,
+                if_match=version_of(request.ifMatch, f"{at}.request.ifMatch"), if_match_field=f"{at}.request.ifMatch",
+                reason=None, default_region=self.default_region,
+            )  # fmt: skip
+        if entry.fullUrl is not None:
+            refs.created[entry.fullUrl] = (written.resource["resourceType"], uuid.UUID(written.resource["id"]))
+        return _written(written, self.base, self.with_resource)
+
+    async def isolated(self, entry: Entry, i: int) -> dict[str, Any]:
+        """A batch entry: in a savepoint of its own; its refusal becomes its response."""
+        try:
+            async with self.conn.transaction():
+                return await self.run(entry, i, Refs())
+        except DomainError as exc:
+            if isinstance(exc, Unavailable | RateLimited):
+                raise
+            error = exc
+        except asyncpg.PostgresError as exc:
+            mapped = constraints.domain_error(exc)
+            if mapped is None or isinstance(mapped, Unavailable):
+                raise  # a bug, or a lost race: the whole request runs again
+            error = mapped
+        status = http_status(error)
+        fields = [error.field] if error.field else None
+        return {"response": {"status": _status(status), "outcome": outcome(status, error.code, error.detail, fields)}}
 
 
-def _reference_id(reference: str, prefix: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(reference.removeprefix(prefix))
-    except ValueError:
-        raise _bad(field, f"the reference is {prefix}{{id}} or the fullUrl of an entry") from None
-
-
-def _birth(birth: str | None, field: str) -> tuple[date | None, int | None]:
-    if not fhir_date(birth, field) or birth is None:  # refuses 2026-02-30, 0000-00-00, 9999
-        return None, None
-    return (date.fromisoformat(birth) if len(birth) == 10 else None), int(birth[:4])
-
-
-def _patient_in(resource: FhirPatient, at: str, default_facility: uuid.UUID | None) -> patients.PatientIn:
-    names = [
-        patients.HumanName(
-            text=n.text or " ".join([*n.given, n.family or ""]).strip(),
-            family=n.family,
-            given=n.given,
-        )
-        for n in resource.name
-    ]
-    organization = resource.managingOrganization.reference if resource.managingOrganization else None
-    facility = (
-        _reference_id(organization, "Organization/", f"{at}.managingOrganization") if organization else default_facility
-    )
-    if facility is None:
-        raise _bad(f"{at}.managingOrganization", "give managingOrganization (the patient's home facility)")
-    birth_date, birth_year = _birth(resource.birthDate, f"{at}.birthDate")
-    phones = [t.value for t in resource.telecom if t.system == "phone" and t.value]
-    return patients.PatientIn(
-        names=names,
-        home_facility_id=facility,
-        birth_date=birth_date,
-        birth_year=birth_year,
-        sex=resource.gender,
-        phone=phones[0] if phones else None,
-        identifiers=[patients.Identifier(i.system, i.value) for i in resource.identifier],
-    )
-
-
-def _quantity(q: Quantity | None, field: str) -> tuple[float, str]:
-    unit = (q.code or q.unit) if q else None
-    if q is None or q.value is None or not unit:
-        raise _bad(field, "valueQuantity needs a value and a UCUM code")
-    return q.value, unit
-
-
-def _loinc(concept: CodeableConcept, field: str) -> str:
-    for coding in concept.coding:
-        if coding.system == "http://loinc.org" and coding.code:
-            return coding.code
-    raise _bad(field, "code must carry a LOINC coding")
-
-
-def _observation_in(resource: FhirObservation, at: str) -> ObservationIn:
-    value = unit = None
-    if resource.valueQuantity is not None:
-        value, unit = _quantity(resource.valueQuantity, f"{at}.valueQuantity")
-    components = None
-    if resource.component is not None:
-        components = []
-        for n, c in enumerate(resource.component):
-            c_value, c_unit = _quantity(c.valueQuantity, f"{at}.component[{n}].valueQuantity")
-            components.append(Component(code=_loinc(c.code, f"{at}.component[{n}].code"), value=c_value, unit=c_unit))
-    return ObservationIn(
-        code=_loinc(resource.code, f"{at}.code"),
-        value=value,
-        unit=unit,
-        components=components,
-        effective_at=resource.effectiveDateTime,
-    )
-
-
-async def apply(conn: Connection, principal: Principal, bundle: Bundle, *, default_region: str) -> Resource:
-    if bundle.type != "transaction":
-        raise InvalidInput("transaction_bundle_required", "POST a Bundle of type transaction", field="type")
+async def apply(
+    conn: Connection,
+    principal: Principal,
+    bundle: Bundle,
+    *,
+    pool: Pool,
+    default_region: str,
+    base: str,
+    with_resources: bool,
+) -> Resource:
+    if bundle.type not in ("transaction", "batch"):
+        raise BadRequest("batch_or_transaction_required", "POST a Bundle of type transaction or batch", field="type")
     entries = bundle.entry
-    default_facility = min(principal.facilities_with("chw", "clinician", "facility_admin"), default=None)
-    created: dict[str, uuid.UUID] = {}  # fullUrl -> new patient id
     full_urls: set[str] = set()
     for i, entry in enumerate(entries):  # a reference to a fullUrl must name one entry
         if entry.fullUrl is not None and entry.fullUrl in full_urls:
-            raise _bad(f"entry[{i}].fullUrl", "each entry of a Bundle has its own fullUrl")
+            raise bad(f"entry[{i}].fullUrl", "each entry of a Bundle has its own fullUrl")
         if entry.fullUrl is not None:
             full_urls.add(entry.fullUrl)
-    # FHIR processes creates before the entries that reference them: patients first.
-    order = sorted(range(len(entries)), key=lambda i: not isinstance(entries[i].resource, FhirPatient))
+    step = _Step(conn, principal, pool, default_region=default_region, base=base, with_resource=with_resources)
+    refs = Refs()
     results: dict[int, dict[str, Any]] = {}
-    for i in order:
-        entry, at = entries[i], f"entry[{i}].resource"
-        if isinstance(entry.resource, FhirPatient):
-            data = _patient_in(entry.resource, at, default_facility)
-            patient = await _in_entry(
-                patients.register(conn, principal, data, default_region=default_region), at, _PATIENT_ELEMENTS
-            )
-            if entry.fullUrl:
-                created[entry.fullUrl] = patient.id
-            results[i] = {"status": "201 Created", "location": f"Patient/{patient.id}/_history/1"}
+    for i in sorted(range(len(entries)), key=lambda n: _rank(entries[n])):
+        if bundle.type == "transaction":
+            results[i] = await step.run(entries[i], i, refs)
         else:
-            subject = entry.resource.subject.reference if entry.resource.subject else None
-            if not subject:
-                raise _bad(f"{at}.subject", "an Observation names its subject (Patient/{id} or a fullUrl)")
-            if subject.startswith("urn:") and subject not in created:
-                raise _bad(f"{at}.subject", "no Patient entry of this Bundle has this fullUrl")
-            patient_id = created.get(subject) or _reference_id(subject, "Patient/", f"{at}.subject")
-            saved = await _in_entry(
-                record.write(conn, principal, patient_id, _observation_in(entry.resource, at)),
-                at,
-                _OBSERVATION_ELEMENTS,
-            )
-            results[i] = {"status": "201 Created", "location": f"Observation/{saved.id}/_history/1"}
-    responses = [{"response": results[i]} for i in range(len(entries))]
-    return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
+            results[i] = await step.isolated(entries[i], i)
+    answer: Resource = {"resourceType": "Bundle", "type": f"{bundle.type}-response"}
+    if entries:
+        answer["entry"] = [results[i] for i in range(len(entries))]
+    return answer

@@ -336,6 +336,7 @@ async def everything(
     kinds: list[str],
     after_seq: int | None,
     limit: int,
+    recorded_since: datetime | None = None,
 ) -> tuple[patients.Patient | None, list[Entry]]:
     """FHIR Patient/$everything: the patient's entries in change order and, on the first page
     (`after_seq` None), the patient themself.
@@ -345,8 +346,9 @@ async def everything(
     first page, the Patient's are audited together, with the same basis as purpose."""
     first = after_seq is None
     entries = await search(
-        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit, patient_read=first
-    )
+        conn, principal, patient_id, pool=pool, kinds=kinds, after_seq=after_seq, limit=limit, patient_read=first,
+        recorded_since=recorded_since,
+    )  # fmt: skip
     if not first:
         return None, entries
     patient = (await patients.load_many(conn, [patient_id]))[patient_id]

@@ -42,7 +42,7 @@ CASES: list[tuple[tuple[Any, ...], Any, str]] = [
     (("entry",), {}, "entry"),
     (("entry", 0), [], "entry[0]"),
     (("entry", 0, "resource"), "Patient", "entry[0].resource"),
-    (("entry", 0, "resource", "resourceType"), "Condition", "entry[0].resource.resourceType"),
+    (("entry", 0, "resource", "resourceType"), "Basic", "entry[0].resource.resourceType"),
     (("entry", 0, "resource", "name"), "Sok Dara", "entry[0].resource.name"),
     (("entry", 0, "resource", "name", 0, "given"), "Dara", "entry[0].resource.name[0].given"),
     (("entry", 0, "resource", "gender"), "robot", "entry[0].resource.gender"),
@@ -59,7 +59,9 @@ CASES: list[tuple[tuple[Any, ...], Any, str]] = [
         "Organization/x",
         "entry[0].resource.managingOrganization",
     ),
-    (("entry", 0, "request", "method"), "PUT", "entry[0].request.method"),
+    (("entry", 0, "request", "method"), "DELETE", "entry[0].request.method"),
+    (("entry", 1, "request", "method"), "PUT", "entry[1].request.url"),  # an update names Observation/{id}
+    (("entry", 0, "request", "url"), "Observation", "entry[0].request.url"),
     (("entry", 0, "request"), None, "entry[0].request"),
     (("entry", 1, "resource", "code"), "8310-5", "entry[1].resource.code"),
     (("entry", 1, "resource", "code", "coding"), {"code": "8310-5"}, "entry[1].resource.code.coding"),
@@ -110,7 +112,7 @@ async def test_each_wrong_shape_is_a_4xx_outcome_naming_the_element(
             failures.append(f"{element} = {value!r}: {response.status_code} {response.text[:200]}")
         elif expression != element:
             failures.append(f"{element} = {value!r}: names {expression!r}")
-    assert failures == []
+    assert failures == [], failures
     assert await db.fetchval("SELECT count(*) FROM patient_identifiers WHERE value = $1", health_id) == 0
     accepted = await client.post("/fhir", json=good, headers=chw.headers)  # the unchanged Bundle is fine
     assert accepted.status_code == 200, accepted.text
