@@ -43,7 +43,9 @@ _ENTRY_COLUMNS = [
 ]  # fmt: skip
 
 
-async def seed(database_url: str, *, practitioners: int, patients: int, sessions: int, secret: str) -> dict[str, Any]:
+async def seed(
+    database_url: str, *, practitioners: int, patients: int, sessions: int, phases: int, secret: str
+) -> dict[str, Any]:
     await migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
@@ -89,10 +91,14 @@ async def seed(database_url: str, *, practitioners: int, patients: int, sessions
             records=rows,
             columns=_ENTRY_COLUMNS,
         )
-        tokens = []
-        for i in range(sessions):
-            user_id = await users.ensure_user(conn, f"+855127{i:05d}")
-            tokens.append(await refresh.issue(conn, user_id, 30 * 24 * 3600))
+        # App sessions for each phase of the run: a phase that reused another's refresh tokens would
+        # meet tokens already rotated (or replay their answers by Idempotency-Key).
+        tokens: list[list[str]] = []
+        for phase in range(phases):
+            tokens.append([])
+            for i in range(sessions):
+                user_id = await users.ensure_user(conn, f"+855127{i:05d}")
+                tokens[phase].append(await refresh.issue(conn, user_id, 30 * 24 * 3600))
         principal = await users.load_principal(conn, chw)
         await conn.execute("ANALYZE")  # a live database has statistics; a fresh one plans blind
     finally:
@@ -112,14 +118,23 @@ async def seed(database_url: str, *, practitioners: int, patients: int, sessions
 
 
 def _fire(
-    port: int, scene: Path, args: argparse.Namespace, seconds: float, *, trivial: bool = False, only: str | None = None
+    port: int,
+    scene: Path,
+    args: argparse.Namespace,
+    seconds: float,
+    *,
+    run: int,
+    trivial: bool = False,
+    only: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The load processes, run at once; their JSON results."""
+    """The load processes, run at once; their JSON results. Each phase of a run has its own `run`
+    number: its own Idempotency-Keys, slots and app sessions."""
     clients = max(1, args.clients // args.processes)
     command = [
         sys.executable, "-m", "bench.mixed.load", "--port", str(port), "--clients", str(clients),
         "--seconds", str(seconds), "--warmup", str(args.warmup), "--scene", str(scene),
-        "--processes", str(args.processes), *(["--trivial"] if trivial else []), *(["--only", only] if only else []),
+        "--processes", str(args.processes), "--run", str(run), *(["--trivial"] if trivial else []),
+        *(["--only", only] if only else []),
     ]  # fmt: skip
     procs = [
         subprocess.Popen([*command, "--index", str(i)], stdout=subprocess.PIPE, text=True)
@@ -189,7 +204,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     with bench_environment("spean-bench-mixed") as bench:
         scene = asyncio.run(
             seed(bench.database_url, practitioners=args.practitioners, patients=max(args.patients, args.practitioners),
-                 sessions=args.clients + args.processes, secret=bench.secret)
+                 sessions=args.clients + args.processes, phases=2 + len(MIX), secret=bench.secret)
         )  # fmt: skip
         scene_file = bench.folder / "scene.json"
         scene_file.write_text(json.dumps(scene))
@@ -205,9 +220,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         database = urlsplit(bench.database_url).path.lstrip("/")
         with spean_server(env, port, args.workers, bench.folder / "server.log") as server:
             load = (server.pid, database, port, scene_file, args)
-            mixed = _run(*load, args.seconds)
-            trivial = _run(*load, args.trivial_seconds, trivial=True)
-            alone = {kind: _run(*load, args.kind_seconds, only=kind) for kind in MIX} if args.kind_seconds else {}
+            mixed = _run(*load, args.seconds, run=0)
+            trivial = _run(*load, args.trivial_seconds, run=1, trivial=True)
+            alone = {
+                kind: _run(*load, args.kind_seconds, run=2 + n, only=kind) for n, kind in enumerate(MIX)
+            } if args.kind_seconds else {}  # fmt: skip
     return _report(args, scene, mixed, trivial, alone)
 
 

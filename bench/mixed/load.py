@@ -52,7 +52,8 @@ class Day:
         # Another run against the same database (--run) books other slots and sends other keys.
         self.bookings = itertools.count(run * 20_000)
         self.writes = itertools.count(run * 1_000_000)
-        self.sessions: list[str] = list(scene["sessions"][index::processes])
+        phases: list[list[str]] = scene["sessions"]  # a list of app sessions per run
+        self.sessions = list(phases[run % len(phases)][index::processes])
         self.cursors: dict[int, str] = {}
         self.tomorrow = date.fromisoformat(scene["tomorrow"])
         self.midnight = datetime.fromisoformat(scene["first_slot"])
