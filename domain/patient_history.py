@@ -10,18 +10,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import asyncpg
-import msgspec
-
 from domain import access, patients
 from domain.audit import trail
 from domain.errors import NotFound
-from domain.patients import HumanName, Identifier, Patient
+from domain.patients import Patient
 from domain.principal import Principal
 from infra.db import Connection
 
-_NAMES = msgspec.json.Decoder(list[HumanName])
-_IDENTIFIERS = msgspec.json.Decoder(list[Identifier])
 _PAST = """SELECT v.patient_id AS id, v.version, v.names::text AS names, v.birth_date, v.birth_year, v.sex, v.phone,
                   v.preferred_language, v.preferred_channel, v.home_facility_id, v.identifiers::text AS identifiers,
                   v.created_at, v.updated_at
@@ -35,24 +30,6 @@ _CURRENT = """SELECT p.id, p.version, p.names::text AS names, p.birth_date, p.bi
               FROM patients p"""
 
 
-def _to_patient(row: asyncpg.Record) -> Patient:
-    return Patient(
-        id=row["id"],
-        names=_NAMES.decode(row["names"]),
-        birth_date=row["birth_date"],
-        birth_year=row["birth_year"],
-        sex=row["sex"],
-        phone=row["phone"],
-        preferred_language=row["preferred_language"],
-        preferred_channel=row["preferred_channel"],
-        home_facility_id=row["home_facility_id"],
-        identifiers=_IDENTIFIERS.decode(row["identifiers"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-    )
-
-
 async def version(conn: Connection, principal: Principal, patient_id: uuid.UUID, wanted: int) -> Patient:
     """One version of a patient (FHIR vread); 404 version_not_found if it never existed."""
     current = await patients.get(conn, principal, patient_id)  # the rule and the audited read
@@ -61,14 +38,14 @@ async def version(conn: Connection, principal: Principal, patient_id: uuid.UUID,
     row = await conn.fetchrow(f"{_PAST} WHERE v.patient_id = $1 AND v.version = $2", patient_id, wanted)
     if row is None:
         raise NotFound("version_not_found", f"Patient/{patient_id} has no version {wanted}")
-    return _to_patient(row)
+    return patients.from_row(row)
 
 
 async def versions(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> list[Patient]:
     """Every version of a patient, newest first (FHIR instance _history)."""
     current = await patients.get(conn, principal, patient_id)
     rows = await conn.fetch(f"{_PAST} WHERE v.patient_id = $1 ORDER BY v.version DESC", patient_id)
-    return [current, *map(_to_patient, rows)]
+    return [current, *map(patients.from_row, rows)]
 
 
 async def changes(
@@ -97,7 +74,7 @@ async def changes(
         *(before or (None, None, None)),
         limit,
     )
-    found = [_to_patient(r) for r in rows]
+    found = [patients.from_row(r) for r in rows]
     if found:
         await trail.record(
             conn, principal, action="search", resource_type="Patient", resource_id=None,

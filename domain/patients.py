@@ -88,7 +88,8 @@ _NAMES = msgspec.json.Decoder(list[HumanName])
 _IDENTIFIERS = msgspec.json.Decoder(list[Identifier])
 
 
-def _to_patient(row: asyncpg.Record) -> Patient:
+def from_row(row: asyncpg.Record) -> Patient:
+    """A patient from a row of the shape `_SELECT` reads (also patient_history's past versions)."""
     return Patient(
         id=row["id"],
         names=_NAMES.decode(row["names"]),
@@ -235,14 +236,14 @@ async def _move_logins(conn: Connection, patient_id: uuid.UUID, old: str | None,
 async def load_many(conn: Connection, patient_ids: list[uuid.UUID]) -> dict[uuid.UUID, Patient]:
     """Patients by id, for callers that already decided the reader may see them (offline sync)."""
     rows = await conn.fetch(f"{_SELECT} WHERE p.id = ANY($1::uuid[]) GROUP BY p.id", patient_ids)
-    return {r["id"]: _to_patient(r) for r in rows}
+    return {r["id"]: from_row(r) for r in rows}
 
 
 async def _load(conn: Connection, patient_id: uuid.UUID) -> Patient:
     row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", patient_id)
     if row is None:
         raise NotFound("patient_not_found", "no such patient")
-    return _to_patient(row)
+    return from_row(row)
 
 
 async def get(conn: Connection, principal: Principal, patient_id: uuid.UUID) -> Patient:
@@ -299,7 +300,7 @@ async def search(conn: Connection, principal: Principal, query: PatientQuery, *,
         query.after,
         query.limit,
     )
-    found = [_to_patient(r) for r in rows]
+    found = [from_row(r) for r in rows]
     if found:
         await trail.record(
             conn,

@@ -115,7 +115,7 @@ async def patient_list(conn: Connection, principal: Principal, spec: Spec) -> Fo
         conn, b, select=_PATIENT_COLUMNS, from_=_PATIENT_FROM, conditions=[access.PATIENT_VISIBLE], spec=spec,
         group_by="p.id",
     )  # fmt: skip
-    found = [patients._to_patient(r) for r in rows]
+    found = [patients.from_row(r) for r in rows]
     if found:
         await trail.record(
             conn, principal, action="search", resource_type="Patient", resource_id=None,
