@@ -11,6 +11,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,19 +64,27 @@ def _with_database(dsn: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
-    admin_dsn = servers[0]
-    name = f"spean_test_{secrets.token_hex(4)}"
+@asynccontextmanager
+async def new_database(admin_dsn: str, prefix: str, *, migrated: bool = True) -> AsyncIterator[str]:
+    """A database of its own on the server of `admin_dsn` (migrated unless told not to), dropped
+    afterwards even if a connection is still open."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(admin_dsn, name)
     try:
-        await migrate(url)
+        if migrated:
+            await migrate(url)
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
+    async with new_database(servers[0], "spean_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ import asyncpg
 import pytest
 
 from infra.migrate import migrate
-from tests.conftest import _with_database
+from tests.conftest import new_database
 from tests.factory import Factory
 
 
@@ -30,14 +29,8 @@ def spean(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 async def fresh_database(servers: tuple[str, str]) -> AsyncIterator[str]:
     """A new, empty database on the same server: where a restore goes."""
-    name = f"spean_restore_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(servers[0])
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(servers[0], name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with new_database(servers[0], "spean_restore", migrated=False) as url:
+        yield url
 
 
 @pytest.fixture
@@ -184,12 +177,10 @@ async def test_a_backup_of_a_tampered_database_fails_the_drill(
     # A scratch copy of the live database, edited the way an attacker with SQL access would.
     first = tmp_path / "clean.dump"
     assert (await asyncio.to_thread(spean, env, "admin", "backup", "--output", str(first))).returncode == 0
-    admin = await asyncpg.connect(servers[0])
-    names = [f"spean_restore_{secrets.token_hex(4)}" for _ in range(2)]
-    for name in names:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        copy, target = (_with_database(servers[0], n) for n in names)
+    async with (
+        new_database(servers[0], "spean_restore", migrated=False) as copy,
+        new_database(servers[0], "spean_restore", migrated=False) as target,
+    ):
         assert (await asyncio.to_thread(spean, env, "admin", "restore", str(first), "--into", copy)).returncode == 0
         conn = await asyncpg.connect(copy)
         try:
@@ -210,7 +201,3 @@ async def test_a_backup_of_a_tampered_database_fails_the_drill(
         drill = await asyncio.to_thread(spean, env, "admin", "restore", str(second), "--into", target)
         assert drill.returncode == 3
         assert f"BROKEN at event {edited}" in drill.stderr
-    finally:
-        for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from infra.migrate import MigrationError, discover, migrate
+from tests.conftest import new_database
 
 
 @pytest.fixture
 async def empty_database(servers: tuple[str, str]) -> AsyncIterator[str]:
-    admin = await asyncpg.connect(servers[0])
-    name = f"spean_migrate_{secrets.token_hex(4)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(servers[0])._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with new_database(servers[0], "spean_migrate", migrated=False) as url:
+        yield url
 
 
 async def test_concurrent_runners_apply_each_migration_once(empty_database: str) -> None:

@@ -25,9 +25,8 @@ from litestar.testing import AsyncTestClient
 from infra.config import Settings, load_settings
 from infra.db import create_pool
 from infra.embedded import free_port
-from infra.migrate import migrate
 from spean.app import create_app
-from tests.conftest import _with_database
+from tests.conftest import new_database
 from tests.factory import Factory, PatientLogin, Staff, auth
 from tests.live import server_env, start_server, wait_ready
 from tests.twilio_server import TwilioServer, running
@@ -46,16 +45,8 @@ def inv_twilio() -> Iterator[TwilioServer]:
 
 @pytest.fixture(scope="package")
 async def inv_database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
-    name = f"spean_test_inv_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(servers[0])
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(servers[0], name)
-    try:
-        await migrate(url)
+    async with new_database(servers[0], "spean_test_inv") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="package")

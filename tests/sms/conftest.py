@@ -3,7 +3,6 @@ on its own database so the main suite's app (log sender) never claims its messag
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,11 +15,10 @@ from twilio.request_validator import RequestValidator
 
 from infra.config import Settings, load_settings
 from infra.db import create_pool
-from infra.migrate import migrate
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender
 from spean.app import create_app
-from tests.conftest import _with_database
+from tests.conftest import new_database
 from tests.factory import Factory
 from tests.twilio_server import TwilioServer, running
 
@@ -38,16 +36,8 @@ def twilio() -> Iterator[TwilioServer]:
 
 @pytest.fixture(scope="session")
 async def sms_database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
-    name = f"spean_test_sms_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(servers[0])
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(servers[0], name)
-    try:
-        await migrate(url)
+    async with new_database(servers[0], "spean_test_sms") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="session")
