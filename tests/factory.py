@@ -156,6 +156,17 @@ class Factory:
         created = await self.post("/v1/patients", body, token or await self.admin_token())
         return uuid.UUID(created["id"])
 
+    async def consultation_soon(self, scene: Scene) -> tuple[PatientLogin, uuid.UUID]:
+        """A patient of the scene's post who can sign in, and their consultation with its
+        specialist starting in five minutes, booked by the CHW: its room is open."""
+        patient = await self.patient_login(scene.post)
+        booked = await self.post(
+            "/v1/appointments", {**scene.booking("10:00"), "patient_id": str(patient.patient_id)}, scene.chw.token
+        )
+        appointment_id = uuid.UUID(booked["id"])
+        await move(self.db, appointment_id, start_in_min=5)
+        return patient, appointment_id
+
     async def patient_login(self, facility_id: uuid.UUID) -> PatientLogin:
         """A patient registered with a phone, and that phone signed in."""
         phone = new_phone()
@@ -218,3 +229,14 @@ def iso(instant: datetime) -> str:
 
 def local_date(instant: datetime, timezone: str) -> date:
     return instant.astimezone(ZoneInfo(timezone)).date()
+
+
+async def move(db: asyncpg.Pool, appointment_id: uuid.UUID, *, start_in_min: int, minutes: int = 30) -> None:
+    """Put an appointment `start_in_min` minutes from now (negative: in the past), `minutes` long."""
+    await db.execute(
+        "UPDATE appointments SET start_at = now() + make_interval(mins => $2), "
+        "end_at = now() + make_interval(mins => $2 + $3) WHERE id = $1",
+        appointment_id,
+        start_in_min,
+        minutes,
+    )

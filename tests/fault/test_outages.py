@@ -51,14 +51,7 @@ async def world(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> World
         scene = await factory.scene()
         await factory.weekly(scene.specialist, start="00:00", end="23:30")
         patients = [await factory.patient(scene.post, token=scene.chw.token) for _ in range(CLIENTS)]
-        caller = await factory.patient_login(scene.post)
-        booking = {**scene.booking("10:00"), "patient_id": str(caller.patient_id)}
-        call = uuid.UUID((await factory.post("/v1/appointments", booking, scene.chw.token))["id"])
-        await factory.db.execute(
-            "UPDATE appointments SET start_at = now() + interval '5 minutes', "
-            "end_at = now() + interval '35 minutes' WHERE id = $1",
-            call,
-        )
+        caller, call = await factory.consultation_soon(scene)
     first = next_local("Asia/Phnom_Penh", "00:00", days_ahead=3)
     starts = (iso(first + timedelta(minutes=30 * i)) for i in itertools.count() if i % 48 != 47)
     return World(scene, patients, starts, call, caller)

@@ -156,15 +156,10 @@ class Consultation:
 
 
 @pytest.fixture
-async def consultation(inv_factory: Factory, inv_db: asyncpg.Pool) -> Consultation:
+async def consultation(inv_factory: Factory) -> Consultation:
     """A video consultation starting in five minutes, booked by the post's CHW: its room is open."""
     scene = await inv_factory.scene()
-    patient = await inv_factory.patient_login(scene.post)
-    booked = await inv_factory.post(
-        "/v1/appointments", {**scene.booking("10:00"), "patient_id": str(patient.patient_id)}, scene.chw.token
-    )
-    appointment_id = uuid.UUID(booked["id"])
-    await move(inv_db, appointment_id, start_in_min=5)
+    patient, appointment_id = await inv_factory.consultation_soon(scene)
     return Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
 
 
@@ -177,16 +172,6 @@ async def eventually(db: asyncpg.Pool, query: str, *args: object, expect: object
             return
         await asyncio.sleep(0.05)
     assert value == expect, query
-
-
-async def move(db: asyncpg.Pool, appointment_id: uuid.UUID, *, start_in_min: int, minutes: int = 30) -> None:
-    await db.execute(
-        "UPDATE appointments SET start_at = now() + make_interval(mins => $2), "
-        "end_at = now() + make_interval(mins => $2 + $3) WHERE id = $1",
-        appointment_id,
-        start_in_min,
-        minutes,
-    )
 
 
 async def invite(client: AsyncTestClient[Litestar], appointment_id: uuid.UUID, token: str, **body: Any) -> Any:

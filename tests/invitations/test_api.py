@@ -12,8 +12,8 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.factory import Factory, auth
-from tests.invitations.conftest import Consultation, eventually, invite, move, new_guest_phone, sms_link
+from tests.factory import Factory, auth, move
+from tests.invitations.conftest import Consultation, eventually, invite, new_guest_phone, sms_link
 from tests.twilio_server import TwilioServer
 
 Client = AsyncTestClient[Litestar]

@@ -16,8 +16,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.factory import Factory, auth, iso, next_local
-from tests.invitations.conftest import Consultation, Link, Live, eventually, invite, move, new_guest_phone, sms_link
+from tests.factory import Factory, auth, iso, move, next_local
+from tests.invitations.conftest import Consultation, Link, Live, eventually, invite, new_guest_phone, sms_link
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from infra.config import Settings
@@ -77,17 +76,8 @@ class Consultation:
 
 
 @pytest.fixture
-async def consultation(factory: Factory, db: asyncpg.Pool) -> Consultation:
+async def consultation(factory: Factory) -> Consultation:
     """An appointment starting in five minutes: its room is open."""
     scene = await factory.scene()
-    patient = await factory.patient_login(scene.post)
-    booked = await factory.post(
-        "/v1/appointments", {**scene.booking("10:00"), "patient_id": str(patient.patient_id)}, scene.chw.token
-    )
-    appointment_id = uuid.UUID(booked["id"])
-    await db.execute(
-        "UPDATE appointments SET start_at = now() + interval '5 minutes', "
-        "end_at = now() + interval '35 minutes' WHERE id = $1",
-        appointment_id,
-    )
+    patient, appointment_id = await factory.consultation_soon(scene)
     return Consultation(appointment_id, scene.specialist, scene.chw, patient)
