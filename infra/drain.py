@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -26,23 +25,11 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-_since: float | None = None  # monotonic time the drain began; None: serving normally
+_draining = False  # SIGTERM received: saying so while still serving
 
 
 def draining() -> bool:
-    return _since is not None
-
-
-def begin() -> None:
-    global _since
-    if _since is None:
-        _since = time.monotonic()
-
-
-def reset() -> None:
-    """For a process that runs the app again (tests)."""
-    global _since
-    _since = None
+    return _draining
 
 
 def install(drain_s: float) -> Callable[[], None]:
@@ -54,10 +41,11 @@ def install(drain_s: float) -> Callable[[], None]:
     loop = asyncio.get_running_loop()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
+        global _draining
         if draining():  # the second SIGTERM: stop now
             previous(signum, frame)
             return
-        begin()
+        _draining = True
         log.info("draining", seconds=drain_s)
         loop.call_soon_threadsafe(loop.call_later, drain_s, _finish, previous, signum)
 

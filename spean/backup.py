@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,7 +60,6 @@ class Manifest:
     dump_bytes: int = 0
     dump_tool: str = ""
     format: int = MANIFEST_FORMAT
-    extra: dict[str, str] = field(default_factory=dict)
 
     def dumps(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
