@@ -227,10 +227,11 @@ class TransactionMiddleware:
                         raise _RollBack
                     if final.taken:
                         raise _Duplicate
-                    if request.key is not None and late and not final.claimed:
-                        kept = (status, _kept_headers(captured[0]), _joined_body(captured))
-                        if not await _claim(conn, principal, request.key, fingerprint, ttl_s, kept):
-                            raise _Duplicate
+                    if request.key is not None and late:
+                        if not final.claimed:  # else the key went with the answer in the one statement
+                            kept = (status, _kept_headers(captured[0]), _joined_body(captured))
+                            if not await _claim(conn, principal, request.key, fingerprint, ttl_s, kept):
+                                raise _Duplicate
                     elif request.key is not None:
                         await conn.execute(
                             "UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5 "

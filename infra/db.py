@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -55,6 +56,12 @@ async def in_transaction(pool: Pool, work: Callable[[Connection], Awaitable[T]],
 _PARAMETER = re.compile(r"\$(\d+)")
 
 
+@functools.lru_cache(maxsize=64)
+def _numbered_after(sql: str, offset: int) -> str:
+    """`sql` with its parameters $1, $2... renumbered to follow `offset` others."""
+    return _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
 class Statement(NamedTuple):
     """One change made durable by ONE statement: data-modifying CTEs (`name AS (...)`, comma-
     separated) that each write once per row of a relation named `gate`, which whoever runs the
@@ -71,8 +78,7 @@ class Statement(NamedTuple):
     async def run(self, conn: Connection, gate: str = "SELECT", gate_args: Sequence[object] = ()) -> bool:
         """Run it with `gate` (SQL numbering its own parameters from $1); True if the gate let
         it write. A constraint or a lost race raises as any statement does."""
-        offset = len(self.args)
-        gate = _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", gate)
+        gate = _numbered_after(gate, len(self.args))
         return bool(
             await conn.fetchval(
                 f"WITH gate AS ({gate}), {self.ctes} SELECT EXISTS (SELECT FROM gate)", *self.args, *gate_args

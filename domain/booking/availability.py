@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import msgspec
 from asyncpg import Record
@@ -281,6 +282,8 @@ def pick_slot(rows: Sequence[Record], start: datetime) -> tuple[Rule, Slot]:
     for row in rows:
         if row["practitioner_id"] is None:  # an outer join found no rule
             continue
+        if start.astimezone(ZoneInfo(row["timezone"])).isoweekday() != row["weekday"]:
+            continue  # not the local day of `start` (slot_at would say so, after building the rule)
         rule = _to_rule(row)
         slot = slot_at(rule, start)
         if slot is not None and not row["blocked"]:

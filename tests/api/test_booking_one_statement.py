@@ -78,3 +78,25 @@ async def test_the_write_leaves_history_audit_and_outbox_once(
     )
     assert written is not None
     assert dict(written) == {"history": 1, "audit": 1, "outbox": 1, "kept": 1}
+
+
+async def test_the_key_is_written_with_the_booking_and_never_again(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """The kept answer goes in the booking's own statement: the key's row and the appointment
+    carry the same transaction id, and no later statement rewrote the key (a round trip and a
+    commit more per booking)."""
+    scene = await factory.scene()
+    key = str(uuid.uuid4())
+    booked = await client.post(
+        "/v1/appointments", json=scene.booking(), headers={**scene.chw.headers, "Idempotency-Key": key}
+    )
+    assert booked.status_code == 201
+    written = await db.fetchrow(
+        """SELECT (SELECT xmin::text FROM idempotency_keys WHERE key = $1) AS key,
+                  (SELECT xmin::text FROM appointments WHERE id = $2) AS appointment""",
+        key,
+        uuid.UUID(booked.json()["id"]),
+    )
+    assert written is not None
+    assert written["key"] == written["appointment"]
