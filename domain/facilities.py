@@ -95,7 +95,8 @@ _SELECT = """SELECT f.*, coalesce(array_agg(r.to_facility_id ORDER BY r.to_facil
              FROM facilities f LEFT JOIN referral_links r ON r.from_facility_id = f.id"""
 
 
-def _to_facility(row: asyncpg.Record) -> Facility:
+def from_row(row: asyncpg.Record) -> Facility:
+    """A facility from a row of the facilities table (also the FHIR search's rows)."""
     return Facility(
         id=row["id"],
         name=row["name"],
@@ -147,7 +148,7 @@ async def get(conn: Connection, facility_id: uuid.UUID) -> Facility:
     row = await conn.fetchrow(f"{_SELECT} WHERE f.id = $1 GROUP BY f.id", facility_id)
     if row is None:
         raise NotFound("facility_not_found", "no such facility")
-    return _to_facility(row)
+    return from_row(row)
 
 
 async def search(
@@ -171,7 +172,7 @@ async def search(
         limit,
         after,
     )
-    return [_to_facility(r) for r in rows]
+    return [from_row(r) for r in rows]
 
 
 async def update(conn: Connection, principal: Principal, facility_id: uuid.UUID, patch: FacilityPatch) -> Facility:

@@ -45,7 +45,8 @@ class Practitioner(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-def _to_practitioner(row: asyncpg.Record) -> Practitioner:
+def from_row(row: asyncpg.Record) -> Practitioner:
+    """A practitioner from a row of the practitioners table (also the FHIR search's rows)."""
     return Practitioner(
         id=row["id"],
         user_id=row["user_id"],
@@ -137,7 +138,7 @@ async def get(conn: Connection, practitioner_id: uuid.UUID) -> Practitioner:
     row = await conn.fetchrow(f"{_SELECT} WHERE p.id = $1 GROUP BY p.id", practitioner_id)
     if row is None:
         raise NotFound("practitioner_not_found", "no such practitioner")
-    return _to_practitioner(row)
+    return from_row(row)
 
 
 async def search(
@@ -166,4 +167,4 @@ async def search(
         name,
         after,
     )
-    return [_to_practitioner(r) for r in rows]
+    return [from_row(r) for r in rows]

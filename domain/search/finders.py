@@ -189,7 +189,7 @@ async def practitioner_list(conn: Connection, spec: Spec) -> Found[practitioners
     rows, keys, more, total = await fetch_page(
         conn, b, select=_PRACTITIONER_COLUMNS, from_=_PRACTITIONER_FROM, conditions=[], spec=spec, group_by="p.id"
     )
-    return Found([practitioners._to_practitioner(r) for r in rows], keys, more, total)
+    return Found([practitioners.from_row(r) for r in rows], keys, more, total)
 
 
 _FACILITY_COLUMNS, _FACILITY_FROM = _split(facilities._SELECT)
@@ -200,7 +200,7 @@ async def facility_list(conn: Connection, spec: Spec) -> Found[facilities.Facili
     rows, keys, more, total = await fetch_page(
         conn, b, select=_FACILITY_COLUMNS, from_=_FACILITY_FROM, conditions=[], spec=spec, group_by="f.id"
     )
-    return Found([facilities._to_facility(r) for r in rows], keys, more, total)
+    return Found([facilities.from_row(r) for r in rows], keys, more, total)
 
 
 async def audit_list(conn: Connection, principal: Principal, spec: Spec, *, site: uuid.UUID) -> Found[AuditEvent]:
