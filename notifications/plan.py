@@ -157,13 +157,14 @@ async def _appointment(
     ) -> None:
         if person is None:
             return
-        body = text(person.language, message, when=_when(start, person.quiet.timezone, person.language))
+        # A silent push (no message) is data only: it has no text to look up.
+        when = _when(start, person.quiet.timezone, person.language) if message else ""
         out.append(
             _message(
                 person,
                 key=f"{outbox_id}:{kind}:{person.tag}",
                 kind=kind,
-                body=body if message else "",
+                body=text(person.language, message, when=when) if message else "",
                 data=base,
                 priority=priority,
                 due=due,

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from sms.texts import text
-from tests.factory import Factory, iso, new_phone, next_local
+from tests.factory import Factory, iso, move, new_phone, next_local
 from tests.fcm_server import FcmServer
 from tests.notifications.conftest import Worker, app_patient, awake_scene, book, register, wait_for
 
@@ -177,3 +177,35 @@ class TestBookingHealthWorker:
         assert later.astimezone(ZoneInfo("Europe/Paris")).strftime("%H:%M") in bodies["appointment_moved"]
         assert "10:00" not in bodies["appointment_moved"]  # not the centre's clock
         assert bodies["appointment_cancelled"].startswith("La consultation du")
+
+
+class TestWaitingRoom:
+    async def test_a_check_in_wakes_the_specialists_app_with_a_data_only_push(
+        self, factory: Factory, db: asyncpg.Pool, fcm: FcmServer, start_worker: StartWorker, unique: str
+    ) -> None:
+        """A check-in has no text for anyone: the specialist's app gets a silent push to sync its
+        waiting room, the patient nothing, and the event is planned (not left as an error)."""
+        scene = await awake_scene(factory)
+        patient = await app_patient(factory, scene.post)
+        await register(factory, patient.token, f"wr-p-{unique}")
+        await register(factory, scene.specialist.token, f"wr-s-{unique}", language="km")
+        start_worker()
+        appointment = await book(factory, scene, patient.patient_id, "09:00")
+        await move(db, uuid.UUID(appointment), start_in_min=5)  # check-in opens an hour before
+        arrived = await factory.client.post(f"/v1/appointments/{appointment}/check-in", headers=patient.headers)
+        assert arrived.status_code == 200, arrived.text
+
+        async def synced() -> list[dict[str, Any]]:
+            got = [m for m in fcm.to(f"wr-s-{unique}") if m["data"]["kind"] == "sync"]
+            return got or []
+
+        [silent] = await wait_for(synced, what="the specialist's silent sync")
+        assert "notification" not in silent  # data only: nothing on the lock screen
+        assert silent["data"]["appointment_id"] == appointment
+        unplanned = await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic = 'appointment.check_in' AND payload->>'appointment_id' = $1"
+            " AND processed_at IS NULL",
+            appointment,
+        )
+        assert unplanned == 0
+        assert "sync" not in [m["data"]["kind"] for m in fcm.to(f"wr-p-{unique}")]
