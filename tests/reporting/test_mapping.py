@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -134,3 +135,11 @@ def test_facilities_asked_for_must_be_mapped() -> None:
     with pytest.raises(InvalidInput) as refused:
         mapping.data_value_set(mapped, parse("202611"), [centre, post], only=[POST, uuid.UUID(int=1)])
     assert len(refused.value.extra["problems"]) == 2
+
+
+def test_the_example_shipped_in_docs_is_a_valid_mapping() -> None:
+    example_file = Path(__file__).resolve().parents[2] / "docs" / "dhis2-mapping.example.json"
+    mapped = mapping.load(example_file.read_bytes())
+    assert mapped.data_set == "TlhMonthly1"
+    assert set(mapped.breakdowns["consultations_by_mode"]) == {"video", "audio", "async"}
+    assert list(mapped.org_units.values()).count(None) == 1

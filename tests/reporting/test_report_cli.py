@@ -22,7 +22,8 @@ from tests.factory import Factory
 from tests.reporting.month import Month, build
 
 ORG_UNITS = {"centre": "OuCentre001", "post": "OuPost00001", "lima": "OuLima00001"}
-ELEMENTS = {
+Pair = tuple[str, str | None]  # dataElement, categoryOptionCombo
+BREAKDOWNS: dict[str, dict[str, Pair]] = {
     "consultations_by_mode": {
         "video": ("TlhConsult1", "ModeVideo01"),
         "audio": ("TlhConsult1", "ModeAudio01"),
@@ -33,6 +34,8 @@ ELEMENTS = {
         "neurology": ("TlhSpecial1", "SpecNeuro01"),
         "general": ("TlhSpecial1", "SpecGenera1"),
     },
+}
+SCALARS: dict[str, Pair] = {
     "no_shows": ("TlhNoShows1", None),
     "referrals_sent": ("TlhRefSent1", None),
     "referrals_answered": ("TlhRefAnsw1", None),
@@ -44,18 +47,14 @@ ELEMENT_UIDS = {"TlhConsult1", "TlhSpecial1", "TlhNoShows1", "TlhRefSent1", "Tlh
                 "TlhWaitMed1", "TlhRefWait1"}  # fmt: skip
 
 
-def _target(pair: tuple[str, str | None]) -> dict[str, str]:
+def _target(pair: Pair) -> dict[str, str]:
     element, combo = pair
     return {"dataElement": element, **({"categoryOptionCombo": combo} if combo else {})}
 
 
 def _elements() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, entry in ELEMENTS.items():
-        if isinstance(entry, dict):
-            out[name] = {key: _target(pair) for key, pair in entry.items()}
-        else:
-            out[name] = _target(entry)
+    out: dict[str, Any] = {name: _target(pair) for name, pair in SCALARS.items()}
+    out.update({name: {key: _target(pair) for key, pair in entry.items()} for name, entry in BREAKDOWNS.items()})
     return out
 
 
