@@ -91,6 +91,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reminders_min: str = "1440,60"  # minutes before a consultation that reminders go out
     # SIGTERM → exit: keep serving this long while saying so (infra.drain); None: 5 in production, else 0.
     drain_s: float | None = None
+    # Reporting to DHIS2 (`spean report dhis2`, spean/report.py): the server, its credentials (a
+    # personal access token, or a user and password) and the mapping file of data elements.
+    dhis2_base_url: str = ""
+    dhis2_username: str = ""
+    dhis2_password: str = ""
+    dhis2_token: str = ""
+    dhis2_mapping: str = ""
+    dhis2_timeout_s: float = 60.0
 
     @property
     def push_via(self) -> Literal["fcm", "log"]:
@@ -181,6 +189,12 @@ _VARS: dict[str, str] = {
     "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",
     "SPEAN_REMINDERS": "reminders_min",
     "SPEAN_DRAIN_SECONDS": "drain_s",
+    "DHIS2_BASE_URL": "dhis2_base_url",
+    "DHIS2_USERNAME": "dhis2_username",
+    "DHIS2_PASSWORD": "dhis2_password",
+    "DHIS2_TOKEN": "dhis2_token",
+    "DHIS2_MAPPING": "dhis2_mapping",
+    "DHIS2_TIMEOUT": "dhis2_timeout_s",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -241,6 +255,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     _check_database(settings)
+    _check_dhis2(settings)
     if settings.env == "production":
         if len(settings.secret_key) < 32:
             raise ConfigError("SPEAN_SECRET_KEY must be set to at least 32 characters in production")
@@ -261,6 +276,15 @@ def _check_database(settings: Settings) -> None:
             "SPEAN_DB_POOLER=transaction: LISTEN needs a session; set SPEAN_WORKER_LISTEN_URL or "
             "DATABASE_MIGRATE_URL (PostgreSQL itself, or a session-mode pool), or SPEAN_WORKER_LISTEN=false"
         )
+
+
+def _check_dhis2(settings: Settings) -> None:
+    if settings.dhis2_base_url and not settings.dhis2_base_url.startswith(("https://", "http://")):
+        raise ConfigError("DHIS2_BASE_URL must be an http(s) URL, e.g. https://hmis.example.org")
+    if bool(settings.dhis2_username) != bool(settings.dhis2_password):
+        raise ConfigError("DHIS2_USERNAME and DHIS2_PASSWORD go together (or use DHIS2_TOKEN)")
+    if not 0 < settings.dhis2_timeout_s <= 3600:
+        raise ConfigError("DHIS2_TIMEOUT must be between 0 and 3600 seconds")
 
 
 def _check_sms(settings: Settings) -> None:

@@ -260,6 +260,36 @@ def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_dhis2(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.report import report_dhis2
+
+    with _services(settings) as (database_url, _):
+        code, text = asyncio.run(
+            report_dhis2(
+                database_url,
+                settings,
+                period=args.period,
+                mapping_path=args.mapping,
+                facilities=args.facility,
+                dry_run=args.dry_run,
+                server_dry_run=args.server_dry_run,
+                operator=_operator(),
+            )
+        )
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _operator() -> str:
+    """Who ran a command, for the ledgers: the OS account (containers may have no passwd entry)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spean", description="Spean telemedicine backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +352,20 @@ def _parser() -> argparse.ArgumentParser:
     notes.add_argument("--state", dest="state", choices=["pending", "sent", "failed", "cancelled"])
     notes.add_argument("--limit", type=int, default=100)
     notes.set_defaults(handler=_notifications)
+
+    report = commands.add_parser("report", help="reports to national systems").add_subparsers(
+        dest="report_command", required=True
+    )
+    dhis2 = report.add_parser("dhis2", help="push a period's telehealth figures per facility to DHIS2 (dataValueSets)")
+    dhis2.add_argument("--period", required=True, help="DHIS2 period: 202612 (month), 2026W49 (ISO week), 20261203")
+    dhis2.add_argument("--facility", action="append", help="only this facility id (repeatable; default: all mapped)")
+    dhis2.add_argument("--mapping", type=Path, help="the mapping file (default: DHIS2_MAPPING)")
+    checks = dhis2.add_mutually_exclusive_group()
+    checks.add_argument("--dry-run", action="store_true", help="print the payload; send nothing")
+    checks.add_argument(
+        "--server-dry-run", action="store_true", help="send with DHIS2's dryRun=true: checked there, nothing stored"
+    )
+    dhis2.set_defaults(handler=_report_dhis2)
     return parser
 
 
