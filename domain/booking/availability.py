@@ -216,7 +216,7 @@ def free_slots(rules: Sequence[Rule], busy: BusyMap, first_day: date, last_day: 
     for (practitioner_id, facility_id), group in groups.items():
         blocked = busy.by_practitioner.get(practitioner_id, []) + busy.by_facility.get(facility_id, [])
         slots.extend(expand(group, first_day, last_day, blocked))
-    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    slots.sort(key=lambda s: (s.start, s.practitioner_id.int))  # the order of their text, without making it
     return slots
 
 

@@ -89,7 +89,7 @@ async def nearest_free(
         if len(found) >= limit:  # later windows only hold later times
             break
         first = last + timedelta(days=1)
-    found.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    found.sort(key=lambda s: (s.start, s.practitioner_id.int))  # the order of their text, without making it
     return found[:limit]
 
 

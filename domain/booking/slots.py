@@ -8,6 +8,7 @@ yields no slot, and one that occurs twice (fall back) yields its first occurrenc
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -61,26 +62,69 @@ def _instant(day: date, at: time, zone: ZoneInfo) -> datetime | None:
     return as_utc
 
 
+def _starts(rule: Rule, day: date, zone: ZoneInfo) -> Iterator[datetime]:
+    """The UTC starts of `rule`'s slots on local `day`, in order (DST semantics of `_instant`)."""
+    step = timedelta(minutes=rule.slot_minutes)
+    first = datetime.combine(day, rule.start_local)
+    last = datetime.combine(day, rule.end_local) - step
+    if last < first:
+        return
+    offset = first.replace(tzinfo=zone).utcoffset()
+    if (
+        offset is not None
+        and offset == last.replace(tzinfo=zone).utcoffset()
+        and _instant(day, first.time(), zone) is not None  # not a span inside a spring-forward gap
+        and _instant(day, last.time(), zone) is not None
+    ):
+        # No clock change inside the span (the usual day): every slot is the same offset from its
+        # wall-clock time, so no slot needs its own time zone lookup (a busy day has 288 of them).
+        cursor = first.replace(tzinfo=UTC) - offset
+        end = last.replace(tzinfo=UTC) - offset
+        while cursor <= end:
+            yield cursor
+            cursor += step
+        return
+    cursor = first
+    while cursor <= last:
+        start = _instant(day, cursor.time(), zone)
+        cursor += step
+        if start is not None:
+            yield start
+
+
+class _Blocked:
+    """Busy intervals merged into disjoint, sorted spans: whether a slot overlaps one is a binary
+    search, not a scan (a practitioner's day may hold hundreds of bookings)."""
+
+    def __init__(self, busy: Iterable[Busy]) -> None:
+        self.starts: list[datetime] = []
+        self.ends: list[datetime] = []
+        for b in sorted(busy, key=lambda b: b.start):
+            if self.ends and b.start <= self.ends[-1]:
+                self.ends[-1] = max(self.ends[-1], b.end)
+            else:
+                self.starts.append(b.start)
+                self.ends.append(b.end)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        # The last span starting before `end` ends latest of all such spans (they are disjoint).
+        i = bisect.bisect_left(self.starts, end) - 1
+        return i >= 0 and self.ends[i] > start
+
+
 def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterable[Busy] = ()) -> list[Slot]:
     """Slots of `rules` whose local date lies in [first_day, last_day], minus any overlapping `busy`."""
-    blocked = sorted(busy, key=lambda b: b.start)
+    blocked = _Blocked(busy)
     slots: list[Slot] = []
     for rule in rules:
         zone = ZoneInfo(rule.timezone)
         step = timedelta(minutes=rule.slot_minutes)
-        span_start = datetime.combine(date.min, rule.start_local)
-        span_end = datetime.combine(date.min, rule.end_local)
         for day in _local_dates(max(first_day, rule.valid_from), min(last_day, rule.valid_until or last_day)):
             if day.isoweekday() != rule.weekday:
                 continue
-            cursor = span_start
-            while cursor + step <= span_end:
-                start = _instant(day, cursor.time(), zone)
-                cursor += step
-                if start is None:
-                    continue
+            for start in _starts(rule, day, zone):
                 end = start + step
-                if not any(b.start < end and start < b.end for b in blocked):
+                if not blocked.overlaps(start, end):
                     slots.append(
                         Slot(
                             practitioner_id=rule.practitioner_id,
@@ -91,7 +135,7 @@ def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterabl
                             modes=rule.modes,
                         )
                     )
-    slots.sort(key=lambda s: (s.start, str(s.practitioner_id)))
+    slots.sort(key=lambda s: (s.start, s.practitioner_id.int))  # the order of their text, without making it
     return slots
 
 

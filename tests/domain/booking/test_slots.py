@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from domain.booking.slots import Busy, Rule, expand
 
@@ -69,3 +70,55 @@ class TestExpand:
         assert days == [date(2026, 12, 1), date(2026, 12, 8)]
         first_day = [s.start.hour for s in slots if s.start.date() == date(2026, 12, 1)]
         assert first_day == [1, 4]  # 09:00 and 10:00 local overlap the leave
+
+
+def _slow_starts(rule: Rule, day: date) -> list[datetime]:
+    """Each slot's instant looked up on its own: what expand must agree with on every day."""
+    zone = ZoneInfo(rule.timezone)
+    out: list[datetime] = []
+    cursor = datetime.combine(day, rule.start_local)
+    step = timedelta(minutes=rule.slot_minutes)
+    while cursor + step <= datetime.combine(day, rule.end_local):
+        local = cursor.replace(tzinfo=zone)
+        as_utc = local.astimezone(UTC)
+        if as_utc.astimezone(zone).replace(tzinfo=None) == cursor:  # skipped local times yield none
+            out.append(as_utc)
+        cursor += step
+    return out
+
+
+class TestEveryDayOfTheYear:
+    """expand shares one UTC offset across a day's slots when the clocks do not change inside the
+    span; on every day of 2026, in zones with 1 h, 30 min and Ramadan clock changes and for spans
+    that start, end or lie inside a gap or an overlap, it must give what a lookup per slot gives."""
+
+    ZONES = ("Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Africa/Casablanca", "America/Santiago",
+             "Asia/Phnom_Penh", "Asia/Ho_Chi_Minh", "Africa/Abidjan")  # fmt: skip
+    SPANS = ((time(0), time(23, 55), 5), (time(1, 30), time(3, 30), 30), (time(2), time(2, 30), 30),
+             (time(2, 15), time(2, 45), 15), (time(0, 30), time(4), 60), (time(8), time(17), 20))  # fmt: skip
+
+    def test_matches_a_lookup_per_slot(self) -> None:
+        days = [date(2026, 1, 1) + timedelta(days=n) for n in range(365)]
+        for tz in self.ZONES:
+            for start, end, minutes in self.SPANS:
+                for weekday in range(1, 8):
+                    rule = _rule(tz, weekday, start, end, minutes)
+                    got = expand([rule], days[0], days[-1])
+                    want = [s for d in days if d.isoweekday() == weekday for s in _slow_starts(rule, d)]
+                    assert [s.start for s in got] == want, (tz, start, end, minutes, weekday)
+                    assert all(s.end - s.start == timedelta(minutes=minutes) for s in got)
+
+    def test_a_busy_interval_blocks_every_slot_it_touches_and_no_other(self) -> None:
+        rule = _rule("Asia/Phnom_Penh", 4, time(8), time(12), 15)  # Thursday 3 December 2026
+        day = date(2026, 12, 3)
+        at = datetime(2026, 12, 3, 1, tzinfo=UTC)  # 08:00 local
+        busy = [
+            Busy(at + timedelta(minutes=20), at + timedelta(minutes=40)),  # inside 08:15-08:45
+            Busy(at + timedelta(minutes=30), at + timedelta(minutes=50)),  # overlaps the one before
+            Busy(at + timedelta(minutes=90), at + timedelta(minutes=105)),  # exactly 09:30-09:45
+            Busy(at - timedelta(hours=5), at + timedelta(minutes=1)),  # ends inside the first slot
+            Busy(at + timedelta(hours=4), at + timedelta(hours=6)),  # starts at the span's end
+        ]
+        free = [s.start - at for s in expand([rule], day, day, busy)]
+        blocked = {timedelta(minutes=m) for m in (0, 15, 30, 45, 90)}
+        assert free == [timedelta(minutes=m) for m in range(0, 240, 15) if timedelta(minutes=m) not in blocked]
