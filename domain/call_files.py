@@ -52,7 +52,9 @@ def _from(row: Any) -> CallFile:
     return CallFile(**{f: row[f] for f in CallFile.__struct_fields__})
 
 
-async def _audit(conn: Connection, principal: Principal, action: trail.Action, file: CallFile, patient: uuid.UUID) -> None:
+async def _audit(
+    conn: Connection, principal: Principal, action: trail.Action, file: CallFile, patient: uuid.UUID
+) -> None:
     await trail.record(
         conn, principal, action=action, resource_type="Binary", resource_id=file.id, patient_ids=[patient],
         facility_id=access.authoring_facility(principal),

@@ -88,7 +88,9 @@ class CallFileController(Controller):
             conn, principal, blobs, appointment_id, body, content_type=content_type, name=name,
             max_bytes=settings.attachment_max_bytes,
         )  # fmt: skip
-        after_commit(request.scope, partial(announce, request.app.state.rtc_rooms, appointment_id, file_message(shared)))
+        after_commit(
+            request.scope, partial(announce, request.app.state.rtc_rooms, appointment_id, file_message(shared))
+        )
         return shared
 
     @get("/", summary="The files shared in the consultation, oldest first")

@@ -53,14 +53,14 @@ class _Report(FPDF):
     def heading(self, words: str, size: int = _HEADING) -> None:
         self.ln(2)
         self.set_font(self.main, size=size)
-        self.multi_cell(0, _LINE + 2, words, new_x="LMARGIN", new_y="NEXT")
+        self.multi_cell(0, _LINE + 2, words, new_x="LMARGIN", new_y="NEXT", align="L")
         self.set_draw_color(160, 160, 160)
         self.line(self.l_margin, self.get_y(), self.w - self.r_margin, self.get_y())
         self.ln(1.5)
 
     def para(self, words: str) -> None:
         self.set_font(self.main, size=_BODY)
-        self.multi_cell(0, _LINE, words, new_x="LMARGIN", new_y="NEXT")
+        self.multi_cell(0, _LINE, words, new_x="LMARGIN", new_y="NEXT", align="L")
 
     def items(self, lines: list[str]) -> None:
         if not lines:
@@ -111,5 +111,5 @@ def render(report: ReportContent, made_at: datetime) -> bytes:
     pdf.ln(4)
     pdf.set_font(pdf.main, size=9)
     made = format_datetime(made_at.astimezone(clock), "medium", tzinfo=clock, locale=locale)
-    pdf.multi_cell(0, 5, pdf.t("report_footer", when=made), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 5, pdf.t("report_footer", when=made), new_x="LMARGIN", new_y="NEXT", align="L")
     return bytes(pdf.output())

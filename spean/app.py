@@ -75,6 +75,7 @@ from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
 from realtime.routes import call_files_script, consult_page, get_ice_servers
+from reports.routes import ReportController, open_report, report_page
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -279,6 +280,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
+            ReportController,  # consultation reports (reports/)
+            report_page,
+            open_report,
             SmsWebhookController,
             ussd_callback,
             NotificationController,

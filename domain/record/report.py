@@ -180,7 +180,11 @@ async def store(
     await enqueue(
         conn,
         "record.report_ready",
-        {"patient_id": str(content.patient_id), "appointment_id": str(content.appointment_id), "entry_id": str(entry.id)},
+        {
+            "patient_id": str(content.patient_id),
+            "appointment_id": str(content.appointment_id),
+            "entry_id": str(entry.id),
+        },
     )
     report = Report(
         appointment_id=content.appointment_id, entry_id=entry.id, language=content.language, created_at=created,
@@ -210,7 +214,10 @@ async def by_link(conn: Connection, token: str) -> LinkedReport:
     if row is None:
         raise NotFound("report_link_not_found", "this link opens no report")
     if row["link_expires_at"] <= datetime.now(UTC):
-        raise Conflict("report_link_expired", "this link has expired: open the report in the app")
+        # The report's language goes with the refusal: the page says it in the patient's words.
+        raise Conflict(
+            "report_link_expired", "this link has expired: open the report in the app", language=row["language"]
+        )
     return LinkedReport(
         appointment_id=row["appointment_id"], patient_id=row["patient_id"], entry_id=row["entry_id"],
         language=row["language"],
