@@ -151,7 +151,13 @@ def _refuse(request: Request[Any, Any, Any], error: DomainError, language: str) 
     return _page(str(error.extra.get("language") or language), status, error.code)
 
 
-@get("/r/{token:str}", tags=["record"], summary="A consultation report's link: the PIN page", opt=_PAGE_OPT)
+@get(
+    "/r/{token:str}",
+    tags=["record"],
+    summary="A consultation report's link: the PIN page",
+    include_in_schema=False,
+    opt=_PAGE_OPT,
+)
 async def report_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
     if not _TOKEN.match(token):
         return _refuse(request, NotFound("report_link_not_found", "this link opens no report"), FALLBACK)
@@ -190,6 +196,7 @@ _REFUSALS: dict[str, Callable[[], DomainError]] = {
     status_code=HTTP_200_OK,
     tags=["record"],
     summary="A consultation report's link: the PDF, for the PIN",
+    include_in_schema=False,
     opt=_PAGE_OPT,
 )
 async def open_report(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:

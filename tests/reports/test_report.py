@@ -17,7 +17,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from domain.record.report import Finding, Medication, ReportContent
+from notifications.plan import plan
 from reports import pdf
+from sms import texts as sms_texts
 from sms.ussd import pin
 from tests.factory import auth
 from tests.reports.conftest import Consultation
@@ -158,6 +160,14 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
         made["entry_id"],
     )
     assert event == 1
+    async with rep_db.acquire() as conn:
+        outbox_id, payload = await conn.fetchrow(
+            "SELECT id, payload FROM outbox WHERE topic = 'record.report_ready' AND payload->>'entry_id' = $1",
+            made["entry_id"],
+        )
+        planned = await plan(conn, outbox_id, "record.report_ready", payload, ())
+    assert [(p.user_id, p.kind, p.channel) for p in planned] == [(c.chw.user_id, "report_ready", "push")]
+    assert planned[0].body == sms_texts.text(planned[0].language, "report_ready_staff")
     # The patient's SMS: a link, no health detail.
     body, url, token = await _sms_link(rep_twilio, c.patient.phone)
     assert "Amlodipine" not in body
