@@ -25,6 +25,12 @@
     try { const p = await res.json(); return p.detail || p.code || res.statusText; } catch { return res.statusText; }
   };
 
+  document.head.append(el("style", { textContent: `
+    .file-chip { border: 1px solid #556; border-radius: 6px; padding: .3em .5em; margin: .3em 0; }
+    .file-chip .file-name { font-weight: bold; }
+    .file-chip a { color: #8cf; }
+    #call-files { margin-top: .4em; }` }));
+
   // The attach control, under the chat's form.
   const input = el("input", { type: "file", accept: TYPES, id: "call-file-input", hidden: true });
   const button = el("button", { type: "button", id: "call-file-attach", textContent: "Attach a file" });

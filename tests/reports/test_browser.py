@@ -8,14 +8,21 @@ import asyncio
 import os
 import shutil
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from playwright.async_api import ViewportSize
 
+from sms.ussd import pin
 from tests.factory import auth
 from tests.realtime.client import Signal
 from tests.reports.conftest import Consultation
+from tests.reports.test_report import completed, make, sms_link
+from tests.twilio_server import TwilioServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -30,6 +37,15 @@ ARGS = [
 ]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n" + b"%" * 64 + b"\n%%EOF\n"
+
+PHONE_SIZE: ViewportSize = {"width": 360, "height": 740}  # a small Android phone
+
+
+async def shot(page: Any, name: str) -> None:
+    """With SPEAN_SCREENSHOTS=<folder>, keep the page as shown (the README's pictures)."""
+    if folder := os.environ.get("SPEAN_SCREENSHOTS"):
+        await page.screenshot(path=os.path.join(folder, f"{name}.png"))
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
@@ -91,9 +107,42 @@ async def test_files_in_the_chat_of_the_specialists_page(
                 await chip.locator(".file-into-record", has_text="Filed in the record").wait_for()
                 filed = await rep_db.fetchval("SELECT filed_entry_id FROM call_files WHERE id = $1", uuid.UUID(file_id))
                 assert filed is not None
-                if folder := os.environ.get("SPEAN_SCREENSHOTS"):
-                    await page.screenshot(path=os.path.join(folder, "specialist-call-files.png"))
+                await shot(page, "specialist-call-files")
             finally:
                 await browser.close()
     finally:
         await patient.ws.close()
+
+
+async def test_the_report_links_page_at_phone_size(
+    rep_live: str,
+    rep_client: AsyncTestClient[Litestar],
+    rep_db: asyncpg.Pool,
+    rep_twilio: TwilioServer,
+    consultation: Consultation,
+) -> None:
+    """The patient's page from the SMS, in Khmer on a small phone: it asks for the PIN, and says so
+    when the PIN is wrong."""
+    from playwright.async_api import async_playwright
+
+    c = consultation
+    await completed(rep_client, rep_db, c, "km")
+    status, made = await make(rep_client, c, c.specialist.token)
+    assert status == 201, made
+    _, url, _ = await sms_link(rep_twilio, c.patient.phone)
+    async with rep_db.acquire() as conn:
+        await pin.set_pin(conn, c.patient.patient_id, "2580")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
+            await page.goto(url)
+            assert "សូមបញ្ចូលលេខសម្ងាត់" in await page.inner_text("body")
+            await shot(page, "report-pin-km")
+            await page.fill("input[name=pin]", "1111")
+            await page.click("button")
+            await page.locator(".problem").wait_for()
+            assert "លេខសម្ងាត់មិនត្រឹមត្រូវ" in await page.inner_text(".problem")
+            await shot(page, "report-pin-wrong-km")
+        finally:
+            await browser.close()

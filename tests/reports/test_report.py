@@ -83,7 +83,7 @@ def test_the_pdf_is_written_in_the_patients_language_and_script(language: str, e
         assert squeeze(words) in extracted, (language, words)
 
 
-async def _completed(client: Client, db: asyncpg.Pool, c: Consultation, language: str) -> None:
+async def completed(client: Client, db: asyncpg.Pool, c: Consultation, language: str) -> None:
     await db.execute("UPDATE patients SET preferred_language = $2 WHERE id = $1", c.patient.patient_id, language)
     checked_in = await client.post(
         f"/v1/appointments/{c.appointment_id}/check-in",
@@ -106,7 +106,7 @@ async def _completed(client: Client, db: asyncpg.Pool, c: Consultation, language
     assert completed.status_code in (200, 201), completed.text
 
 
-async def _make(client: Client, c: Consultation, token: str) -> tuple[int, dict[str, object]]:
+async def make(client: Client, c: Consultation, token: str) -> tuple[int, dict[str, object]]:
     answer = await client.post(
         f"/v1/consultations/{c.appointment_id}/report", headers=auth(token, **{"Idempotency-Key": uuid.uuid4().hex})
     )
@@ -114,7 +114,7 @@ async def _make(client: Client, c: Consultation, token: str) -> tuple[int, dict[
     return answer.status_code, body
 
 
-async def _sms_link(twilio: TwilioServer, phone: str) -> tuple[str, str, str]:
+async def sms_link(twilio: TwilioServer, phone: str) -> tuple[str, str, str]:
     for _ in range(300):
         if twilio.sent_to(phone):
             break
@@ -130,12 +130,12 @@ async def test_only_the_specialist_makes_the_report_of_a_completed_consultation(
     rep_client: Client, rep_db: asyncpg.Pool, consultation: Consultation
 ) -> None:
     c = consultation
-    status, body = await _make(rep_client, c, c.specialist.token)
+    status, body = await make(rep_client, c, c.specialist.token)
     assert (status, body["code"]) == (409, "consultation_not_completed")
-    await _completed(rep_client, rep_db, c, "fr")
-    status, body = await _make(rep_client, c, c.chw.token)
+    await completed(rep_client, rep_db, c, "fr")
+    status, body = await make(rep_client, c, c.chw.token)
     assert (status, body["code"]) == (403, "specialist_only")
-    status, body = await _make(rep_client, c, c.patient.token)
+    status, body = await make(rep_client, c, c.patient.token)
     assert (status, body["code"]) == (403, "specialist_only")
 
 
@@ -144,8 +144,8 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
     rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
-    await _completed(rep_client, rep_db, c, "vi")
-    status, made = await _make(rep_client, c, c.specialist.token)
+    await completed(rep_client, rep_db, c, "vi")
+    status, made = await make(rep_client, c, c.specialist.token)
     assert status == 201, made
     assert (made["language"], made["sent_to_patient"]) == ("vi", True)
     # In the record: a PDF attachment of the patient, made from their record, in Vietnamese.
@@ -169,12 +169,12 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
     assert [(p.user_id, p.kind, p.channel) for p in planned] == [(c.chw.user_id, "report_ready", "push")]
     assert planned[0].body == sms_texts.text(planned[0].language, "report_ready_staff")
     # The patient's SMS: a link, no health detail.
-    body, url, token = await _sms_link(rep_twilio, c.patient.phone)
+    body, url, token = await sms_link(rep_twilio, c.patient.phone)
     assert "Amlodipine" not in body
     assert "I10" not in body
     assert url.endswith(f"/r/{token}")
     # Asking again gives the same report, and sends nothing more.
-    again_status, again = await _make(rep_client, c, c.specialist.token)
+    again_status, again = await make(rep_client, c, c.specialist.token)
     assert (again_status, again["entry_id"]) == (201, made["entry_id"])
     await asyncio.sleep(0.3)
     assert len(rep_twilio.sent_to(c.patient.phone)) == 1
@@ -212,10 +212,10 @@ async def test_pin_tries_on_a_report_link_are_capped(
     rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
-    await _completed(rep_client, rep_db, c, "km")
-    status, made = await _make(rep_client, c, c.specialist.token)
+    await completed(rep_client, rep_db, c, "km")
+    status, made = await make(rep_client, c, c.specialist.token)
     assert status == 201, made
-    _, _, token = await _sms_link(rep_twilio, c.patient.phone)
+    _, _, token = await sms_link(rep_twilio, c.patient.phone)
     async with rep_db.acquire() as conn:
         await pin.set_pin(conn, c.patient.patient_id, "2580")
     codes = []
