@@ -15,7 +15,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from playwright.async_api import ViewportSize
+from playwright.async_api import FilePayload, ViewportSize
 
 from sms.ussd import pin
 from tests.factory import auth
@@ -87,9 +87,8 @@ async def test_files_in_the_chat_of_the_specialists_page(
                 await chip.wait_for()
                 assert "rash.png" in await chip.inner_text()
                 # The specialist attaches a PDF from the page: the patient's socket hears of it.
-                await page.set_input_files(
-                    "#call-file-input", files=[{"name": "ECG.pdf", "mimeType": "application/pdf", "buffer": PDF}]
-                )
+                ecg: FilePayload = {"name": "ECG.pdf", "mimeType": "application/pdf", "buffer": PDF}
+                await page.set_input_files("#call-file-input", files=[ecg])
                 announced = await patient.next("file", within=10)  # first the patient's own, then the page's
                 if announced["file"]["id"] == file_id:
                     announced = await patient.next("file", within=10)

@@ -161,11 +161,12 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
     )
     assert event == 1
     async with rep_db.acquire() as conn:
-        outbox_id, payload = await conn.fetchrow(
+        row = await conn.fetchrow(
             "SELECT id, payload FROM outbox WHERE topic = 'record.report_ready' AND payload->>'entry_id' = $1",
             made["entry_id"],
         )
-        planned = await plan(conn, outbox_id, "record.report_ready", payload, ())
+        assert row is not None
+        planned = await plan(conn, row["id"], "record.report_ready", row["payload"], ())
     assert [(p.user_id, p.kind, p.channel) for p in planned] == [(c.chw.user_id, "report_ready", "push")]
     assert planned[0].body == sms_texts.text(planned[0].language, "report_ready_staff")
     # The patient's SMS: a link, no health detail.
