@@ -279,7 +279,7 @@ async def _result_ready(conn: Connection, outbox_id: int, payload: dict[str, Any
 async def _report_ready(conn: Connection, outbox_id: int, payload: dict[str, Any]) -> list[Planned]:
     """A consultation's PDF report is in the record: the referring health post hears it in the app
     (the health worker who referred the patient, on their post's clock, and the one who booked the
-    consultation if someone else). The patient has their own SMS with the link (reports.routes)."""
+    consultation if someone else). The patient has their own SMS with the link (consult_reports.routes)."""
     appointment_id = uuid.UUID(payload["appointment_id"])
     row = await _appointment_row(conn, appointment_id)
     if row is None:

@@ -129,7 +129,7 @@ BUDGETS: dict[str, int] = {
     "invite_family_member": 3,
     "invite_interpreter": 3,
     "invite_specialist": 3,
-    # A consultation's report (reports/): the patient's link, and the health post's notice.
+    # A consultation's report (consult_reports/): the patient's link, and the health post's notice.
     "report_link": 3,
     "report_ready_staff": 2,
 }

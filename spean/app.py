@@ -58,6 +58,7 @@ from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
+from consult_reports.routes import ReportController, open_report, report_page
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, drain, housekeeping, outage
@@ -75,7 +76,6 @@ from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
 from realtime.routes import call_files_script, consult_page, get_ice_servers
-from reports.routes import ReportController, open_report, report_page
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -280,7 +280,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
-            ReportController,  # consultation reports (reports/)
+            ReportController,  # consultation reports (consult_reports/)
             report_page,
             open_report,
             SmsWebhookController,

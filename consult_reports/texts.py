@@ -1,4 +1,4 @@
-"""The report's and its PIN page's texts, from the catalogues in reports/locales (km, vi, fr, en);
+"""The report's and its PIN page's texts, from the catalogues in consult_reports/locales (km, vi, fr, en);
 a text missing in one language falls back to English, never to a blank."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ FALLBACK = "en"
 
 @cache
 def _catalogue(language: str) -> dict[str, str]:
-    with (resources.files("reports") / "locales" / f"{language}.po").open("rb") as fh:
+    with (resources.files("consult_reports") / "locales" / f"{language}.po").open("rb") as fh:
         return {str(m.id): str(m.string) for m in read_po(fh, locale=language) if m.id and m.string}
 
 

@@ -11,9 +11,9 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.consult_reports.conftest import Consultation
 from tests.factory import Factory, auth
 from tests.realtime.client import Signal
-from tests.reports.conftest import Consultation
 
 Client = AsyncTestClient[Litestar]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

@@ -30,13 +30,13 @@ from litestar.status_codes import HTTP_200_OK
 from api.deps import Caller, Config, Conn, DbPool
 from api.request_id import request_id_of
 from api.transaction import NO_TRANSACTION, after_commit
+from consult_reports import fonts, pdf
+from consult_reports.texts import FALLBACK, text
 from domain.audit import trail
 from domain.errors import Conflict, DomainError, Forbidden, NotFound, RateLimited, Unavailable
 from domain.record import report, store
 from infra.db import Connection, in_transaction
 from infra.storage import BlobStore
-from reports import fonts, pdf
-from reports.texts import FALLBACK, text
 from sms import texts as sms_texts
 from sms.outbox import SmsOutbox
 from sms.ussd import pin

@@ -18,10 +18,10 @@ from litestar.testing import AsyncTestClient
 from playwright.async_api import FilePayload, ViewportSize
 
 from sms.ussd import pin
+from tests.consult_reports.conftest import Consultation
+from tests.consult_reports.test_report import completed, make, sms_link
 from tests.factory import auth
 from tests.realtime.client import Signal
-from tests.reports.conftest import Consultation
-from tests.reports.test_report import completed, make, sms_link
 from tests.twilio_server import TwilioServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

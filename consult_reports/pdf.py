@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_datetime
 from fpdf import FPDF
 
+from consult_reports import fonts
+from consult_reports.texts import text
 from domain.record.report import ReportContent
-from reports import fonts
-from reports.texts import text
 
 _BODY = 11
 _HEADING = 14

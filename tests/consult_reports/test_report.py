@@ -16,13 +16,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from consult_reports import pdf
 from domain.record.report import Finding, Medication, ReportContent
 from notifications.plan import plan
-from reports import pdf
 from sms import texts as sms_texts
 from sms.ussd import pin
+from tests.consult_reports.conftest import Consultation
 from tests.factory import auth
-from tests.reports.conftest import Consultation
 from tests.twilio_server import TwilioServer
 
 Client = AsyncTestClient[Litestar]
