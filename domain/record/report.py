@@ -138,6 +138,11 @@ async def gather(conn: Connection, pool: Pool, principal: Principal, appointment
 
 
 async def existing(conn: Connection, appointment_id: uuid.UUID) -> Report | None:
+    """The consultation's report if made. Held until the transaction ends, so two requests for
+    one report (a double tap) make it once: the second waits, then finds the first's."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('consultation_report:' || $1::uuid::text, 0))", appointment_id
+    )
     row = await conn.fetchrow(
         "SELECT entry_id, language, created_at, sms_id FROM consultation_reports WHERE appointment_id = $1",
         appointment_id,

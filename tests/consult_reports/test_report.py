@@ -233,3 +233,17 @@ async def test_pin_tries_on_a_report_link_are_capped(
     expired = await rep_client.get(f"/r/{token}", headers={"Accept": "text/html"})
     assert expired.status_code == 409
     assert "របាយការណ៍" in expired.text
+
+
+async def test_two_requests_at_once_make_one_report(
+    rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
+) -> None:
+    c = consultation
+    await completed(rep_client, rep_db, c, "en")
+    answers = await asyncio.gather(*(make(rep_client, c, c.specialist.token) for _ in range(3)))
+    assert {status for status, _ in answers} == {201}
+    assert len({made["entry_id"] for _, made in answers}) == 1
+    count = await rep_db.fetchval(
+        "SELECT count(*) FROM record_entries WHERE patient_id = $1 AND kind = 'attachment'", c.patient.patient_id
+    )
+    assert count == 1
