@@ -194,6 +194,9 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
     assert shown.status_code == 403
     assert "Mã PIN không đúng" in shown.text
     assert shown.headers["content-type"].startswith("text/html")
+    # Signed in (the patient's app), the record's own route serves it without a PIN.
+    signed_in = await rep_client.get(f"/v1/record/{made['entry_id']}/content", headers=c.patient.headers)
+    assert signed_in.content == content.content
     # The right PIN: the PDF.
     opened = await rep_client.post(f"/r/{token}", data={"pin": "2580"})
     assert opened.status_code == 200
