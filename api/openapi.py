@@ -245,15 +245,16 @@ def complete(app: Litestar) -> None:
     )
     public = _public_operations(app)
     _document_forms(app)
-    # The one raw-bytes route reads its body itself: say what it takes (the file, as its type).
-    upload = (openapi.paths or {})["/v1/patients/{patient_id}/attachments"].post
-    assert upload is not None
+    # The raw-bytes routes read their body themselves: say what they take (the file, as its type).
     raw = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
-    upload.request_body = RequestBody(
-        content={media_type: OpenAPIMediaType(schema=raw) for media_type in ATTACHMENT_TYPES},
-        description="the file itself, its type as Content-Type (its first bytes must match it)",
-        required=True,
-    )
+    for raw_path in ("/v1/patients/{patient_id}/attachments", "/v1/appointments/{appointment_id}/files"):
+        upload = (openapi.paths or {})[raw_path].post
+        assert upload is not None
+        upload.request_body = RequestBody(
+            content={media_type: OpenAPIMediaType(schema=raw) for media_type in ATTACHMENT_TYPES},
+            description="the file itself, its type as Content-Type (its first bytes must match it)",
+            required=True,
+        )
     download = (openapi.paths or {})["/v1/record/{entry_id}/content"].get
     assert download is not None
     assert download.responses is not None

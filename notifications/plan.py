@@ -109,6 +109,8 @@ async def plan(
         return await _referral(conn, outbox_id, topic, payload, known)
     if topic == "record.result_ready":
         return await _result_ready(conn, outbox_id, payload, known)
+    if topic == "record.report_ready":
+        return await _report_ready(conn, outbox_id, payload)
     return []  # events nobody is told about (referral.requested is seen on the worklist)
 
 
@@ -272,6 +274,39 @@ async def _result_ready(conn: Connection, outbox_id: int, payload: dict[str, Any
                     appointment_id=appointment_id,
                 )
             )
+    return out
+
+
+async def _report_ready(conn: Connection, outbox_id: int, payload: dict[str, Any]) -> list[Planned]:
+    """A consultation's PDF report is in the record: the referring health post hears it in the app
+    (the health worker who referred the patient, on their post's clock, and the one who booked the
+    consultation if someone else). The patient has their own SMS with the link (consult_reports.routes)."""
+    appointment_id = uuid.UUID(payload["appointment_id"])
+    row = await _appointment_row(conn, appointment_id)
+    if row is None:
+        return []
+    referral = await conn.fetchrow(
+        "SELECT referred_by, from_facility_id FROM referrals WHERE appointment_id = $1 LIMIT 1", appointment_id
+    )
+    people = [
+        None if referral is None else await _staff(conn, referral["referred_by"], [referral["from_facility_id"]]),
+        await _booking_worker(conn, row),
+    ]
+    data = {"entry_id": payload["entry_id"], "appointment_id": payload["appointment_id"]}
+    out: list[Planned] = []
+    for person in people:
+        if person is None or any(p.user_id == person.user_id for p in out):
+            continue
+        out.append(
+            _message(
+                person,
+                key=f"{outbox_id}:report_ready:{person.tag}",
+                kind="report_ready",
+                body=text(person.language, "report_ready_staff"),
+                data=data,
+                appointment_id=appointment_id,
+            )
+        )
     return out
 
 

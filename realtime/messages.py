@@ -3,7 +3,8 @@
 Client → server: auth (or guest), join, admit, offer, answer, ice, media, quality, audio_only, chat, leave,
 end, ping. Server → client: ready, waiting, admitted, peer_waiting, peer_joined, peer_left,
 relayed offer/answer/ice/media/quality/audio_only/chat (with `from` and `seq`), ended, revoked (a
-guest's invitation was withdrawn), error, pong.
+guest's invitation was withdrawn), file and file_filed (realtime.call_files: a file shared over
+HTTP, or filed into the record; members only), error, pong.
 """
 
 from __future__ import annotations

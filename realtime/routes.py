@@ -39,3 +39,22 @@ async def consult_page() -> Response[bytes]:
             "connect-src 'self' ws: wss:; img-src 'self' data:",
         },
     )
+
+
+_CALL_FILES_JS = resources.files("realtime") / "static" / "call-files.js"
+
+
+@get(
+    "/rtc/call-files.js",
+    tags=["realtime"],
+    summary="The consultation page's files in the chat (attach, download, file into record)",
+    include_in_schema=False,
+    opt={"exclude_from_auth": True, **NO_TRANSACTION},
+)
+async def call_files_script() -> Response[bytes]:
+    # Static code, no data: the page's own token does the authenticated calls.
+    return Response(
+        _CALL_FILES_JS.read_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )

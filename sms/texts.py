@@ -129,6 +129,9 @@ BUDGETS: dict[str, int] = {
     "invite_family_member": 3,
     "invite_interpreter": 3,
     "invite_specialist": 3,
+    # A consultation's report (consult_reports/): the patient's link, and the health post's notice.
+    "report_link": 3,
+    "report_ready_staff": 2,
 }
 SAMPLE_VALUES: dict[str, object] = {
     "code": "000000",
@@ -157,6 +160,7 @@ SAMPLES_FOR: dict[str, dict[str, object]] = {
         f"invite_{role}": {"when": "x" * 30, "link": "https://spean.example.org/join/km#" + "x" * 22}
         for role in ("family_member", "interpreter", "specialist")
     },
+    "report_link": {"link": "https://spean.example.org/r/" + "x" * 32},
 }
 
 

@@ -58,6 +58,7 @@ from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
+from consult_reports.routes import ReportController, open_report, report_page
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, drain, housekeeping, outage
@@ -69,11 +70,12 @@ from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
+from realtime.call_files import CallFileController
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
-from realtime.routes import consult_page, get_ice_servers
+from realtime.routes import call_files_script, consult_page, get_ice_servers
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -260,6 +262,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             get_ice_servers,
             consult_page,
             InvitationController,  # guests invited by SMS link (domain.invitations)
+            CallFileController,  # files shared in the call (domain.call_files)
+            call_files_script,
             open_invitation,
             guest_page,
             guest_page_default,
@@ -276,6 +280,9 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             *WRITE_HANDLERS,
             SyncController,
             AttachmentController,
+            ReportController,  # consultation reports (consult_reports/)
+            report_page,
+            open_report,
             SmsWebhookController,
             ussd_callback,
             NotificationController,

@@ -168,3 +168,28 @@ async def record_guest(
         outcome,
         request_id,
     )
+
+
+async def record_patient_by_pin(
+    conn: Connection,
+    *,
+    action: Action,
+    resource_type: str,
+    resource_id: uuid.UUID,
+    patient_id: uuid.UUID,
+    outcome: str = "success",
+    request_id: str | None = None,
+) -> None:
+    """An act of a patient who proved themselves with their results PIN (no sign-in): no user,
+    role 'patient', purpose 'results_pin'; the patient's access log lists it."""
+    await conn.execute(
+        """INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
+                                     resource_id, purpose, channel, outcome, request_id)
+           VALUES (NULL, 'patient', NULL, $1, $2, $3, $4, 'results_pin', 'web', $5, $6)""",
+        patient_id,
+        action,
+        resource_type,
+        str(resource_id),
+        outcome,
+        request_id,
+    )

@@ -26,6 +26,14 @@ _OPEN = ("booked", "checked_in", "in_progress")
 
 async def participant(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> tuple[Appointment, Side]:
     """Which side of the call the caller is on, or why they may not join."""
+    appointment, side = await member(conn, principal, appointment_id)
+    require_room_open(appointment)
+    return appointment, side
+
+
+async def member(conn: Connection, principal: Principal, appointment_id: uuid.UUID) -> tuple[Appointment, Side]:
+    """Which side of the consultation the caller is on, whether or not its room is open now (what
+    was shared in the call stays theirs to read afterwards), or why they are not on any."""
     try:
         appointment = await load_appointment(conn, appointment_id)
     except NotFound:
@@ -43,7 +51,6 @@ async def participant(conn: Connection, principal: Principal, appointment_id: uu
         side = "chw"  # the health worker who booked it sits beside the patient
     if side is None:
         raise Forbidden("not_a_participant", "only the patient, the booking health worker and the specialist may join")
-    require_room_open(appointment)
     return appointment, side
 
 
