@@ -91,6 +91,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reminders_min: str = "1440,60"  # minutes before a consultation that reminders go out
     # SIGTERM → exit: keep serving this long while saying so (infra.drain); None: 5 in production, else 0.
     drain_s: float | None = None
+    # --- fhir-national: electronic prescriptions (api/prescriptions, README "Electronic prescriptions") ---
+    prescription_exporter: Literal["fhir", "none"] = "fhir"  # how prescriptions reach the national platform
+    prescription_export_url: str = ""  # the platform's FHIR base (MedicationRequest POSTed there); "": kept queued
+    prescription_export_token: str = ""  # a bearer token for that endpoint, if it wants one
+    prescription_export_max_attempts: int = 10  # then the export is marked failed (spean prescriptions status)
 
     @property
     def push_via(self) -> Literal["fcm", "log"]:
@@ -181,10 +186,15 @@ _VARS: dict[str, str] = {
     "SPEAN_NOTIFY_BACKOFF_MS": "notify_backoff_ms",
     "SPEAN_REMINDERS": "reminders_min",
     "SPEAN_DRAIN_SECONDS": "drain_s",
+    "SPEAN_PRESCRIPTION_EXPORTER": "prescription_exporter",
+    "SPEAN_PRESCRIPTION_EXPORT_URL": "prescription_export_url",
+    "SPEAN_PRESCRIPTION_EXPORT_TOKEN": "prescription_export_token",
+    "SPEAN_PRESCRIPTION_EXPORT_MAX_ATTEMPTS": "prescription_export_max_attempts",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
 _POSITIVE = {
+    "prescription_export_max_attempts",
     "db_pool_min",
     "db_pool_max",
     "access_token_ttl_s",

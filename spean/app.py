@@ -30,6 +30,7 @@ from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.documents import FhirDocumentController
 from api.fhir.history import FhirHistoryController
+from api.fhir.match import FhirMatchController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
@@ -37,6 +38,7 @@ from api.fhir.validate import FhirValidateController
 from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
+from api.prescriptions.routes import PRESCRIPTION_HANDLERS
 from api.query_guard import InputGuardMiddleware
 from api.reads import MarkWrites
 from api.request_id import stamp_response
@@ -253,6 +255,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FacilityController,
             PractitionerController,
             PatientController,
+            *PRESCRIPTION_HANDLERS,  # electronic prescriptions, licences, facility codes
             SelfRegistrationController,
             SlotController,
             AppointmentController,
@@ -272,6 +275,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             FhirHistoryController,
             FhirValidateController,
+            FhirMatchController,  # Patient/$match (national identifiers, duplicates)
             FhirDocumentController,
             *WRITE_HANDLERS,
             SyncController,

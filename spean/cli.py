@@ -260,6 +260,19 @@ def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _prescriptions(settings: Settings, args: argparse.Namespace) -> int:
+    from api.prescriptions import runner
+    from infra.migrate import migrate
+
+    with _services(settings) as (database_url, _):
+        if settings.auto_migrate:
+            asyncio.run(migrate(settings.database_migrate_url or database_url))
+        if args.prescriptions_command == "status":
+            print(asyncio.run(runner.status(settings, database_url)))
+            return 0
+        return asyncio.run(runner.export(settings, database_url, once=args.once))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spean", description="Spean telemedicine backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +335,12 @@ def _parser() -> argparse.ArgumentParser:
     notes.add_argument("--state", dest="state", choices=["pending", "sent", "failed", "cancelled"])
     notes.add_argument("--limit", type=int, default=100)
     notes.set_defaults(handler=_notifications)
+    prescriptions = commands.add_parser("prescriptions", help="electronic prescriptions: the national export")
+    rx = prescriptions.add_subparsers(dest="prescriptions_command", required=True)
+    rx_export = rx.add_parser("export", help="send queued prescriptions to SPEAN_PRESCRIPTION_EXPORT_URL")
+    rx_export.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    rx_export.set_defaults(handler=_prescriptions)
+    rx.add_parser("status", help="how many exports are pending, sent, failed").set_defaults(handler=_prescriptions)
     return parser
 
 
