@@ -192,11 +192,13 @@ async def refuse_duplicate(
     if visible:
         extra["existing_patient_id"] = str(match.patient_id)
     detail = (
-        "a patient with this national identifier is already registered"
+        "a patient with this identifier is already registered"
         if match.grade == "certain"
         else "a patient with the same name, birth and phone is already registered"
         " (send confirm_not_duplicate if this is another person)"
     )
+    if visible:  # FHIR's OperationOutcome has no `extra`: its diagnostics name the patient too
+        detail += f": Patient/{match.patient_id}"
     raise Conflict("duplicate_patient", detail, field="identifiers" if match.grade == "certain" else None, **extra)
 
 

@@ -60,6 +60,7 @@ from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
+from domain.identifiers import systems as identifier_systems
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, drain, housekeeping, outage
@@ -169,6 +170,7 @@ async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_ur
 
 def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
     secret_key = resolve_secret_key(settings)
+    identifier_systems.registry()  # a bad SPEAN_IDENTIFIER_SYSTEMS file stops the server here, not a request
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
