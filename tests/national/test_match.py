@@ -161,7 +161,8 @@ async def test_fhirpy_searches_by_national_identifier_and_matches(live: str, peo
     spaced = f"{people.cccd[:3]}-{people.cccd[3:6]} {people.cccd[6:]}"
     found = await fhir.resources("Patient").search(identifier=f"{CCCD}|{spaced}").fetch_all()
     assert [p.id for p in found] == [people.a]
-    validate(found[0].serialize())
+    first: Any = found[0]
+    validate(first.serialize())
     assert await fhir.resources("Patient").search(identifier=f"{CCCD}|001000000000").fetch_all() == []
     bundle = await fhir.execute(
         "Patient/$match", method="post", data=parameters({"identifier": [{"system": CCCD, "value": spaced}]})
