@@ -340,21 +340,6 @@ class TestRegister:
         assert await sms_db.fetchval("SELECT count(*) FROM patients WHERE phone = $1", phone.number) == 0
         assert await phone.send("1") == texts.text("km", "sms_help_new")  # the conversation is over
 
-    async def test_someone_already_registered_is_told_so(
-        self, sms_client: Client, sms_factory: Factory, twilio: TwilioServer, sms_db: asyncpg.Pool
-    ) -> None:
-        """The CHW registered them with this phone; they then try to register themself (fhir-national)."""
-        name = f"Dara {uuid.uuid4().hex[:6]}"
-        body = {"name": f"Post {name}", "kind": "health_post", "timezone": TZ, "country": "KH"}
-        post = (await sms_factory.post("/v1/facilities", body, await sms_factory.admin_token()))["id"]
-        phone = Phone(sms_client, twilio, new_phone())
-        await sms_factory.patient(uuid.UUID(post), phone=phone.number, names=[{"text": name}], birth_year=1990)
-        assert await phone.send("Register") == texts.text("en", "sms_register_name")
-        for answer in (name.upper(), "1990", "Svay"):
-            await phone.send(answer)
-        assert await phone.send(f"Post {name}") == texts.text("en", "sms_register_duplicate")
-        assert await sms_db.fetchval("SELECT count(*) FROM patients WHERE phone = $1", phone.number) == 1
-
 
 class TestOnce:
     async def test_a_repeated_message_sid_books_and_answers_once(
