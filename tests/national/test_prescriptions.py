@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,6 +28,7 @@ from api.prescriptions.export import FhirMedicationRequestExporter, drain
 from domain.prescriptions import codes
 from tests.factory import Factory, PatientLogin, Staff, auth
 from tests.fhir.test_resources import validate
+from tests.test_cli import spean
 
 Client = AsyncTestClient[Litestar]
 LICENCE = {"system": "https://moh.example.gov.kh/licences", "number": "MD-0042"}
@@ -253,3 +256,23 @@ async def test_the_exporter_sends_each_version_once_retrying_and_giving_up(
         assert await db.fetchval("SELECT sent_at IS NOT NULL FROM prescription_exports WHERE code = $1", flaky)
     finally:
         await exporter.aclose()
+
+
+async def test_the_cli_sends_what_is_due_and_says_what_is_queued(
+    client: Client, database_url: str, servers: tuple[str, str], tmp_path: Path, platform: NationalPlatform, ward: Ward
+) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": servers[1], "SPEAN_DATA_DIR": str(tmp_path),
+           "SPEAN_LOG_LEVEL": "warning"}  # fmt: skip
+    code = (await prescribe(client, ward, drug="Metformin"))["body"]["prescription_code"]
+    nothing = spean(env, "prescriptions", "export", "--once", check=False)
+    assert nothing.returncode == 2
+    assert "SPEAN_PRESCRIPTION_EXPORT_URL" in nothing.stdout
+    queued = re.match(r"pending (\d+), sent (\d+), failed (\d+)", spean(env, "prescriptions", "status").stdout)
+    assert queued is not None
+    assert int(queued[1]) >= 1
+    sent = spean({**env, "SPEAN_PRESCRIPTION_EXPORT_URL": platform.url}, "prescriptions", "export", "--once")
+    assert re.search(r"[1-9]\d* prescription version\(s\) handled", sent.stdout)
+    assert code in {r["identifier"][0]["value"] for r in platform.received}
+    after = re.match(r"pending (\d+), sent (\d+)", spean(env, "prescriptions", "status").stdout)
+    assert after is not None
+    assert int(after[2]) > int(queued[2])
