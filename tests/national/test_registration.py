@@ -179,3 +179,26 @@ async def test_two_registrations_of_one_national_id_at_once(client: Client, fact
         assert lost["extra"]["existing_patient_id"] == won["id"]
         assert await db.fetchval("SELECT count(*) FROM patient_identifiers WHERE system = $1 AND value = $2",
                                  CCCD, cccd) == 1  # fmt: skip
+
+
+async def test_updates_validate_and_normalise_too(client: Client, factory: Factory) -> None:
+    post = await factory.facility(kind="health_post", country="VN", timezone="Asia/Ho_Chi_Minh")
+    chw = await factory.staff(post, role="chw")
+    created = (await client.post("/v1/patients", json=person(post), headers=chw.headers)).json()
+    bad = await client.patch(f"/v1/patients/{created['id']}", json={"identifiers": [{"system": CCCD, "value": "1"}]},
+                             headers=chw.headers)  # fmt: skip
+    assert bad.status_code == 422
+    assert bad.json()["extra"]["system"] == CCCD
+    cccd = new_cccd(1990)
+    good = await client.patch(f"/v1/patients/{created['id']}", headers=chw.headers,
+                              json={"identifiers": [{"system": CCCD, "value": f"{cccd[:6]}-{cccd[6:]}"}]})  # fmt: skip
+    assert good.json()["identifiers"] == [{"system": CCCD, "value": cccd}]
+    resource = (await client.get(f"/fhir/Patient/{created['id']}", headers=chw.headers)).json()
+    resource["identifier"] = [{"system": BHYT, "value": "not a card"}]
+    put = await client.put(f"/fhir/Patient/{created['id']}", json=resource, headers=chw.headers)
+    assert put.status_code == 422
+    assert put.json()["issue"][0]["details"]["coding"][0]["code"] == "invalid_identifier"
+    resource["identifier"] = [{"system": BHYT, "value": "dn4 79 0123456789"}]
+    put = await client.put(f"/fhir/Patient/{created['id']}", json=resource, headers=chw.headers)
+    assert put.status_code == 200, put.text
+    assert put.json()["identifier"] == [{"system": BHYT, "value": "DN4790123456789"}]
