@@ -13,6 +13,7 @@ from domain import access, name_fold
 from domain.audit import trail
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.fields import Code, Int32, Phone, ShortText
+from domain.identifiers import matching, systems
 from domain.phone import normalize
 from domain.principal import Principal
 from infra.db import Connection
@@ -47,6 +48,9 @@ class PatientIn(msgspec.Struct, kw_only=True):
     preferred_language: Language = "km"
     preferred_channel: PatientChannel = "sms"
     identifiers: Annotated[list[Identifier], msgspec.Meta(max_length=20)] = []
+    # A probable duplicate (same name, birth and phone: domain.identifiers.matching) is refused
+    # unless the registrar checked that it is another person (twins named alike, say).
+    confirm_not_duplicate: bool = False
 
 
 class PatientPatch(msgspec.Struct, kw_only=True):
@@ -145,12 +149,57 @@ def _check_birth(birth_date: date | None, birth_year: int | None) -> int | None:
     return birth_year
 
 
-def _check_identifiers(identifiers: list[Identifier]) -> None:
+def _check_identifiers(identifiers: list[Identifier], birth_year: int | None, sex: str | None) -> list[Identifier]:
+    """Identifiers as stored: configured national systems validated and normalised
+    (domain.identifiers.systems), others trimmed; one value per configured system."""
+    registry = systems.registry()
+    person = systems.Person(birth_year=birth_year, sex=sex)
+    checked: list[Identifier] = []
     for i, ident in enumerate(identifiers):
         if not 1 <= len(ident.system) <= 200 or not 1 <= len(ident.value) <= 100:
             raise InvalidInput(
                 "invalid_identifier", "system is 1-200 and value 1-100 characters", field=f"identifiers[{i}]"
             )
+        value = registry.validate(ident.system, ident.value, person, f"identifiers[{i}].value")
+        if not value:
+            raise InvalidInput("invalid_identifier", "the value is empty", field=f"identifiers[{i}].value")
+        if ident.system in registry.by_uri and any(c.system == ident.system for c in checked):
+            raise InvalidInput(
+                "duplicate_identifier_system", "one value per national identifier system",
+                field=f"identifiers[{i}]", system=ident.system,
+            )  # fmt: skip
+        checked.append(Identifier(ident.system, value))
+    return checked
+
+
+async def refuse_duplicate(
+    conn: Connection, principal: Principal, candidate: matching.Candidate, *, allow_probable: bool
+) -> None:
+    """409 `duplicate_patient` if the person is already registered (certain, or probable unless
+    the registrar confirmed otherwise), naming the existing patient when the caller may see them."""
+    await matching.lock(conn, candidate)
+    found = await matching.find(conn, candidate, at_least="probable")
+    blocking = [m for m in found if m.grade == "certain" or not allow_probable]
+    if not blocking:
+        return
+    match = blocking[0]
+    visible = await conn.fetchval(
+        f"SELECT {access.PATIENT_VISIBLE} FROM patients p WHERE p.id = $5",
+        *access.patient_args(principal),
+        match.patient_id,
+    )
+    extra: dict[str, object] = {"match_grade": match.grade}
+    if visible:
+        extra["existing_patient_id"] = str(match.patient_id)
+    detail = (
+        "a patient with this identifier is already registered"
+        if match.grade == "certain"
+        else "a patient with the same name, birth and phone is already registered"
+        " (send confirm_not_duplicate if this is another person)"
+    )
+    if visible:  # FHIR's OperationOutcome has no `extra`: its diagnostics name the patient too
+        detail += f": Patient/{match.patient_id}"
+    raise Conflict("duplicate_patient", detail, field="identifiers" if match.grade == "certain" else None, **extra)
 
 
 async def _save_identifiers(conn: Connection, patient_id: uuid.UUID, identifiers: list[Identifier]) -> None:
@@ -167,7 +216,7 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
     itself (or a family member) and is linked to the new record."""
     _check_names(data.names)
     birth_year = _check_birth(data.birth_date, data.birth_year)
-    _check_identifiers(data.identifiers)
+    identifiers = _check_identifiers(data.identifiers, birth_year, data.sex)
     if not await conn.fetchval("SELECT 1 FROM facilities WHERE id = $1", data.home_facility_id):
         raise NotFound("facility_not_found", "no such facility", field="home_facility_id")
     self_registration = not principal.is_staff and not principal.is_system_admin
@@ -178,6 +227,11 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
     else:
         access.require_patient_registrar(principal, data.home_facility_id)
         phone = normalize(data.phone, default_region) if data.phone else None
+    candidate = matching.Candidate(
+        identifiers=[(i.system, i.value) for i in identifiers], search_text=search_text_of(data.names),
+        birth_date=data.birth_date, birth_year=birth_year, phone=phone,
+    )  # fmt: skip
+    await refuse_duplicate(conn, principal, candidate, allow_probable=data.confirm_not_duplicate)
     patient_id = uuid.uuid4()
     await conn.execute(
         """INSERT INTO patients (id, names, search_text, birth_date, birth_year, sex, phone, preferred_language,
@@ -195,7 +249,7 @@ async def register(conn: Connection, principal: Principal, data: PatientIn, *, d
         data.home_facility_id,
         principal.user_id,
     )
-    await _save_identifiers(conn, patient_id, data.identifiers)
+    await _save_identifiers(conn, patient_id, identifiers)
     # Whoever signs in with the patient's phone acts for them (see identity.users.login).
     await conn.execute(
         """INSERT INTO patient_accounts (user_id, patient_id)
@@ -277,6 +331,7 @@ async def search(conn: Connection, principal: Principal, query: PatientQuery, *,
         if not value:
             raise InvalidInput("invalid_identifier", "use system|value or a value", field="identifier")
         system = system if sep else None
+        value = systems.registry().normalise(system, value) if system else value.strip()
     phone = normalize(query.phone, default_region) if query.phone else None
     name = _fold(query.name.strip()) if query.name else None
     if name is not None and len(name) < 2:
@@ -359,9 +414,9 @@ async def update(
     if phone != current.phone:
         await _move_logins(conn, patient_id, current.phone, phone)
     if patch.identifiers is not None:
-        _check_identifiers(patch.identifiers)
+        identifiers = _check_identifiers(patch.identifiers, birth_year, patch.sex or current.sex)
         await conn.execute("DELETE FROM patient_identifiers WHERE patient_id = $1", patient_id)
-        await _save_identifiers(conn, patient_id, patch.identifiers)
+        await _save_identifiers(conn, patient_id, identifiers)
     patient = await _load(conn, patient_id)
     await trail.record(
         conn,

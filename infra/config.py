@@ -77,6 +77,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # how long a session's state outlives its last turn (gateways end sessions after ~180 s).
     ussd_secret: str = ""
     ussd_session_ttl_s: int = 180
+    # --- fhir-national: electronic prescriptions (api/prescriptions, README "Electronic prescriptions") ---
+    prescription_exporter: Literal["fhir", "none"] = "fhir"  # how prescriptions reach the national platform
+    prescription_export_url: str = ""  # the platform's FHIR base (MedicationRequest POSTed there); "": kept queued
+    prescription_export_token: str = ""  # a bearer token for that endpoint, if it wants one
+    prescription_export_max_attempts: int = 10  # then the export is marked failed (spean prescriptions status)
     # Notifications (notifications/): the outbox worker and its senders.
     push_sender: Literal["fcm", "log", ""] = ""  # "": fcm when GOOGLE_APPLICATION_CREDENTIALS is set, else log
     google_application_credentials: str = ""  # service-account JSON file (its token_uri is honoured)
@@ -177,6 +182,10 @@ _VARS: dict[str, str] = {
     "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
     "SPEAN_USSD_SECRET": "ussd_secret",
     "SPEAN_USSD_SESSION_TTL": "ussd_session_ttl_s",
+    "SPEAN_PRESCRIPTION_EXPORTER": "prescription_exporter",
+    "SPEAN_PRESCRIPTION_EXPORT_URL": "prescription_export_url",
+    "SPEAN_PRESCRIPTION_EXPORT_TOKEN": "prescription_export_token",
+    "SPEAN_PRESCRIPTION_EXPORT_MAX_ATTEMPTS": "prescription_export_max_attempts",
     "SPEAN_PUSH_SENDER": "push_sender",
     "GOOGLE_APPLICATION_CREDENTIALS": "google_application_credentials",
     "FCM_API_BASE_URL": "fcm_api_base_url",
@@ -199,6 +208,7 @@ _VARS: dict[str, str] = {
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
 _POSITIVE = {
+    "prescription_export_max_attempts",
     "db_pool_min",
     "db_pool_max",
     "access_token_ttl_s",

@@ -113,6 +113,7 @@ BUDGETS: dict[str, int] = {
     "sms_register_post_choice": 3,
     "sms_register_no_post": 2,
     "sms_registered": 3,
+    "sms_register_duplicate": 2,  # fhir-national: a registration that finds the person registered
     # Notifications (notifications/plan.py), sent by SMS when no push reaches the person.
     "push_title": 1,
     "booked_patient": 2,

@@ -30,6 +30,7 @@ from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.documents import FhirDocumentController
 from api.fhir.history import FhirHistoryController
+from api.fhir.match import FhirMatchController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
@@ -37,6 +38,7 @@ from api.fhir.validate import FhirValidateController
 from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
 from api.openapi import SCHEMA_PLUGINS, complete
+from api.prescriptions.routes import PRESCRIPTION_HANDLERS
 from api.query_guard import InputGuardMiddleware
 from api.reads import MarkWrites
 from api.request_id import stamp_response
@@ -59,6 +61,7 @@ from api.routes.sync import SyncController
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
 from consult_reports.routes import ReportController, open_report, report_page
+from domain.identifiers import systems as identifier_systems
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, drain, housekeeping, outage
@@ -169,6 +172,7 @@ async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_ur
 
 def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Litestar:
     secret_key = resolve_secret_key(settings)
+    identifier_systems.registry()  # a bad SPEAN_IDENTIFIER_SYSTEMS file stops the server here, not a request
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -255,6 +259,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FacilityController,
             PractitionerController,
             PatientController,
+            *PRESCRIPTION_HANDLERS,  # electronic prescriptions, licences, facility codes
             SelfRegistrationController,
             SlotController,
             AppointmentController,
@@ -276,6 +281,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirCurrentHistoryController,
             FhirHistoryController,
             FhirValidateController,
+            FhirMatchController,  # Patient/$match (national identifiers, duplicates)
             FhirDocumentController,
             *WRITE_HANDLERS,
             SyncController,

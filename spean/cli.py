@@ -250,6 +250,19 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def _prescriptions(settings: Settings, args: argparse.Namespace) -> int:
+    from api.prescriptions import runner
+    from infra.migrate import migrate
+
+    with _services(settings) as (database_url, _):
+        if settings.auto_migrate:
+            asyncio.run(migrate(settings.database_migrate_url or database_url))
+        if args.prescriptions_command == "status":
+            print(asyncio.run(runner.status(settings, database_url)))
+            return 0
+        return asyncio.run(runner.export(settings, database_url, once=args.once))
+
+
 def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     from spean.admin import list_notifications
 
@@ -315,6 +328,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
     commands.add_parser("demo", help="load the demo network (idempotent)").set_defaults(handler=_demo)
+    prescriptions = commands.add_parser("prescriptions", help="electronic prescriptions: the national export")
+    rx = prescriptions.add_subparsers(dest="prescriptions_command", required=True)
+    rx_export = rx.add_parser("export", help="send queued prescriptions to SPEAN_PRESCRIPTION_EXPORT_URL")
+    rx_export.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    rx_export.set_defaults(handler=_prescriptions)
+    rx.add_parser("status", help="how many exports are pending, sent, failed").set_defaults(handler=_prescriptions)
 
     admin = commands.add_parser("admin", help="operator tasks").add_subparsers(dest="admin_command", required=True)
     create = admin.add_parser("create-user", help="create a user with a role (--link-existing: an existing one)")

@@ -11,6 +11,7 @@ from api.fhir.clinical import KIND_OF, Resource
 from api.fhir.current import CURRENT_ONLY
 
 _VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+_MATCH = {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}  # api.fhir.match
 _WRITABLE = ("create", "update", "vread", "history-instance", "history-type")
 # type -> (interactions added, what its versioning and writes are)
 INTERACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -47,6 +48,8 @@ def extend(statement: Resource) -> Resource:
         resource.update(flags)
         if "create" in added:
             resource["operation"] = [*resource.get("operation", []), _VALIDATE]
+        if resource["type"] == "Patient":
+            resource["operation"] = [*resource.get("operation", []), _MATCH]
     interactions = [i["code"] for i in rest.get("interaction", [])]
     rest["interaction"] = [{"code": code} for code in dict.fromkeys([*interactions, "transaction", "batch"])]
     return statement

@@ -136,14 +136,38 @@ def medication_request(entry: Entry) -> Resource:
                                                     "unit": dose[2]}}]  # fmt: skip
     if "instructions" in body:
         dosage["patientInstruction"] = body["instructions"]
-    return _base("MedicationRequest", entry) | {
-        "status": "entered-in-error" if entry.status == "entered_in_error" else "active",
-        "intent": "order",
-        "medicationCodeableConcept": medication,
-        "authoredOn": instant(entry.provenance.recorded_at),
-        "dosageInstruction": [dosage],
-        "dispenseRequest": {"expectedSupplyDuration": {"value": days, "unit": "days", "system": UCUM, "code": "d"}},
-    }
+    return (
+        _base("MedicationRequest", entry)
+        | _prescribing(body)
+        | {
+            "status": "entered-in-error" if entry.status == "entered_in_error" else "active",
+            "intent": "order",
+            "medicationCodeableConcept": medication,
+            "authoredOn": instant(entry.provenance.recorded_at),
+            "dosageInstruction": [dosage],
+            "dispenseRequest": {"expectedSupplyDuration": {"value": days, "unit": "days", "system": UCUM, "code": "d"}},
+        }
+    )
+
+
+# --- electronic prescriptions (domain.prescriptions) ---
+PRESCRIPTION_CODE_SYSTEM = "https://spean.dev/fhir/sid/prescription-code"
+PRESCRIBING_FACILITY = "https://spean.dev/fhir/StructureDefinition/prescribing-facility"
+
+
+def _prescribing(body: dict[str, Any]) -> dict[str, Any]:
+    """The prescription's code, the prescriber by licence and the facility by national code, as
+    stamped when it was written (absent from prescriptions written before codes existed)."""
+    added: dict[str, Any] = {}
+    if "prescription_code" in body:
+        added["identifier"] = [{"use": "official", "system": PRESCRIPTION_CODE_SYSTEM,
+                                "value": body["prescription_code"]}]  # fmt: skip
+    if "prescriber_licence" in body:
+        added["requester"] = {"type": "Practitioner", "identifier": dict(body["prescriber_licence"])}
+    if "facility_code" in body:
+        facility = {"type": "Organization", "identifier": dict(body["facility_code"])}
+        added["extension"] = [{"url": PRESCRIBING_FACILITY, "valueReference": facility}]
+    return added
 
 
 def encounter(entry: Entry) -> Resource:

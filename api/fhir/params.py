@@ -42,6 +42,7 @@ class Param:
     sort: KeyKind | None = None  # sortable, on the field's (low) value
     reveals_errors: bool = False  # searching it also searches entries marked entered in error
     phone: bool = False  # values are phone numbers, normalised as the app API does
+    identifier: bool = False  # system|value of a national system: the value normalised (domain.identifiers)
     required: bool = False
 
     @property
@@ -290,6 +291,7 @@ PATIENT = SearchType(
             "token",
             Token((Coding("x.system", "x.value"),), source="FROM patient_identifiers x WHERE x.patient_id = p.id"),
             "system|value, or a value in any system",
+            identifier=True,
         ),
         Param(
             "gender",

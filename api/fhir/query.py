@@ -25,6 +25,7 @@ from api.errors import InputRejected
 from api.fhir.params import TYPES, Param, SearchType
 from api.input_rules import EARLIEST, LATEST
 from domain.errors import InvalidInput
+from domain.identifiers import systems
 from domain.name_fold import fold
 from domain.phone import normalize
 from domain.search.engine import (
@@ -213,6 +214,8 @@ def _token(p: Param, value: str, negate: bool, region: str) -> Criterion:
             code = normalize(code, region)
         except InvalidInput as refused:
             raise bad(p.name, refused.detail) from None
+    if p.identifier and system is not None and code is not None:
+        code = systems.registry().normalise(system, code)
     return TokenIs(p.field, code, system, no_system, negate)
 
 

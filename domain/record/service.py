@@ -15,6 +15,7 @@ from typing import NoReturn
 from domain import access, patients
 from domain.audit import trail
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.prescriptions import service as prescriptions
 from domain.principal import Principal
 from domain.record import reads, store
 from domain.record.types import EncounterIn, Entry, EntryIn
@@ -83,6 +84,9 @@ async def insert_new(
     effective_at: datetime | None = None,
 ) -> Entry:
     """Version 1 of a new entry, with its provenance, audited. Callers checked access and content."""
+    facility_id = access.authoring_facility(principal, appointment_facility, home)
+    if kind == "prescription":  # its code, licence and facility code (domain.prescriptions)
+        body = {**body, **await prescriptions.stamp(conn, principal, facility_id)}
     created = await store.insert(
         conn,
         id=uuid.uuid4(),
@@ -97,9 +101,11 @@ async def insert_new(
         effective_at=effective_at or datetime.now(UTC),
         author_user_id=principal.user_id,
         author_role=principal.primary_role,
-        facility_id=access.authoring_facility(principal, appointment_facility, home),
+        facility_id=facility_id,
         channel=principal.channel,
     )
+    if kind == "prescription":
+        await prescriptions.issue(conn, created)
     await _audit(conn, principal, "create", created)
     return created
 
@@ -157,6 +163,8 @@ async def _new_version(
     conn: Connection, principal: Principal, current: Entry, status: str, reason: str, **content: object
 ) -> Entry:
     await store.supersede(conn, current.id, current.version)
+    if current.kind == "prescription":  # a later version keeps the code, licence and facility code
+        content["body"] = prescriptions.carried(current, content["body"])  # type: ignore[arg-type]
     created = await store.insert(
         conn,
         id=current.id,
@@ -172,6 +180,8 @@ async def _new_version(
         reason=reason,
         **content,
     )
+    if created.kind == "prescription" and "prescription_code" in created.body:
+        await prescriptions.queue(conn, created)
     await _audit(conn, principal, "correct" if status == "current" else "entered_in_error", created)
     return created
 

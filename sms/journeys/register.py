@@ -80,6 +80,8 @@ async def _register(turn: Turn, question: AskRegister, post: self_registration.P
         ),
         turn.conn,
     )
+    if refused is not None and refused.code == "duplicate_patient":  # this person registered already
+        return Reply("sms_register_duplicate")
     if refused is not None:
         return Reply("sms_unknown_number")
     return Reply("sms_registered", {"name": short(question.name), "post": short(post.name)})

@@ -67,10 +67,20 @@ class TestRegistration:
         chw = await factory.staff(post, role="chw")
         ident = [{"system": "urn:kh:hid", "value": new_phone()}]
         body = {"names": [{"text": "A"}], "home_facility_id": str(post), "identifiers": ident}
-        assert (await client.post("/v1/patients", json=body, headers=chw.headers)).status_code == 201
+        first = await client.post("/v1/patients", json=body, headers=chw.headers)
+        assert first.status_code == 201
+        # Registration finds the holder first (domain.identifiers.matching) and names them...
         again = await client.post("/v1/patients", json=body, headers=chw.headers)
         assert again.status_code == 409
-        assert again.json()["code"] == "identifier_taken"
+        assert again.json()["code"] == "duplicate_patient"
+        assert again.json()["extra"]["existing_patient_id"] == first.json()["id"]
+        # ...and the key refuses any other way of taking it.
+        other = await client.post("/v1/patients", json={**body, "identifiers": []}, headers=chw.headers)
+        taken = await client.patch(
+            f"/v1/patients/{other.json()['id']}", json={"identifiers": ident}, headers=chw.headers
+        )
+        assert taken.status_code == 409
+        assert taken.json()["code"] == "identifier_taken"
 
     async def test_a_patient_login_registers_a_family_member_on_its_phone(
         self, client: Client, factory: Factory

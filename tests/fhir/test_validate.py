@@ -41,7 +41,7 @@ async def test_validate_is_the_write_without_the_write(client: Client, factory: 
         ("Condition", temperature(patient), "resource_type_mismatch", "Condition.resourceType"),
         ("Patient", {"resourceType": "Patient", "name": [{"text": "Twin"}],
                      "identifier": [{"system": "urn:kh:health-id", "value": health_id}]},
-         "identifier_taken", "Patient.identifier"),
+         "duplicate_patient", "Patient.identifier"),
     ]  # fmt: skip
     for resource_type, resource, code, element in cases:
         response = await client.post(f"/fhir/{resource_type}/$validate", json=resource, headers=chw.headers)

@@ -1,0 +1,1 @@
+"""National identifiers: configured systems, validation, normalisation (systems.py)."""

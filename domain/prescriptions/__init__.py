@@ -1,0 +1,1 @@
+"""Electronic prescriptions: codes (codes.py), licences and facility codes, issue and verification (service.py)."""
