@@ -143,6 +143,7 @@ def _sentinel(spec: RedisUrl) -> Redis:
     sentinel = Sentinel(list(spec.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     master: Redis = sentinel.master_for(
         spec.service,
+        redis_class=_SentinelMaster,
         connection_pool_class=_BlockingSentinelPool,
         db=spec.db,
         username=spec.username,
@@ -155,6 +156,17 @@ def _sentinel(spec: RedisUrl) -> Redis:
         retry=Retry(NoBackoff(), 1),
     )
     return master
+
+
+class _SentinelMaster(Redis):
+    """The master's client; closing it closes its connections to the sentinels too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -186,7 +186,9 @@ class ShardedBus:
 
     async def _mend(self) -> None:
         """Subscribe the orphans on their current node, after fetching the slot map again."""
-        backoff = outage.Backoff()
+        # Short pauses: a failover completes within the cluster's node timeout and an election,
+        # and every room of the failed node is silent until it is subscribed again.
+        backoff = outage.Backoff(first_s=0.2, cap_s=2.0)
         while True:
             await self._lost.wait()
             try:
