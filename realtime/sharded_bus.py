@@ -24,7 +24,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from infra import outage, redis_keys
 from realtime.bus import Listener, as_is
@@ -64,8 +64,10 @@ class ShardedBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._mender
         async with self._lock:
+            readers = [shard.reader for shard in self._shards.values() if shard.reader is not None]
             for shard in list(self._shards.values()):
                 await self._close_locked(shard)
+        await asyncio.gather(*readers, return_exceptions=True)
 
     async def join(self, room: str, listener: Listener) -> None:
         """Listen to a room; raises if its node cannot be reached (the socket is told to retry)."""
@@ -113,7 +115,7 @@ class ShardedBus:
         channel = redis_keys.rtc_live(room)
         node = self._cluster.get_node_from_key(channel)
         if node is None:
-            raise RedisClusterException(f"no node holds {channel}")
+            raise SlotNotCoveredError(f"no node holds {channel}")
         shard = self._shards.get(node.name)
         if shard is None:
             client = self._node_client(node.host, int(node.port))

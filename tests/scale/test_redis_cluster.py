@@ -195,6 +195,18 @@ async def test_a_room_keeps_its_keys_and_channel_on_one_node(
         await until(lambda: asyncio.sleep(0, len(heard) == 20), "every relayed message arrived")
         assert [h.split("\n")[0] for h in heard] == seqs  # in order, with their log ids
         assert [seq for seq, _ in await rooms.since(room, seqs[9])] == seqs[10:]
+        await bus.publish(room, '\n{"not":"kept"}')  # a room event that is not logged
+        await until(lambda: asyncio.sleep(0, len(heard) == 21), "the unlogged event arrived")
+        assert heard[-1] == '\n{"not":"kept"}'
+        # A second room on this worker, wherever its slot is; leaving one keeps the other.
+        other: list[str] = []
+        second = str(uuid.uuid4())
+        await bus.join(second, other.append)
+        await bus.leave(room, heard.append)
+        await bus.publish(second, "\nhello")
+        await bus.publish(room, "\nunheard")
+        await until(lambda: asyncio.sleep(0, other == ["\nhello"]), "the second room is heard")
+        await bus.leave(second, other.append)
     finally:
         await bus.stop()
     await rooms.close(room)
