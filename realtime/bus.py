@@ -40,7 +40,7 @@ def for_client(redis: redis_client.RedisClient, url: str) -> RoomBus:
     """Sharded pub/sub on a cluster; one pub/sub connection to the (Sentinel-named) master else."""
     if isinstance(redis, Redis):
         return Bus(redis)
-    from realtime.sharded_bus import ShardedBus
+    from realtime.sharded_bus import ShardedBus  # here: it imports this module's Listener
 
     return ShardedBus(redis, lambda host, port: redis_client.node(url, host, port))
 
