@@ -10,21 +10,29 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 
+import msgspec
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from domain.identity.otp import OtpPolicy, OtpService
 from infra import outage, redis_client
+from infra.config import Settings
 from realtime import bus as room_bus
 from realtime.bus import Bus
 from realtime.rooms import Rooms
+from sms.sender import LogSmsSender
+from spean.app import create_app
+from tests.factory import new_phone
 from tests.fault.servers import wait_until
 from tests.scale.redis_servers import SentinelSet, own_sentinels
 from tests.scale.servers import until
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sentinels() -> Iterator[SentinelSet]:
+    """Each test its own set: a failover leaves no replica behind for another."""
     with own_sentinels(range(7130, 7135)) as group:
         yield group
 
@@ -103,3 +111,39 @@ async def test_the_app_carries_on_when_the_sentinels_promote_the_replica(
     finally:
         await bus.stop()
     await rooms.close(room)
+
+
+async def test_the_api_answers_503_during_the_failover_and_carries_on_after_it(
+    sentinels: SentinelSet, settings: Settings
+) -> None:
+    """The API on the Sentinel URL: sign-in codes are requested before, during (503 with
+    Retry-After, "Redis is away") and after the promotion, without a restart."""
+    configured = msgspec.structs.replace(settings, redis_url=sentinels.url, db_pool_min=1, db_pool_max=3)
+    refused = 0
+    async with AsyncTestClient(create_app(configured, sms_sender=LogSmsSender())) as client:
+
+        async def code_requested() -> bool:
+            nonlocal refused
+            answer = await client.post("/v1/auth/otp", json={"phone": new_phone()})
+            if answer.status_code == 503:
+                refused += 1
+                assert answer.json()["code"] == "cache_unavailable"
+                assert answer.headers["retry-after"]
+                return False
+            assert answer.status_code == 202, answer.text
+            return True
+
+        assert await code_requested()
+        assert (await client.get("/ready")).status_code == 200
+        sentinels.master.kill()
+        # Until the sentinels agree the master is down (down-after-milliseconds) and promote the
+        # replica, requests that need Redis are refused as retryable; then they succeed again.
+        await until(code_requested, "sign-in codes are sent again", within_s=30)
+        assert sentinels.master_port() == sentinels.replica.port
+        assert refused > 0
+        await until(lambda: _status_is(client, "/ready", 200), "the API is ready again")
+        assert await code_requested()
+
+
+async def _status_is(client: AsyncTestClient[Litestar], path: str, status: int) -> bool:
+    return (await client.get(path)).status_code == status
