@@ -35,7 +35,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
 from domain.audit import trail
-from infra import outage
+from infra import outage, redis_keys
 from infra.db import Connection
 from infra.replica import CHECK_EVERY_S, Replica
 
@@ -80,8 +80,7 @@ class ReplicaFailed(Exception):
     """The replica died under a request: run it again on the primary."""
 
 
-def _wrote_key(user_id: object) -> str:
-    return f"spean:db:wrote:{user_id}"
+_wrote_key = redis_keys.db_wrote
 
 
 def _sticky_ms(replica: Replica) -> int:

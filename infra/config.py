@@ -16,6 +16,8 @@ from typing import Literal
 
 import msgspec
 
+from infra import redis_client
+
 Environment = Literal["development", "production", "test"]
 # What sits between Spean and PostgreSQL (infra.pooling): nothing, or a pooler in session or
 # transaction mode; transaction pooling forbids named prepared statements and session state.
@@ -266,6 +268,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError("SPEAN_DB_POOL_MIN must not exceed SPEAN_DB_POOL_MAX")
     _check_database(settings)
     _check_dhis2(settings)
+    if settings.redis_url:
+        try:
+            redis_client.parse(settings.redis_url)
+        except redis_client.RedisUrlError as exc:
+            raise ConfigError(str(exc)) from None
     if settings.env == "production":
         if len(settings.secret_key) < 32:
             raise ConfigError("SPEAN_SECRET_KEY must be set to at least 32 characters in production")

@@ -37,6 +37,12 @@ _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,  # BusyLoadingError and MaxConnectionsError included
     redis.exceptions.TimeoutError,
+    # A Redis Cluster between a master's failure and its replica's promotion, or a Sentinel
+    # failover that left a connection on the demoted master (it answers READONLY).
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError; redirections exhausted
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
 )
 
 
@@ -77,6 +83,8 @@ def unavailable(error: BaseException) -> Dependency | None:
         return None
     if isinstance(error, _REDIS_ERRORS):
         return REDIS
+    if isinstance(error, redis.exceptions.RedisClusterException) and "cannot be connected" in str(error):
+        return REDIS  # no node of the cluster answered
     if isinstance(error, _POSTGRES_ERRORS):
         return POSTGRES
     if isinstance(error, asyncpg.InterfaceError) and "clos" in str(error):

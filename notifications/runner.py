@@ -50,10 +50,10 @@ async def running(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_ur
 async def serve(settings: Settings, database_url: str, redis_url: str, sms_sender: SmsSender) -> None:
     """`spean worker`: deliver until SIGTERM or SIGINT, then finish the batch in hand and stop.
     It also runs the SMS ledger's sender loop, so SMS (its own fallbacks included) leave from here."""
-    from redis.asyncio import Redis
+    from infra import redis_client
 
     pool = await db.create_pool(database_url, min_size=1, max_size=4, pooler=settings.db_pooler)
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = redis_client.connect(redis_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,4 +1,5 @@
 """Cross-worker delivery: ONE Redis pub/sub connection per worker, fanning out to local sockets.
+(On a Redis Cluster, realtime.sharded_bus instead: `for_client` picks.)
 
 A socket registers a callback for its room; the worker subscribes to the room's channel while it
 has at least one local socket there. Pub/sub is at-most-once: what a peer must not miss is also
@@ -12,14 +13,14 @@ import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from infra import outage
+from infra import outage, redis_client, redis_keys
 from realtime.rooms import channel
 
 log = structlog.get_logger(__name__)
@@ -27,7 +28,24 @@ log = structlog.get_logger(__name__)
 Listener = Callable[[str], None]
 
 
-async def _as_is(response: Any) -> Any:
+class RoomBus(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def join(self, room: str, listener: Listener) -> None: ...
+    async def leave(self, room: str, listener: Listener) -> None: ...
+    async def publish(self, room: str, envelope: str) -> None: ...
+
+
+def for_client(redis: redis_client.RedisClient, url: str) -> RoomBus:
+    """Sharded pub/sub on a cluster; one pub/sub connection to the (Sentinel-named) master else."""
+    if isinstance(redis, Redis):
+        return Bus(redis)
+    from realtime.sharded_bus import ShardedBus  # here: it imports this module's Listener
+
+    return ShardedBus(redis, lambda host, port: redis_client.node(url, host, port))
+
+
+async def as_is(response: Any) -> Any:
     """The pub/sub connection's push handler. redis-py's default one builds a debug log line,
     str() of every message, SDPs included, whatever the log level: ~5% of a relaying worker."""
     return response
@@ -98,7 +116,7 @@ class Bus:
 
     async def _subscribe_locked(self) -> None:
         """A fresh subscription to this worker's channel and every room with a local listener."""
-        pubsub = self._redis.pubsub(push_handler_func=_as_is)
+        pubsub = self._redis.pubsub(push_handler_func=as_is)
         try:
             await pubsub.subscribe(self._own, *(channel(room) for room in self._listeners))
         except BaseException:
@@ -136,6 +154,6 @@ class Bus:
                 continue
             if message is None or message.get("type") != "message":
                 continue
-            room = str(message["channel"]).removeprefix("rtc:").removesuffix(":live")
+            room = redis_keys.rtc_room_of_live(str(message["channel"]))
             for listener in list(self._listeners.get(room, ())):
                 listener(str(message["data"]))

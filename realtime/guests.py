@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 
 from realtime import messages as m
-from realtime.bus import Bus
+from realtime.bus import RoomBus
 from realtime.rooms import Rooms
 
 
-async def remove_guest(rooms: Rooms, bus: Bus, appointment_id: uuid.UUID, invitation_id: uuid.UUID) -> None:
+async def remove_guest(rooms: Rooms, bus: RoomBus, appointment_id: uuid.UUID, invitation_id: uuid.UUID) -> None:
     room, user = str(appointment_id), f"guest:{invitation_id}"
     for peer_id, peer in (await rooms.peers(room)).items():
         if peer.user != user:

@@ -31,7 +31,7 @@ from domain.principal import Principal
 from infra import outage
 from infra.db import Connection, in_transaction
 from realtime import messages as m
-from realtime.bus import Bus
+from realtime.bus import RoomBus
 from realtime.rooms import PeerState, Rooms
 from realtime.turn import ice_servers_for
 
@@ -107,7 +107,7 @@ class PeerSession:
         self.socket = socket
         state = socket.app.state
         self.rooms: Rooms = state.rtc_rooms
-        self.bus: Bus = state.rtc_bus
+        self.bus: RoomBus = state.rtc_bus
         self.pool = state.pool
         self.outbox: deque[str | None] | None = None
         self.writer: asyncio.Task[None] | None = None
@@ -352,7 +352,7 @@ class PeerSession:
             raise Closing(m.CLOSE_FORBIDDEN, "invitation_revoked", "this invitation was withdrawn")
 
     async def _resume(self, message: m.Join, user: str) -> str | None:
-        session = await self.rooms.session(message.resume or "")
+        session = await self.rooms.session(self.room, message.resume or "")
         if session is None or session.room != self.room:
             raise Closing(m.CLOSE_FORBIDDEN, "invalid_resume", "that session cannot be resumed here")
         peer = await self.rooms.peer(self.room, session.peer)

@@ -1,10 +1,12 @@
 """Room state in Redis, so any worker can serve any peer and presence outlives a worker.
 
-Per appointment room:
-- `rtc:{room}:peers`  hash  peer id -> JSON {user, side, state: waiting|admitted, connected, name,
+Per appointment room (names in infra.redis_keys; all of a room's keys share its hash tag, so on a
+Redis Cluster they live on one node and the scripts and transactions below stay in one slot):
+- peers    hash  peer id -> JSON {user, side, state: waiting|admitted, connected, name,
   role, language}; a guest's `user` is "guest:<invitation id>"
-- `rtc:{room}:log`    stream of relayed messages (capped), replayed to a peer that resumes
-- `rtc:session:{token}`  -> JSON {room, peer}, lives for the reconnection grace period
+- log      stream of relayed messages (capped), replayed to a peer that resumes
+- live     the channel relayed messages are published on (sharded on a cluster)
+- session:<token>  -> JSON {room, peer}, for resuming
 Keys expire a day after the last activity; a consultation never lasts that long.
 """
 
@@ -15,8 +17,10 @@ import secrets
 from typing import Any, Literal, cast
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from infra import redis_keys
+from infra.redis_client import RedisClient, is_cluster
 
 PeerState = Literal["waiting", "admitted"]
 _TTL_S = 24 * 3600
@@ -26,6 +30,8 @@ _LOG_MAX = 500
 # The published text is "<seq>\n<envelope JSON>": receivers learn the seq without a second lookup.
 # A message for one peer (`to`) that is not in the room is neither kept nor published (nil): the
 # sender learns it from the same round trip instead of looking the peer up first.
+# On a cluster the channel is a sharded one (SPUBLISH, served by the node holding the room's
+# slot, like its keys); on a single server plain PUBLISH, as before.
 _APPEND_AND_PUBLISH = r"""
 if ARGV[2] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then return false end
 local fields = {'from', ARGV[1], 'msg', ARGV[3]}
@@ -35,6 +41,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', KEYS[2], seq .. '\n' .. ARGV[4])
 return seq
 """
+_APPEND_AND_SPUBLISH = _APPEND_AND_PUBLISH.replace("'PUBLISH'", "'SPUBLISH'")
 
 
 class Peer(msgspec.Struct):
@@ -65,16 +72,9 @@ class Session(msgspec.Struct):
     peer: str
 
 
-def _peers(room: str) -> str:
-    return f"rtc:{room}:peers"
-
-
-def log_key(room: str) -> str:
-    return f"rtc:{room}:log"
-
-
-def channel(room: str) -> str:
-    return f"rtc:{room}:live"
+_peers = redis_keys.rtc_peers
+log_key = redis_keys.rtc_log
+channel = redis_keys.rtc_live
 
 
 _Append = tuple[list[str], list[Any], "asyncio.Future[str | None]"]  # keys, args, the caller's answer
@@ -87,10 +87,11 @@ class Rooms:
     its own message's seq, so a sender's messages keep their order and a Redis failure reaches
     the socket that sent the message."""
 
-    def __init__(self, redis: Redis, grace_s: int) -> None:
+    def __init__(self, redis: RedisClient, grace_s: int) -> None:
         self.redis = redis
         self.grace_s = grace_s
-        self._sha = redis.register_script(_APPEND_AND_PUBLISH).sha
+        self._script = _APPEND_AND_SPUBLISH if is_cluster(redis) else _APPEND_AND_PUBLISH
+        self._sha = redis.register_script(self._script).sha
         self._pending: list[_Append] = []
         self._sending: asyncio.Task[None] | None = None
 
@@ -112,12 +113,13 @@ class Rooms:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_peers(room), peer_id, msgspec.json.encode(peer))
             pipe.expire(_peers(room), _TTL_S)
-            pipe.set(f"rtc:session:{token}", msgspec.json.encode(Session(room, peer_id)), ex=_TTL_S)
+            pipe.set(redis_keys.rtc_session(room, token), msgspec.json.encode(Session(room, peer_id)), ex=_TTL_S)
             await pipe.execute()
         return peer_id, token
 
-    async def session(self, token: str) -> Session | None:
-        raw = await self.redis.get(f"rtc:session:{token}")
+    async def session(self, room: str, token: str) -> Session | None:
+        """The session `token` in `room` (a token is looked up only in the room it is used for)."""
+        raw = await self.redis.get(redis_keys.rtc_session(room, token))
         return None if raw is None else msgspec.json.decode(raw, type=Session)
 
     async def peers(self, room: str) -> dict[str, Peer]:
@@ -173,14 +175,17 @@ class Rooms:
             self._sending = None
 
     async def _run(self, batch: list[_Append]) -> list[Any]:
-        """One pipeline of EVALSHA; a Redis that lost its scripts (restarted) gets it again."""
+        """One pipeline of EVALSHA; a Redis that lost its scripts (restarted, or a replica just
+        promoted) gets it again. (On a cluster the pipeline sends each to its room's node: redis-py
+        refuses `pipe.evalsha` there only because it cannot see the keys of a script call, which
+        EVALSHA's numkeys does tell it.)"""
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            await self.redis.script_load(_APPEND_AND_PUBLISH)
+            await self.redis.script_load(self._script)
             again = await self._run([batch[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result

@@ -19,16 +19,16 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
-from redis.asyncio import Redis
 
 from domain import constraints
 from domain.booking.offers import Need
 from domain.booking.slots import Slot
 from domain.errors import DomainError, Unavailable
 from domain.self_registration import Post
+from infra import redis_keys
 from infra.db import Connection
+from infra.redis_client import RedisClient
 
-_KEY = "spean:sms:ask:"
 TTL_S = 15 * 60
 
 
@@ -97,8 +97,8 @@ class Reply:
     ask: Ask | Literal["keep"] | None = None
 
 
-async def load(redis: Redis, phone: str) -> Ask | None:
-    raw = await redis.get(_KEY + phone)
+async def load(redis: RedisClient, phone: str) -> Ask | None:
+    raw = await redis.get(redis_keys.sms_ask(phone))
     if raw is None:
         return None
     try:
@@ -108,18 +108,18 @@ async def load(redis: Redis, phone: str) -> Ask | None:
     return question
 
 
-async def forget(redis: Redis, phone: str) -> None:
-    await redis.delete(_KEY + phone)
+async def forget(redis: RedisClient, phone: str) -> None:
+    await redis.delete(redis_keys.sms_ask(phone))
 
 
-async def settle(redis: Redis, phone: str, pending: Ask | None, reply: Reply) -> None:
+async def settle(redis: RedisClient, phone: str, pending: Ask | None, reply: Reply) -> None:
     if reply.ask == KEEP:
         return
     if reply.ask is None:
         if pending is not None:
-            await redis.delete(_KEY + phone)
+            await redis.delete(redis_keys.sms_ask(phone))
         return
-    await redis.set(_KEY + phone, msgspec.json.encode(reply.ask), ex=TTL_S)
+    await redis.set(redis_keys.sms_ask(phone), msgspec.json.encode(reply.ask), ex=TTL_S)
 
 
 def wall_clock(instant: datetime, timezone: str) -> str:

@@ -25,7 +25,6 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
-from redis.asyncio import Redis
 
 from domain.booking import appointments
 from domain.booking.appointments import AppointmentQuery
@@ -33,6 +32,7 @@ from domain.booking.model import Appointment
 from domain.identity import users
 from domain.principal import Principal
 from infra.db import Connection
+from infra.redis_client import RedisClient
 from sms import conversation, keywords, texts
 from sms.conversation import AskBook, AskMove, AskNeed, AskRegister, AskSlot, AskWithdraw, Reply
 from sms.journeys import book, consent, move, register
@@ -46,7 +46,7 @@ _ANSWERS = ("yes", "no", "number")
 async def handle(
     conn: Connection,
     outbox: SmsOutbox,
-    redis: Redis,
+    redis: RedisClient,
     *,
     message_sid: str,
     from_phone: str,

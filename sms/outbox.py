@@ -35,11 +35,11 @@ from typing import Any
 import phonenumbers
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 
-from infra import outage
+from infra import outage, redis_keys
 from infra.background import in_background
 from infra.db import Connection, Pool
+from infra.redis_client import RedisClient
 from sms import segments, texts
 from sms.sender import SmsRejected, SmsRetryable, SmsSender
 
@@ -52,7 +52,6 @@ BUDGET_TRIPS = Counter("spean_sms_budget_trips_total", "Outbound SMS refused bec
 LEASE_S = 60
 POLL_S = 1.0
 BATCH = 20
-_BUDGET_KEY = "spean:sms:budget:"
 
 
 @dataclass(frozen=True)
@@ -80,11 +79,11 @@ def backoff_s(attempts: int) -> float:
 
 def budget_key() -> str:
     """This hour's counter of the global budget (a fixed window, one key per UTC hour)."""
-    return _BUDGET_KEY + datetime.now(UTC).strftime("%Y%m%d%H")
+    return redis_keys.sms_budget(datetime.now(UTC).strftime("%Y%m%d%H"))
 
 
 class SmsOutbox:
-    def __init__(self, pool: Pool, redis: Redis, sender: SmsSender, policy: OutboxPolicy) -> None:
+    def __init__(self, pool: Pool, redis: RedisClient, sender: SmsSender, policy: OutboxPolicy) -> None:
         self._pool = pool
         self._redis = redis
         self._sender = sender

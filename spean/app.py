@@ -12,9 +12,6 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from api.allow import full_allow_header
 from api.auth_middleware import BearerAuthMiddleware
@@ -64,7 +61,7 @@ from consult_reports.routes import ReportController, open_report, report_page
 from domain.identifiers import systems as identifier_systems
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
-from infra import db, drain, housekeeping, outage
+from infra import db, drain, housekeeping, outage, redis_client
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
@@ -72,7 +69,7 @@ from infra.migrate import migrate, migrate_when_available
 from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
-from realtime.bus import Bus
+from realtime import bus
 from realtime.call_files import CallFileController
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
@@ -186,20 +183,8 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             migrate_url = settings.database_migrate_url or database_url
             migrating = await _migrate(app.state, migrate_url) if settings.auto_migrate else None
             app.state.pool = await _pool(database_url, settings)
-            # A blocking pool waits for a free connection instead of failing at once under load;
-            # from_pool hands the pool to the client, so closing the client closes its connections.
-            # One immediate retry on a fresh connection: after a Redis restart every pooled
-            # connection is dead, and only the first command on each would notice.
-            app.state.redis = Redis.from_pool(
-                BlockingConnectionPool.from_url(
-                    redis_url,
-                    max_connections=64,
-                    timeout=5,
-                    decode_responses=True,
-                    socket_connect_timeout=5,
-                    retry=Retry(NoBackoff(), 1),
-                )
-            )
+            # One server, a Sentinel-watched master or a cluster, by REDIS_URL's scheme.
+            app.state.redis = redis_client.connect(redis_url)
             app.state.otp = OtpService(
                 app.state.redis,
                 secret_key,
@@ -222,7 +207,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 ),
             )
             app.state.rtc_rooms = Rooms(app.state.redis, grace_s=settings.rtc_grace_s)
-            app.state.rtc_bus = Bus(app.state.redis)
+            app.state.rtc_bus = bus.for_client(app.state.redis, redis_url)
             await app.state.rtc_bus.start()
             # Everything built so far lives as long as the worker: move it out of the collector's
             # sight, so full collections under many open sockets scan only what requests create.

@@ -6,6 +6,7 @@ without them, embedded servers are started under a temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -28,6 +29,7 @@ from infra.migrate import migrate
 from sms.sender import LogSmsSender
 from spean.app import create_app
 from tests.factory import Factory
+from tests.scale import redis_servers
 
 configure_logging("warning", json=False)
 
@@ -49,12 +51,22 @@ def scratch_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def servers(data_dir: Path) -> Iterator[tuple[str, str]]:
-    """(server admin DSN, redis URL): the configured servers, or embedded ones."""
+    """(server admin DSN, redis URL): the configured servers, or embedded ones.
+
+    SPEAN_TEST_REDIS=cluster (or sentinel) runs the suite on a Redis Cluster (a Sentinel-watched
+    master) of its own instead, on ports 7100-7105 (7110-7114)."""
     embedded = EmbeddedServices(data_dir)
     try:
-        admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
-        redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
-        yield admin_dsn, redis_url
+        with contextlib.ExitStack() as own:
+            admin_dsn = os.environ.get("DATABASE_URL") or embedded.start_postgres("postgres")
+            kind = os.environ.get("SPEAN_TEST_REDIS", "")
+            if kind == "cluster":
+                redis_url = own.enter_context(redis_servers.own_cluster(range(7100, 7106))).url
+            elif kind == "sentinel":
+                redis_url = own.enter_context(redis_servers.own_sentinels(range(7110, 7115))).url
+            else:
+                redis_url = os.environ.get("REDIS_URL") or embedded.start_redis()
+            yield admin_dsn, redis_url
     finally:
         embedded.stop()
 

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from redis.asyncio import Redis
 
+from infra import redis_keys
 from infra.db import Connection
+from infra.redis_client import RedisClient
 
-_TRANSCRIPT = "spean:dev:phone:sms:"
 _TRANSCRIPT_KEPT = 50
 _TRANSCRIPT_TTL_S = 7 * 24 * 3600
 _OUTBOUND_SHOWN = 50
@@ -100,9 +100,9 @@ async def numbers(conn: Connection) -> Numbers:
     )
 
 
-async def remember_sent(redis: Redis, phone: str, text: str, at: datetime) -> None:
+async def remember_sent(redis: RedisClient, phone: str, text: str, at: datetime) -> None:
     """Keep a text the page sent as `phone`, for the thread (the last few, a week at most)."""
-    key = _TRANSCRIPT + phone
+    key = redis_keys.dev_transcript(phone)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.rpush(key, msgspec.json.encode(_Sent(text, at)).decode())
         pipe.ltrim(key, -_TRANSCRIPT_KEPT, -1)
@@ -110,10 +110,10 @@ async def remember_sent(redis: Redis, phone: str, text: str, at: datetime) -> No
         await pipe.execute()
 
 
-async def thread(conn: Connection, redis: Redis, phone: str) -> Thread:
+async def thread(conn: Connection, redis: RedisClient, phone: str) -> Thread:
     """The number's texts and Spean's messages to it, oldest first (a text and its answer share
     their transaction's timestamp: the text sorts first)."""
-    sent = [msgspec.json.decode(raw, type=_Sent) for raw in await redis.lrange(_TRANSCRIPT + phone, 0, -1)]
+    sent = [msgspec.json.decode(raw, type=_Sent) for raw in await redis.lrange(redis_keys.dev_transcript(phone), 0, -1)]
     rows = await conn.fetch(
         """SELECT body, template, status, last_error, segments, encoding, created_at
              FROM sms_messages WHERE to_phone = $1 ORDER BY created_at DESC, id LIMIT $2""",

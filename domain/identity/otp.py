@@ -8,11 +8,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from domain.errors import RateLimited, Unauthenticated
+from infra import redis_keys
+from infra.redis_client import RedisClient
 
-_PREFIX = "spean:otp:"
 _WINDOW_S = 3600
 
 # Checked and consumed in one step, so two concurrent guesses cannot both pass the attempt cap
@@ -37,7 +36,7 @@ class OtpPolicy:
 
 
 class OtpService:
-    def __init__(self, redis: Redis, secret: str, policy: OtpPolicy) -> None:
+    def __init__(self, redis: RedisClient, secret: str, policy: OtpPolicy) -> None:
         self._redis = redis
         self._key = hashlib.sha256(b"spean-otp:" + secret.encode()).digest()
         self._policy = policy
@@ -51,7 +50,7 @@ class OtpService:
         await self._limit(f"ip:{client_ip}", self._policy.per_ip_per_hour, "otp_rate_limited_ip")
         await self._limit(f"phone:{phone}", self._policy.per_phone_per_hour, "otp_rate_limited_phone")
         code = f"{secrets.randbelow(1_000_000):06d}"
-        key = _PREFIX + "code:" + phone
+        key = redis_keys.otp_code(phone)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping={"h": self._hash(phone, code), "n": 0})
@@ -61,7 +60,7 @@ class OtpService:
 
     async def verify(self, phone: str, code: str) -> None:
         result = await self._verify(
-            keys=[_PREFIX + "code:" + phone], args=[self._hash(phone, code), self._policy.max_attempts]
+            keys=[redis_keys.otp_code(phone)], args=[self._hash(phone, code), self._policy.max_attempts]
         )
         if result == 1:
             return
@@ -72,7 +71,7 @@ class OtpService:
         raise Unauthenticated("otp_invalid", "the code is wrong")
 
     async def _limit(self, bucket: str, limit: int, code: str) -> None:
-        key = _PREFIX + "rate:" + bucket
+        key = redis_keys.otp_rate(bucket)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, _WINDOW_S, nx=True)

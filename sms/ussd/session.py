@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-from redis.asyncio import Redis
 
-_PREFIX = "spean:ussd:"
+from infra import redis_keys
+from infra.redis_client import RedisClient
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -33,13 +33,13 @@ _decoder = msgspec.json.Decoder(Session)
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, ttl_s: int) -> None:
         self._redis = redis
         self.ttl_s = ttl_s
 
     @staticmethod
     def key(session_id: str) -> str:
-        return _PREFIX + session_id
+        return redis_keys.ussd_session(session_id)
 
     async def load(self, session_id: str) -> Session | None:
         raw = await self._redis.get(self.key(session_id))

@@ -10,11 +10,11 @@ import asyncpg
 import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
+from infra import redis_client, redis_keys
 from infra.config import Settings
 from sms.sender import LogSmsSender
 from spean.app import create_app
@@ -167,7 +167,7 @@ class TestUnknownNumbers:
     ) -> None:
         """Were the code ever leaked or guessed, the unknown number still gets no account."""
         unknown = new_phone()
-        redis = Redis.from_url(settings.redis_url)  # the service the app uses, on this test's loop
+        redis = redis_client.connect(settings.redis_url)  # the service the app uses, on this test's loop
         otp = OtpService(redis, client.app.state.secret_key, OtpPolicy(300, 5, 5, 100))
         code = await otp.issue(unknown, "198.51.100.7")
         await redis.aclose()
@@ -231,8 +231,8 @@ class TestTokens:
 async def test_codes_rate_limited_per_client_address(settings: Settings) -> None:
     strict = msgspec.structs.replace(settings, otp_per_ip_per_hour=3)
     app = create_app(strict, sms_sender=LogSmsSender())
-    redis = Redis.from_url(settings.redis_url)
-    await redis.delete("spean:otp:rate:ip:testclient")  # other tests share the test client's address
+    redis = redis_client.connect(settings.redis_url)
+    await redis.delete(redis_keys.otp_rate("ip:testclient"))  # other tests share the test client's address
     await redis.aclose()
     async with AsyncTestClient(app) as own:
         # Different phones, one address: the fourth request in the hour is refused.

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
+from infra import redis_client
 from infra.config import Settings, load_settings
 from infra.db import create_pool
 from sms.outbox import SmsOutbox, policy_from
@@ -90,7 +90,7 @@ async def sms_factory(sms_client: AsyncTestClient[Litestar], sms_db: asyncpg.Poo
 async def sms_queue(sms_db: asyncpg.Pool, sms_settings: Settings) -> AsyncIterator[SmsOutbox]:
     """The ledger as the domain writes to it, on the tests' own loop (the app's outbox lives on
     the test client's loop): what it queues, the app's sender loop sends through Twilio."""
-    redis = Redis.from_url(sms_settings.redis_url, decode_responses=True)
+    redis = redis_client.connect(sms_settings.redis_url)
     yield SmsOutbox(
         sms_db,
         redis,

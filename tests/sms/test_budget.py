@@ -7,9 +7,9 @@ import uuid
 
 import asyncpg
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from infra import redis_client
 from infra.config import Settings
 from sms.outbox import SmsOutbox, budget_key, policy_from
 from sms.sender import LogSmsSender
@@ -23,7 +23,7 @@ def _trips() -> float:
 async def test_the_hourly_budget_trips_with_a_metric_and_a_log_line(
     sms_db: asyncpg.Pool, sms_settings: Settings
 ) -> None:
-    redis = Redis.from_url(sms_settings.redis_url, decode_responses=True)
+    redis = redis_client.connect(sms_settings.redis_url)
     try:
         probe = SmsOutbox(sms_db, redis, LogSmsSender(), policy_from("KH", 10**9, 8, "http://x"))
         await probe.spend_budget()
@@ -53,7 +53,7 @@ async def test_the_hourly_budget_trips_with_a_metric_and_a_log_line(
 async def test_other_countries_are_refused_before_anything_is_sent(
     sms_db: asyncpg.Pool, sms_settings: Settings
 ) -> None:
-    redis = Redis.from_url(sms_settings.redis_url, decode_responses=True)
+    redis = redis_client.connect(sms_settings.redis_url)
     try:
         outbox = SmsOutbox(sms_db, redis, LogSmsSender(), policy_from("KH,VN", 10**9, 8, "http://x"))
         async with sms_db.acquire() as conn:

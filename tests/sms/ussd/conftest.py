@@ -14,9 +14,10 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
+from infra import redis_client
 from infra.config import Settings
+from infra.redis_client import RedisClient
 from sms.sender import LogSmsSender
 from spean.app import create_app
 from tests.factory import Factory, Network, new_phone
@@ -35,8 +36,8 @@ async def ussd_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Lites
 
 
 @pytest.fixture(scope="session")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url, decode_responses=True)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = redis_client.connect(settings.redis_url)
     yield client
     await client.aclose()
 

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
+from infra.redis_client import RedisClient
 from sms import texts
 from sms.ussd.session import SessionStore
 from tests.factory import Factory, Network, auth, new_phone
@@ -210,7 +210,7 @@ async def test_back_main_menu_and_invalid_answers(
 
 
 async def test_a_timed_out_session_restarts_at_the_main_menu(
-    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, redis: Redis
+    factory: Factory, ussd_client: AsyncTestClient[Litestar], network: Network, redis: RedisClient
 ) -> None:
     _patient_id, phone = await patient_phone(factory, ussd_client, network, "en")
     _verb, main = await phone.dial()
