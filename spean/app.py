@@ -50,6 +50,7 @@ from api.routes.me import MeController
 from api.routes.notifications import NotificationController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
+from api.routes.queue import consultation_queue
 from api.routes.record import RecordController
 from api.routes.referrals import ReferralController
 from api.routes.self_registrations import SelfRegistrationController
@@ -74,6 +75,7 @@ from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
+from realtime.workspace_page import workspace_asset, workspace_page, workspace_page_default
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -259,6 +261,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             rtc,
             get_ice_servers,
             consult_page,
+            workspace_page,  # the specialist's workspace (realtime/static/workspace.*)
+            workspace_page_default,
+            workspace_asset,
+            consultation_queue,
             InvitationController,  # guests invited by SMS link (domain.invitations)
             open_invitation,
             guest_page,
