@@ -13,13 +13,14 @@ from typing import Any
 import asyncpg
 import pytest
 from babel.messages.pofile import read_po
+from playwright.async_api import ViewportSize
 
 from realtime.guest_page import LANGUAGES
 from tests.factory import Factory, Scene, move
 from tests.realtime.conftest import Consultation, Servers
 from tests.realtime.test_browser import ARGS, CHROMIUM
 
-TABLET = {"width": 1024, "height": 768}
+TABLET: ViewportSize = {"width": 1024, "height": 768}
 
 
 async def _prepare(factory: Factory, db: asyncpg.Pool, c: Consultation, scene_post: uuid.UUID) -> dict[str, Any]:
