@@ -20,7 +20,7 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 # Routes anyone may call: none of them serves a record (checked below, so a new public route is seen).
 PUBLIC = re.compile(
     r"^/(health|ready|metrics|fhir/metadata|v1/auth/.*|v1/sms/.*|v1/ussd|v1/invitations/open|join(/.*)?"
-    r"|rtc/consult|schema(/.*)?|dev/.*)$"
+    r"|rtc/consult|rtc/workspace(/.*)?|rtc/static/.*|schema(/.*)?|dev/.*)$"
 )
 RECORD_ROUTES = {
     "/v1/patients/{patient_id:uuid}/record",
