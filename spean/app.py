@@ -50,7 +50,6 @@ from api.routes.me import MeController
 from api.routes.notifications import NotificationController
 from api.routes.patients import PatientController
 from api.routes.practitioners import PractitionerController
-from api.routes.queue import consultation_queue
 from api.routes.record import RecordController
 from api.routes.referrals import ReferralController
 from api.routes.self_registrations import SelfRegistrationController
@@ -73,6 +72,7 @@ from realtime.bus import Bus
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
+from realtime.queue import consultation_queue
 from realtime.rooms import Rooms
 from realtime.routes import consult_page, get_ice_servers
 from realtime.workspace_page import workspace_asset, workspace_page, workspace_page_default

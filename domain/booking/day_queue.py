@@ -9,6 +9,7 @@ each facility's own calendar day, so a practitioner working in two zones sees ea
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Literal
 
@@ -21,6 +22,17 @@ from domain.principal import Principal
 from infra.db import Connection
 
 Standing = Literal["waiting", "in_progress", "late", "next", "later", "done"]
+
+
+class RoomPresence(msgspec.Struct, kw_only=True):
+    """The patient's side in the consultation's video room: waiting to be admitted, or in the call."""
+
+    state: Literal["waiting", "admitted"]
+    since: datetime | None
+
+
+# Where the patients are in the video rooms of these consultations (realtime knows; the domain does not).
+Presence = Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, RoomPresence]]]
 
 
 class QueueReferral(msgspec.Struct, kw_only=True):
@@ -36,8 +48,9 @@ class QueueItem(msgspec.Struct, kw_only=True):
     appointment: Appointment
     patient_name: str | None
     standing: Standing
-    checked_in_at: datetime | None  # when the patient reached the waiting room (check-in)
-    waiting_s: int | None  # seconds in the waiting room so far, while waiting
+    checked_in_at: datetime | None  # when the patient was checked in (arrived at the post)
+    in_room: RoomPresence | None  # the patient's side in the video room now, if there
+    waiting_s: int | None  # seconds waiting so far: in the video room's waiting room, else since check-in
     late_s: int | None  # seconds past the start, while not yet arrived
     referral: QueueReferral | None
 
@@ -50,7 +63,9 @@ class DayQueue(msgspec.Struct, kw_only=True):
 _DONE = ("completed", "cancelled", "no_show")
 
 
-async def day_queue(conn: Connection, principal: Principal, day: date | None) -> DayQueue:
+async def day_queue(
+    conn: Connection, principal: Principal, day: date | None, presence: Presence | None = None
+) -> DayQueue:
     if principal.practitioner_id is None:
         raise Forbidden("not_a_practitioner", "only a practitioner has a consultation queue")
     rows = await conn.fetch(
@@ -74,18 +89,22 @@ async def day_queue(conn: Connection, principal: Principal, day: date | None) ->
     items: list[QueueItem] = []
     next_given = False
     now: datetime = rows[0]["now"] if rows else datetime.now(UTC)
+    open_ids = [r["id"] for r in rows if r["status"] not in _DONE]
+    rooms = await presence(open_ids) if presence is not None and open_ids else {}
     for row in rows:
         appointment = to_appointment(row)
         checked_in_at: datetime | None = row["checked_in_at"]
+        in_room = rooms.get(appointment.id)
         waiting_s = late_s = None
         standing: Standing
         if appointment.status in _DONE:
-            standing = "done"
-        elif appointment.status == "in_progress":
+            standing, in_room = "done", None
+        elif appointment.status == "in_progress" or (in_room is not None and in_room.state == "admitted"):
             standing = "in_progress"
-        elif appointment.status == "checked_in":
+        elif appointment.status == "checked_in" or in_room is not None:
             standing = "waiting"
-            waiting_s = max(0, int((now - (checked_in_at or appointment.updated_at)).total_seconds()))
+            since = in_room.since if in_room is not None and in_room.since else checked_in_at or appointment.updated_at
+            waiting_s = max(0, int((now - since).total_seconds()))
         elif appointment.start <= now:
             standing = "late"
             late_s = int((now - appointment.start).total_seconds())
@@ -109,6 +128,7 @@ async def day_queue(conn: Connection, principal: Principal, day: date | None) ->
                 patient_name=row["patient_name"],
                 standing=standing,
                 checked_in_at=checked_in_at,
+                in_room=in_room,
                 waiting_s=waiting_s,
                 late_s=late_s,
                 referral=referral,

@@ -14,8 +14,11 @@ import asyncpg
 import pytest
 from babel.messages.pofile import read_po
 from playwright.async_api import ViewportSize
+from redis.asyncio import Redis
 
+from infra.config import Settings
 from realtime.guest_page import LANGUAGES
+from realtime.rooms import Rooms
 from tests.factory import Factory, Scene, move
 from tests.realtime.conftest import Consultation, Servers
 from tests.realtime.test_browser import ARGS, CHROMIUM
@@ -182,7 +185,9 @@ async def test_another_facilitys_specialist_sees_nothing_of_the_patient(
             await browser.close()
 
 
-async def test_the_queue_api_tells_where_each_consultation_stands(factory: Factory, db: asyncpg.Pool) -> None:
+async def test_the_queue_api_tells_where_each_consultation_stands(
+    factory: Factory, db: asyncpg.Pool, settings: Settings
+) -> None:
     scene = await factory.scene()
     patients = [await factory.patient_login(scene.post) for _ in range(3)]
     ids = []
@@ -206,6 +211,23 @@ async def test_the_queue_api_tells_where_each_consultation_stands(factory: Facto
     assert items[ids[1]]["checked_in_at"] is not None
     assert items[ids[2]]["standing"] == "next"
     assert items[ids[1]]["patient_name"].startswith("Patient ")
+    # The patient of the third one opened the call page: in the video room's waiting room, they
+    # are waiting (not next), for as long as they have been there; admitted, in consultation.
+    redis = Redis.from_url(settings.redis_url or "")
+    rooms = Rooms(redis, grace_s=5)  # the store the signalling server writes
+    peer, _ = await rooms.add(str(ids[2]), f"user-{uuid.uuid4()}", "patient", "waiting", "P")
+    await rooms.add(str(ids[0]), f"user-{uuid.uuid4()}", "specialist", "admitted", "Dr")  # not the patient
+    again = await factory.client.get("/v1/me/consultation-queue", headers=scene.specialist.headers)
+    now_items = {uuid.UUID(i["appointment"]["id"]): i for i in again.json()["items"]}
+    assert now_items[ids[2]]["standing"] == "waiting"
+    assert now_items[ids[2]]["in_room"]["state"] == "waiting"
+    assert 0 <= now_items[ids[2]]["waiting_s"] < 60
+    assert now_items[ids[0]]["standing"] == "late"
+    assert now_items[ids[0]]["in_room"] is None
+    await rooms.update(str(ids[2]), peer, state="admitted")
+    again = await factory.client.get("/v1/me/consultation-queue", headers=scene.specialist.headers)
+    assert {i["appointment"]["id"]: i["standing"] for i in again.json()["items"]}[str(ids[2])] == "in_progress"
+    await redis.aclose()
     # The read is audited, one event per patient listed.
     audited = await db.fetchval(
         """SELECT count(DISTINCT patient_id) FROM audit_events WHERE actor_user_id = $1 AND action = 'search'
