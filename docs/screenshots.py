@@ -161,6 +161,7 @@ async def _shoot(
 
     a = ids["appointment"]
     pages: list[tuple[str, str, dict[str, int], str | None]] = [
+        ("consult-patient-phone.png", f"{base}/rtc/consult#token={tokens['patient']}&appointment={a}", PHONE, None),
         (
             "workspace-tablet.png",
             f"{base}/rtc/workspace/en#token={tokens['specialist']}&appointment={a}",
@@ -173,7 +174,6 @@ async def _shoot(
             PHONE,
             "#ws-summary:not([hidden])",
         ),
-        ("consult-patient-phone.png", f"{base}/rtc/consult#token={tokens['patient']}&appointment={a}", PHONE, None),
         (
             "consult-specialist-phone.png",
             f"{base}/rtc/consult#token={tokens['specialist']}&appointment={a}",
@@ -187,7 +187,7 @@ async def _shoot(
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            # The patient waits in the room, so the specialist's pages show someone waiting.
+            # The patient's page comes first and stays open: the specialist's pages show them waiting.
             patient = await browser.new_page(viewport=PHONE)  # type: ignore[arg-type]
             for name, url, size, ready in pages:
                 page = patient if name.startswith("consult-patient") else await browser.new_page(viewport=size)  # type: ignore[arg-type]
@@ -198,6 +198,8 @@ async def _shoot(
                 path = out / name
                 await page.screenshot(path=str(path), type="png")
                 saved.append(path)
+                if page is not patient:  # one specialist page at a time, or they would call each other
+                    await page.close()
         finally:
             await browser.close()
     return saved
@@ -205,10 +207,8 @@ async def _shoot(
 
 def _optimise(paths: list[Path]) -> None:
     """Fewer colours, same look: a screenshot of flat UI loses nothing visible at 128 colours."""
-    try:
-        from PIL import Image
-    except ImportError:  # Pillow is optional: the PNGs stay as Chromium wrote them
-        return
+    from PIL import Image
+
     for path in paths:
         with Image.open(path) as image:
             small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
