@@ -21,7 +21,9 @@
   async function api(path, options = {}) {
     const answer = await fetch(path, {
       ...options,
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...(options.headers || {}) },
+      headers: {
+        Authorization: `Bearer ${token}`, ...(options.body ? { "Content-Type": "application/json" } : {}), ...(options.headers || {}),
+      },
     });
     const body = await answer.json().catch(() => ({}));
     if (!answer.ok) throw new ApiError(answer.status, body);

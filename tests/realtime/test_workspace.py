@@ -26,7 +26,9 @@ from tests.realtime.test_browser import ARGS, CHROMIUM
 TABLET: ViewportSize = {"width": 1024, "height": 768}
 
 
-async def _prepare(factory: Factory, db: asyncpg.Pool, c: Consultation, scene_post: uuid.UUID) -> dict[str, Any]:
+async def _prepare(
+    factory: Factory, db: asyncpg.Pool, c: Consultation, scene_post: uuid.UUID, *, check_in: bool = True
+) -> dict[str, Any]:
     """The patient's record (a problem, a medicine, vitals), a referral that led to the
     consultation with one observation, and the patient checked in."""
     chw = c.chw
@@ -69,7 +71,8 @@ async def _prepare(factory: Factory, db: asyncpg.Pool, c: Consultation, scene_po
         uuid.UUID(referral["id"]),
         c.appointment_id,
     )
-    await factory.post(f"/v1/appointments/{c.appointment_id}/check-in", None, chw.token, expect=200)
+    if check_in:
+        await factory.post(f"/v1/appointments/{c.appointment_id}/check-in", None, chw.token, expect=200)
     name = await db.fetchval("SELECT names->0->>'text' FROM patients WHERE id = $1", c.patient.patient_id)
     return {"name": name, "reason": reason}
 
@@ -86,16 +89,21 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
     scene: Scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
-    seeded = await _prepare(factory, db, c, scene.post)
+    seeded = await _prepare(factory, db, c, scene.post, check_in=False)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page(viewport=TABLET)
             await page.goto(f"{rtc_servers.http_a}/rtc/workspace/en#token={c.specialist.token}")
-            # The queue: the checked-in patient is waiting, and is opened (the first one waiting).
+            # The queue: the consultation is next, and is opened; the patient arrives at the post
+            # and the specialist checks them in from the page: now they are waiting.
             entry = page.locator(f"#queue-{appointment_id}")
             await entry.wait_for(timeout=10_000)
-            assert await entry.get_attribute("data-standing") == "waiting"
+            assert await entry.get_attribute("data-standing") == "next"
+            await page.click("#ws-checkin", timeout=10_000)
+            # (a selector, not a script: the page's policy allows no eval)
+            await page.locator(f"#queue-{appointment_id}[data-standing=waiting]").wait_for(timeout=10_000)
+            assert await page.locator("#ws-checkin").is_hidden()
             text = await entry.inner_text()
             assert seeded["name"] in text
             assert re.search(r"Waiting for \d+ min", text), text
@@ -133,9 +141,7 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
             await page.click("#ws-complete")
             await page.wait_for_selector("#ws-result.ok", timeout=10_000)
             assert "4 results written" in await page.inner_text("#ws-result")
-            await page.wait_for_function(
-                f"document.getElementById('queue-{appointment_id}').dataset.standing === 'done'", timeout=10_000
-            )
+            await page.locator(f"#queue-{appointment_id}[data-standing=done]").wait_for(timeout=10_000)
             assert await page.locator("#ws-complete").is_disabled()
         finally:
             await browser.close()
