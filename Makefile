@@ -6,6 +6,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
+## Screenshots of every page for the README (docs/screenshots): a demo server of its own, Debian's chromium.
+.PHONY: screenshots
+screenshots: install
+	$(BIN)/python -m docs.screenshots --out docs/screenshots
+
 .PHONY: install run serve demo test fuzz lint typecheck check bench bench-quick bench-booking bench-signalling bench-record bench-feed-write bench-channels bench-notifications clean
 
 $(BIN)/.installed: pyproject.toml

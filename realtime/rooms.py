@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any, Literal, cast
 
 import msgspec
@@ -54,6 +55,7 @@ class Peer(msgspec.Struct):
     # (family_member, interpreter, specialist) with, for an interpreter, the language.
     role: str = ""
     language: str | None = None
+    since: float = 0.0  # when it entered the room (epoch seconds): the workspace's time in the waiting room
 
     def public(self) -> dict[str, Any]:
         """What the other peers are told of this one."""
@@ -109,7 +111,7 @@ class Rooms:
         """A new peer in the room: (peer id, session token for resuming)."""
         peer_id = secrets.token_hex(6)
         token = secrets.token_urlsafe(24)
-        peer = Peer(user, side, state, name=name, role=role, language=language)
+        peer = Peer(user, side, state, name=name, role=role, language=language, since=time.time())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_peers(room), peer_id, msgspec.json.encode(peer))
             pipe.expire(_peers(room), _TTL_S)
@@ -125,6 +127,19 @@ class Rooms:
     async def peers(self, room: str) -> dict[str, Peer]:
         raw: dict[str, str] = await self.redis.hgetall(_peers(room))  # type: ignore[assignment]
         return {k: msgspec.json.decode(v, type=Peer) for k, v in raw.items()}
+
+    async def peers_of(self, rooms: list[str]) -> dict[str, dict[str, Peer]]:
+        """The peers of several rooms, in one round trip (the specialist's day queue)."""
+        if not rooms:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hgetall(_peers(room))
+            answers: list[dict[str, str]] = await pipe.execute()
+        return {
+            room: {k: msgspec.json.decode(v, type=Peer) for k, v in raw.items()}
+            for room, raw in zip(rooms, answers, strict=True)
+        }
 
     async def peer(self, room: str, peer_id: str) -> Peer | None:
         raw = await self.redis.hget(_peers(room), peer_id)

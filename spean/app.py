@@ -74,8 +74,10 @@ from realtime.call_files import CallFileController
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
+from realtime.queue import consultation_queue
 from realtime.rooms import Rooms
 from realtime.routes import call_files_script, consult_page, get_ice_servers
+from realtime.workspace_page import workspace_asset, workspace_page, workspace_page_default
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -251,6 +253,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             rtc,
             get_ice_servers,
             consult_page,
+            workspace_page,  # the specialist's workspace (realtime/static/workspace.*)
+            workspace_page_default,
+            workspace_asset,
+            consultation_queue,
             InvitationController,  # guests invited by SMS link (domain.invitations)
             CallFileController,  # files shared in the call (domain.call_files)
             call_files_script,

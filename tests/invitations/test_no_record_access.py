@@ -21,7 +21,7 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 # but a consultation report's link (/r/...), which serves its PDF only for the patient's results PIN.
 PUBLIC = re.compile(
     r"^/(health|ready|metrics|fhir/metadata|v1/auth/.*|v1/sms/.*|v1/ussd|v1/invitations/open|join(/.*)?"
-    r"|rtc/consult|rtc/call-files\.js|r/\{token:str\}|schema(/.*)?|dev/.*)$"
+    r"|rtc/consult|rtc/call-files\.js|r/\{token:str\}|rtc/workspace(/.*)?|rtc/static/.*|schema(/.*)?|dev/.*)$"
 )
 RECORD_ROUTES = {
     "/v1/patients/{patient_id:uuid}/record",
