@@ -30,9 +30,11 @@ def parse(text: str) -> Scope:
     if match is None or match[2] == "":
         raise InvalidInput("invalid_scope", f"{text!r} is not a SMART system scope (system/Type.read, system/Type.rs)")
     permissions = match[2]
+    if permissions == "read":
+        return Scope(text, match[1])
     if permissions in ("write", "*") or any(p in permissions for p in "cud"):
         raise InvalidInput("invalid_scope", f"{text!r} asks to write: this server grants reading only")
-    if permissions != "read" and "r" not in permissions:
+    if "r" not in permissions:
         raise InvalidInput("invalid_scope", f"{text!r} does not grant reading (it needs r)")
     return Scope(text, match[1])
 
