@@ -93,7 +93,7 @@ async def kick_off(
     client_id, user_id = _owner_columns(principal)
     # One kick-off per owner at a time, so two concurrent ones cannot both see room for one more.
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('bulk-export:' || $1::text, 0))", principal.user_id
+        "SELECT pg_advisory_xact_lock(hashtextextended('bulk-export:' || $1::text, 0))", str(principal.user_id)
     )
     active = await conn.fetchval(
         """SELECT count(*) FROM bulk_exports WHERE status IN ('queued', 'running')

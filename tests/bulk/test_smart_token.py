@@ -100,7 +100,9 @@ async def test_each_bad_assertion_is_refused_with_its_oauth_error(
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
-async def test_revoked_client_gets_no_token(client: Client, settings: Settings, database_url: str, tmp_path: Path) -> None:
+async def test_revoked_client_gets_no_token(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path
+) -> None:
     from spean.clients import list_clients, revoke_client
 
     backend = await register(database_url, settings, tmp_path, ["system/*.read"])

@@ -19,9 +19,11 @@ from api.fhir.bulk.kickoff import NDJSON
 from api.fhir.bundle import fhir
 from api.fhir.clinical import instant
 from api.fhir.errors import outcome
+from api.transaction import NO_TRANSACTION
 from domain.errors import NotFound
 from domain.export import jobs
 from domain.export.jobs import Job
+from domain.principal import Principal
 from infra.config import Settings
 from infra.storage import BlobStore
 
@@ -73,12 +75,16 @@ class BulkStatusController(Controller):
             status_code=202,
         )  # fmt: skip
 
-    @get("/files/{job_id:uuid}/{name:str}", summary="One NDJSON file of a completed bulk export")
+    # Outside the request transaction (which holds an answer back until it commits): a file of
+    # an export can be large, and goes out as it is read.
+    @get("/files/{job_id:uuid}/{name:str}", summary="One NDJSON file of a completed bulk export",
+         opt=NO_TRANSACTION)  # fmt: skip
     async def file(
-        self, job_id: FromPath[uuid.UUID], name: FromPath[str], request: Request[Any, Any, Any], conn: Conn,
-        principal: Caller,
+        self, job_id: FromPath[uuid.UUID], name: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[Any]:  # fmt: skip
-        job = await jobs.owned(conn, principal, job_id)
+        principal: Principal = request.scope["user"]  # the caller dependencies chain through the transaction
+        async with request.app.state.pool.acquire() as conn:
+            job = await jobs.owned(conn, principal, job_id)
         index, _, suffix = name.partition(".")
         if job.status != "completed" or suffix != "ndjson" or not index.isdigit() or int(index) >= len(job.output):
             raise NotFound("export_file_not_found", "no such file in this export")

@@ -10,7 +10,8 @@ operator. Any other user is refused."""
 
 from __future__ import annotations
 
-from domain.errors import Forbidden, InvalidInput
+from api.errors import InputRejected
+from domain.errors import Forbidden
 from domain.export.jobs import Level
 from domain.principal import Principal
 from domain.smart.scopes import readable
@@ -45,11 +46,11 @@ def chosen(raw: str | None, level: Level, permitted: tuple[str, ...]) -> tuple[s
         return permitted
     wanted = [t.strip() for t in raw.split(",") if t.strip()]
     if not wanted:
-        raise InvalidInput("invalid_type", "_type lists resource types, e.g. Patient,Observation", field="_type")
+        raise InputRejected("invalid_type", "_type", "lists resource types, e.g. Patient,Observation", "query")
     for name in wanted:
         if name not in level_types(level):
-            raise InvalidInput(
-                "unsupported_type", f"this export holds {', '.join(level_types(level))}; not {name}", field="_type"
+            raise InputRejected(
+                "unsupported_type", "_type", f"this export holds {', '.join(level_types(level))}; not {name}", "query"
             )
         if name not in permitted:
             raise Forbidden("scope_insufficient", f"you may not export {name} resources", field="_type")
