@@ -43,8 +43,9 @@ async def _site(factory: Factory) -> Site:
     entries: dict[str, list[str]] = {"Encounter": [], "Observation": [], "Condition": []}
     for patient in patients:
         path = f"/v1/patients/{patient}/record"
-        encounter = await factory.post(path, {"kind": "encounter", "started_at": "2026-03-10T12:00:00Z",
-                                              "ended_at": "2026-03-10T13:00:00Z", "reason": "check-up"}, chw.token)  # fmt: skip
+        visit = {"kind": "encounter", "started_at": "2026-03-10T12:00:00Z", "ended_at": "2026-03-10T13:00:00Z",
+                 "reason": "check-up"}  # fmt: skip
+        encounter = await factory.post(path, visit, chw.token)
         entries["Encounter"].append(encounter["id"])
         weight = {"kind": "observation", "code": "29463-7", "value": 61, "unit": "kg",
                   "effective_at": "2026-03-10T12:30:00Z", "encounter_id": encounter["id"]}  # fmt: skip

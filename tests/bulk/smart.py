@@ -44,7 +44,8 @@ class Key:
     def jwk(self) -> dict[str, Any]:
         public = self.private.public_key()
         text = RSAAlgorithm.to_jwk(public) if self.alg == "RS384" else ECAlgorithm.to_jwk(public)
-        return json.loads(text) | {"kid": self.kid, "alg": self.alg, "use": "sig"}
+        jwk: dict[str, Any] = json.loads(text)
+        return jwk | {"kid": self.kid, "alg": self.alg, "use": "sig"}
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.jwk()]}
@@ -98,7 +99,8 @@ async def access_token(
     response = await client.post(token_url(settings), data=form(backend.assertion(token_url(settings)), scope))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["token_type"] == "bearer" and body["scope"] == scope
+    assert body["token_type"] == "bearer"
+    assert body["scope"] == scope
     return str(body["access_token"])
 
 

@@ -32,7 +32,8 @@ async def kick(client: Client, path: str, token: str, **params: str) -> str:
 async def finish(client: Client, runner: ExportRunner, status_url: str, token: str) -> dict[str, Any]:
     response = await client.get(status_url, headers=auth(token))
     assert response.status_code == 202, response.text
-    assert response.headers["x-progress"] and int(response.headers["retry-after"]) > 0
+    assert response.headers["x-progress"]
+    assert int(response.headers["retry-after"]) > 0
     for _ in range(20):
         await runner.run_once()
         response = await client.get(status_url, headers=auth(token))
@@ -52,7 +53,8 @@ async def download(client: Client, manifest: dict[str, Any], token: str) -> dict
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/fhir+ndjson")
         lines = response.text.splitlines()
-        assert len(lines) == item["count"] and response.text.endswith("\n")
+        assert len(lines) == item["count"]
+        assert response.text.endswith("\n")
         resources = [json.loads(line) for line in lines]
         assert all(r["resourceType"] == item["type"] for r in resources)
         found.setdefault(item["type"], []).extend(resources)
@@ -65,17 +67,22 @@ def ids(found: dict[str, list[dict[str, Any]]], resource_type: str) -> set[str]:
 
 async def test_kick_off_needs_respond_async_and_ndjson(client: Client, world: World) -> None:
     response = await client.get("/fhir/$export", headers=auth(world.token))
-    assert response.status_code == 400 and code_of(response.json()) == "respond_async_required"
+    assert response.status_code == 400
+    assert code_of(response.json()) == "respond_async_required"
     response = await client.get("/fhir/$export", params={"_outputFormat": "text/csv"},
                                 headers=auth(world.token) | ASYNC)  # fmt: skip
-    assert response.status_code == 400 and code_of(response.json()) == "unsupported_output_format"
+    assert response.status_code == 400
+    assert code_of(response.json()) == "unsupported_output_format"
     response = await client.get("/fhir/$export", params={"_type": "Appointment"}, headers=auth(world.token) | ASYNC)
-    assert response.status_code == 400 and code_of(response.json()) == "unsupported_type"
+    assert response.status_code == 400
+    assert code_of(response.json()) == "unsupported_type"
     response = await client.get("/fhir/$export", params={"_since": "yesterday"}, headers=auth(world.token) | ASYNC)
-    assert response.status_code == 422 and code_of(response.json()) == "invalid_date"
+    assert response.status_code == 422
+    assert code_of(response.json()) == "invalid_date"
     strict = ASYNC | {"Prefer": "respond-async, handling=strict"}
     response = await client.get("/fhir/$export", params={"_typeFilter": "x"}, headers=auth(world.token) | strict)
-    assert response.status_code == 400 and code_of(response.json()) == "unsupported_parameter"
+    assert response.status_code == 400
+    assert code_of(response.json()) == "unsupported_parameter"
     response = await client.get(f"/fhir/Group/{uuid.uuid4()}/$export", headers=auth(world.token) | ASYNC)
     assert response.status_code == 404
 
@@ -86,7 +93,8 @@ async def test_system_export_equals_what_reads_return(
     status_url = await kick(client, "/fhir/$export", world.token, _outputFormat="application/fhir+ndjson")
     assert status_url.startswith(settings.public_base_url + "/fhir/bulk/status/")
     manifest = await finish(client, runner, status_url, world.token)
-    assert manifest["requiresAccessToken"] is True and manifest["error"] == []
+    assert manifest["requiresAccessToken"] is True
+    assert manifest["error"] == []
     assert manifest["request"] == f"{settings.public_base_url}/fhir/$export?_outputFormat=application%2Ffhir%2Bndjson"
     assert datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00")) <= datetime.now(UTC)
     found = await download(client, manifest, world.token)
@@ -120,7 +128,9 @@ async def test_group_export_holds_only_that_facilitys_patients(
 ) -> None:
     group = await client.get(f"/fhir/Group/{world.a.facility}", headers=auth(world.token))
     assert group.status_code == 200
-    assert group.json()["quantity"] == 2 and group.json()["type"] == "person" and group.json()["actual"] is True
+    assert group.json()["quantity"] == 2
+    assert group.json()["type"] == "person"
+    assert group.json()["actual"] is True
     listed = await client.get("/fhir/Group", headers=auth(world.token))
     assert str(world.a.facility) in {e["resource"]["id"] for e in listed.json()["entry"]}
     status_url = await kick(client, f"/fhir/Group/{world.a.facility}/$export", world.token)
@@ -139,7 +149,8 @@ async def test_cancel_and_the_concurrency_limit(
     second = await kick(client, "/fhir/Patient/$export", world.token)
     third = await client.get("/fhir/Patient/$export", headers=auth(world.token) | ASYNC)
     assert settings.bulk_max_active == 2
-    assert third.status_code == 429 and int(third.headers["retry-after"]) > 0
+    assert third.status_code == 429
+    assert int(third.headers["retry-after"]) > 0
     assert code_of(third.json()) == "too_many_exports"
     assert (await client.delete(first, headers=auth(world.token))).status_code == 202
     assert (await client.get(first, headers=auth(world.token))).status_code == 404
@@ -166,7 +177,8 @@ async def test_who_may_export_what(
     narrow = await register(database_url, settings, tmp_path, ["system/Patient.read"])
     token = await access_token(client, settings, narrow, "system/Patient.read")
     refused = await client.get("/fhir/$export", params={"_type": "Observation"}, headers=auth(token) | ASYNC)
-    assert refused.status_code == 403 and code_of(refused.json()) == "scope_insufficient"
+    assert refused.status_code == 403
+    assert code_of(refused.json()) == "scope_insufficient"
     found = await download(client, await finish(client, runner, await kick(client, "/fhir/$export", token), token),
                            token)  # fmt: skip
     assert set(found) == {"Patient"}
@@ -180,7 +192,8 @@ async def test_who_may_export_what(
         assert response.status_code == 403, path
     # App users: a health worker may not; a system admin may, demographics only.
     chw = await client.get("/fhir/$export", headers=world.a.chw.headers | ASYNC)
-    assert chw.status_code == 403 and code_of(chw.json()) == "role_required"
+    assert chw.status_code == 403
+    assert code_of(chw.json()) == "role_required"
     assert (await client.get("/fhir/Group", headers=world.a.chw.headers)).status_code == 403
     admin = await factory.admin_token()
     clinical = await client.get("/fhir/$export", params={"_type": "Observation"}, headers=auth(admin) | ASYNC)
@@ -202,7 +215,8 @@ async def test_export_is_audited(client: Client, world: World, runner: ExportRun
         )
     summary = [r for r in rows if r["patient_id"] is None]
     assert len(summary) == 1
-    assert str(summary[0]["actor_user_id"]) == world.backend.id and summary[0]["actor_role"] == "system_client"
+    assert str(summary[0]["actor_user_id"]) == world.backend.id
+    assert summary[0]["actor_role"] == "system_client"
     assert summary[0]["purpose"] == "bulk group export: Patient=2,Observation=2"
     assert {str(r["patient_id"]) for r in rows if r["patient_id"]} == set(world.b.patients)
 
@@ -215,7 +229,8 @@ async def test_a_dead_workers_job_is_taken_over_and_files_expire(
     status_url = await kick(client, "/fhir/Patient/$export", world.token, _type="Patient")
     async with db.acquire() as conn:
         crashed = await jobs.claim(conn, lease_s=60)  # a worker claims it, then dies
-        assert crashed is not None and str(crashed.id) == status_url.rsplit("/", 1)[1]
+        assert crashed is not None
+        assert str(crashed.id) == status_url.rsplit("/", 1)[1]
         assert not await runner.run_once()  # leased: nobody else takes it yet
         await conn.execute("UPDATE bulk_exports SET lease_until = now() - interval '1 second' WHERE id = $1",
                            crashed.id)  # fmt: skip

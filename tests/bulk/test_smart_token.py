@@ -97,7 +97,8 @@ async def test_each_bad_assertion_is_refused_with_its_oauth_error(
     await _refused(client, settings, form(backend.assertion(aud)) | {"client_assertion_type": "basic"}, 400,
                    "invalid_request")  # fmt: skip
     response = await client.post(aud, json=form(backend.assertion(aud)))
-    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
 
 
 async def test_revoked_client_gets_no_token(
