@@ -3,6 +3,8 @@ Backend Services (domain.smart.clients). Each change is audited as an operator's
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -17,6 +19,13 @@ from domain.errors import InvalidInput
 from domain.smart import clients
 from infra import db, pooling
 from infra.config import Settings
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The key's RFC 7638 thumbprint: a stable kid for a PEM key, which the client computes the same way (RFC 7638)."""
+    members = ("e", "kty", "n") if jwk["kty"] == "RSA" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
 
 def jwks_from_file(path: Path) -> dict[str, Any]:
@@ -36,7 +45,7 @@ def jwks_from_file(path: Path) -> dict[str, Any]:
             jwk = json.loads(ECAlgorithm.to_jwk(key)) | {"alg": "ES384"}
         else:
             raise InvalidInput("invalid_jwks", "the public key is RSA or EC (P-384)")
-        return {"keys": [jwk | {"kid": uuid.uuid4().hex, "use": "sig"}]}
+        return {"keys": [jwk | {"kid": thumbprint(jwk), "use": "sig"}]}
     try:
         document = json.loads(text)
     except ValueError:

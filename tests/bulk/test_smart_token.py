@@ -3,14 +3,20 @@ signed assertion and refusing each kind of bad one with the OAuth error a client
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from domain.errors import InvalidInput
 from infra.config import Settings
-from tests.bulk.smart import Key, access_token, form, jwks_server, register, token_url
+from infra.jwks import JwksFetcher
+from spean.clients import jwks_from_file, list_clients, register_client, revoke_client
+from tests.bulk.smart import BackendClient, Key, access_token, form, jwks_server, register, token_url
 
 Client = AsyncTestClient[Litestar]
 
@@ -104,8 +110,6 @@ async def test_each_bad_assertion_is_refused_with_its_oauth_error(
 async def test_revoked_client_gets_no_token(
     client: Client, settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    from spean.clients import list_clients, revoke_client
-
     backend = await register(database_url, settings, tmp_path, ["system/*.read"])
     await access_token(client, settings, backend)
     await revoke_client(database_url, settings, client_id=backend.id)
@@ -116,8 +120,6 @@ async def test_revoked_client_gets_no_token(
 async def test_keys_from_a_jwks_url_are_fetched_once_and_cached(
     client: Client, settings: Settings, database_url: str, tmp_path: Path
 ) -> None:
-    from infra.jwks import JwksFetcher
-
     # The app refetches for an unknown kid at most every 30 s; this test rotates at once.
     client.app.state.jwks_fetcher = JwksFetcher(settings.smart_jwks_cache_s, cooldown_s=0)
     key = Key.ec()
@@ -136,3 +138,27 @@ async def test_keys_from_a_jwks_url_are_fetched_once_and_cached(
     # Its server is gone (and the key set not cached for a kid never seen): invalid_client, not a 500.
     backend.key = Key.ec()
     await _refused(client, settings, form(backend.assertion(token_url(settings))), 401, "invalid_client")
+
+
+async def test_a_pem_public_key_registers_through_the_command(
+    client: Client, settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """`spean admin register-client --jwks-file key.pem`: the operator hands over a PEM file."""
+    key = Key.rsa()
+    pem = tmp_path / "platform-public.pem"
+    pem.write_bytes(key.private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    registered = jwks_from_file(pem)["keys"][0]
+    assert registered["kty"] == "RSA"
+    assert registered["alg"] == "RS384"
+    assert "d" not in registered
+    key.kid = registered["kid"]
+    shown = json.loads(
+        await register_client(
+            database_url, settings, name="from pem", scopes=["system/Patient.rs"], jwks_file=pem, jwks_url=None
+        )
+    )
+    await access_token(client, settings, BackendClient(shown["client_id"], key), "system/Patient.rs")
+    private = tmp_path / "private.json"
+    private.write_text(json.dumps(Key.rsa().jwk() | {"d": "secret"}))
+    with pytest.raises(InvalidInput, match="private key"):
+        jwks_from_file(private)
