@@ -60,6 +60,7 @@ from api.routes.self_registrations import SelfRegistrationController
 from api.routes.slots import SlotController
 from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
+from api.smart import openapi as smart_openapi
 from api.smart.routes import SMART_HANDLERS
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
@@ -343,6 +344,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         plugins=SCHEMA_PLUGINS,
     )
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
+    smart_openapi.document(app)  # OAuth errors, bulk status and NDJSON answers
     # Outside routing, so that a WebSocket request to no WebSocket route is seen too, and every
     # HTTP answer (router errors included) is compressed as its Accept-Encoding asks.
     app.asgi_handler = DrainingMiddleware(CompressionMiddleware(WebSocketHandshake(app.asgi_handler)))
