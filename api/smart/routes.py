@@ -43,7 +43,6 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
     base = settings.public_base_url.rstrip("/")
     return {
         "issuer": base,
-        "jwks_uri": None,
         "token_endpoint": token_url(settings),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
@@ -57,8 +56,7 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
 @get("/.well-known/smart-configuration", opt=_PUBLIC, summary="SMART configuration (Backend Services)",
      tags=["smart"])  # fmt: skip
 async def well_known(settings: Config) -> Response[Any]:
-    document = {k: v for k, v in smart_configuration(settings).items() if v is not None}
-    return Response(document, media_type="application/json")
+    return Response(smart_configuration(settings), media_type="application/json")
 
 
 def _fetcher(request: Request[Any, Any, Any], settings: Settings) -> JwksFetcher:

@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 from redis.asyncio import Redis
 
+from domain.errors import InvalidInput
 from domain.smart import scopes as smart_scopes
 from domain.smart.clients import ALGORITHMS, Client
 from domain.smart.errors import OAuthError, invalid_client
@@ -131,8 +132,8 @@ def _granted(client: Client, asked: str) -> list[str]:
     try:
         wanted = smart_scopes.parse_all(asked)
         registered = smart_scopes.parse_all(list(client.scopes))
-    except Exception as exc:
-        raise OAuthError("invalid_scope", str(exc)) from None
+    except InvalidInput as exc:
+        raise OAuthError("invalid_scope", exc.detail) from None
     refused = [w.text for w in wanted if not smart_scopes.covers(registered, w)]
     if refused:
         raise OAuthError("invalid_scope", f"this client was not granted {' '.join(refused)}")

@@ -5,7 +5,6 @@ lifetime (at most five minutes)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -52,9 +51,7 @@ def _client(row: Any) -> Client:
         id=row["id"],
         name=row["name"],
         scopes=tuple(row["scopes"]),
-        jwks=None
-        if row["jwks"] is None
-        else (json.loads(row["jwks"]) if isinstance(row["jwks"], str) else row["jwks"]),
+        jwks=row["jwks"],  # jsonb, decoded by the pool's codec (infra.db)
         jwks_url=row["jwks_url"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
