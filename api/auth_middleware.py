@@ -14,6 +14,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import Receive, Scope, Send
 
 from api.request_id import request_id_of
+from api.smart.confine import confine
 from domain.errors import InvalidInput, Unauthenticated
 from domain.principal import Channel, Principal
 
@@ -58,6 +59,7 @@ def authenticate(scope: Scope) -> tuple[Principal, str]:
             channel = value.decode("latin-1")
     token = bearer_token(authorization or "")
     principal: Principal = scope["app"].state.verified_tokens.principal(token)
+    confine(principal, str(scope.get("method", "")), scope["path"])
     channel = "app" if channel is None else channel
     if channel not in _CHANNELS or channel in ("sms", "ussd"):
         raise InvalidInput("invalid_channel", "X-Client-Channel is app, web or api", field="X-Client-Channel")

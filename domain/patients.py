@@ -88,6 +88,7 @@ _SELECT = """SELECT p.id, p.names::text AS names, p.birth_date, p.birth_year, p.
                                        ORDER BY i.system, i.value) FILTER (WHERE i.system IS NOT NULL), '[]')::text
                       AS identifiers
              FROM patients p LEFT JOIN patient_identifiers i ON i.patient_id = p.id"""
+ROWS = _SELECT  # the rows from_row reads, for readers elsewhere (a bulk export streams them)
 _NAMES = msgspec.json.Decoder(list[HumanName])
 _IDENTIFIERS = msgspec.json.Decoder(list[Identifier])
 

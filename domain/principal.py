@@ -24,6 +24,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     practitioner_id: uuid.UUID | None = None
     channel: Channel = "app"
     request_id: str | None = None
+    # A backend client of SMART Backend Services (domain.smart): its granted system scopes. Such a
+    # principal holds no role: it reaches bulk export only (api.smart.confine), never the app API.
+    client_scopes: tuple[str, ...] | None = None
 
     def facilities_with(self, *roles: Role) -> frozenset[uuid.UUID]:
         return frozenset(m.facility_id for m in self.memberships if m.role in roles)
@@ -36,10 +39,16 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         """The role recorded in the audit trail: the most privileged one held."""
         if self.is_system_admin:
             return "system_admin"
+        if self.client_scopes is not None:
+            return "system_client"
         for role in ("facility_admin", "specialist", "clinician", "chw"):
             if any(m.role == role for m in self.memberships):
                 return role
         return "patient"
+
+    @property
+    def is_client(self) -> bool:
+        return self.client_scopes is not None
 
     @property
     def is_staff(self) -> bool:

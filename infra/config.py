@@ -74,6 +74,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_ttl_s: int = 3600
     rtc_grace_s: int = 30
     attachment_max_bytes: int = 1_048_576  # no more than the API's request body limit (1 MiB)
+    # SMART Backend Services and FHIR Bulk Data (api/smart, api/fhir/bulk, domain/export).
+    smart_token_ttl_s: int = 300  # a backend client's access token
+    smart_jwks_cache_s: int = 300  # how long a client's JWKS URL is trusted before it is fetched again
+    bulk_expiry_s: int = 3600  # an export's files are served this long after it completes, then deleted
+    bulk_max_active: int = 2  # exports queued or running per client (or user) at once; more get 429
     audit_seal_interval_s: int = 60  # how often each worker links new audit events into the hash chain
     # USSD gateway (sms/ussd): the shared secret it must send (none: every callback refused), and
     # how long a session's state outlives its last turn (gateways end sessions after ~180 s).
@@ -206,6 +211,10 @@ _VARS: dict[str, str] = {
     "DHIS2_TOKEN": "dhis2_token",
     "DHIS2_MAPPING": "dhis2_mapping",
     "DHIS2_TIMEOUT": "dhis2_timeout_s",
+    "SPEAN_SMART_TOKEN_TTL": "smart_token_ttl_s",
+    "SPEAN_SMART_JWKS_CACHE": "smart_jwks_cache_s",
+    "SPEAN_BULK_EXPIRY": "bulk_expiry_s",
+    "SPEAN_BULK_MAX_ACTIVE": "bulk_max_active",
 }
 ENV_VARS = tuple(_VARS)
 _FIELD_TO_VAR = {field: var for var, field in _VARS.items()}
@@ -231,6 +240,10 @@ _POSITIVE = {
     "worker_lease_s",
     "notify_max_attempts",
     "notify_backoff_ms",
+    "smart_token_ttl_s",
+    "smart_jwks_cache_s",
+    "bulk_expiry_s",
+    "bulk_max_active",
 }
 
 

@@ -19,6 +19,7 @@ is used alone (one command, or a transaction or script on that key only) and nee
 | spean:ussd:<gateway session id>       | string | alone                        | USSD session    |
 | spean:db:wrote:<user id>              | string | alone                        | replica lag     |
 | spean:dev:phone:sms:<phone>           | list   | alone (transaction)          | a week          |
+| spean:smart:jti:<client id>:<jti>     | string | alone (SET NX)               | assertion's exp |
 
 A room's channel is published from the same Lua script that appends to its log, so it is named
 like a key of the room: on a cluster it is a sharded channel (SPUBLISH/SSUBSCRIBE) served by the
@@ -80,3 +81,8 @@ def db_wrote(user_id: object) -> str:
 
 def dev_transcript(phone: str) -> str:
     return "spean:dev:phone:sms:" + phone
+
+
+def smart_jti(client_id: str, jti: str) -> str:
+    """A SMART client's assertion id, remembered until the assertion expires (each is used once)."""
+    return f"spean:smart:jti:{client_id}:{jti}"

@@ -23,6 +23,10 @@ from api.dev.phone import DevPhoneController
 from api.docs import schema_router, swagger_assets, swagger_page
 from api.draining import DrainingMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.fhir.bulk.group import FhirGroupController
+from api.fhir.bulk.kickoff import BulkKickOffController
+from api.fhir.bulk.runner import ExportRunner
+from api.fhir.bulk.status import BulkStatusController
 from api.fhir.conditional import ConditionalReadMiddleware, stamp_versions
 from api.fhir.current import FhirCurrentHistoryController
 from api.fhir.documents import FhirDocumentController
@@ -55,6 +59,8 @@ from api.routes.self_registrations import SelfRegistrationController
 from api.routes.slots import SlotController
 from api.routes.sms import SmsWebhookController
 from api.routes.sync import SyncController
+from api.smart import openapi as smart_openapi
+from api.smart.routes import SMART_HANDLERS
 from api.transaction import TransactionMiddleware
 from api.websocket_handshake import WebSocketHandshake
 from consult_reports.routes import ReportController, open_report, report_page
@@ -62,12 +68,13 @@ from domain.identifiers import systems as identifier_systems
 from domain.identity.otp import OtpPolicy, OtpService
 from domain.identity.tokens import VerifiedTokens
 from infra import db, drain, housekeeping, outage, redis_client
+from infra.background import in_background
 from infra.config import Settings, load_settings, resolve_secret_key
 from infra.embedded import EmbeddedServices
 from infra.logging import configure as configure_logging
 from infra.migrate import migrate, migrate_when_available
 from infra.replica import Replica
-from infra.storage import DiskBlobStore
+from infra.storage import BlobStore, DiskBlobStore
 from notifications import runner as notification_worker
 from realtime import bus
 from realtime.call_files import CallFileController
@@ -159,13 +166,19 @@ async def _replica(state: State, settings: Settings, database_url: str) -> Async
 
 
 @asynccontextmanager
-async def _worker(pool: db.Pool, settings: Settings, sms: SmsOutbox, database_url: str) -> AsyncIterator[None]:
-    """In development the API process delivers notifications itself (`make run` needs no second
-    process); elsewhere `spean worker` does, as many as wanted (SPEAN_WORKER_IN_API)."""
+async def _worker(
+    pool: db.Pool, settings: Settings, sms: SmsOutbox, database_url: str, blobs: BlobStore
+) -> AsyncIterator[None]:
+    """In development the API process delivers notifications and runs bulk exports itself
+    (`make run` needs no second process); elsewhere `spean worker` does, as many as wanted
+    (SPEAN_WORKER_IN_API)."""
     if not settings.runs_worker_in_api:
         yield
         return
-    async with notification_worker.running(pool, settings, sms, database_url):
+    async with (
+        notification_worker.running(pool, settings, sms, database_url),
+        in_background(ExportRunner(pool, blobs, settings).run(asyncio.Event())),
+    ):
         yield
 
 
@@ -221,7 +234,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                     housekeeping.running(app.state.pool),
                     sealer.running(app.state.pool, settings.audit_seal_interval_s),
                     app.state.sms_outbox.running(),  # sends what committed transactions queued
-                    _worker(app.state.pool, settings, app.state.sms_outbox, database_url),
+                    _worker(app.state.pool, settings, app.state.sms_outbox, database_url, app.state.blobs),
                     _replica(app.state, settings, database_url),
                 ):
                     yield
@@ -275,6 +288,10 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirMatchController,  # Patient/$match (national identifiers, duplicates)
             FhirDocumentController,
             *WRITE_HANDLERS,
+            BulkKickOffController,  # FHIR Bulk Data $export, for backend clients (api.smart)
+            BulkStatusController,
+            FhirGroupController,
+            *SMART_HANDLERS,
             SyncController,
             AttachmentController,
             ReportController,  # consultation reports (consult_reports/)
@@ -331,6 +348,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
         plugins=SCHEMA_PLUGINS,
     )
     complete(app)  # errors, public routes, links: what the handlers' signatures cannot say
+    smart_openapi.document(app)  # OAuth errors, bulk status and NDJSON answers
     # Outside routing, so that a WebSocket request to no WebSocket route is seen too, and every
     # HTTP answer (router errors included) is compressed as its Accept-Encoding asks.
     app.asgi_handler = DrainingMiddleware(CompressionMiddleware(WebSocketHandshake(app.asgi_handler)))

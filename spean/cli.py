@@ -207,8 +207,8 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, _args: argparse.Namespace) -> int:
     from infra.migrate import migrate
-    from notifications.runner import serve
     from spean.app import _sms_sender  # the one SMS seam, shared with the API
+    from spean.exports import serve
 
     with _services(settings, redis=True) as (database_url, redis_url):
         if settings.auto_migrate:
@@ -221,6 +221,34 @@ def _worker(settings: Settings, _args: argparse.Namespace) -> int:
             asyncio.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
         else:
             uvloop.run(serve(settings, database_url, redis_url, _sms_sender(settings)))
+    return 0
+
+
+def _register_client(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.clients import register_client
+
+    if (args.jwks_file is None) == (args.jwks_url is None):
+        print("spean: give the client's public key as --jwks-file (JWKS, JWK or PEM) or --jwks-url", file=sys.stderr)
+        return 2
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(register_client(database_url, settings, name=args.name, scopes=args.scope,
+                                          jwks_file=args.jwks_file, jwks_url=args.jwks_url)))  # fmt: skip
+    return 0
+
+
+def _list_clients(settings: Settings, _args: argparse.Namespace) -> int:
+    from spean.clients import list_clients
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(list_clients(database_url, settings)))
+    return 0
+
+
+def _revoke_client(settings: Settings, args: argparse.Namespace) -> int:
+    from spean.clients import revoke_client
+
+    with _services(settings) as (database_url, _):
+        print(asyncio.run(revoke_client(database_url, settings, client_id=args.client_id)))
     return 0
 
 
@@ -323,9 +351,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    commands.add_parser("worker", help="deliver notifications from the outbox (push, SMS)").set_defaults(
-        handler=_worker
-    )
+    commands.add_parser(
+        "worker", help="deliver notifications from the outbox (push, SMS); run bulk exports"
+    ).set_defaults(handler=_worker)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
     commands.add_parser("demo", help="load the demo network (idempotent)").set_defaults(handler=_demo)
     prescriptions = commands.add_parser("prescriptions", help="electronic prescriptions: the national export")
@@ -385,6 +413,17 @@ def _parser() -> argparse.ArgumentParser:
         "--server-dry-run", action="store_true", help="send with DHIS2's dryRun=true: checked there, nothing stored"
     )
     dhis2.set_defaults(handler=_report_dhis2)
+    client = admin.add_parser("register-client", help="register a SMART backend client (bulk export) and its keys")
+    client.add_argument("--name", required=True)
+    client.add_argument("--jwks-file", type=Path, help="its public key(s): a JWKS, a JWK or a PEM public key")
+    client.add_argument("--jwks-url", help="where it publishes its JWKS (fetched and cached)")
+    client.add_argument("--scope", action="append", required=True,
+                        help="a scope granted, e.g. system/*.read or system/Patient.rs (repeat for more)")  # fmt: skip
+    client.set_defaults(handler=_register_client)
+    admin.add_parser("list-clients", help="list SMART backend clients").set_defaults(handler=_list_clients)
+    revoke = admin.add_parser("revoke-client", help="revoke a SMART backend client (no more tokens)")
+    revoke.add_argument("client_id")
+    revoke.set_defaults(handler=_revoke_client)
     return parser
 
 

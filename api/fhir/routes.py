@@ -12,6 +12,7 @@ from litestar.params import FromPath, Parameter
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import admin, capabilities
+from api.fhir.bulk import capability as bulk_capability
 from api.fhir.bundle import HISTORY, bundle, capability_statement, fhir
 from api.fhir.clinical import BY_KIND, KIND_OF, to_fhir
 from api.fhir.trail import provenance
@@ -40,7 +41,8 @@ class FhirController(Controller):
 
     @get("/metadata", opt={"exclude_from_auth": True}, summary="CapabilityStatement")
     async def metadata(self, settings: Config) -> Response[Any]:
-        return fhir(capabilities.extend(capability_statement(settings.public_base_url)))
+        statement = capabilities.extend(capability_statement(settings.public_base_url))
+        return fhir(bulk_capability.declare(statement, settings))
 
     @get("/Patient/{patient_id:uuid}", summary="Read a Patient")
     async def read_patient(self, patient_id: FromPath[uuid.UUID], conn: Conn, principal: Caller) -> Response[Any]:

@@ -36,6 +36,16 @@ def issue_access_token(principal: Principal, secret: str, ttl_s: int, *, now: fl
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
+def issue_client_token(
+    client_id: uuid.UUID, scopes: list[str], secret: str, ttl_s: int, *, now: float | None = None
+) -> str:
+    """An access token for a SMART backend client (domain.smart): its id and granted scopes, no role."""
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": _ISSUER, "sub": str(client_id), "iat": issued, "exp": issued + ttl_s, "typ": "client",
+              "scope": " ".join(scopes)}  # fmt: skip
+    return jwt.encode(claims, secret, algorithm=_ALGORITHM)
+
+
 class VerifiedTokens:
     """Remembers tokens already verified, until they expire: a phone reuses one access token for
     many requests, and verifying the signature each time is a large share of a request's CPU.
@@ -66,6 +76,12 @@ def _decode(token: str, secret: str) -> tuple[Principal, float]:
         raise Unauthenticated("token_expired", "the access token has expired: refresh it") from None
     except jwt.InvalidTokenError:
         raise Unauthenticated("invalid_token", "the access token is not valid") from None
+    if claims.get("typ") == "client":
+        try:
+            client = Principal(user_id=uuid.UUID(claims["sub"]), client_scopes=tuple(str(claims["scope"]).split()))
+            return client, float(claims["exp"])
+        except (KeyError, ValueError, TypeError):
+            raise Unauthenticated("invalid_token", "the access token is malformed") from None
     if claims.get("typ") != "access":
         raise Unauthenticated("invalid_token", "not an access token")
     try:

@@ -221,8 +221,9 @@ async def test_capability_statement_is_the_table(client: Client) -> None:
     statement = (await client.get("/fhir/metadata")).json()
     validate(statement)
     by_type = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    # Documents (DocumentReference, Binary) are declared beside the table (api/fhir/capabilities.py).
-    assert set(by_type) == set(TYPES) | {"DocumentReference", "Binary"}
+    # Documents (DocumentReference, Binary) are declared beside the table (api/fhir/capabilities.py),
+    # Group by bulk export (api/fhir/bulk/capability.py).
+    assert set(by_type) == set(TYPES) | {"DocumentReference", "Binary", "Group"}
     for name, t in TYPES.items():
         assert [(p["name"], p["type"]) for p in by_type[name]["searchParam"]] == [(p.name, p.type) for p in t.params]
         assert by_type[name].get("searchInclude", []) == list(t.includes)
