@@ -83,6 +83,6 @@ def dev_transcript(phone: str) -> str:
     return "spean:dev:phone:sms:" + phone
 
 
-def smart_jti(client_id: str, jti: str) -> str:
+def smart_jti(client_id: object, jti: str) -> str:
     """A SMART client's assertion id, remembered until the assertion expires (each is used once)."""
     return f"spean:smart:jti:{client_id}:{jti}"
