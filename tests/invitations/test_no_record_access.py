@@ -18,10 +18,12 @@ from tests.twilio_server import TwilioServer
 Client = AsyncTestClient[Litestar]
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 # Routes anyone may call: none of them serves a record (checked below, so a new public route is seen),
-# but a consultation report's link (/r/...), which serves its PDF only for the patient's results PIN.
+# but a consultation report's link (/r/...), which serves its PDF only for the patient's results PIN;
+# SMART's discovery and token endpoint authenticate a backend client by its signed assertion.
 PUBLIC = re.compile(
     r"^/(health|ready|metrics|fhir/metadata|v1/auth/.*|v1/sms/.*|v1/ussd|v1/invitations/open|join(/.*)?"
-    r"|rtc/consult|rtc/call-files\.js|r/\{token:str\}|rtc/workspace(/.*)?|rtc/static/.*|schema(/.*)?|dev/.*)$"
+    r"|rtc/consult|rtc/call-files\.js|r/\{token:str\}|rtc/workspace(/.*)?|rtc/static/.*|schema(/.*)?|dev/.*"
+    r"|\.well-known/smart-configuration|auth/token)$"
 )
 RECORD_ROUTES = {
     "/v1/patients/{patient_id:uuid}/record",
