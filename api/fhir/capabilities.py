@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from api.fhir.clinical import KIND_OF, Resource
+from api.fhir.clinical import KIND_OF, WRITTEN, Resource
 from api.fhir.current import CURRENT_ONLY
 
+# The IPS IG's operation (api/fhir/summary_routes.py): Patient/[id]/$summary, Patient/$summary?identifier=
+_SUMMARY = {"name": "summary", "definition": "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}
 _VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 _WRITABLE = ("create", "update", "vread", "history-instance", "history-type")
 # type -> (interactions added, what its versioning and writes are)
@@ -19,7 +21,12 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     **{
         name: (_WRITABLE, {"versioning": "versioned-update", "readHistory": True, "updateCreate": False,
                            "conditionalCreate": False, "conditionalUpdate": False})
-        for name in KIND_OF
+        for name in WRITTEN
+    },
+    # Record types written through the app API only: versioned and read back, not written here.
+    **{
+        name: (("vread", "history-instance", "history-type"), {"versioning": "versioned", "readHistory": True})
+        for name in KIND_OF if name not in WRITTEN
     },
     # Only the current version is kept: vread serves it, and an earlier vid is 404.
     **{name: (("vread",), {"versioning": "versioned", "readHistory": False}) for name in CURRENT_ONLY},
@@ -47,6 +54,8 @@ def extend(statement: Resource) -> Resource:
         resource.update(flags)
         if "create" in added:
             resource["operation"] = [*resource.get("operation", []), _VALIDATE]
+        if resource["type"] == "Patient":
+            resource["operation"] = [*resource.get("operation", []), _SUMMARY]
     interactions = [i["code"] for i in rest.get("interaction", [])]
     rest["interaction"] = [{"code": code} for code in dict.fromkeys([*interactions, "transaction", "batch"])]
     return statement
