@@ -63,7 +63,8 @@ async def test_allergy_and_immunization_are_entries_with_provenance(
     )
     assert {e["id"] for e in only_allergies.json()["items"]} == {allergy["id"], free_text["id"]}
     writes = await db.fetch(
-        "SELECT resource_type, resource_id FROM audit_events WHERE patient_id = $1 AND action = 'create' AND resource_type <> 'Patient'",
+        """SELECT resource_type, resource_id FROM audit_events
+           WHERE patient_id = $1 AND action = 'create' AND resource_type <> 'Patient'""",
         scene.patient,
     )
     assert {(r["resource_type"], r["resource_id"]) for r in writes} == {

@@ -76,7 +76,8 @@ async def test_read_as_r4_resources(client: Client, factory: Factory) -> None:
     assert allergy["verificationStatus"]["coding"][0]["code"] == "confirmed"
     assert allergy["reaction"] == [{"manifestation": [{"text": "hives"}], "severity": "moderate"}]
     assert allergy["onsetDateTime"] == "2020-05-01T01:00:00Z"
-    assert allergy["category"] == ["medication"] and allergy["criticality"] == "high"
+    assert allergy["category"] == ["medication"]
+    assert allergy["criticality"] == "high"
     free = await fhir_get(client, f"/fhir/AllergyIntolerance/{r.peanuts}", h)
     assert free["code"] == {"text": "Peanuts"}
     shot = await fhir_get(client, f"/fhir/Immunization/{r.mmr}", h)
@@ -88,7 +89,8 @@ async def test_read_as_r4_resources(client: Client, factory: Factory) -> None:
     je = await fhir_get(client, f"/fhir/Immunization/{r.je}", h)
     assert je["vaccineCode"]["coding"][0]["system"] == LOCAL
     bcg = await fhir_get(client, f"/fhir/Immunization/{r.bcg_not_done}", h)
-    assert bcg["status"] == "not-done" and bcg["statusReason"] == {"text": "fever on the day"}
+    assert bcg["status"] == "not-done"
+    assert bcg["statusReason"] == {"text": "fever on the day"}
     # An Immunization is not an AllergyIntolerance.
     wrong = await client.get(f"/fhir/AllergyIntolerance/{r.mmr}", headers=h)
     assert wrong.status_code == 404
@@ -173,13 +175,16 @@ async def test_include_revinclude_and_everything(client: Client, factory: Factor
     }  # fmt: skip
     everything = await fhir_get(client, f"/fhir/Patient/{r.patient}/$everything", h)
     types = [e["resource"]["resourceType"] for e in everything["entry"]]
-    assert types.count("AllergyIntolerance") == 2 and types.count("Immunization") == 3
+    assert types.count("AllergyIntolerance") == 2
+    assert types.count("Immunization") == 3
     for e in everything["entry"]:
         validate(e["resource"])
     narrowed = await fhir_get(client, f"/fhir/Patient/{r.patient}/$everything", h, _type="Immunization")
     assert {e["resource"]["resourceType"] for e in narrowed["entry"]} == {"Immunization"}
     provenance = await fhir_get(client, "/fhir/Provenance", h, target=f"Immunization/{r.mmr}")
-    assert [e["resource"]["target"][0]["reference"] for e in provenance["entry"]] == [f"Immunization/{r.mmr}/_history/1"]
+    assert [e["resource"]["target"][0]["reference"] for e in provenance["entry"]] == [
+        f"Immunization/{r.mmr}/_history/1"
+    ]
 
 
 async def test_capability_statement_declares_them(client: Client) -> None:
@@ -222,5 +227,6 @@ async def test_refused_without_consent_then_read_with_it(
         stranger.user_id,
     )
     outcomes = [(a["outcome"], a["purpose"]) for a in audit]
-    assert outcomes[0] == ("refused", None) and ("success", "consent") in outcomes
+    assert outcomes[0] == ("refused", None)
+    assert ("success", "consent") in outcomes
     assert {a["resource_type"] for a in audit} <= {"Immunization", "Record"}
