@@ -168,3 +168,22 @@ async def test_unknown_entry_is_404(client: Client, factory: Factory) -> None:
     scene = await factory.scene()
     missing = await client.get(f"/v1/record/{uuid.uuid4()}", headers=scene.chw.headers)
     assert missing.status_code == 404
+
+
+async def test_recorded_offline_and_synced(client: Client, factory: Factory) -> None:
+    """A CHW's phone pushes an allergy and a vaccination recorded offline and pulls them back."""
+    scene = await factory.scene()
+    batch = [
+        {"client_id": "phone-a1", "patient_id": str(scene.patient), "entry": PENICILLIN},
+        {"client_id": "phone-a2", "patient_id": str(scene.patient), "entry": MEASLES},
+        {"client_id": "phone-a3", "patient_id": str(scene.patient), "entry": {**MEASLES, "vaccine_code": "ABC"}},
+    ]
+    pushed = await client.post("/v1/sync", json={"changes": batch}, headers=scene.chw.headers)
+    assert pushed.status_code == 200, pushed.text
+    results = pushed.json()["results"]
+    assert [r["result"] for r in results] == ["applied", "applied", "rejected"]
+    assert results[2]["code"] == "invalid_vaccine_code"
+    pulled = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+    kinds = {c["id"]: c["kind"] for c in pulled["changes"]}
+    assert kinds[results[0]["entry_id"]] == "allergy"
+    assert kinds[results[1]["entry_id"]] == "immunization"
