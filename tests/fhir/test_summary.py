@@ -202,6 +202,13 @@ async def test_summary_by_identifier(client: Client, factory: Factory) -> None:
     )
     assert missing.status_code == 404
     validate(missing.json())
+    for bare in ("identifier", "identifier=", "patient=", "patient=nope"):
+        refused = await client.get(f"/fhir/Patient/$summary?{bare}", headers=chw.headers)
+        assert refused.status_code == 400, (bare, refused.text)
+    both = await client.get(
+        "/fhir/Patient/$summary", params={"patient": str(patient), "identifier": health_id}, headers=chw.headers
+    )
+    assert code_of(both.json()) == "patient_required"
     neither = await client.get("/fhir/Patient/$summary", headers=chw.headers)
     assert neither.status_code == 400
     assert code_of(neither.json()) == "patient_required"
