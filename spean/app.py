@@ -35,6 +35,7 @@ from api.fhir.match import FhirMatchController
 from api.fhir.routes import FhirController
 from api.fhir.scheduling import FhirSchedulingController
 from api.fhir.searches import FhirSearchController
+from api.fhir.summary_routes import FhirSummaryController
 from api.fhir.validate import FhirValidateController
 from api.fhir.write_routes import WRITE_HANDLERS
 from api.negotiation import NegotiatedResponse, UtcCheckedResponse
@@ -282,6 +283,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             FhirController,
             FhirSchedulingController,
             FhirSearchController,
+            FhirSummaryController,  # Patient/$summary (IPS)
             FhirCurrentHistoryController,
             FhirHistoryController,
             FhirValidateController,

@@ -17,7 +17,7 @@ from domain.errors import InvalidInput
 
 FHIR_JSON = "application/fhir+json"
 NO_READ = ("Slot", "AuditEvent")  # found by search only
-HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest")
+HISTORY = ("Encounter", "Observation", "Condition", "MedicationRequest", "AllergyIntolerance", "Immunization")
 # Types whose _history is their current version only (no past versions are stored; see current.py).
 CURRENT_HISTORY = (
     "Patient", "Practitioner", "Organization", "Location", "Schedule", "Appointment", "ServiceRequest", "Consent",

@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from api.fhir.clinical import KIND_OF, Resource
+from api.fhir.clinical import KIND_OF, WRITTEN, Resource
 from api.fhir.current import CURRENT_ONLY
 
+# The IPS IG's operation (api/fhir/summary_routes.py): Patient/[id]/$summary, Patient/$summary?identifier=
+_SUMMARY = {"name": "summary", "definition": "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}
 _VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 _MATCH = {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}  # api.fhir.match
 _WRITABLE = ("create", "update", "vread", "history-instance", "history-type")
@@ -20,7 +22,12 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     **{
         name: (_WRITABLE, {"versioning": "versioned-update", "readHistory": True, "updateCreate": False,
                            "conditionalCreate": False, "conditionalUpdate": False})
-        for name in KIND_OF
+        for name in WRITTEN
+    },
+    # Record types written through the app API only: versioned and read back, not written here.
+    **{
+        name: (("vread", "history-instance", "history-type"), {"versioning": "versioned", "readHistory": True})
+        for name in KIND_OF if name not in WRITTEN
     },
     # Only the current version is kept: vread serves it, and an earlier vid is 404.
     **{name: (("vread",), {"versioning": "versioned", "readHistory": False}) for name in CURRENT_ONLY},
@@ -49,7 +56,7 @@ def extend(statement: Resource) -> Resource:
         if "create" in added:
             resource["operation"] = [*resource.get("operation", []), _VALIDATE]
         if resource["type"] == "Patient":
-            resource["operation"] = [*resource.get("operation", []), _MATCH]
+            resource["operation"] = [*resource.get("operation", []), _MATCH, _SUMMARY]
     interactions = [i["code"] for i in rest.get("interaction", [])]
     rest["interaction"] = [{"code": code} for code in dict.fromkeys([*interactions, "transaction", "batch"])]
     return statement

@@ -1,4 +1,5 @@
-"""Record entries as FHIR R4 resources: Encounter, Observation, Condition, MedicationRequest.
+"""Record entries as FHIR R4 resources: Encounter, Observation, Condition, MedicationRequest,
+AllergyIntolerance, Immunization.
 
 Status follows the entry: a correction (version > 1) is 'amended' where FHIR has it, an entry
 marked in error is 'entered-in-error'. meta.versionId is the entry's version, so _history and
@@ -10,12 +11,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.record.catalogue import ICD10, LOINC, UCUM
+from domain.record.catalogue import ICD10, LOINC, SNOMED, UCUM, VACCINE_SYSTEMS
 from domain.record.types import Entry
 from infra import instants
 
 Resource = dict[str, Any]
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
 _DOSE = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(\S.{0,99})")
 
 
@@ -194,14 +197,85 @@ def encounter(entry: Entry) -> Resource:
     return resource
 
 
+# --- allergies and immunizations (their patient is `patient`, not `subject`) ----------------------
+
+
+def _with_patient(resource_type: str, entry: Entry) -> Resource:
+    resource = _base(resource_type, entry)
+    resource["patient"] = resource.pop("subject")
+    return resource
+
+
+def _coded(system: str, code: str | None, text: str) -> dict[str, Any]:
+    concept: dict[str, Any] = {"text": text}
+    if code is not None:
+        concept["coding"] = [{"system": system, "code": code, "display": text}]
+    return concept
+
+
+def allergy_intolerance(entry: Entry) -> Resource:
+    body = entry.body
+    in_error = entry.status == "entered_in_error"
+    resource = _with_patient("AllergyIntolerance", entry)
+    # ait-1/ait-2: a clinical status unless the entry was entered in error.
+    if not in_error:
+        resource["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": body["clinical_status"]}]}
+    resource["verificationStatus"] = {
+        "coding": [{"system": ALLERGY_VERIFICATION,
+                    "code": "entered-in-error" if in_error else body["verification_status"]}]
+    }  # fmt: skip
+    if "category" in body:
+        resource["category"] = [body["category"]]
+    if "criticality" in body:
+        resource["criticality"] = body["criticality"]
+    resource["code"] = _coded(SNOMED, body.get("snomed_code"), body["substance"])
+    if "onset" in body:
+        resource["onsetDateTime"] = instant(datetime.fromisoformat(body["onset"]))
+    resource["recordedDate"] = instant(entry.provenance.recorded_at)
+    if "reaction" in body:
+        reaction: dict[str, Any] = {"manifestation": [{"text": body["reaction"]}]}
+        if "severity" in body:
+            reaction["severity"] = body["severity"]
+        resource["reaction"] = [reaction]
+    if "note" in body:
+        resource["note"] = [{"text": body["note"]}]
+    return resource
+
+
+def immunization(entry: Entry) -> Resource:
+    body = entry.body
+    resource = _with_patient("Immunization", entry)
+    resource["status"] = "entered-in-error" if entry.status == "entered_in_error" else body["status"]
+    if "not_done_reason" in body:
+        resource["statusReason"] = {"text": body["not_done_reason"]}
+    system = VACCINE_SYSTEMS[body.get("code_system", "cvx")]
+    resource["vaccineCode"] = _coded(system, body.get("vaccine_code"), body["vaccine"])
+    resource["occurrenceDateTime"] = instant(entry.effective_at)
+    resource["recorded"] = instant(entry.provenance.recorded_at)
+    if "lot_number" in body:
+        resource["lotNumber"] = body["lot_number"]
+    if entry.provenance.facility_id is not None:
+        resource["performer"] = [{"actor": ref("Organization", entry.provenance.facility_id)}]
+    if "note" in body:
+        resource["note"] = [{"text": body["note"]}]
+    if "dose_number" in body:
+        resource["protocolApplied"] = [{"doseNumberPositiveInt": body["dose_number"]}]
+    return resource
+
+
 # Record kinds that FHIR exposes, and how. (Notes have no resource in this interface yet.)
 BY_KIND = {
     "encounter": ("Encounter", encounter),
     "observation": ("Observation", observation),
     "condition": ("Condition", condition),
     "prescription": ("MedicationRequest", medication_request),
+    "allergy": ("AllergyIntolerance", allergy_intolerance),
+    "immunization": ("Immunization", immunization),
 }
 KIND_OF = {resource_type: kind for kind, (resource_type, _) in BY_KIND.items()}
+# The types FHIR also creates and updates (api/fhir/writes.py); allergies and immunizations are
+# read and searched here and written through the app API (POST /v1/patients/{id}/record).
+WRITTEN = ("Encounter", "Observation", "Condition", "MedicationRequest")
 
 
 def to_fhir(entry: Entry) -> Resource:

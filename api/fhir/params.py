@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from api.fhir import admin
-from domain.record.catalogue import ICD10, LOINC
+from domain.record.catalogue import CVX, ICD10, LOCAL_VACCINE, LOINC, SNOMED
 from domain.search.engine import Coding, Field, Id, Key, KeyKind, Moment, Ref, Strings, Text, Token
 
 ParamType = Literal["date", "token", "string", "reference"]
@@ -232,6 +232,78 @@ MEDICATION_REQUEST = SearchType(
     count=100,
     includes=("MedicationRequest:subject", "MedicationRequest:patient", "MedicationRequest:encounter"),
 )
+# --- allergies and immunizations (fhir-ips): the record's rows, their patient at `patient` ---------
+
+
+def _patient_entry() -> tuple[Param, ...]:
+    """R4 names the patient of these types `patient` only (no subject, no encounter parameter)."""
+    return (_id("e.id"), _updated("e.recorded_at"), _ref("patient", _SUBJECT, "the patient", "patient"))
+
+
+def _body_token(system: str, key: str, doc: str, code: str | None = None) -> Param:
+    """A code kept in the body (the resource shows it with `system`)."""
+    return Param(key.replace("_", "-"), "token", Token((Coding(lit(system), code or f"e.body->>{lit(key)}"),)), doc)
+
+
+ALLERGY_INTOLERANCE = SearchType(
+    "AllergyIntolerance",
+    (
+        *_patient_entry(),
+        Param("code", "token", Token((Coding(lit(SNOMED), "e.code"),)), "SNOMED CT code of the substance"),
+        _body_token(
+            "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "clinical_status",
+            "active, inactive, resolved (none for an entry entered in error: ait-2)",
+            f"(CASE WHEN {_ERROR} THEN NULL ELSE e.body->>'clinical_status' END)",
+        ),
+        Param(
+            "verification-status",
+            "token",
+            Token(
+                (
+                    Coding(
+                        lit("http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"),
+                        f"(CASE WHEN {_ERROR} THEN 'entered-in-error' ELSE e.body->>'verification_status' END)",
+                    ),
+                )
+            ),
+            "unconfirmed, confirmed, refuted, or entered-in-error",
+            reveals_errors=True,
+        ),
+        _body_token("http://hl7.org/fhir/allergy-intolerance-category", "category", "food, medication, ..."),
+        _body_token("http://hl7.org/fhir/allergy-intolerance-criticality", "criticality", "low, high, ..."),
+        Param("onset", "date", Moment("(e.body->>'onset')::timestamptz"), "onsetDateTime", sort="instant"),
+        Param("date", "date", Moment("e.recorded_at"), "recordedDate", sort="instant"),
+    ),
+    order=(Key("e.seq", "int"),),
+    count=100,
+    includes=("AllergyIntolerance:patient",),
+)
+_VACCINE_SYSTEM = f"(CASE WHEN e.body->>'code_system' = 'local' THEN {lit(LOCAL_VACCINE)} ELSE {lit(CVX)} END)"
+IMMUNIZATION = SearchType(
+    "Immunization",
+    (
+        *_patient_entry(),
+        Param("vaccine-code", "token", Token((Coding(_VACCINE_SYSTEM, "e.code"),)), "CVX or local code of the vaccine"),
+        Param("date", "date", Moment("e.effective_at"), "occurrenceDateTime", sort="instant"),
+        _status(
+            "http://hl7.org/fhir/event-status",
+            f"(CASE WHEN {_ERROR} THEN 'entered-in-error' ELSE e.body->>'status' END)",
+        ),
+        _ref(
+            "performer",
+            {"Organization": "e.facility_id = {}"},
+            "the facility that gave it",
+            "performer.actor",
+            "e.facility_id IS NOT NULL",
+        ),
+    ),
+    order=(Key("e.seq", "int"),),
+    count=100,
+    includes=("Immunization:patient", "Immunization:performer"),
+)
+# --- end fhir-ips ----------------------------------------------------------------------------------
+
 _TARGETS = {
     name: f"e.id = {{}} AND e.kind = {lit(kind)}"
     for name, kind in (
@@ -239,6 +311,8 @@ _TARGETS = {
         ("Observation", "observation"),
         ("Condition", "condition"),
         ("MedicationRequest", "prescription"),
+        ("AllergyIntolerance", "allergy"),
+        ("Immunization", "immunization"),
     )
 }
 PROVENANCE = SearchType(
@@ -327,6 +401,8 @@ PATIENT = SearchType(
         "ServiceRequest:subject",
         "ServiceRequest:patient",
         "Consent:patient",
+        "AllergyIntolerance:patient",
+        "Immunization:patient",
     ),
 )
 PRACTITIONER = SearchType(
@@ -519,6 +595,8 @@ TYPES: dict[str, SearchType] = {
         OBSERVATION,
         CONDITION,
         MEDICATION_REQUEST,
+        ALLERGY_INTOLERANCE,
+        IMMUNIZATION,
         PROVENANCE,
         AUDIT_EVENT,
     )

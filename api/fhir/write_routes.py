@@ -23,7 +23,7 @@ from api.deps import Caller, Config, Conn, DbPool
 from api.fhir import transaction
 from api.fhir.bundle import FHIR_JSON, fhir
 from api.fhir.bundle_in import Bundle
-from api.fhir.clinical import KIND_OF
+from api.fhir.clinical import WRITTEN
 from api.fhir.conditional import version_headers
 from api.fhir.inbound import Refs
 from api.fhir.path_types import ClinicalType
@@ -93,7 +93,7 @@ def reason_of(x_provenance: str | None) -> str | None:
 
 
 def _writable(resource_type: str) -> None:
-    if resource_type != "Patient" and resource_type not in KIND_OF:
+    if resource_type != "Patient" and resource_type not in WRITTEN:
         raise NotFound("unknown_resource_type", f"this server does not write {resource_type} resources")
 
 
@@ -163,7 +163,7 @@ def _create_route(resource_type: str) -> HTTPRouteHandler:
 
 # One route per clinical type: the search routes' fixed `GET /fhir/{type}` paths would otherwise
 # shadow a `POST /fhir/{resource_type}` (Litestar does not fall back from a static segment).
-CREATE_ENTRY = [_create_route(t) for t in sorted(KIND_OF)]
+CREATE_ENTRY = [_create_route(t) for t in sorted(WRITTEN)]
 
 
 @post("/fhir/{resource_type:str}", tags=["fhir"], summary="Any other type: 404 unknown_resource_type",

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from api.fhir import admin
-from api.fhir.clinical import KIND_OF, Resource, to_fhir
+from api.fhir.clinical import KIND_OF, WRITTEN, Resource, to_fhir
 from api.fhir.inbound import Refs, bad, entry_in, in_resource, patient_in, patient_patch
 from api.fhir.preconditions import BadRequest, PreconditionFailed, PreconditionRequired
 from api.fhir.resources_in import FhirPatient, FhirResource
@@ -29,7 +29,7 @@ from domain.record import store
 from infra.db import Connection
 
 DEFAULT_REASON = "updated through FHIR (no reason given)"
-WRITABLE = ("Patient", *KIND_OF)
+WRITABLE = ("Patient", *WRITTEN)
 
 
 class Written(NamedTuple):

@@ -30,6 +30,8 @@ RESOURCE_TYPE = {
     "prescription": "MedicationRequest",
     "note": "ClinicalNote",
     "attachment": "Attachment",
+    "allergy": "AllergyIntolerance",
+    "immunization": "Immunization",
 }
 _RESOURCE_TYPE_OF_KIND = (
     "CASE s.kind " + " ".join(f"WHEN '{kind}' THEN '{name}'" for kind, name in RESOURCE_TYPE.items()) + " END"

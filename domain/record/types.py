@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Kind = Literal["encounter", "observation", "condition", "prescription", "note", "attachment"]
+Kind = Literal["encounter", "observation", "condition", "prescription", "note", "attachment", "allergy", "immunization"]
 EntryStatus = Literal["current", "superseded", "entered_in_error"]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -69,7 +69,38 @@ class NoteIn(_InEncounter, tag="note", tag_field="kind"):
     category: Literal["progress", "advice", "plan", "history", "other"] = "progress"
 
 
-EntryIn = EncounterIn | ObservationIn | ConditionIn | PrescriptionIn | NoteIn
+class AllergyIn(_InEncounter, tag="allergy", tag_field="kind"):
+    """An allergy or intolerance: what to (free text, always), coded in SNOMED CT when known.
+    "No known allergy" is itself a SNOMED CT code (716186003), as the IPS records it."""
+
+    substance: Short  # "Penicillin", "Peanuts": what a reader sees whatever the coding
+    snomed_code: Short | None = None  # SNOMED CT concept id of the substance (or of "no known ...")
+    category: Literal["food", "medication", "environment", "biologic"] | None = None
+    criticality: Literal["low", "high", "unable-to-assess"] | None = None
+    clinical_status: Literal["active", "inactive", "resolved"] = "active"
+    verification_status: Literal["unconfirmed", "confirmed", "refuted"] = "confirmed"
+    reaction: Short | None = None  # the manifestation, e.g. "hives"
+    severity: Literal["mild", "moderate", "severe"] | None = None  # of that reaction
+    onset: datetime | None = None
+    note: Text | None = None
+
+
+class ImmunizationIn(_InEncounter, tag="immunization", tag_field="kind"):
+    """A vaccine given (or, with status not-done, not given): free text, coded in CVX or in the
+    country's own vaccine code system (`code_system` "local")."""
+
+    vaccine: Short  # "Measles-rubella", "BCG"
+    vaccine_code: Short | None = None
+    code_system: Literal["cvx", "local"] = "cvx"
+    status: Literal["completed", "not-done"] = "completed"
+    occurred_at: datetime | None = None  # when given; now when absent
+    dose_number: Annotated[int, msgspec.Meta(ge=1, le=20)] | None = None
+    lot_number: Short | None = None
+    not_done_reason: Short | None = None  # with status not-done only
+    note: Text | None = None
+
+
+EntryIn = EncounterIn | ObservationIn | ConditionIn | PrescriptionIn | NoteIn | AllergyIn | ImmunizationIn
 
 
 class Provenance(msgspec.Struct, kw_only=True):

@@ -9,12 +9,14 @@ from typing import Any
 import msgspec
 
 from domain.errors import InvalidInput
-from domain.record.catalogue import LOINC, PANELS, VITALS, normalise_icd10
+from domain.record.catalogue import LOINC, PANELS, VITALS, is_sctid, is_vaccine_code, normalise_icd10
 from domain.record.types import (
+    AllergyIn,
     Component,
     ConditionIn,
     EncounterIn,
     EntryIn,
+    ImmunizationIn,
     NoteIn,
     ObservationIn,
     PrescriptionIn,
@@ -106,6 +108,34 @@ def _builtins(entry: EntryIn) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
+def _allergy(entry: AllergyIn, now: datetime) -> Checked:
+    if entry.snomed_code is not None:
+        entry.snomed_code = entry.snomed_code.strip()
+        if not is_sctid(entry.snomed_code):
+            raise InvalidInput(
+                "invalid_snomed_code", f"{entry.snomed_code!r} is not a SNOMED CT concept id", field="snomed_code"
+            )
+    if entry.severity is not None and entry.reaction is None:
+        raise InvalidInput("reaction_required", "a severity is the severity of a reaction: name it", field="reaction")
+    onset = None if entry.onset is None else _when(entry.onset, now, "onset")
+    return Checked(code=entry.snomed_code, effective_at=onset or now, body=_builtins(entry))
+
+
+def _immunization(entry: ImmunizationIn, now: datetime) -> Checked:
+    if entry.vaccine_code is not None:
+        entry.vaccine_code = entry.vaccine_code.strip()
+        if not is_vaccine_code(entry.code_system, entry.vaccine_code):
+            detail = "a CVX code is 1 to 3 digits" if entry.code_system == "cvx" else "a local code is a short token"
+            raise InvalidInput("invalid_vaccine_code", f"{entry.vaccine_code!r}: {detail}", field="vaccine_code")
+    if entry.not_done_reason is not None and entry.status != "not-done":
+        raise InvalidInput(
+            "reason_without_not_done", "a reason for not vaccinating goes with status not-done", field="not_done_reason"
+        )
+    occurred = _when(entry.occurred_at, now, "occurred_at")
+    entry.occurred_at = occurred
+    return Checked(code=entry.vaccine_code, effective_at=occurred, body=_builtins(entry))
+
+
 def check(entry: EntryIn, now: datetime | None = None) -> Checked:
     """Validate one entry; raise InvalidInput naming the field at fault."""
     now = now or datetime.now(UTC)
@@ -130,4 +160,8 @@ def check(entry: EntryIn, now: datetime | None = None) -> Checked:
             return Checked(code=entry.drug_code, effective_at=now, body=_builtins(entry))
         case NoteIn():
             return Checked(code=None, effective_at=now, body=_builtins(entry))
+        case AllergyIn():
+            return _allergy(entry, now)
+        case ImmunizationIn():
+            return _immunization(entry, now)
     raise AssertionError(f"unhandled entry {entry!r}")  # pragma: no cover - the union is closed

@@ -184,6 +184,12 @@ async def _one_of_each_type(client: Client, factory: Factory, db: asyncpg.Pool) 
         first[name] = (await search(client, f"/fhir/{name}", reader, required[name]))["entry"][0]["resource"]["id"]
     consent = await search(client, "/fhir/Consent", h, [("patient", str(r["patient"]))])
     completed = r["completed"]
+    written = {}
+    for name, body in (
+        ("AllergyIntolerance", {"kind": "allergy", "substance": "Penicillin", "snomed_code": "373270004"}),
+        ("Immunization", {"kind": "immunization", "vaccine": "BCG", "vaccine_code": "19"}),
+    ):
+        written[name] = (await factory.post(f"/v1/patients/{r['patient']}/record", body, r["chw"].token))["id"]
     ids = {
         "Patient": str(r["patient"]),
         "Practitioner": str(r["specialist"].practitioner_id),
@@ -200,6 +206,7 @@ async def _one_of_each_type(client: Client, factory: Factory, db: asyncpg.Pool) 
         "MedicationRequest": completed["entries"][3]["id"],
         "Provenance": f"{r['weight']['id']}-v2",
         "AuditEvent": first["AuditEvent"],
+        **written,
     }
     return {name: (ident, admin if name == "AuditEvent" else h, required.get(name, [])) for name, ident in ids.items()}
 
