@@ -28,6 +28,7 @@ from infra.migrate import migrate
 from sms.sender import LogSmsSender
 from spean.app import create_app
 from tests.factory import Factory
+from tests.fhir_conformance import CONFORMANCE, capture_fhir
 
 configure_logging("warning", json=False)
 
@@ -114,7 +115,10 @@ def sms_outbox() -> LogSmsSender:
 
 @pytest.fixture(scope="session")
 def app(settings: Settings, sms_outbox: LogSmsSender) -> Litestar:
-    return create_app(settings, sms_sender=sms_outbox)
+    application = create_app(settings, sms_sender=sms_outbox)
+    # Every FHIR body the app sends is queued for the independent validator (fhir_conformance).
+    application.asgi_handler = capture_fhir(application.asgi_handler, CONFORMANCE)
+    return application
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +143,21 @@ async def factory(client: AsyncTestClient[Litestar], db: asyncpg.Pool, settings:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# --- FHIR conformance: each test fails if a FHIR resource it received is not valid R4 ---
+@pytest.fixture(autouse=True)
+def fhir_conformance() -> Iterator[None]:
+    yield
+    failures = CONFORMANCE.failures()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CONFORMANCE.checked:
+        terminalreporter.write_line(f"FHIR R4 validation: {CONFORMANCE.checked} emitted resources checked")
+
+
+def pytest_sessionfinish() -> None:
+    CONFORMANCE.validator.close()

@@ -14,12 +14,16 @@ from litestar.testing import AsyncTestClient
 
 from api.fhir.errors import code_of
 from tests.factory import Factory, iso, next_local
+from tests.fhir_conformance import CONFORMANCE
 
 Client = AsyncTestClient[Litestar]
 
 
 def validate(resource: dict[str, Any]) -> None:
-    """Parse with the FHIR model of the resource's type; any error fails the test."""
+    """Parse with the FHIR model of the resource's type; any error fails the test. The resource is
+    also queued for the suite's independent R4 validator (tests/fhir_conformance.py), which fails
+    the test at its end."""
+    CONFORMANCE.collect(resource, "a FHIR client")
     name = resource["resourceType"]
     model = getattr(importlib.import_module(f"fhir.resources.R4B.{name.lower()}"), name)
     model.model_validate(resource)
