@@ -156,7 +156,9 @@ def fhir_conformance() -> Iterator[None]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if CONFORMANCE.checked:
-        terminalreporter.write_line(f"FHIR R4 validation: {CONFORMANCE.checked} emitted resources checked")
+        seconds = CONFORMANCE.validator.seconds
+        checked = f"{CONFORMANCE.checked} emitted resources checked in {seconds:.1f} s"
+        terminalreporter.write_line(f"FHIR R4 validation: {checked}")
 
 
 def pytest_sessionfinish() -> None:

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class Validator:
     _seen: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next: int = 0
+    seconds: float = 0.0  # spent validating, start-up included (the run's summary shows it)
 
     def _start(self) -> subprocess.Popen[str]:
         node = shutil.which("node")
@@ -84,21 +86,29 @@ class Validator:
         with self._lock:
             if digest in self._seen:
                 return self._seen[digest]
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._start()
-            assert self._proc.stdin is not None
-            assert self._proc.stdout is not None
-            self._next += 1
-            self._proc.stdin.write(json.dumps({"id": self._next, "resource": resource}) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the FHIR validator stopped (exit {self._proc.poll()})")
-            answer = json.loads(line)
-            assert answer["id"] == self._next, answer
-            found: list[dict[str, str]] = answer["issues"]
+            started = time.perf_counter()
+            try:
+                found = self._ask(resource)
+            finally:
+                self.seconds += time.perf_counter() - started
             self._seen[digest] = found
             return found
+
+    def _ask(self, resource: Any) -> list[dict[str, str]]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._next += 1
+        self._proc.stdin.write(json.dumps({"id": self._next, "resource": resource}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the FHIR validator stopped (exit {self._proc.poll()})")
+        answer = json.loads(line)
+        assert answer["id"] == self._next, answer
+        found: list[dict[str, str]] = answer["issues"]
+        return found
 
     def close(self) -> None:
         if self._proc is not None:
