@@ -159,6 +159,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         seconds = CONFORMANCE.validator.seconds
         checked = f"{CONFORMANCE.checked} emitted resources checked in {seconds:.1f} s"
         terminalreporter.write_line(f"FHIR R4 validation: {checked}")
+        for warning in sorted(CONFORMANCE.warnings):
+            terminalreporter.write_line(f"  warning: {warning}")
 
 
 def pytest_sessionfinish() -> None:

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -37,6 +38,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 FOLDER = Path(__file__).parent / "fhir_validator"
 SCRIPT = FOLDER / "validate.mjs"
 FHIR_TYPES = ("application/fhir+json", "application/fhir+ndjson")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "br": brotli.decompress,
     "gzip": gzip.decompress,
@@ -129,6 +131,7 @@ class Conformance:
     validator: Validator = field(default_factory=Validator)
     pending: list[Emitted] = field(default_factory=list)
     checked: int = 0
+    warnings: set[str] = field(default_factory=set)  # distinct, shown once at the end of the run
 
     def collect(self, resource: Any, origin: str = "client") -> None:
         self.pending.append(Emitted(origin, resource))
@@ -150,7 +153,9 @@ class Conformance:
         reports = []
         for emitted in pending:
             self.checked += 1
-            errors = [i for i in self.validator.issues(emitted.resource) if i["severity"] in ("error", "fatal")]
+            issues = self.validator.issues(emitted.resource)
+            errors = [i for i in issues if i["severity"] in ("error", "fatal")]
+            self.warnings.update(_UUID.sub("{uuid}", i["message"]) for i in issues if i["severity"] == "warning")
             if errors:
                 reports.append(_report(emitted, errors))
                 _keep(emitted, errors)

@@ -324,7 +324,25 @@ function profilesFor(resource) {
     const vital = (resource.category ?? []).some((cat) => (cat.coding ?? []).some((c) => c.code === 'vital-signs'));
     if (vital || urls.size) urls.add(VITALS);
   }
+  // A profile derived from vitalsigns holds all of it: checking both would only repeat issues.
+  if ([...urls].some((u) => profiles.get(u)?.baseDefinition === VITALS)) urls.delete(VITALS);
   return urls;
+}
+
+// Parsing a profile is most of a check's cost, and search results repeat the same resources.
+const profileChecks = new Map();
+function checkProfile(resource, profile) {
+  const key = `${profile.url} ${JSON.stringify(resource)}`;
+  let found = profileChecks.get(key);
+  if (!found) {
+    found = [];
+    structural(resource, profile, found);
+    checkSliceChildren(resource, profile.url, resource.resourceType, found);
+    checkProfileBindings(resource, profile, found);
+    if (profileChecks.size > 20000) profileChecks.clear();
+    profileChecks.set(key, found);
+  }
+  return found;
 }
 
 function checkProfiles(resource, path, issues) {
@@ -335,11 +353,7 @@ function checkProfiles(resource, path, issues) {
       issues.push({ severity: 'warning', path, message: `profile ${url} is not known to this validator: not checked` });
       continue;
     }
-    const found = [];
-    structural(resource, profile, found);
-    checkSliceChildren(resource, profile.url, resource.resourceType, found);
-    checkProfileBindings(resource, profile, found);
-    for (const f of found) issues.push({ ...f, path: f.path ? f.path.replace(/^[A-Za-z]+/, path) : path });
+    for (const f of checkProfile(resource, profile)) issues.push({ ...f, path: f.path ? f.path.replace(/^[A-Za-z]+/, path) : path });
   }
   if (resource.resourceType === 'Bundle') {
     (resource.entry ?? []).forEach((e, i) => checkProfiles(e.resource, `${path}.entry[${i}].resource`, issues));
