@@ -153,8 +153,12 @@ async def test_every_vital_sign_reads_as_its_profile(client: Client, factory: Fa
         if body["code"] == "59408-5":
             assert codes == ["59408-5", "2708-6"]
     profiles = {vitals.PROFILES[b["code"]] for b in bodies if b["code"] in vitals.PROFILES}
-    assert {PROFILE + p for p in ("bp", "bodytemp", "bodyweight", "bodyheight", "oxygensat", "heartrate",
-                                  "resprate", "bmi", "headcircum")} <= profiles  # fmt: skip
+    expected = {PROFILE + p for p in ("bp", "bodytemp", "bodyweight", "bodyheight", "oxygensat", "heartrate",
+                                      "resprate", "bmi", "headcircum", "vitalsigns")}  # fmt: skip
+    assert profiles == expected
+    statement = await fhir_get(client, "/fhir/metadata", chw.headers)
+    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    assert set(observation["supportedProfile"]) == expected
 
 
 async def test_searches_follow_the_codes_and_categories_emitted(client: Client, factory: Factory) -> None:
