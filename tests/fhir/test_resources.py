@@ -1,5 +1,6 @@
 """The FHIR interface: every resource type the server emits validates against the FHIR models
-(fhir.resources, R4B package), search Bundles page, _history follows the record's versions,
+(fhir.resources, R4B package) and the suite's independent R4 validator (tests/fhir_conformance.py),
+search Bundles page, _history follows the record's versions,
 $everything gathers the record, and consent applies as in the app API."""
 
 from __future__ import annotations
