@@ -69,7 +69,8 @@ class Validator:
         node = shutil.which("node")
         if node is None or not (FOLDER / "node_modules" / "@medplum" / "core").is_dir():
             raise RuntimeError(
-                "the FHIR validator needs Node.js and its packages: run `make install` (npm ci in tests/fhir_validator)"
+                "the FHIR validator needs Node.js 20.19+ and its packages: install nodejs and npm, "
+                "then run `make install` (npm ci in tests/fhir_validator)"
             )
         proc = subprocess.Popen(
             [node, str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=FOLDER
