@@ -281,8 +281,9 @@ def _effective(r: FhirObservation, at: str) -> datetime | None:
 
 def _observation(r: FhirObservation, at: str, encounter_id: uuid.UUID | None) -> ObservationIn:
     value = unit = None
+    code = _loinc(r.code, f"{at}.code")
     if r.valueQuantity is not None:
-        value, unit = _quantity(r.valueQuantity, f"{at}.valueQuantity")
+        value, unit = vitals.in_catalogue_unit(code, *_quantity(r.valueQuantity, f"{at}.valueQuantity"))
     components = None
     if r.component is not None:
         components = []
@@ -290,7 +291,7 @@ def _observation(r: FhirObservation, at: str, encounter_id: uuid.UUID | None) ->
             c_value, c_unit = _quantity(c.valueQuantity, f"{at}.component[{n}].valueQuantity")
             components.append(Component(code=_loinc(c.code, f"{at}.component[{n}].code"), value=c_value, unit=c_unit))
     return ObservationIn(
-        code=_loinc(r.code, f"{at}.code"), value=value, unit=unit, components=components,
+        code=code, value=value, unit=unit, components=components,
         effective_at=_effective(r, at), encounter_id=encounter_id,
     )  # fmt: skip
 

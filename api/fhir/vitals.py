@@ -8,9 +8,10 @@ category, so they are not held to a profile they are not."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
-from domain.record.catalogue import BLOOD_PRESSURE_PANEL
+from domain.record.catalogue import BLOOD_PRESSURE_PANEL, VITALS
 
 CATEGORY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 _PROFILE = "http://hl7.org/fhir/StructureDefinition/"
@@ -39,6 +40,26 @@ EXTRA_CODINGS: Final[dict[str, tuple[str, str]]] = {
 
 # A code a FHIR client may send for a catalogue code (its profile's own, above).
 INBOUND_ALIASES: Final[dict[str, str]] = {extra: code for code, (extra, _) in EXTRA_CODINGS.items()}
+
+# The other units the vital-signs profiles allow (their UCUM value sets), to the catalogue's unit:
+# a conformant client may send a temperature in [degF] or a weight in [lb_av]. The record keeps
+# one unit per code, so such a value is stored converted.
+_CONVERSIONS: Final[dict[str, dict[str, Callable[[float], float]]]] = {
+    "Cel": {"[degF]": lambda f: (f - 32) * 5 / 9},
+    "kg": {"g": lambda g: g / 1000, "[lb_av]": lambda lb: lb * 0.45359237},
+    "cm": {"[in_i]": lambda inches: inches * 2.54},
+}
+
+
+def in_catalogue_unit(code: str, value: float, unit: str) -> tuple[float, str]:
+    """`value unit` in the unit the catalogue records `code` in, where the profiles allow `unit`
+    and it converts; otherwise as given (the record then names what it expects)."""
+    vital = VITALS.get(code)
+    convert = _CONVERSIONS.get(vital.unit, {}).get(unit) if vital else None
+    if vital is None or convert is None:
+        return value, unit
+    return round(convert(value), 3), vital.unit
+
 
 _CATEGORY_DISPLAY: Final = {"vital-signs": "Vital Signs", "laboratory": "Laboratory", "exam": "Exam"}
 # Codes of the catalogue that are not vital signs; every other code is one.

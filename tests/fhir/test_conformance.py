@@ -202,6 +202,19 @@ async def test_writes_take_the_profiles_shapes(client: Client, factory: Factory)
     response = await client.post("/fhir/Observation", json=panel, headers=chw.headers)
     assert response.status_code == 201, response.text
     assert errors(response.json()) == []
+    # The profiles' other units are taken, and kept in the catalogue's.
+    other_units = [
+        ("8310-5", 98.6, "[degF]", (37.0, "Cel")),
+        ("29463-7", 150, "[lb_av]", (68.039, "kg")),
+        ("29463-7", 3250, "g", (3.25, "kg")),
+        ("8302-2", 20, "[in_i]", (50.8, "cm")),
+    ]
+    for code, value, unit, stored in other_units:
+        response = await client.post("/fhir/Observation", json={**vital(code, value, unit), "subject": subject},
+                                     headers=chw.headers)  # fmt: skip
+        assert response.status_code == 201, response.text
+        quantity = response.json()["valueQuantity"]
+        assert (quantity["value"], quantity["code"]) == stored
     both = {**vital("8310-5", 37, "Cel"), "subject": subject, "effectivePeriod": {"start": "2026-11-02T03:10:00Z"}}
     refused = await client.post("/fhir/Observation", json=both, headers=chw.headers)
     assert refused.status_code == 422, refused.text
