@@ -35,6 +35,8 @@ import zstandard
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.fhir.errors import REQUEST_ID_EXTENSION
+
 FOLDER = Path(__file__).parent / "fhir_validator"
 SCRIPT = FOLDER / "validate.mjs"
 FHIR_TYPES = ("application/fhir+json", "application/fhir+ndjson")
@@ -84,7 +86,7 @@ class Validator:
 
     def issues(self, resource: Any) -> list[dict[str, str]]:
         """The validator's issues for `resource` (errors and warnings)."""
-        text = json.dumps(resource, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(_without_request_id(resource), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(text.encode()).hexdigest()
         with self._lock:
             if digest in self._seen:
@@ -161,6 +163,18 @@ class Conformance:
                 reports.append(_report(emitted, errors))
                 _keep(emitted, errors)
         return reports
+
+
+def _without_request_id(resource: Any) -> Any:
+    """An OperationOutcome as the cache keys it: every error carries its own request id (hex, in
+    an extension), and thousands of otherwise equal outcomes would each cost a validation."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+        return resource
+    extensions = [
+        {**e, "valueString": "-"} if isinstance(e, dict) and e.get("url") == REQUEST_ID_EXTENSION else e
+        for e in resource.get("extension", [])
+    ]
+    return {**resource, "extension": extensions}
 
 
 def _parse(body: bytes) -> Any:
