@@ -19,7 +19,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed
+# The suite's independent FHIR validator (tests/fhir_validator): Node.js packages, pinned by its
+# lock file. Only the tests need it: without npm, Spean still installs and runs.
+FHIR_VALIDATOR := tests/fhir_validator
+$(FHIR_VALIDATOR)/node_modules/.installed: $(FHIR_VALIDATOR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(FHIR_VALIDATOR) --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: the test suite's FHIR validator needs Node.js 20.19+ and npm (apt-get install nodejs npm)"; \
+	fi
+
+install: $(BIN)/.installed $(FHIR_VALIDATOR)/node_modules/.installed
 
 ## Serve the API with the demo network (embedded PostgreSQL and Redis unless DATABASE_URL/REDIS_URL are set).
 run: install
@@ -71,4 +81,4 @@ bench-notifications: install
 	$(BIN)/python -m bench.notifications
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(FHIR_VALIDATOR)/node_modules

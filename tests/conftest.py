@@ -29,6 +29,7 @@ from infra.migrate import migrate
 from sms.sender import LogSmsSender
 from spean.app import create_app
 from tests.factory import Factory
+from tests.fhir_conformance import CONFORMANCE, capture_fhir
 from tests.scale import redis_servers
 
 configure_logging("warning", json=False)
@@ -126,7 +127,10 @@ def sms_outbox() -> LogSmsSender:
 
 @pytest.fixture(scope="session")
 def app(settings: Settings, sms_outbox: LogSmsSender) -> Litestar:
-    return create_app(settings, sms_sender=sms_outbox)
+    application = create_app(settings, sms_sender=sms_outbox)
+    # Every FHIR body the app sends is queued for the independent validator (fhir_conformance).
+    application.asgi_handler = capture_fhir(application.asgi_handler, CONFORMANCE)
+    return application
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +155,25 @@ async def factory(client: AsyncTestClient[Litestar], db: asyncpg.Pool, settings:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# --- FHIR conformance: each test fails if a FHIR resource it received is not valid R4 ---
+@pytest.fixture(autouse=True)
+def fhir_conformance() -> Iterator[None]:
+    yield
+    failures = CONFORMANCE.failures()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CONFORMANCE.checked:
+        seconds = CONFORMANCE.validator.seconds
+        checked = f"{CONFORMANCE.checked} emitted resources checked in {seconds:.1f} s"
+        terminalreporter.write_line(f"FHIR R4 validation: {checked}")
+        for warning in sorted(CONFORMANCE.warnings):
+            terminalreporter.write_line(f"  warning: {warning}")
+
+
+def pytest_sessionfinish() -> None:
+    CONFORMANCE.validator.close()

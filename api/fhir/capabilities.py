@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from api.fhir import vitals
 from api.fhir.clinical import KIND_OF, WRITTEN, Resource
 from api.fhir.current import CURRENT_ONLY
 
@@ -57,6 +58,8 @@ def extend(statement: Resource) -> Resource:
             resource["operation"] = [*resource.get("operation", []), _VALIDATE]
         if resource["type"] == "Patient":
             resource["operation"] = [*resource.get("operation", []), _MATCH, _SUMMARY]
+        if resource["type"] == "Observation":  # the vital-signs profiles its vital signs conform to
+            resource["supportedProfile"] = sorted({*resource.get("supportedProfile", []), *vitals.PROFILES.values()})
     interactions = [i["code"] for i in rest.get("interaction", [])]
     rest["interaction"] = [{"code": code} for code in dict.fromkeys([*interactions, "transaction", "batch"])]
     return statement

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from api.fhir import vitals
 from domain.record.catalogue import ICD10, LOINC, SNOMED, UCUM, VACCINE_SYSTEMS
 from domain.record.types import Entry
 from infra import instants
@@ -49,27 +50,24 @@ def _quantity(value: float, unit: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
 
 
-# The same for every observation: one object, encoded as often as it appears (never mutated).
-_VITAL_SIGNS = [
-    {
-        "coding": [
-            {
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                "code": "vital-signs",
-                "display": "Vital Signs",
-            }
-        ]
-    }
-]
+def _loinc_codings(code: str, display: str | None) -> list[dict[str, Any]]:
+    """The catalogue's coding, and the vital-sign profile's own code where it differs (SpO2)."""
+    codings: list[dict[str, Any]] = [{"system": LOINC, "code": code, **({"display": display} if display else {})}]
+    if extra := vitals.EXTRA_CODINGS.get(code):
+        codings.append({"system": LOINC, "code": extra[0], "display": extra[1]})
+    return codings
 
 
 def observation(entry: Entry) -> Resource:
+    """An Observation; a vital sign conforms to its R4 vital-signs profile (api/fhir/vitals.py)."""
     body = entry.body
     status = "entered-in-error" if entry.status == "entered_in_error" else "amended" if entry.version > 1 else "final"
     resource = _base("Observation", entry)
+    if profile := vitals.PROFILES.get(body["code"]):
+        resource["meta"]["profile"] = [profile]
     resource["status"] = status
-    resource["category"] = _VITAL_SIGNS
-    resource["code"] = {"coding": [{"system": LOINC, "code": body["code"], "display": body.get("display")}]}
+    resource["category"] = vitals.category_concepts(body["code"])
+    resource["code"] = {"coding": _loinc_codings(body["code"], body.get("display"))}
     resource["effectiveDateTime"] = instant(entry.effective_at)
     resource["issued"] = instant(entry.provenance.recorded_at)
     if entry.provenance.facility_id is not None:
@@ -79,7 +77,7 @@ def observation(entry: Entry) -> Resource:
     if body.get("components"):
         resource["component"] = [
             {
-                "code": {"coding": [{"system": LOINC, "code": c["code"], "display": c.get("display")}]},
+                "code": {"coding": _loinc_codings(c["code"], c.get("display"))},
                 "valueQuantity": _quantity(c["value"], c["unit"]),
             }
             for c in body["components"]

@@ -4,6 +4,7 @@ extension. api.errors decides status and code for both; this module only shapes 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROBLEMS = "https://spean.dev/problems"
@@ -25,6 +26,15 @@ _ISSUE_TYPE = {
 }
 
 
+# FHIR strings hold no control characters but tab, CR and LF; an error may quote input that
+# does (a NUL in a field name), shown as U+FFFD so the OperationOutcome stays valid FHIR.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _text(value: str) -> str:
+    return _CONTROL.sub("\ufffd", value)
+
+
 def is_fhir_path(path: str) -> bool:
     return path == "/fhir" or path.startswith("/fhir/")
 
@@ -35,10 +45,10 @@ def outcome(
     issue: dict[str, Any] = {
         "severity": "error" if status < 500 else "fatal",
         "code": _ISSUE_TYPE.get(status, "exception"),
-        "details": {"coding": [{"system": PROBLEMS, "code": code}], "text": detail or code},
+        "details": {"coding": [{"system": PROBLEMS, "code": code}], "text": _text(detail or code)},
     }
     if fields:
-        issue["expression"] = fields
+        issue["expression"] = [_text(f) for f in fields]
     document: dict[str, Any] = {"resourceType": "OperationOutcome", "issue": [issue]}
     if request_id:
         document["extension"] = [{"url": REQUEST_ID_EXTENSION, "valueString": request_id}]

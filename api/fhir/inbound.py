@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 import asyncpg
 import msgspec
 
+from api.fhir import vitals
 from api.fhir.bundle import fhir_date
 from api.fhir.resources_in import (
     CodeableConcept,
@@ -241,6 +242,10 @@ def _loinc(concept: CodeableConcept, field: str) -> str:
     for code in codes:
         if code in VITALS or code in PANELS:
             return code
+    # A vital sign coded only with its R4 profile's code (SpO2 as 2708-6) is the catalogue's.
+    for code in codes:
+        if code in vitals.INBOUND_ALIASES:
+            return vitals.INBOUND_ALIASES[code]
     if codes:
         return codes[0]
     raise bad(field, "code must carry a LOINC coding")
@@ -262,10 +267,23 @@ def _days(duration: Duration | None) -> int | None:
     return int(duration.value)
 
 
+def _effective(r: FhirObservation, at: str) -> datetime | None:
+    """effectiveDateTime, or the start of effectivePeriod (the vital-signs profiles allow either;
+    the record keeps the instant a measurement was taken)."""
+    if r.effectivePeriod is None:
+        return r.effectiveDateTime
+    if r.effectiveDateTime is not None:
+        raise bad(f"{at}.effectivePeriod", "effective[x] is one of effectiveDateTime or effectivePeriod")
+    if r.effectivePeriod.start is None:
+        raise bad(f"{at}.effectivePeriod.start", "effectivePeriod needs a start")
+    return r.effectivePeriod.start
+
+
 def _observation(r: FhirObservation, at: str, encounter_id: uuid.UUID | None) -> ObservationIn:
     value = unit = None
+    code = _loinc(r.code, f"{at}.code")
     if r.valueQuantity is not None:
-        value, unit = _quantity(r.valueQuantity, f"{at}.valueQuantity")
+        value, unit = vitals.in_catalogue_unit(code, *_quantity(r.valueQuantity, f"{at}.valueQuantity"))
     components = None
     if r.component is not None:
         components = []
@@ -273,8 +291,8 @@ def _observation(r: FhirObservation, at: str, encounter_id: uuid.UUID | None) ->
             c_value, c_unit = _quantity(c.valueQuantity, f"{at}.component[{n}].valueQuantity")
             components.append(Component(code=_loinc(c.code, f"{at}.component[{n}].code"), value=c_value, unit=c_unit))
     return ObservationIn(
-        code=_loinc(r.code, f"{at}.code"), value=value, unit=unit, components=components,
-        effective_at=r.effectiveDateTime, encounter_id=encounter_id,
+        code=code, value=value, unit=unit, components=components,
+        effective_at=_effective(r, at), encounter_id=encounter_id,
     )  # fmt: skip
 
 

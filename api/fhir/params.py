@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from api.fhir import admin
+from api.fhir import admin, vitals
 from domain.record.catalogue import CVX, ICD10, LOCAL_VACCINE, LOINC, SNOMED
 from domain.search.engine import Coding, Field, Id, Key, KeyKind, Moment, Ref, Strings, Text, Token
 
 ParamType = Literal["date", "token", "string", "reference"]
-_OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 _V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
@@ -116,12 +115,25 @@ def _status(system: str, sql: str) -> Param:
 
 
 _SUBJECT_INCLUDES = ("subject", "patient")
+# An observation also carries its vital-sign profile's own code (SpO2: 2708-6), searchable too;
+# '' where it has none, never NULL, so that `code:not=` stays true or false.
+_PROFILE_CODE = f"COALESCE({case('e.code', {c: extra for c, (extra, _) in vitals.EXTRA_CODINGS.items()})}, '')"
 OBSERVATION = SearchType(
     "Observation",
     (
         *_record_common("Observation"),
-        Param("code", "token", Token((Coding(lit(LOINC), "e.code"),)), "LOINC code (system|code, |code or code)"),
-        Param("category", "token", Token((Coding(lit(_OBSERVATION_CATEGORY), "'vital-signs'"),)), "vital-signs"),
+        Param(
+            "code",
+            "token",
+            Token((Coding(lit(LOINC), "e.code"), Coding(lit(LOINC), _PROFILE_CODE))),
+            "LOINC code (system|code, |code or code)",
+        ),
+        Param(
+            "category",
+            "token",
+            Token((Coding(lit(vitals.CATEGORY_SYSTEM), vitals.category_sql("e.code")),)),
+            "vital-signs, laboratory or exam",
+        ),
         Param("date", "date", Moment("e.effective_at"), "effectiveDateTime", sort="instant"),
         _status(
             "http://hl7.org/fhir/observation-status",

@@ -112,6 +112,7 @@ class FhirObservation(_Resource, kw_only=True, tag="Observation"):
     valueQuantity: Quantity | None = None
     component: Annotated[list[Component], Few] | None = None
     effectiveDateTime: datetime | None = None
+    effectivePeriod: Period | None = None  # the vital-signs profiles allow either
 
 
 class Annotation(msgspec.Struct, kw_only=True):

@@ -186,5 +186,21 @@ async def apply(
             results[i] = await step.isolated(entries[i], i)
     answer: Resource = {"resourceType": "Bundle", "type": f"{bundle.type}-response"}
     if entries:
-        answer["entry"] = [results[i] for i in range(len(entries))]
+        answer["entry"] = _distinct_full_urls([results[i] for i in range(len(entries))])
     return answer
+
+
+def _distinct_full_urls(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bdl-7: two entries with one fullUrl must differ in meta.versionId. The same version read
+    twice (`Patient/1` and `Patient/1/_history/1`) keeps its fullUrl on the first entry only; a
+    response entry's fullUrl is optional, and its resource still says what it is."""
+    seen: set[tuple[str, str | None]] = set()
+    kept = []
+    for entry in entries:
+        if "fullUrl" in entry:
+            key = (entry["fullUrl"], entry["resource"].get("meta", {}).get("versionId"))
+            if key in seen:
+                entry = {k: v for k, v in entry.items() if k != "fullUrl"}
+            seen.add(key)
+        kept.append(entry)
+    return kept

@@ -39,6 +39,8 @@ VITALS: dict[str, Vital] = {
         Vital("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 40, 100),
         Vital("8867-4", "Heart rate", "/min", 20, 300),
         Vital("9279-1", "Respiratory rate", "/min", 4, 100),
+        Vital("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 5, 100),
+        Vital("9843-4", "Head Occipital-frontal circumference", "cm", 15, 80),
         Vital("56072-2", "Mid upper arm circumference", "cm", 5, 60),
         Vital("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 10, 1500),
         Vital("15074-8", "Glucose [Moles/volume] in Blood", "mmol/L", 0.5, 85),

@@ -9,6 +9,7 @@ per role. Both must end at 0 server errors and 0 schema violations.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from tests.factory import Factory
+from tests.fhir_conformance import CONFORMANCE
 
 EXAMPLES = int(os.environ.get("SPEAN_FUZZ_EXAMPLES", "8"))
 MAX_TIME = int(os.environ.get("SPEAN_FUZZ_MAX_TIME", "0"))  # 0: one pass over every phase
@@ -39,6 +41,7 @@ MIN_CASES = int(os.environ.get("SPEAN_FUZZ_MIN_CASES", "0"))
 # system admin, who reaches furthest; `make fuzz` runs every phase for every role.
 COVERAGE_ROLES = os.environ.get("SPEAN_FUZZ_COVERAGE_ROLES", "admin").split(",")
 _GENERATED = re.compile(r"(\d+) generated")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _role_tokens(factory: Factory) -> dict[str, str]:
@@ -52,12 +55,19 @@ async def _role_tokens(factory: Factory) -> dict[str, str]:
     }
 
 
-def _schemathesis(base: str, token: str, folder: Path, phases: str) -> subprocess.CompletedProcess[str]:
+def _hooks_env(bodies: Path) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract.fuzz_fhir", "SPEAN_FUZZ_FHIR_BODIES": str(bodies),
+            "PYTHONPATH": path}  # fmt: skip
+
+
+def _schemathesis(base: str, token: str, folder: Path, phases: str, bodies: Path) -> subprocess.CompletedProcess[str]:
     options = {
         "--phases": phases,
         "--url": base,
         "--header": f"Authorization: Bearer {token}",
-        "--checks": CHECKS,
+        # fhir_bodies (tests/contract/fuzz_fhir.py) keeps each FHIR answer for the R4 validator.
+        "--checks": f"{CHECKS},fhir_bodies",
         "--max-examples": str(EXAMPLES),
         **({"--max-time": str(MAX_TIME)} if MAX_TIME else {}),
         "--generation-allow-x00": ALLOW_X00,
@@ -68,6 +78,7 @@ def _schemathesis(base: str, token: str, folder: Path, phases: str) -> subproces
         [str(Path(sys.executable).parent / "st"), "run", f"{base}/schema/openapi.json", "--no-color"]
         + [part for option in options.items() for part in option],
         cwd=folder,  # schemathesis keeps a cache in its working folder
+        env=_hooks_env(bodies),
         capture_output=True,
         text=True,
         check=False,
@@ -81,7 +92,14 @@ async def test_fuzz_finds_no_server_error_and_no_schema_violation(live: tuple[st
     for role, token in tokens.items():
         coverage = "coverage," if role in COVERAGE_ROLES or "all" in COVERAGE_ROLES else ""
         phases = f"examples,{coverage}fuzzing,stateful"
-        results.append(await asyncio.to_thread(_schemathesis, base, token, folder, phases))
+        bodies = folder / f"fhir-{role}.ndjson"
+        results.append(await asyncio.to_thread(_schemathesis, base, token, folder, phases, bodies))
+        # Every FHIR resource the fuzzed server answered goes to the suite's R4 validator, which
+        # fails this test at its end with any that is not valid.
+        for line in bodies.read_text().splitlines() if bodies.exists() else []:
+            kept = json.loads(line)
+            CONFORMANCE.collect_body(f"{kept['origin']} (fuzz, as {role})", "application/fhir+json", "",
+                                     kept["body"].encode())  # fmt: skip
     failed: list[str] = []
     cases = 0
     for role, result in zip(tokens, results, strict=True):

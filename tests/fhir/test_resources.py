@@ -1,5 +1,6 @@
 """The FHIR interface: every resource type the server emits validates against the FHIR models
-(fhir.resources, R4B package), search Bundles page, _history follows the record's versions,
+(fhir.resources, R4B package) and the suite's independent R4 validator (tests/fhir_conformance.py),
+search Bundles page, _history follows the record's versions,
 $everything gathers the record, and consent applies as in the app API."""
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from litestar.testing import AsyncTestClient
 
 from api.fhir.errors import code_of
 from tests.factory import Factory, iso, next_local
+from tests.fhir_conformance import CONFORMANCE
 
 Client = AsyncTestClient[Litestar]
 
 
 def validate(resource: dict[str, Any]) -> None:
-    """Parse with the FHIR model of the resource's type; any error fails the test."""
+    """Parse with the FHIR model of the resource's type; any error fails the test. The resource is
+    also queued for the suite's independent R4 validator (tests/fhir_conformance.py), which fails
+    the test at its end."""
+    CONFORMANCE.collect(resource, "a FHIR client")
     name = resource["resourceType"]
     model = getattr(importlib.import_module(f"fhir.resources.R4B.{name.lower()}"), name)
     model.model_validate(resource)

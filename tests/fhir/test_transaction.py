@@ -25,6 +25,9 @@ def transaction(facility: uuid.UUID, health_id: str, temperature: float) -> dict
         "entry": [
             {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "request": {"method": "POST", "url": "Observation"}, "resource": {
                 "resourceType": "Observation", "status": "final", "subject": {"reference": patient_url},
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                           "code": "vital-signs"}]}],
+                "effectiveDateTime": "2026-11-02T03:10:00Z",
                 "code": {"coding": [{"system": loinc, "code": "8310-5"}]},
                 "valueQuantity": {"value": temperature, "unit": "Cel", "system": ucum, "code": "Cel"},
             }},
@@ -35,12 +38,15 @@ def transaction(facility: uuid.UUID, health_id: str, temperature: float) -> dict
             }},
             {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "request": {"method": "POST", "url": "Observation"}, "resource": {
                 "resourceType": "Observation", "status": "final", "subject": {"reference": patient_url},
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                           "code": "vital-signs"}]}],
+                "effectiveDateTime": "2026-11-02T03:10:00Z",
                 "code": {"coding": [{"system": loinc, "code": "85354-9"}]},
                 "component": [
                     {"code": {"coding": [{"system": loinc, "code": "8480-6"}]},
-                     "valueQuantity": {"value": 120, "code": "mm[Hg]"}},
+                     "valueQuantity": {"value": 120, "unit": "mm[Hg]", "system": ucum, "code": "mm[Hg]"}},
                     {"code": {"coding": [{"system": loinc, "code": "8462-4"}]},
-                     "valueQuantity": {"value": 80, "code": "mm[Hg]"}},
+                     "valueQuantity": {"value": 80, "unit": "mm[Hg]", "system": ucum, "code": "mm[Hg]"}},
                 ],
             }},
         ],

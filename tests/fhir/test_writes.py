@@ -20,10 +20,16 @@ BASE = "http://127.0.0.1:8000"
 LOINC, UCUM, ICD10 = "http://loinc.org", "http://unitsofmeasure.org", "http://hl7.org/fhir/sid/icd-10"
 
 
+VITAL_SIGNS = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs"}]}]  # fmt: skip
+
+
 def temperature(patient: uuid.UUID | str, value: float = 37.5, encounter: str | None = None) -> dict[str, Any]:
+    """A body temperature as R4's bodytemp profile has it (what a conformant client sends)."""
     resource: dict[str, Any] = {
         "resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{patient}"},
-        "code": {"coding": [{"system": LOINC, "code": "8310-5"}]},
+        "category": VITAL_SIGNS, "code": {"coding": [{"system": LOINC, "code": "8310-5"}]},
+        "effectiveDateTime": "2026-11-02T03:10:00Z",
         "valueQuantity": {"value": value, "unit": "Cel", "system": UCUM, "code": "Cel"},
     }  # fmt: skip
     if encounter:
