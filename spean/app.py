@@ -69,11 +69,13 @@ from infra.replica import Replica
 from infra.storage import DiskBlobStore
 from notifications import runner as notification_worker
 from realtime.bus import Bus
+from realtime.echo import EchoPeers
+from realtime.echo_routes import echo_call, guest_echo_call, guest_ice_servers
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.rooms import Rooms
-from realtime.routes import consult_page, get_ice_servers
+from realtime.routes import consult_page, get_ice_servers, precall_file, precall_texts
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
 from sms.twilio import TwilioSmsSender
@@ -217,6 +219,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             )
             app.state.rtc_rooms = Rooms(app.state.redis, grace_s=settings.rtc_grace_s)
             app.state.rtc_bus = Bus(app.state.redis)
+            app.state.rtc_echo = EchoPeers(max_peers=settings.echo_peers_max, seconds=settings.echo_seconds)
             await app.state.rtc_bus.start()
             # Everything built so far lives as long as the worker: move it out of the collector's
             # sight, so full collections under many open sockets scan only what requests create.
@@ -236,6 +239,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 undrain()
                 if migrating is not None:
                     migrating.cancel()
+                await app.state.rtc_echo.close_all()
                 await app.state.rtc_bus.stop()
                 await app.state.sms_sender.aclose()
                 await app.state.redis.aclose()
@@ -258,6 +262,11 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             AppointmentController,
             rtc,
             get_ice_servers,
+            echo_call,
+            guest_echo_call,
+            guest_ice_servers,
+            precall_file,
+            precall_texts,
             consult_page,
             InvitationController,  # guests invited by SMS link (domain.invitations)
             open_invitation,
