@@ -16,10 +16,10 @@ from litestar import Request, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from api.deps import Caller, Config
 from api.transaction import NO_TRANSACTION
 from domain.booking import consultation
 from domain.invitations import guest
+from domain.principal import Principal
 from realtime.echo import EchoPeers
 from realtime.invitations import BrowserKey, Secret
 from realtime.turn import IceServers, ice_servers_for
@@ -63,11 +63,11 @@ _OPT = {"exclude_from_auth": True, **NO_TRANSACTION}
     summary="Pre-call check: a test call to an echo peer that sends the media back",
     opt=NO_TRANSACTION,
 )
-async def echo_call(
-    request: Request[Any, Any, Any], data: JSONBody[EchoOffer], principal: Caller, settings: Config
-) -> EchoAnswer:
+async def echo_call(request: Request[Principal, Any, Any], data: JSONBody[EchoOffer]) -> EchoAnswer:
     """For the appointment's participants (patient, booking health worker, specialist), while
-    its room is open; through the ICE servers GET /v1/rtc/ice-servers gives the same caller."""
+    its room is open; through the ICE servers GET /v1/rtc/ice-servers gives the same caller.
+    (No `Caller` dependency: that one rides on the request transaction, which this route has not.)"""
+    principal, settings = request.user, request.app.state.settings
     async with request.app.state.pool.acquire() as conn:
         await consultation.participant(conn, principal, data.appointment_id)
     echo = _echo(request)
