@@ -122,8 +122,9 @@
   }
 
   // The test call: our camera and microphone to the echo, for SECONDS once connected.
-  async function testCall(options, stream, onTick) {
+  async function testCall(options, stream, onTick, state) {
     var pc = new RTCPeerConnection({ iceServers: await options.iceServers() });
+    state.pc = pc;  // joining before the end closes it (stop)
     try {
       stream.getTracks().forEach(function (track) { pc.addTrack(track, stream); });
       await pc.setLocalDescription(await pc.createOffer());
@@ -134,6 +135,7 @@
       return await measure(pc, SECONDS, stream.getVideoTracks().length > 0, onTick);
     } finally {
       pc.close();
+      state.pc = null;
     }
   }
 
@@ -143,7 +145,7 @@
   // {code} on refusal). Returns a controller: .audioOnly() (the person's choice), .stop().
   function start(options) {
     var t = options.t, stream = options.stream, box = options.container;
-    var state = { heard: false, result: null, advice: false, running: false, error: null };
+    var state = { heard: false, result: null, advice: false, running: false, error: null, pc: null };
     box.textContent = "";
     box.className = (box.className + " precall").trim();
     var hasVideo = stream.getVideoTracks().length > 0;
@@ -174,7 +176,7 @@
       box.dataset.state = "testing";
       net.textContent = t("precall_testing", { seconds: SECONDS });
       try {
-        var result = await testCall(options, stream, function (left) { net.textContent = t("precall_testing", { seconds: left }); });
+        var result = await testCall(options, stream, function (left) { net.textContent = t("precall_testing", { seconds: left }); }, state);
         state.result = result;
         state.advice = weak(result);
         net.textContent = t("precall_result", {
@@ -199,7 +201,10 @@
       state: state,
       thresholds: THRESHOLDS,
       audioOnly: function () { return box_.checked || !hasVideo; },
-      stop: function () { stopMeter(); preview.srcObject = null; box.hidden = true; }
+      stop: function () {
+        stopMeter(); preview.srcObject = null; box.hidden = true;
+        if (state.pc) state.pc.close();  // the echo notices and lets its place go
+      }
     };
   }
 
