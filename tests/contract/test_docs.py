@@ -44,6 +44,8 @@ async def test_public_routes_are_marked_public(client: Client) -> None:
     expected |= {("post", "/v1/sms/inbound"), ("post", "/v1/sms/status")}  # Twilio's webhooks: signed, no bearer
     expected.add(("post", "/v1/ussd"))  # no bearer token: the gateway sends its shared secret instead
     expected.add(("post", "/v1/invitations/open"))  # a guest's page: the invitation link is the credential
+    # The guest's pre-call check: the opened link (token and browser key) is the credential.
+    expected |= {("post", "/v1/invitations/ice-servers"), ("post", "/v1/invitations/echo")}
     assert public == expected
     assert schema["security"] == [{"bearer": []}]
 

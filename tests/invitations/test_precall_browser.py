@@ -170,6 +170,8 @@ async def test_on_an_open_link_the_check_finds_video_fine(
         assert await page.inner_text(".pc-advice") == texts("en")["precall_good"]
         assert not await page.is_checked("#precall-audio-only")
         assert state["heard"] is True  # the fake microphone's beeps moved the level bar
+        if folder := os.environ.get("SPEAN_SCREENSHOTS"):
+            await page.screenshot(path=str(Path(folder) / "guest-precall-good-en.png"))
         await page.click("#enter")
         await page.wait_for_function(
             "(text) => document.getElementById('status').textContent === text",
