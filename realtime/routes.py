@@ -9,6 +9,7 @@ from litestar.params import FromPath
 
 from api.deps import Caller, Config
 from api.transaction import NO_TRANSACTION
+from domain.errors import NotFound
 from realtime.guest_page import FALLBACK, LANGUAGES, texts
 from realtime.turn import IceServers, ice_servers_for
 
@@ -57,7 +58,7 @@ _PUBLIC = {"exclude_from_auth": True, **NO_TRANSACTION}
 )
 async def precall_file(name: FromPath[str]) -> Response[bytes]:
     if name not in _PRECALL:
-        return Response(b"", status_code=404, media_type="text/plain")
+        raise NotFound("not_found", "no such file")
     return Response(
         (_STATIC / name).read_bytes(),
         media_type=_PRECALL[name],
