@@ -20,7 +20,9 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 # Routes anyone may call: none of them serves a record (checked below, so a new public route is seen).
 PUBLIC = re.compile(
     r"^/(health|ready|metrics|fhir/metadata|v1/auth/.*|v1/sms/.*|v1/ussd|v1/invitations/open|join(/.*)?"
-    r"|rtc/consult|schema(/.*)?|dev/.*)$"
+    r"|rtc/consult|schema(/.*)?|dev/.*"
+    # The pre-call check: its script, style and texts; a guest's STUN/TURN and echo answer (no record).
+    r"|rtc/\{name:str\}|rtc/precall-texts/\{language:str\}|v1/invitations/(ice-servers|echo))$"
 )
 RECORD_ROUTES = {
     "/v1/patients/{patient_id:uuid}/record",
