@@ -341,7 +341,11 @@ def error_statuses(path: str, method: str, operation: Operation, public: bool) -
     elif path == "/v1/ussd":
         statuses.add(403)  # the gateway's shared secret is missing or wrong
     elif path == "/v1/invitations/open":
-        statuses |= {403, 404, 409}  # a guest's link: revoked; unknown; used elsewhere, expired or too early
+        # A guest's link: revoked; unknown; used elsewhere, expired or too early; opened too often.
+        statuses |= {403, 404, 409, 429}
+    elif path in ("/v1/invitations/ice-servers", "/v1/invitations/echo"):
+        # The pre-call check with an opened link: not this browser's; revoked; room closed; a bad offer.
+        statuses |= {401, 403, 409, 422}
     if method in _WRITES and not public:
         statuses.add(409)  # state conflicts; an Idempotency-Key still in flux
     if method in _WRITES:

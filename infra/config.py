@@ -73,6 +73,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     turn_secret: str = ""  # coturn's static-auth-secret (use-auth-secret)
     turn_ttl_s: int = 3600
     rtc_grace_s: int = 30
+    # The pre-call check (realtime/echo.py): echo peers one worker keeps at once, and how long each lives.
+    echo_peers_max: int = 4
+    echo_seconds: int = 20
+    # POST /v1/invitations/open (public): openings per client address and per link, per 10 minutes.
+    invitation_open_per_ip: int = 60
+    invitation_open_per_token: int = 20
     attachment_max_bytes: int = 1_048_576  # no more than the API's request body limit (1 MiB)
     # SMART Backend Services and FHIR Bulk Data (api/smart, api/fhir/bulk, domain/export).
     smart_token_ttl_s: int = 300  # a backend client's access token
@@ -185,6 +191,10 @@ _VARS: dict[str, str] = {
     "SPEAN_TURN_SECRET": "turn_secret",
     "SPEAN_TURN_TTL": "turn_ttl_s",
     "SPEAN_RTC_GRACE": "rtc_grace_s",
+    "SPEAN_ECHO_PEERS_MAX": "echo_peers_max",
+    "SPEAN_ECHO_SECONDS": "echo_seconds",
+    "SPEAN_INVITATION_OPEN_PER_IP": "invitation_open_per_ip",
+    "SPEAN_INVITATION_OPEN_PER_TOKEN": "invitation_open_per_token",
     "SPEAN_AUDIT_SEAL_INTERVAL": "audit_seal_interval_s",
     "SPEAN_ATTACHMENT_MAX_BYTES": "attachment_max_bytes",
     "SPEAN_USSD_SECRET": "ussd_secret",
@@ -231,6 +241,10 @@ _POSITIVE = {
     "idempotency_ttl_s",
     "turn_ttl_s",
     "rtc_grace_s",
+    "echo_peers_max",
+    "echo_seconds",
+    "invitation_open_per_ip",
+    "invitation_open_per_token",
     "audit_seal_interval_s",
     "attachment_max_bytes",
     "sms_hourly_budget",

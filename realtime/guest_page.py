@@ -52,7 +52,8 @@ def page(language: str) -> tuple[bytes, str]:
     hashes = {kind: [_hash(body) for k, body in _INLINE.findall(html) if k == kind] for kind in ("script", "style")}
     policy = (
         "default-src 'none'; "
-        f"script-src {' '.join(hashes['script'])}; style-src {' '.join(hashes['style'])}; "
+        # 'self': the pre-call check's script and style (/rtc/precall.js, .css), shared with /rtc/consult.
+        f"script-src {' '.join(hashes['script'])} 'self'; style-src {' '.join(hashes['style'])} 'self'; "
         "connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )

@@ -7,6 +7,7 @@ is the signalling's business (realtime.guests), once the revocation has committe
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from functools import partial
 from typing import Annotated, Any
@@ -19,10 +20,13 @@ from litestar.status_codes import HTTP_200_OK
 from api.deps import Caller, Config, Conn
 from api.request_id import request_id_of
 from api.transaction import after_commit
+from domain.errors import RateLimited
 from domain.fields import Code, Name, Phone
 from domain.invitations import guest, manage
 from domain.invitations.guest import Opened
 from domain.invitations.model import Invitation, Locale, Role
+from infra.config import Settings
+from infra.rate_limit import over_limit
 from realtime.guests import remove_guest
 from sms import invitation as invitation_sms
 from sms.outbox import SmsOutbox
@@ -114,7 +118,31 @@ class InvitationController(Controller):
 )
 async def open_invitation(request: Request[Any, Any, Any], data: JSONBody[OpenRequest], conn: Conn) -> Opened:
     """No bearer token: the link's token is the credential, bound here to the browser's key. The
-    pair then joins this consultation's call (`guest` on /v1/rtc) and is accepted nowhere else."""
+    pair then joins this consultation's call (`guest` on /v1/rtc) and is accepted nowhere else.
+    Rate-limited per client address and per link (429 with Retry-After)."""
+    await _limit_openings(request, data.token)
     return await guest.open_link(
         conn, request.app.state.pool, data.token, data.device, request_id=request_id_of(request.scope)
     )
+
+
+OPEN_WINDOW_S = 600
+
+
+async def _limit_openings(request: Request[Any, Any, Any], token: str) -> None:
+    """A public route that looks links up: guessing them, or hammering one, is slowed down. The
+    per-address limit is generous, as mobile carriers put many phones behind one address (CGNAT);
+    a link is counted by its digest, never stored as such."""
+    settings: Settings = request.app.state.settings
+    redis = request.app.state.redis
+    client = request.client.host if request.client else "unknown"
+    link = hashlib.sha256(token.encode()).hexdigest()[:32]
+    for bucket, limit, code in (
+        (f"invitation_open:ip:{client}", settings.invitation_open_per_ip, "invitation_open_rate_limited_ip"),
+        (f"invitation_open:token:{link}", settings.invitation_open_per_token, "invitation_open_rate_limited_link"),
+    ):
+        retry_after = await over_limit(redis, bucket, limit, OPEN_WINDOW_S)
+        if retry_after is not None:
+            raise RateLimited(
+                code, "too many attempts to open invitation links: try again later", retry_after_s=retry_after
+            )

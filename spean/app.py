@@ -79,12 +79,14 @@ from infra.storage import BlobStore, DiskBlobStore
 from notifications import runner as notification_worker
 from realtime import bus
 from realtime.call_files import CallFileController
+from realtime.echo import EchoPeers
+from realtime.echo_routes import echo_call, guest_echo_call, guest_ice_servers
 from realtime.guest_page import guest_page, guest_page_default
 from realtime.handler import rtc
 from realtime.invitations import InvitationController, open_invitation
 from realtime.queue import consultation_queue
 from realtime.rooms import Rooms
-from realtime.routes import call_files_script, consult_page, get_ice_servers
+from realtime.routes import call_files_script, consult_page, get_ice_servers, precall_file, precall_texts
 from realtime.workspace_page import workspace_asset, workspace_page, workspace_page_default
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender, SmsSender
@@ -224,6 +226,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             )
             app.state.rtc_rooms = Rooms(app.state.redis, grace_s=settings.rtc_grace_s)
             app.state.rtc_bus = bus.for_client(app.state.redis, redis_url)
+            app.state.rtc_echo = EchoPeers(max_peers=settings.echo_peers_max, seconds=settings.echo_seconds)
             await app.state.rtc_bus.start()
             # Everything built so far lives as long as the worker: move it out of the collector's
             # sight, so full collections under many open sockets scan only what requests create.
@@ -243,6 +246,7 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
                 undrain()
                 if migrating is not None:
                     migrating.cancel()
+                await app.state.rtc_echo.close_all()
                 await app.state.rtc_bus.stop()
                 await app.state.sms_sender.aclose()
                 await app.state.redis.aclose()
@@ -266,6 +270,11 @@ def create_app(settings: Settings, *, sms_sender: SmsSender | None = None) -> Li
             AppointmentController,
             rtc,
             get_ice_servers,
+            echo_call,
+            guest_echo_call,
+            guest_ice_servers,
+            precall_file,
+            precall_texts,
             consult_page,
             workspace_page,  # the specialist's workspace (realtime/static/workspace.*)
             workspace_page_default,

@@ -135,6 +135,25 @@ async def enter(conn: Connection, token: str, device: str, appointment_id: uuid.
     )
 
 
+async def identify(conn: Connection, token: str, device: str) -> Guest:
+    """Who holds this opened link, for the pre-call check (realtime.echo): the same credential
+    as joining, refused alike, while the consultation's room is open. Reads no record, so it is
+    not audited; it records no join either (the test call is not the call)."""
+    row = await conn.fetchrow(_ROW.replace(" FOR UPDATE OF i", ""), digest(token))
+    if row is None or row["device_hash"] is None or bytes(row["device_hash"]) != digest(device):
+        raise Unauthenticated("invalid_guest_credentials", "open your invitation link again")
+    if row["revoked_at"] is not None:
+        raise Forbidden("invitation_revoked", "this invitation was withdrawn")
+    require_room_open(await load_appointment(conn, row["appointment_id"]))
+    return Guest(
+        invitation_id=row["id"],
+        appointment_id=row["appointment_id"],
+        role=row["role"],
+        language=row["language"],
+        name=row["name"],
+    )
+
+
 async def still_invited(conn: Connection, invitation_id: uuid.UUID) -> bool:
     """Not revoked (checked again once the guest is in the room: a revocation may have
     committed between entering and taking a place, and its clean-up found nobody to remove)."""

@@ -46,6 +46,8 @@ async def test_public_routes_are_marked_public(client: Client) -> None:
     expected.add(("post", "/v1/invitations/open"))  # a guest's page: the invitation link is the credential
     # SMART Backend Services: discovery, and the token endpoint (the signed assertion is the credential).
     expected |= {("get", "/.well-known/smart-configuration"), ("post", "/auth/token")}
+    # The guest's pre-call check: the opened link (token and browser key) is the credential.
+    expected |= {("post", "/v1/invitations/ice-servers"), ("post", "/v1/invitations/echo")}
     assert public == expected
     assert schema["security"] == [{"bearer": []}]
 

@@ -158,6 +158,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
             assert await interpreter.locator("html").get_attribute("lang") == "km"
             await _shot(interpreter, "guest-invited-km")
             await interpreter.click("#join")
+            await interpreter.click("#enter")  # past the pre-call check (tests/invitations/test_precall_browser.py)
             waiting = specialist.locator("#waiting li", has_text="Chan Dara (interpreter, km) is waiting")
             await waiting.wait_for(timeout=30_000)
             await interpreter.wait_for_function(

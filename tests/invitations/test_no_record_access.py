@@ -23,7 +23,9 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 PUBLIC = re.compile(
     r"^/(health|ready|metrics|fhir/metadata|v1/auth/.*|v1/sms/.*|v1/ussd|v1/invitations/open|join(/.*)?"
     r"|rtc/consult|rtc/call-files\.js|r/\{token:str\}|rtc/workspace(/.*)?|rtc/static/.*|schema(/.*)?|dev/.*"
-    r"|\.well-known/smart-configuration|auth/token)$"
+    r"|\.well-known/smart-configuration|auth/token"
+    # The pre-call check: its script, style and texts; a guest's STUN/TURN and echo answer (no record).
+    r"|rtc/\{name:str\}|rtc/precall-texts/\{language:str\}|v1/invitations/(ice-servers|echo))$"
 )
 RECORD_ROUTES = {
     "/v1/patients/{patient_id:uuid}/record",

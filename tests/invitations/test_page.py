@@ -13,7 +13,7 @@ from babel.messages.pofile import read_po
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from realtime.guest_page import LANGUAGES
+from realtime.guest_page import LANGUAGES, texts
 
 Client = AsyncTestClient[Litestar]
 
@@ -62,3 +62,20 @@ async def test_the_page_comes_in_the_guests_language_with_a_strict_policy(client
         digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
         assert f"script-src 'sha256-{digest}'" in policy
         assert len(answer.content) < 24_000  # one request, small enough for a 2G link
+
+
+async def test_the_pre_call_check_is_served_with_its_texts(client: Client) -> None:
+    script = await client.get("/rtc/precall.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "SpeanPrecall" in script.text
+    assert (await client.get("/rtc/precall.css")).headers["content-type"].startswith("text/css")
+    missing = await client.get("/rtc/other.js")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    km = (await client.get("/rtc/precall-texts/km")).json()
+    assert km["precall_weak"] == texts("km")["precall_weak"]
+    assert set(km) == {k for k in texts("en") if k.startswith("precall_")}
+    assert (await client.get("/rtc/precall-texts/xx")).json()["precall_join"] == "Join the call"
+    # The guest's page may load them (its policy allows the server's own script and style).
+    policy = (await client.get("/join/km")).headers["content-security-policy"]
+    assert "'self'" in policy.split("script-src", 1)[1].split(";", 1)[0]
