@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -77,6 +78,14 @@ async def _prepare(
     return {"name": name, "reason": reason}
 
 
+async def _clocks_at_midday(db: asyncpg.Pool, scene: Scene) -> None:
+    """Put the scene's facilities on a clock where it is about noon now: the queue is the local
+    day's, and a consultation an hour from now must not fall on tomorrow at any hour of the run."""
+    hours_east = (12 - datetime.now(UTC).hour + 11) % 24 - 11  # -11..12: local noon, give or take an hour
+    zone = "Etc/GMT" if hours_east == 0 else f"Etc/GMT{-hours_east:+d}"  # POSIX signs: Etc/GMT-7 is UTC+7
+    await db.execute("UPDATE facilities SET timezone = $1 WHERE id = ANY($2::uuid[])", zone, [scene.centre, scene.post])
+
+
 pytestmark_browser = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 
 
@@ -88,6 +97,7 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
 
     scene: Scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
+    await _clocks_at_midday(db, scene)
     c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
     seeded = await _prepare(factory, db, c, scene.post, check_in=False)
     async with async_playwright() as pw:
@@ -167,6 +177,7 @@ async def test_another_facilitys_specialist_sees_nothing_of_the_patient(
 
     scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
+    await _clocks_at_midday(db, scene)
     c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
     seeded = await _prepare(factory, db, c, scene.post)
     stranger = await factory.staff(await factory.facility())
@@ -205,6 +216,7 @@ async def test_the_queue_api_tells_where_each_consultation_stands(
     await move(db, ids[0], start_in_min=-10, minutes=15)  # started ten minutes ago, patient not here: late
     await move(db, ids[1], start_in_min=20, minutes=15)  # checked in: waiting
     await move(db, ids[2], start_in_min=40, minutes=15)  # the next one not yet here
+    await _clocks_at_midday(db, scene)
     await factory.post(f"/v1/appointments/{ids[1]}/check-in", None, scene.chw.token, expect=200)
     answer = await factory.client.get("/v1/me/consultation-queue", headers=scene.specialist.headers)
     assert answer.status_code == 200, answer.text
