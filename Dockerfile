@@ -19,11 +19,17 @@ COPY api api
 COPY realtime realtime
 COPY notifications notifications
 COPY sms sms
+COPY consult_reports consult_reports
 COPY migrations migrations
 RUN /opt/spean/bin/pip install --no-deps . && /opt/spean/bin/pip uninstall --yes hatchling \
     && find /opt/spean -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
+# Consultation reports are drawn with the machine's fonts, found through fontconfig: Khmer and
+# Vietnamese (and Latin) scripts; nothing else is installed.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends fontconfig fonts-khmeros fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 spean \
     && useradd --system --uid 10001 --gid spean --home-dir /var/lib/spean --create-home --shell /usr/sbin/nologin spean
 COPY --from=build /opt/spean /opt/spean
