@@ -6,7 +6,12 @@ afterwards; without DATABASE_URL, embedded PostgreSQL in a temporary folder; Red
 else embedded) with the demo network (`spean demo`), books the on-call specialist's next three
 consultations for demo patients (the first from a referral, with a record, checked in), invites an
 interpreter, and drives Debian's Chromium (fake camera and microphone) through each page at phone
-size (390x844) and the specialist's workspace at tablet size (1024x768) too.
+size (390x844) and the specialist's workspace at tablet size (1024x768) too: the guest's pre-call
+check (on this machine's open link: the "weak link" picture needs a throttled network namespace and
+stays the one tests/invitations/test_precall_browser.py makes), a file shared in the call and filed
+into the record, then the consultation completed, its report made from the workspace, the PDF's
+first page (poppler's pdftoppm) and the patient's PIN page from the report's SMS (a wrong PIN too,
+when the database is DATABASE_URL's, where the script sets the demo patient's PIN).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from infra.embedded import free_port
 from spean.demo import demo_id
@@ -72,6 +79,51 @@ class Api:
         )
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
             return json.loads(answer.read() or b"null")
+
+    def raw(self, method: str, path: str, token: str, data: bytes, content_type: str) -> Any:
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+        answer = httpx.request(
+            method, self.base + path, content=data, headers={**headers, "Content-Type": content_type}, timeout=30
+        )
+        answer.raise_for_status()
+        return answer.json()
+
+    def download(self, path: str, token: str) -> bytes:
+        answer = httpx.get(self.base + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        answer.raise_for_status()
+        return answer.content
+
+
+def _picture(colour: tuple[int, int, int]) -> bytes:
+    """A small PNG to share in the call (a photo of a rash, as far as the picture goes)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (240, 180), (236, 200, 180))
+    draw = ImageDraw.Draw(image)
+    for x, y in ((60, 50), (120, 90), (170, 60), (90, 130)):
+        draw.ellipse((x - 14, y - 10, x + 14, y + 10), fill=colour)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+RESULTS = {
+    "entries": [
+        {"kind": "note", "category": "progress", "text": "Irregular pulse on video, no distress."},
+        {"kind": "condition", "code": "I48", "display": "Atrial fibrillation"},
+        {
+            "kind": "prescription",
+            "drug": "Bisoprolol",
+            "dose": "2.5 mg",
+            "route": "oral",
+            "frequency": "once a day",
+            "duration_days": 60,
+        },
+        {"kind": "note", "category": "plan", "text": "ECG at the health post this week."},
+    ]
+}
 
 
 def _seed(api: Api, tokens: dict[str, str]) -> dict[str, str]:
@@ -151,11 +203,11 @@ def _seed(api: Api, tokens: dict[str, str]) -> dict[str, str]:
         tokens["specialist"],
         {"phone": "+85512999001", "name": "Chan Dara", "role": "interpreter", "language": "km"},
     )
-    return {"appointment": first}
+    return {"appointment": first, "patient": found["id"]}
 
 
 async def _shoot(
-    base: str, out: Path, tokens: dict[str, str], ids: dict[str, str], join_link: str | None
+    base: str, out: Path, tokens: dict[str, str], ids: dict[str, str], join_link: str | None, api: Api
 ) -> list[Path]:
     from playwright.async_api import async_playwright
 
@@ -200,9 +252,146 @@ async def _shoot(
                 saved.append(path)
                 if page is not patient:  # one specialist page at a time, or they would call each other
                     await page.close()
+            saved += await _call_files(browser, base, out, tokens, a, api)
+            if join_link:
+                saved += await _precall(browser, out, join_link)
         finally:
             await browser.close()
     return saved
+
+
+async def _call_files(browser: Any, base: str, out: Path, tokens: dict[str, str], a: str, api: Api) -> list[Path]:
+    """The specialist's call page at laptop size: a photo the patient shared, filed into the record,
+    and one the specialist attached."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 720})
+    await page.goto(f"{base}/rtc/consult#token={tokens['specialist']}&appointment={a}")
+    await page.wait_for_selector("#call-file-attach", timeout=15_000)
+    await page.wait_for_selector("#waiting li", timeout=15_000)
+    shared = await asyncio.to_thread(
+        api.raw, "POST", f"/v1/appointments/{a}/files?name=rash.png", tokens["patient"], _picture((200, 60, 60)),
+        "image/png",
+    )  # fmt: skip
+    chip = page.locator(f"#file-{shared['id']}")
+    await chip.wait_for(timeout=15_000)
+    await page.set_input_files(
+        "#call-file-input",
+        files=[{"name": "wound-day3.png", "mimeType": "image/png", "buffer": _picture((150, 40, 90))}],
+    )
+    await page.locator("[id^=file-]", has_text="wound-day3.png").wait_for(timeout=15_000)
+    await chip.locator(".file-into-record").click()
+    await chip.locator(".file-into-record:disabled").wait_for(timeout=15_000)
+    await page.wait_for_timeout(800)
+    path = out / "specialist-call-files.png"
+    await page.screenshot(path=str(path), type="png")
+    await page.close()
+    return [path]
+
+
+async def _precall(browser: Any, out: Path, join_link: str) -> list[Path]:
+    """The guest's pre-call check against the server's echo peer, in English, on this machine's
+    (open) link: the good outcome. The weak one needs a throttled network (the tests make it)."""
+    page = await browser.new_page(viewport={"width": 360, "height": 740}, is_mobile=True)
+    await page.goto(re.sub(r"/join/\w+#", "/join/en#", join_link))
+    await page.click("#join", timeout=15_000)
+    await page.wait_for_function(
+        "() => ['good', 'weak', 'failed'].includes(document.getElementById('precall').dataset.state)", timeout=60_000
+    )
+    state = await page.get_attribute("#precall", "data-state")
+    await page.wait_for_timeout(500)
+    saved = []
+    if state == "good":
+        path = out / "guest-precall-good-en.png"
+        await page.screenshot(path=str(path), type="png")
+        saved.append(path)
+    else:  # a loaded machine: say so rather than keep a picture that shows the wrong thing
+        print(f"the pre-call check found the link {state}: guest-precall-good-en.png left as it was")
+    await page.close()
+    return saved
+
+
+async def _report(
+    base: str, out: Path, tokens: dict[str, str], ids: dict[str, str], api: Api, log: Path, database: str | None
+) -> list[Path]:
+    """The consultation completed; the specialist makes its report from the workspace; the PDF's
+    first page; the patient's page from the report's SMS link, and a wrong PIN on it."""
+    from playwright.async_api import async_playwright
+
+    a = ids["appointment"]
+    await asyncio.to_thread(api.call, "POST", f"/v1/appointments/{a}/complete", tokens["specialist"], RESULTS)
+    saved = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport=TABLET)  # type: ignore[arg-type]
+            await page.goto(f"{base}/rtc/workspace/en#token={tokens['specialist']}&appointment={a}")
+            await page.click("#ws-make-report", timeout=15_000)
+            await page.wait_for_selector("#ws-report-pdf:not([hidden])", timeout=60_000)
+            await page.locator("#ws-report").scroll_into_view_if_needed()
+            await page.wait_for_timeout(800)
+            saved.append(out / "workspace-report-tablet.png")
+            await page.screenshot(path=str(saved[-1]), type="png")
+            entry = await page.get_attribute("#ws-report-result", "data-entry")
+            await page.close()
+            document = await asyncio.to_thread(api.download, f"/v1/record/{entry}/content", tokens["specialist"])
+            language = (await asyncio.to_thread(api.call, "GET", f"/v1/record/{entry}", tokens["specialist"]))["body"][
+                "language"
+            ]
+            if first_page := await asyncio.to_thread(_first_page, document, out / f"report-{language}.png"):
+                saved.append(first_page)
+            written = await asyncio.to_thread(log.read_text, errors="replace")
+            links = re.findall(r"(https?://[\w.:\-]+/r/[A-Za-z0-9_-]{16,64})", written)
+            if not links:
+                print("no report link in the server's log: the PIN pages are left as they were")
+                return saved
+            page = await browser.new_page(viewport={"width": 360, "height": 740}, is_mobile=True)
+            await page.goto(links[-1])
+            await page.wait_for_selector("input[name=pin]", timeout=15_000)
+            saved.append(out / f"report-pin-{language}.png")
+            await page.screenshot(path=str(saved[-1]), type="png")
+            if database is None:
+                print("embedded database: no PIN set, the wrong-PIN page is left as it was")
+                return saved
+            await _set_pin(database, ids["patient"], "2580")
+            await page.fill("input[name=pin]", "1111")
+            await page.click("button")
+            await page.wait_for_selector(".problem", timeout=15_000)
+            saved.append(out / f"report-pin-wrong-{language}.png")
+            await page.screenshot(path=str(saved[-1]), type="png")
+        finally:
+            await browser.close()
+    return saved
+
+
+def _first_page(document: bytes, path: Path) -> Path | None:
+    """The PDF's first page as a PNG (poppler's pdftoppm), or None without poppler."""
+    pdftoppm = shutil.which("pdftoppm")
+    if pdftoppm is None:
+        print("no pdftoppm (apt-get install poppler-utils): the report's picture is left as it was")
+        return None
+    subprocess.run(  # noqa: S603 (poppler on our own PDF)
+        [pdftoppm, "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", "-", str(path.with_suffix(""))],
+        input=document, check=True,
+    )  # fmt: skip
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as page:  # the written part of the page, with a margin: the README shows it small
+        box = ImageOps.invert(page.convert("L")).getbbox()
+        cropped = (
+            page.crop((max(box[0] - 12, 0), max(box[1] - 12, 0), box[2] + 12, box[3] + 12)) if box else page.copy()
+        )
+    cropped.save(path)
+    return path
+
+
+async def _set_pin(database: str, patient_id: str, given: str) -> None:
+    """The demo patient's results PIN (a patient sets it on USSD)."""
+    from sms.ussd import pin
+
+    conn = await asyncpg.connect(database)
+    try:
+        await pin.set_pin(conn, uuid.UUID(patient_id), given)
+    finally:
+        await conn.close()
 
 
 def _optimise(paths: list[Path]) -> None:
@@ -275,9 +464,11 @@ def main() -> int:
             role: _cli(env, "admin", "issue-token", "--phone", phone)
             for role, phone in (("specialist", ON_CALL), ("chw", CHW), ("patient", PATIENT), ("admin", ADMIN))
         }
-        ids = _seed(Api(base), tokens)
+        api = Api(base)
+        ids = _seed(api, tokens)
         time.sleep(0.5)  # the invitation SMS goes through the outbox, then the log
-        saved = asyncio.run(_shoot(base, out, tokens, ids, _join_link(log)))
+        saved = asyncio.run(_shoot(base, out, tokens, ids, _join_link(log), api))
+        saved += asyncio.run(_report(base, out, tokens, ids, api, log, env.get("DATABASE_URL") if server_url else None))
         _optimise(saved)
         for path in saved:
             print(f"{path}  {path.stat().st_size // 1024} KiB")

@@ -38,7 +38,7 @@
       const field = (error.body.errors || [])[0];
       return t("ws_err_invalid", { detail: field ? `${field.field}: ${field.message}` : error.message });
     }
-    const byStatus = { 401: "ws_err_401", 403: "ws_err_403", 404: "ws_err_404", 409: "ws_err_409", 429: "ws_err_429" };
+    const byStatus = { 401: "ws_err_401", 403: "ws_err_403", 404: "ws_err_404", 409: "ws_err_409", 429: "ws_err_429", 503: "ws_err_503" };
     return t(byStatus[error.status] || "ws_err_server");
   }
   const randomKey = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -100,6 +100,7 @@
   function clearPatient() {
     $("ws-summary").hidden = true;
     $("ws-results").hidden = true;
+    clearReport();
     for (const id of ["ws-problems", "ws-medications", "ws-vitals", "ws-referral-obs"]) $(id).replaceChildren();
     $("ws-call").querySelector("iframe")?.remove();
     $("ws-call-empty").hidden = false;
@@ -180,6 +181,7 @@
       await loadPatient(appointment);
       $("ws-results").hidden = false;
       lockForm(["completed", "cancelled", "no_show"].includes(appointment.status));
+      if (appointment.status === "completed") await offerReport(appointment);
     } catch (error) {
       clearPatient();
       appointment = null;
@@ -187,6 +189,62 @@
       status("");
     }
   }
+
+  // ---- the consultation's report (PDF, in the patient's language, sent to them by SMS) ----
+  let reportKey = null, pdfUrl = null;  // a retry after a lost answer reuses the key
+  let shown = 0;  // which selection the report part belongs to: a late answer for an earlier one is dropped
+  function clearReport() {
+    $("ws-report").hidden = true;
+    $("ws-make-report").hidden = false; $("ws-make-report").disabled = false;
+    $("ws-report-result").textContent = ""; $("ws-report-result").className = "";
+    $("ws-report-pdf").hidden = true; $("ws-report-pdf").removeAttribute("href");
+    if (pdfUrl) URL.revokeObjectURL(pdfUrl);
+    pdfUrl = null; reportKey = null; shown += 1;
+  }
+  // The PDF is the record attachment's content, read with the page's token (not a cookie, so a
+  // plain link could not carry it): fetched once, opened from an object URL.
+  async function pdfLink(entryId) {
+    const answer = await fetch(`/v1/record/${entryId}/content`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!answer.ok) throw new ApiError(answer.status, await answer.json().catch(() => ({})));
+    return URL.createObjectURL(await answer.blob());
+  }
+  async function makeReport(a) {
+    const result = $("ws-report-result"), mine = shown;
+    reportKey = reportKey || randomKey();
+    $("ws-make-report").disabled = true;
+    result.textContent = t("ws_report_making"); result.className = "";
+    try {
+      // Idempotent: for a report already made, the server answers it again and sends nothing.
+      const made = await api(`/v1/consultations/${a.id}/report`, { method: "POST", headers: { "Idempotency-Key": reportKey } });
+      if (mine !== shown) return;  // another consultation was picked meanwhile
+      reportKey = null;
+      const language = t(`ws_lang_${made.language}`);
+      result.textContent = t(made.sent_to_patient ? "ws_report_sent" : "ws_report_not_sent", { language });
+      result.className = "ok";
+      result.dataset.entry = made.entry_id;
+      $("ws-make-report").hidden = true;
+      const url = await pdfLink(made.entry_id);
+      if (mine !== shown) { URL.revokeObjectURL(url); return; }
+      pdfUrl = url;
+      $("ws-report-pdf").href = url;
+      $("ws-report-pdf").hidden = false;
+    } catch (error) {
+      if (mine !== shown) return;
+      result.textContent = explain(error); result.className = "error";
+      $("ws-make-report").hidden = false; $("ws-make-report").disabled = false;
+    }
+  }
+  // A completed consultation offers its report; one whose report is in the record shows it.
+  async function offerReport(a) {
+    $("ws-report").hidden = false;
+    try {
+      const attachments = await api(`/v1/patients/${a.patient_id}/record?kind=attachment&limit=100`);
+      if (attachments.items.some((e) => e.body.report_for === a.id)) await makeReport(a);
+    } catch (error) {
+      $("ws-report-result").textContent = explain(error); $("ws-report-result").className = "error";
+    }
+  }
+  $("ws-make-report").onclick = () => { if (appointment) makeReport(appointment); };
 
   // ---- the results form ----
   const ROUTES = ["oral", "intravenous", "intramuscular", "subcutaneous", "topical", "inhaled", "rectal", "sublingual"];
@@ -270,6 +328,7 @@
       result.className = "ok";
       await refreshQueue();
       await loadPatient(appointment);
+      await offerReport(appointment);
     } catch (error) {
       result.textContent = explain(error); result.className = "error";
       $("ws-complete").disabled = false;

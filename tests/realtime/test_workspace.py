@@ -12,11 +12,13 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from babel.messages.pofile import read_po
 from playwright.async_api import ViewportSize
 from redis.asyncio import Redis
 
+from consult_reports import fonts
 from infra.config import Settings
 from realtime.guest_page import LANGUAGES
 from realtime.rooms import Rooms
@@ -89,7 +91,21 @@ async def _clocks_at_midday(db: asyncpg.Pool, scene: Scene) -> None:
 pytestmark_browser = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 
 
+def _fonts_missing() -> str | None:
+    """Why the report cannot be written here (it needs fonts-khmeros and fonts-dejavu-core), or None."""
+    try:
+        fonts.khmer()
+        fonts.latin()
+    except fonts.FontMissing as exc:
+        return str(exc)
+    return None
+
+
+needs_report_fonts = pytest.mark.skipif(_fonts_missing() is not None, reason=str(_fonts_missing()))
+
+
 @pytestmark_browser
+@needs_report_fonts
 async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consultation(
     rtc_servers: Servers, factory: Factory, db: asyncpg.Pool
 ) -> None:
@@ -153,6 +169,28 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
             assert "4 results written" in await page.inner_text("#ws-result")
             await page.locator(f"#queue-{appointment_id}[data-standing=done]").wait_for(timeout=10_000)
             assert await page.locator("#ws-complete").is_disabled()
+            # Completed: the report is offered; made, the page says so and opens its PDF.
+            make = page.locator("#ws-make-report")
+            await make.wait_for(state="visible", timeout=10_000)
+            assert await make.inner_text() == "Make the report and send it"
+            await make.click()
+            await page.wait_for_selector("#ws-report-result.ok", timeout=30_000)
+            said = await page.inner_text("#ws-report-result")
+            assert said.startswith("Report sent: the patient has an SMS with its link"), said
+            pdf_link = page.locator("#ws-report-pdf")
+            await pdf_link.wait_for(state="visible", timeout=10_000)
+            assert (await pdf_link.get_attribute("href") or "").startswith("blob:")
+            assert await make.is_hidden()
+            entry_id = await page.locator("#ws-report-result").get_attribute("data-entry")
+            # Picked again from the queue, the completed consultation shows its report as sent.
+            again = await browser.new_page(viewport=TABLET)
+            await again.goto(f"{rtc_servers.http_a}/rtc/workspace/en#token={c.specialist.token}")
+            await again.click(f"#queue-{appointment_id}", timeout=10_000)
+            await again.wait_for_selector("#ws-report-result.ok", timeout=30_000)
+            assert (await again.inner_text("#ws-report-result")).startswith("Report sent")
+            assert await again.locator("#ws-report-result").get_attribute("data-entry") == entry_id
+            await again.locator("#ws-report-pdf").wait_for(state="visible", timeout=10_000)
+            assert await again.locator("#ws-make-report").is_hidden()
         finally:
             await browser.close()
     # The results are in the record, through the API.
@@ -167,6 +205,27 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
         "Irregular pulse on video, no distress.",
         "ECG at the health post this week.",
     }
+    # One report: a PDF attachment of the patient's record, and one SMS to the patient with its link.
+    reports = [e for e in record.json()["items"] if e["kind"] == "attachment" and e["body"].get("report_for")]
+    assert [e["id"] for e in reports] == [entry_id]
+    assert reports[0]["body"]["report_for"] == str(appointment_id)
+    async with httpx.AsyncClient(base_url=rtc_servers.http_a) as live:  # the server that keeps its bytes
+        pdf = await live.get(f"/v1/record/{entry_id}/content", headers=c.specialist.headers)
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    filed = await db.fetchrow(
+        """SELECT r.entry_id, s.to_phone, s.template FROM consultation_reports r JOIN sms_messages s ON s.id = r.sms_id
+            WHERE r.appointment_id = $1""",
+        appointment_id,
+    )
+    assert filed is not None
+    assert (str(filed["entry_id"]), filed["template"]) == (entry_id, "report_link")
+    phone = await db.fetchval("SELECT phone FROM patients WHERE id = $1", patient.patient_id)
+    assert filed["to_phone"] == phone
+    assert (
+        await db.fetchval("SELECT count(*) FROM sms_messages WHERE idempotency_key = $1", f"report:{appointment_id}")
+        == 1
+    )
 
 
 @pytestmark_browser
