@@ -17,7 +17,7 @@ _BCP47 = "urn:ietf:bcp:47"
 FACILITY_KIND = "https://spean.dev/fhir/CodeSystem/facility-kind"
 APPOINTMENT_STATUS = {
     "booked": "booked",
-    "checked_in": "checkedin",
+    "checked_in": "checked-in",
     "in_progress": "arrived",
     "completed": "fulfilled",
     "cancelled": "cancelled",

@@ -489,7 +489,7 @@ APPOINTMENT = SearchType(
             "status",
             "token",
             Token((Coding(lit("http://hl7.org/fhir/appointmentstatus"), case("a.status", admin.APPOINTMENT_STATUS)),)),
-            "booked, checkedin, arrived, fulfilled, cancelled, noshow",
+            "booked, checked-in, arrived, fulfilled, cancelled, noshow",
         ),
         _ref("patient", {"Patient": "a.patient_id = {}"}, "the patient", "participant.actor"),
         _ref("practitioner", {"Practitioner": "a.practitioner_id = {}"}, "the practitioner", "participant.actor"),

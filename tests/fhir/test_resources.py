@@ -173,3 +173,26 @@ async def test_fhir_reads_need_consent_like_the_app(client: Client, factory: Fac
     unknown = await client.get(f"/fhir/Basic/{uuid.uuid4()}", headers=r["chw"].headers)
     assert unknown.status_code == 404
     assert code_of(unknown.json()) == "unknown_resource_type"
+
+
+async def test_every_appointment_state_reads_as_an_r4_status_and_is_found_by_it(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """Each of Spean's appointment states has its R4 code (appointmentstatus is a required
+    binding: the suite's validator refuses any other), and a search by that code finds it."""
+    scene = await factory.scene()
+    want = {"booked": "booked", "checked_in": "checked-in", "in_progress": "arrived", "completed": "fulfilled",
+            "cancelled": "cancelled", "no_show": "noshow"}  # fmt: skip
+    ids: dict[str, str] = {}
+    for n, state in enumerate(want):
+        patient = await factory.patient(scene.post, token=scene.chw.token)
+        at = f"{8 + n // 2:02d}:{n % 2 * 30:02d}"
+        body = {**scene.booking(at), "patient_id": str(patient)}
+        booked = await factory.post("/v1/appointments", body, scene.chw.token)
+        await db.execute("UPDATE appointments SET status = $2 WHERE id = $1", uuid.UUID(booked["id"]), state)
+        ids[state] = booked["id"]
+    for state, code in want.items():
+        read = await fhir_get(client, f"/fhir/Appointment/{ids[state]}", scene.chw.headers)
+        assert read["status"] == code, state
+        found = await fhir_get(client, "/fhir/Appointment", scene.chw.headers, status=code)
+        assert ids[state] in {e["resource"]["id"] for e in found.get("entry", [])}, state
