@@ -415,7 +415,7 @@ def _words(concept: CodeableConcept | None, field: str, what: str) -> str:
     if concept is not None:
         found = concept.text or next((c.display for c in concept.coding if c.display), None)
     if not found:
-        raise bad(field, f"name the {what} in words ({field.rsplit('.', 1)[-1]}.text or a coding's display)")
+        raise bad(field, f"name the {what} in words (its text, or a coding's display)")
     return found
 
 
