@@ -271,9 +271,8 @@ BY_KIND = {
     "immunization": ("Immunization", immunization),
 }
 KIND_OF = {resource_type: kind for kind, (resource_type, _) in BY_KIND.items()}
-# The types FHIR also creates and updates (api/fhir/writes.py); allergies and immunizations are
-# read and searched here and written through the app API (POST /v1/patients/{id}/record).
-WRITTEN = ("Encounter", "Observation", "Condition", "MedicationRequest")
+# The types FHIR also creates and updates (api/fhir/writes.py): every one of these.
+WRITTEN = ("Encounter", "Observation", "Condition", "MedicationRequest", "AllergyIntolerance", "Immunization")
 
 
 def to_fhir(entry: Entry) -> Resource:

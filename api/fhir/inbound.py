@@ -18,11 +18,14 @@ import msgspec
 
 from api.fhir import vitals
 from api.fhir.bundle import fhir_date
+from api.fhir.clinical import ALLERGY_CLINICAL, ALLERGY_VERIFICATION
 from api.fhir.resources_in import (
     CodeableConcept,
     Duration,
+    FhirAllergyIntolerance,
     FhirCondition,
     FhirEncounter,
+    FhirImmunization,
     FhirMedicationRequest,
     FhirObservation,
     FhirPatient,
@@ -31,12 +34,14 @@ from api.fhir.resources_in import (
 )
 from domain import constraints, patients
 from domain.errors import DomainError, InvalidInput
-from domain.record.catalogue import ICD10, LOINC, PANELS, VITALS
+from domain.record.catalogue import ICD10, LOINC, PANELS, SNOMED, VACCINE_SYSTEMS, VITALS
 from domain.record.types import (
+    AllergyIn,
     Component,
     ConditionIn,
     EncounterIn,
     EntryIn,
+    ImmunizationIn,
     ObservationIn,
     PrescriptionIn,
 )
@@ -67,6 +72,18 @@ ELEMENTS: dict[str, dict[str, str]] = {
         "duration_days": "dosageInstruction[0].timing.repeat.boundsDuration",
         "instructions": "dosageInstruction[0].patientInstruction",
     },
+    "AllergyIntolerance": {
+        "patient_id": "patient", "encounter_id": "encounter", "substance": "code", "snomed_code": "code.coding",
+        "category": "category", "criticality": "criticality", "clinical_status": "clinicalStatus",
+        "verification_status": "verificationStatus", "reaction": "reaction[0].manifestation",
+        "severity": "reaction[0].severity", "onset": "onsetDateTime", "note": "note[0].text",
+    },
+    "Immunization": {
+        "patient_id": "patient", "encounter_id": "encounter", "vaccine": "vaccineCode",
+        "vaccine_code": "vaccineCode.coding", "code_system": "vaccineCode.coding", "status": "status",
+        "occurred_at": "occurrenceDateTime", "dose_number": "protocolApplied[0].doseNumberPositiveInt",
+        "lot_number": "lotNumber", "not_done_reason": "statusReason", "note": "note[0].text",
+    },
     "Encounter": {
         "patient_id": "subject", "mode": "class", "reason": "reasonCode[0].text", "started_at": "period.start",
         "ended_at": "period.end",
@@ -76,6 +93,9 @@ _ROUTES = ("oral", "intravenous", "intramuscular", "subcutaneous", "topical", "i
 _CLINICAL_STATUS = ("active", "recurrence", "relapse", "inactive", "remission", "resolved")
 _VERIFICATION_STATUS = ("unconfirmed", "provisional", "differential", "confirmed", "refuted")
 _LANGUAGES = ("km", "vi", "fr", "en")
+_ALLERGY_CLINICAL = ("active", "inactive", "resolved")
+_ALLERGY_VERIFICATION = ("unconfirmed", "confirmed", "refuted", "entered-in-error")
+_CODE_SYSTEM_OF_VACCINES = {system: name for name, system in VACCINE_SYSTEMS.items()}
 _MODE_OF_CLASS = {"AMB": "in_person", "VR": "video"}
 # The class this server writes for each mode (api/fhir/clinical.py): an update keeps the mode
 # when the class is unchanged, so audio or asynchronous consultations stay what they were.
@@ -374,8 +394,95 @@ def _encounter(r: FhirEncounter, at: str, current_mode: str | None) -> Encounter
     )
 
 
+def _coded_status(concept: CodeableConcept | None, system: str, allowed: tuple[str, ...], field: str) -> str | None:
+    """The code of an R4 status concept: its coding in `system` (or one naming no system, as a
+    Condition's may); a code outside `allowed` is refused."""
+    if concept is None:
+        return None
+    coding = next((c for c in concept.coding if c.system == system and c.code), None) or next(
+        (c for c in concept.coding if c.system is None and c.code), None
+    )
+    if coding is None or coding.code is None:
+        raise bad(field, f"give a coding of {system}")
+    if coding.code not in allowed:
+        raise bad(field, f"the code is one of {', '.join(allowed)} ({system})")
+    return coding.code
+
+
+def _words(concept: CodeableConcept | None, field: str, what: str) -> str:
+    """What a reader sees: the concept's text, else its first coding's display."""
+    found = None
+    if concept is not None:
+        found = concept.text or next((c.display for c in concept.coding if c.display), None)
+    if not found:
+        raise bad(field, f"name the {what} in words (its text, or a coding's display)")
+    return found
+
+
+def _allergy(r: FhirAllergyIntolerance, at: str, encounter_id: uuid.UUID | None) -> AllergyIn:
+    """The substance in words, coded in SNOMED CT when the resource carries such a coding; a
+    concept coded only in another system is refused rather than kept without its code."""
+    substance = _words(r.code, f"{at}.code", "substance")
+    values: dict[str, Any] = {"substance": substance, "encounter_id": encounter_id}
+    if r.code is not None and r.code.coding:
+        snomed = next((c for c in r.code.coding if c.system == SNOMED and c.code), None)
+        if snomed is None:
+            raise bad(f"{at}.code.coding", f"code a substance in SNOMED CT ({SNOMED}), or give code.text alone")
+        values["snomed_code"] = snomed.code
+    clinical = _coded_status(r.clinicalStatus, ALLERGY_CLINICAL, _ALLERGY_CLINICAL, f"{at}.clinicalStatus")
+    if clinical is not None:
+        values["clinical_status"] = clinical
+    verification = _coded_status(
+        r.verificationStatus, ALLERGY_VERIFICATION, _ALLERGY_VERIFICATION, f"{at}.verificationStatus"
+    )
+    if verification is not None and verification != "entered-in-error":
+        values["verification_status"] = verification
+    if r.category:
+        values["category"] = r.category[0]
+    if r.criticality is not None:
+        values["criticality"] = r.criticality
+    if r.reaction:
+        reaction, where = r.reaction[0], f"{at}.reaction[0]"
+        if not reaction.manifestation:
+            raise bad(f"{where}.manifestation", "a reaction names its manifestation")
+        values["reaction"] = _words(reaction.manifestation[0], f"{where}.manifestation[0]", "manifestation")
+        if reaction.severity is not None:
+            values["severity"] = reaction.severity
+    if r.onsetDateTime is not None:
+        values["onset"] = r.onsetDateTime
+    if r.note:
+        values["note"] = r.note[0].text
+    return AllergyIn(**values)
+
+
+def _immunization(r: FhirImmunization, at: str, encounter_id: uuid.UUID | None) -> ImmunizationIn:
+    """The vaccine in words, coded in CVX or the country's own list (VACCINE_SYSTEMS)."""
+    vaccine = _words(r.vaccineCode, f"{at}.vaccineCode", "vaccine")
+    values: dict[str, Any] = {"vaccine": vaccine, "encounter_id": encounter_id}
+    if r.vaccineCode.coding:
+        coding = next((c for c in r.vaccineCode.coding if c.system in _CODE_SYSTEM_OF_VACCINES and c.code), None)
+        if coding is None or coding.system is None:
+            systems = " or ".join(VACCINE_SYSTEMS.values())
+            raise bad(f"{at}.vaccineCode.coding", f"code a vaccine in {systems}, or give vaccineCode.text alone")
+        values["vaccine_code"], values["code_system"] = coding.code, _CODE_SYSTEM_OF_VACCINES[coding.system]
+    if r.status != "entered-in-error":
+        values["status"] = r.status
+    if r.statusReason is not None:
+        values["not_done_reason"] = _words(r.statusReason, f"{at}.statusReason", "reason")
+    if r.occurrenceDateTime is None:
+        raise bad(f"{at}.occurrenceDateTime", "give occurrenceDateTime: when the vaccine was given (or not)")
+    values["occurred_at"] = r.occurrenceDateTime
+    if r.protocolApplied and r.protocolApplied[0].doseNumberPositiveInt is not None:
+        values["dose_number"] = r.protocolApplied[0].doseNumberPositiveInt
+    if r.lotNumber is not None:
+        values["lot_number"] = r.lotNumber
+    if r.note:
+        values["note"] = r.note[0].text
+    return ImmunizationIn(**values)
+
+
 def _entered_in_error(r: FhirResource) -> bool:
-    if isinstance(r, FhirCondition):
+    if isinstance(r, FhirCondition | FhirAllergyIntolerance):
         return _status_code(r.verificationStatus) == "entered-in-error"
     return getattr(r, "status", None) == "entered-in-error"
 
@@ -396,7 +503,10 @@ def _valid(value: _S, at: str, resource_type: str) -> _S:
 def entry_in(r: FhirResource, at: str, refs: Refs, *, current_mode: str | None = None) -> Inbound:
     """A clinical resource as the record's input; the subject and encounter are resolved."""
     assert not isinstance(r, FhirPatient)
-    patient_id = refs.resolve(r.subject.reference if r.subject else None, "Patient", f"{at}.subject")
+    if isinstance(r, FhirAllergyIntolerance | FhirImmunization):  # R4 names their patient `patient`
+        patient_id = refs.resolve(r.patient.reference if r.patient else None, "Patient", f"{at}.patient")
+    else:
+        patient_id = refs.resolve(r.subject.reference if r.subject else None, "Patient", f"{at}.subject")
     if isinstance(r, FhirEncounter):
         entry: EntryIn = _encounter(r, at, current_mode)
     else:
@@ -406,6 +516,10 @@ def entry_in(r: FhirResource, at: str, refs: Refs, *, current_mode: str | None =
             entry = _observation(r, at, encounter_id)
         elif isinstance(r, FhirCondition):
             entry = _condition(r, at, encounter_id)
+        elif isinstance(r, FhirAllergyIntolerance):
+            entry = _allergy(r, at, encounter_id)
+        elif isinstance(r, FhirImmunization):
+            entry = _immunization(r, at, encounter_id)
         else:
             entry = _prescription(r, at, encounter_id)
     resource_type: str = type(r).__struct_config__.tag  # type: ignore[assignment]

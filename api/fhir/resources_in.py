@@ -1,5 +1,6 @@
 """The shapes of the resources this server accepts (create, update, Bundles, $validate), decoded
-strictly (api/body.py): Patient, Encounter, Observation, Condition and MedicationRequest.
+strictly (api/body.py): Patient, Encounter, Observation, Condition, MedicationRequest,
+AllergyIntolerance and Immunization.
 
 Only the elements the record reads are declared, with the record's own bounds, and the codes a
 client may send; other elements (meta, text, what the server derives: performer, issued...) are
@@ -18,8 +19,10 @@ import msgspec
 from domain.fields import Code, LongText, Phone, ShortText, Uri
 
 __all__ = [
+    "FhirAllergyIntolerance",
     "FhirCondition",
     "FhirEncounter",
+    "FhirImmunization",
     "FhirMedicationRequest",
     "FhirObservation",
     "FhirPatient",
@@ -200,7 +203,45 @@ class FhirEncounter(_Resource, kw_only=True, tag="Encounter", rename={"class_": 
     reasonCode: Annotated[list[ReasonText], msgspec.Meta(max_length=1)] = []  # the record keeps one reason
 
 
-FhirResource = FhirPatient | FhirObservation | FhirCondition | FhirMedicationRequest | FhirEncounter
+class Reaction(msgspec.Struct, kw_only=True):
+    manifestation: Annotated[list[CodeableConcept], msgspec.Meta(max_length=1)] = []  # the record keeps one
+    severity: Literal["mild", "moderate", "severe"] | None = None
+
+
+class FhirAllergyIntolerance(_Resource, kw_only=True, tag="AllergyIntolerance"):
+    # Its patient is `patient`, not `subject` (R4).
+    patient: Reference | None = None
+    encounter: Reference | None = None
+    clinicalStatus: CodeableConcept | None = None
+    verificationStatus: CodeableConcept | None = None
+    category: Annotated[list[Literal["food", "medication", "environment", "biologic"]], msgspec.Meta(max_length=1)] = []
+    criticality: Literal["low", "high", "unable-to-assess"] | None = None
+    code: CodeableConcept | None = None
+    onsetDateTime: datetime | None = None
+    reaction: Annotated[list[Reaction], msgspec.Meta(max_length=1)] = []  # the record keeps one reaction
+    note: Annotated[list[Annotation], msgspec.Meta(max_length=1)] = []
+
+
+class ProtocolApplied(msgspec.Struct, kw_only=True):
+    doseNumberPositiveInt: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class FhirImmunization(_Resource, kw_only=True, tag="Immunization"):
+    status: Literal["completed", "entered-in-error", "not-done"]
+    statusReason: CodeableConcept | None = None
+    vaccineCode: CodeableConcept
+    patient: Reference | None = None
+    encounter: Reference | None = None
+    occurrenceDateTime: datetime | None = None
+    lotNumber: Short | None = None
+    note: Annotated[list[Annotation], msgspec.Meta(max_length=1)] = []
+    protocolApplied: Annotated[list[ProtocolApplied], msgspec.Meta(max_length=1)] = []  # the record keeps one dose
+
+
+FhirResource = (
+    FhirPatient | FhirObservation | FhirCondition | FhirMedicationRequest | FhirEncounter | FhirAllergyIntolerance
+    | FhirImmunization
+)  # fmt: skip
 # resourceType -> shape, for the routes that take one type (POST /fhir/{type}, PUT, $validate)
 SHAPES: dict[str, type[FhirResource]] = {
     "Patient": FhirPatient,
@@ -208,4 +249,6 @@ SHAPES: dict[str, type[FhirResource]] = {
     "Condition": FhirCondition,
     "MedicationRequest": FhirMedicationRequest,
     "Encounter": FhirEncounter,
+    "AllergyIntolerance": FhirAllergyIntolerance,
+    "Immunization": FhirImmunization,
 }

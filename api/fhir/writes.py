@@ -68,7 +68,8 @@ async def create(
         return Written(admin.patient(patient), created=True)
     inbound = entry_in(resource, at, refs)
     if inbound.entered_in_error:
-        raise bad(f"{at}.status", "a new resource is not entered in error", "invalid_status")
+        where = "verificationStatus" if resource_type in ("Condition", "AllergyIntolerance") else "status"
+        raise bad(f"{at}.{where}", "a new resource is not entered in error", "invalid_status")
     saved = await in_resource(record.write(conn, principal, inbound.patient_id, inbound.entry), at, resource_type)
     return Written(to_fhir(saved), created=True)
 
@@ -160,7 +161,8 @@ async def update(
         )  # fmt: skip
     inbound = entry_in(resource, at, refs, current_mode=head.body.get("mode"))
     if inbound.patient_id != head.patient_id:
-        raise bad(f"{at}.subject", "an entry stays in the record of its patient", "subject_mismatch")
+        where = "patient" if resource_type in ("AllergyIntolerance", "Immunization") else "subject"
+        raise bad(f"{at}.{where}", "an entry stays in the record of its patient", "subject_mismatch")
     why = reason or DEFAULT_REASON
     if inbound.entered_in_error:
         change = record.mark_entered_in_error(conn, principal, ident, expected_version=if_match, reason=why)

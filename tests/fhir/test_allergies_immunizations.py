@@ -1,6 +1,7 @@
 """AllergyIntolerance and Immunization through FHIR: read, vread and history, every declared search
-parameter, _include/_revinclude, $everything, the CapabilityStatement, and the record's access
-rules (another facility is refused until the patient consents, each read audited)."""
+parameter, _include/_revinclude, $everything, the CapabilityStatement (writes are tested in
+test_allergy_immunization_writes.py), and the record's access rules (another facility is refused
+until the patient consents, each read audited)."""
 
 from __future__ import annotations
 
@@ -196,9 +197,11 @@ async def test_capability_statement_declares_them(client: Client) -> None:
     assert {p["name"] for p in allergy["searchParam"]} >= {"patient", "clinical-status", "code", "_id"}
     assert {p["name"] for p in immunization["searchParam"]} >= {"patient", "vaccine-code", "date", "status"}
     assert "AllergyIntolerance:patient" in by_type["Patient"]["searchRevInclude"]
-    codes = {i["code"] for i in immunization["interaction"]}
-    assert {"read", "vread", "search-type", "history-instance"} <= codes
-    assert "create" not in codes  # written through the app API, and the statement says so
+    for declared in (allergy, immunization):  # written through FHIR too (test_allergy_immunization_writes.py)
+        codes = {i["code"] for i in declared["interaction"]}
+        assert {"read", "vread", "search-type", "history-instance", "create", "update"} <= codes
+        assert {o["name"] for o in declared["operation"]} >= {"validate"}
+        assert (declared["versioning"], declared["conditionalCreate"]) == ("versioned-update", False)
     schema = (await client.get("/schema/openapi.json")).json()
     parameters = schema["paths"]["/fhir/Immunization"]["get"]["parameters"]
     assert "vaccine-code" in {p["name"] for p in parameters}
