@@ -112,6 +112,15 @@ class Cluster:
                     return next(n for n in self.nodes if n.port == node_port)
         return None
 
+    def replicated(self, master: Server) -> bool:
+        """Whether every replica of `master` has everything written to it so far (replication is
+        asynchronous: a failover keeps only what the promoted replica had)."""
+        info = dict(line.split(":", 1) for line in cli(master.port, "INFO", "replication").splitlines() if ":" in line)
+        offset = int(info["master_repl_offset"])
+        replicas = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+        acked = [int(dict(f.split("=", 1) for f in r.split(","))["offset"]) for r in replicas]
+        return bool(acked) and min(acked) >= offset
+
     def healthy(self) -> bool:
         port = self.live_port()
         info = cli(port, "CLUSTER", "INFO")

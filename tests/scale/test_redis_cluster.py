@@ -127,7 +127,9 @@ async def test_a_call_across_two_processes_survives_the_failover_of_its_rooms_no
         room = str(c.appointment_id)
         node = cluster.master_of(redis_keys.rtc_peers(room))
         assert node is cluster.master_of(redis_keys.rtc_live(room))  # the room's channel is on its node
-        await asyncio.sleep(0.5)  # let the replica have the room (replication is asynchronous)
+        # The replica must have the room before its master dies (replication is asynchronous: what
+        # it had not received is lost with the master, a resume included).
+        await asyncio.to_thread(wait_until, lambda: cluster.replicated(node), 30, "the replica never caught up")
         node.kill()
         await asyncio.to_thread(
             wait_until,
