@@ -22,7 +22,7 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                             "conditionalCreate": True, "conditionalUpdate": False}),
     **{
         name: (_WRITABLE, {"versioning": "versioned-update", "readHistory": True, "updateCreate": False,
-                           "conditionalCreate": False, "conditionalUpdate": False})
+                           "conditionalCreate": True, "conditionalUpdate": False})
         for name in WRITTEN
     },
     # Record types written through the app API only: versioned and read back, not written here.

@@ -115,6 +115,7 @@ class _Step:
                 written = await conditional_create(
                     self.conn, self.principal, resource, request.ifNoneExist, at=f"{at}.resource",
                     field=f"{at}.request.ifNoneExist", refs=refs, default_region=self.default_region,
+                    pool=self.pool,
                 )  # fmt: skip
             else:
                 written = await create(

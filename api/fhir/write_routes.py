@@ -98,7 +98,7 @@ def _writable(resource_type: str) -> None:
 
 
 async def _create(
-    resource_type: str, data: FhirResource, conn: Conn, principal: Caller, settings: Config,
+    resource_type: str, data: FhirResource, conn: Conn, principal: Caller, settings: Config, pool: DbPool,
     if_none_exist: str | None, prefer: str | None,
 ) -> Response[Any]:  # fmt: skip
     _writable(resource_type)
@@ -108,7 +108,7 @@ async def _create(
     if if_none_exist is not None:
         written = await conditional_create(
             conn, principal, data, if_none_exist, at=resource_type, field="If-None-Exist", refs=refs,
-            default_region=region,
+            default_region=region, pool=pool,
         )  # fmt: skip
     else:
         written = await create(conn, principal, data, at=resource_type, refs=refs, default_region=region)
@@ -144,21 +144,22 @@ async def post_bundle(
 @post("/fhir/Patient", tags=["fhir"],
       summary="Create a Patient (If-None-Exist: identifier=system|value for a conditional create)")  # fmt: skip
 async def create_patient(
-    data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
+    data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config, pool: DbPool,
     if_none_exist: IfNoneExist = None, prefer: Prefer = None,
 ) -> Response[Any]:  # fmt: skip
-    return await _create("Patient", data, conn, principal, settings, if_none_exist, prefer)
+    return await _create("Patient", data, conn, principal, settings, pool, if_none_exist, prefer)
 
 
 def _create_route(resource_type: str) -> HTTPRouteHandler:
     async def create_entry(
-        data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
+        data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config, pool: DbPool,
         if_none_exist: IfNoneExist = None, prefer: Prefer = None,
     ) -> Response[Any]:  # fmt: skip
-        return await _create(resource_type, data, conn, principal, settings, if_none_exist, prefer)
+        return await _create(resource_type, data, conn, principal, settings, pool, if_none_exist, prefer)
 
     create_entry.__name__ = create_entry.__qualname__ = f"create_{resource_type}"
-    return post(f"/fhir/{resource_type}", tags=["fhir"], summary=f"Create a {resource_type}")(create_entry)
+    summary = f"Create a {resource_type} (If-None-Exist: its search parameters, for a conditional create)"
+    return post(f"/fhir/{resource_type}", tags=["fhir"], summary=summary)(create_entry)
 
 
 # One route per clinical type: the search routes' fixed `GET /fhir/{type}` paths would otherwise
@@ -170,9 +171,9 @@ CREATE_ENTRY = [_create_route(t) for t in sorted(WRITTEN)]
       include_in_schema=False)  # fmt: skip
 async def create_other(
     resource_type: FromPath[str], data: JSONBody[FhirResource], conn: Conn, principal: Caller, settings: Config,
-    if_none_exist: IfNoneExist = None, prefer: Prefer = None,
+    pool: DbPool, if_none_exist: IfNoneExist = None, prefer: Prefer = None,
 ) -> Response[Any]:  # fmt: skip
-    return await _create(resource_type, data, conn, principal, settings, if_none_exist, prefer)
+    return await _create(resource_type, data, conn, principal, settings, pool, if_none_exist, prefer)
 
 
 @put("/fhir/Patient/{patient_id:uuid}", tags=["fhir"], summary="Update a Patient (If-Match: the version you read)")

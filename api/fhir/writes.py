@@ -19,14 +19,17 @@ from urllib.parse import parse_qsl
 from api.fhir import admin
 from api.fhir.clinical import KIND_OF, WRITTEN, Resource, to_fhir
 from api.fhir.inbound import Refs, bad, entry_in, in_resource, patient_in, patient_patch
+from api.fhir.params import TYPES
 from api.fhir.preconditions import BadRequest, PreconditionFailed, PreconditionRequired
+from api.fhir.query import parse
 from api.fhir.resources_in import FhirPatient, FhirResource
+from api.fhir.runners import RUNNERS, Ctx
 from domain import access, patients
 from domain.errors import Conflict, NotFound
 from domain.principal import Principal
 from domain.record import service as record
 from domain.record import store
-from infra.db import Connection
+from infra.db import Connection, Pool
 
 DEFAULT_REASON = "updated through FHIR (no reason given)"
 WRITABLE = ("Patient", *WRITTEN)
@@ -90,6 +93,30 @@ def _identifier_condition(condition: str, field: str) -> str:
     return params[0][1]
 
 
+async def _found_by(
+    conn: Connection, principal: Principal, pool: Pool, resource_type: str, condition: str, *, field: str, region: str
+) -> list[Resource]:
+    """What a search of `resource_type` by `condition` (its own search parameters, as the search
+    route parses them, strictly) finds among what the caller may see: at most two."""
+    t = TYPES[resource_type]
+    try:
+        params = parse_qsl(condition.removeprefix(f"{resource_type}?"), keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise BadRequest("invalid_condition", "If-None-Exist is a query, e.g. patient=…&code=system|code",
+                         field=field) from None  # fmt: skip
+    if not params or any(name.startswith("_") and name not in ("_id", "_lastUpdated") for name, _ in params):
+        raise BadRequest("unsupported_condition", f"If-None-Exist takes {resource_type}'s search parameters",
+                         field=field)  # fmt: skip
+    # Two creates under the same condition at once would each find nothing: the second waits here
+    # for the first to commit, then its search (a statement of its own) sees what the first wrote.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       f"fhir-conditional-create:{resource_type}?{sorted(params)}")  # fmt: skip
+    q = parse(t, params, strict_handling=True, region=region, base="")
+    q.count = 2
+    matches, _ = await RUNNERS[t.name](Ctx(conn, principal, pool, ""), q.spec(None, None), q)
+    return matches
+
+
 async def conditional_create(
     conn: Connection,
     principal: Principal,
@@ -100,19 +127,29 @@ async def conditional_create(
     field: str,
     refs: Refs,
     default_region: str,
+    pool: Pool,
 ) -> Written:
     """Create unless the condition finds the resource: 200 with the one found, 201 with a new
-    one, 412 if it finds several. Only among the patients the caller may see, as any search."""
+    one, 412 if it finds several. Only among the resources the caller may see, as any search:
+    a Patient by identifier (the criterion registration checks for duplicates), a record type
+    by its search parameters."""
     if not isinstance(resource, FhirPatient):
-        raise BadRequest("conditional_create_unsupported", "If-None-Exist is supported for Patient (identifier)",
-                         field=field)  # fmt: skip
+        resource_type = type_of(resource)
+        if resource_type not in WRITTEN:
+            raise BadRequest("conditional_create_unsupported", f"{resource_type} is not created here", field=field)
+        found = await _found_by(conn, principal, pool, resource_type, condition, field=field, region=default_region)
+        if len(found) > 1:
+            raise PreconditionFailed("multiple_matches", f"If-None-Exist matches several {resource_type}", field=field)
+        if found:
+            return Written(found[0], created=False)
+        return await create(conn, principal, resource, at=at, refs=refs, default_region=default_region)
     identifier = _identifier_condition(condition, field)
     query = patients.PatientQuery(identifier=identifier, limit=2)
-    found = await patients.search(conn, principal, query, default_region=default_region)
-    if len(found) > 1:
+    found_patients = await patients.search(conn, principal, query, default_region=default_region)
+    if len(found_patients) > 1:
         raise PreconditionFailed("multiple_matches", "If-None-Exist matches several patients", field=field)
-    if found:
-        return Written(admin.patient(found[0]), created=False)
+    if found_patients:
+        return Written(admin.patient(found_patients[0]), created=False)
     return await create(conn, principal, resource, at=at, refs=refs, default_region=default_region)
 
 

@@ -201,7 +201,7 @@ async def test_capability_statement_declares_them(client: Client) -> None:
         codes = {i["code"] for i in declared["interaction"]}
         assert {"read", "vread", "search-type", "history-instance", "create", "update"} <= codes
         assert {o["name"] for o in declared["operation"]} >= {"validate"}
-        assert (declared["versioning"], declared["conditionalCreate"]) == ("versioned-update", False)
+        assert (declared["versioning"], declared["conditionalCreate"]) == ("versioned-update", True)
     schema = (await client.get("/schema/openapi.json")).json()
     parameters = schema["paths"]["/fhir/Immunization"]["get"]["parameters"]
     assert "vaccine-code" in {p["name"] for p in parameters}

@@ -174,7 +174,7 @@ async def test_update_with_if_match(client: Client, factory: Factory, db: asyncp
 
 async def test_conditional_create(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     """If-None-Exist finds a Patient by identifier (a transaction resent finds its patient and
-    adds to their record); on these types, as on the other clinical ones, it is refused."""
+    adds to their record), and an entry of these types by their search parameters."""
     post, chw, _ = await _setup(factory)
     health_id = uuid.uuid4().hex[:10]
 
@@ -203,11 +203,41 @@ async def test_conditional_create(client: Client, factory: Factory, db: asyncpg.
     assert again.json()["entry"][2]["response"]["location"].split("/")[1] == patient
     kinds = await db.fetch("SELECT kind FROM record_entries WHERE patient_id = $1", uuid.UUID(patient))
     assert sorted(k["kind"] for k in kinds) == ["allergy", "allergy", "immunization", "immunization"]
+    # On these types too, If-None-Exist is a search of the type, among what the caller may see:
+    # two found is 412, one found is 200 with it (nothing written), none found creates, and the
+    # same condition then finds what it created; an unknown parameter is 400.
+    twice = {"AllergyIntolerance": f"patient={patient}&code={SNOMED}|373270004",
+             "Immunization": f"patient={patient}&vaccine-code={CVX}|03"}  # fmt: skip
+    other: dict[str, tuple[str, dict[str, Any]]] = {
+        "AllergyIntolerance": ("code", {"coding": [{"system": SNOMED, "code": "91936005"}], "text": "Penicillin"}),
+        "Immunization": ("vaccineCode", {"coding": [{"system": CVX, "code": "08"}], "text": "Hepatitis B"}),
+    }
     for resource in (allergy(patient), immunization(patient)):
-        refused = await client.post(f"/fhir/{resource['resourceType']}", json=resource,
-                                    headers={**chw.headers, "If-None-Exist": "code=373270004"})  # fmt: skip
-        assert (refused.status_code, code_of(refused.json())) == (400, "conditional_create_unsupported")
-        validate(refused.json())
+        kind = resource["resourceType"]
+
+        async def conditional(body: dict[str, Any], condition: str, kind: str = kind) -> Any:
+            headers = {**chw.headers, "If-None-Exist": condition}
+            return await client.post(f"/fhir/{kind}", json=body, headers=headers)
+
+        several = await conditional(resource, twice[kind])
+        assert (several.status_code, code_of(several.json())) == (412, "multiple_matches")
+        one_id = str(await db.fetchval(
+            "SELECT id FROM record_entries WHERE patient_id = $1 AND kind = $2 ORDER BY recorded_at LIMIT 1",
+            uuid.UUID(patient), "allergy" if kind == "AllergyIntolerance" else "immunization"))  # fmt: skip
+        one = await conditional(resource, f"{twice[kind]}&_id={one_id}")
+        assert (one.status_code, one.json()["id"]) == (200, one_id)
+        element, code = other[kind]
+        condition = f"patient={patient}&{'code' if kind == 'AllergyIntolerance' else 'vaccine-code'}="
+        condition += f"{code['coding'][0]['system']}|{code['coding'][0]['code']}"
+        made = await conditional({**resource, element: code}, condition)
+        assert made.status_code == 201, made.text
+        again = await conditional({**resource, element: code}, condition)
+        assert (again.status_code, again.json()["id"]) == (200, made.json()["id"])
+        unknown = await conditional(resource, "colour=red")
+        assert (unknown.status_code, code_of(unknown.json())) == (400, "unknown_search_parameter")
+        validate(unknown.json())
+    kinds = await db.fetch("SELECT kind FROM record_entries WHERE patient_id = $1", uuid.UUID(patient))
+    assert len(kinds) == 6  # the two bundles' four, and one of each created by condition
 
 
 async def test_transaction_is_all_or_nothing_and_batch_per_entry(
