@@ -18,6 +18,7 @@ import httpx
 from api.fhir.errors import code_of
 from tests.factory import Factory, auth, iso, new_phone, next_local
 from tests.fhir.test_transaction import transaction
+from tests.fhir.test_writes import temperature
 from tests.races.conftest import Live
 
 N = 20
@@ -338,3 +339,19 @@ async def test_one_closure_withdrawn_twenty_times_at_once(
     assert (
         await db.fetchval("SELECT count(*) FROM availability_exceptions WHERE id = $1", uuid.UUID(closure["id"])) == 0
     )
+
+
+async def test_one_fhir_conditional_create_twenty_times_at_once(
+    live: Live, http: httpx.AsyncClient, factory: Factory, db: asyncpg.Pool
+) -> None:
+    """Twenty clients post the same temperature under the same If-None-Exist at once, across both
+    processes: one creates it (201), the others find that one (200); the record holds one."""
+    scene = await factory.scene()
+    patient = await factory.patient(scene.post, token=scene.chw.token, phone=new_phone())
+    condition = f"patient={patient}&code=http://loinc.org|8310-5&date=2026-11-02T03:10:00Z"
+    headers = {**scene.chw.headers, "If-None-Exist": condition}
+    body = temperature(patient)
+    answers = await _at_once(N, lambda i: http.post(f"{live.url(i)}/fhir/Observation", json=body, headers=headers))
+    assert _statuses(answers, {200, 201})[201] == 1
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert await db.fetchval("SELECT count(*) FROM record_entries WHERE patient_id = $1", patient) == 1
