@@ -33,6 +33,9 @@ from tests.live import server_env, start_server, wait_ready
 from tests.realtime.conftest import Consultation
 
 DRAIN_S = 1.5
+# Ten of the balancer's health intervals: what a deployment waits between two pods' restarts
+# (readiness seen by the balancer, not only by the process), also on a loaded machine.
+HEALTH_SETTLE_S = 2.0
 RECONNECT = {1012, 1013}  # service restart; try again later
 CADDYFILE = """{{
 \tadmin off
@@ -216,14 +219,16 @@ async def test_a_rolling_restart_under_load_fails_no_request_and_keeps_the_call(
 
     load = [asyncio.create_task(client(n)) for n in range(6)]
     try:
-        await asyncio.sleep(1)
+        await asyncio.sleep(HEALTH_SETTLE_S)  # the balancer has checked both processes since it started
         before = sum(outcomes.values())
         for i in (0, 1):
             started = time.monotonic()
             status = await asyncio.to_thread(stack.roll, i)
             assert status == 0, f"server {i} exited with {status}"
             assert time.monotonic() - started >= DRAIN_S  # it served out its drain first
-            await asyncio.sleep(0.5)  # the balancer's health check takes it back
+            # The balancer takes it back at its next health check (every 200 ms): a few of them,
+            # so that the other process is not stopped while this one is still out of rotation.
+            await asyncio.sleep(HEALTH_SETTLE_S)
         stop.set()
         await asyncio.gather(*load)
     finally:
