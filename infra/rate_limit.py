@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-_PREFIX = "spean:rate:"
+from infra import redis_keys
 
 
 async def over_limit(redis: Redis, bucket: str, limit: int, window_s: int) -> int | None:
     """Count one use of `bucket`; None while within `limit` per `window_s`, else the seconds
     until the window resets (for Retry-After)."""
-    key = _PREFIX + bucket
+    key = redis_keys.rate(bucket)  # one key: a transaction of its own, in one slot on a cluster
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
         pipe.expire(key, window_s, nx=True)

@@ -20,6 +20,7 @@ is used alone (one command, or a transaction or script on that key only) and nee
 | spean:db:wrote:<user id>              | string | alone                        | replica lag     |
 | spean:dev:phone:sms:<phone>           | list   | alone (transaction)          | a week          |
 | spean:smart:jti:<client id>:<jti>     | string | alone (SET NX)               | assertion's exp |
+| spean:rate:<bucket>                   | string | alone (transaction)          | its window      |
 
 A room's channel is published from the same Lua script that appends to its log, so it is named
 like a key of the room: on a cluster it is a sharded channel (SPUBLISH/SSUBSCRIBE) served by the
@@ -86,3 +87,8 @@ def dev_transcript(phone: str) -> str:
 def smart_jti(client_id: object, jti: str) -> str:
     """A SMART client's assertion id, remembered until the assertion expires (each is used once)."""
     return f"spean:smart:jti:{client_id}:{jti}"
+
+
+def rate(bucket: str) -> str:
+    """A fixed-window counter (infra/rate_limit.py): e.g. "invitation-open:ip:<address>"."""
+    return "spean:rate:" + bucket
