@@ -25,6 +25,8 @@ from litestar.enums import MediaType
 from litestar.response.base import ASGIResponse
 from litestar.serialization import default_serializer
 
+from api.fhir_text import fhir_strings
+
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 # An instant as msgspec writes it, unless it is in UTC (…Z): with an offset, or naive. Fields named
 # `…_local` are wall-clock times in the facility's zone on purpose (`start_local`), so they do not
@@ -43,6 +45,8 @@ class NegotiatedResponse(Response[Any]):
             return super().render(content, media_type, enc_hook)
         if media_type in MSGPACK_TYPES:
             return _packer.encode(msgspec.to_builtins(content, enc_hook=enc_hook))
+        if media_type == "application/fhir+json":
+            return fhir_strings(super().render(content, media_type, enc_hook))
         return super().render(content, media_type, enc_hook)
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:

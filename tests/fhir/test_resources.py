@@ -196,3 +196,15 @@ async def test_every_appointment_state_reads_as_an_r4_status_and_is_found_by_it(
         assert read["status"] == code, state
         found = await fhir_get(client, "/fhir/Appointment", scene.chw.headers, status=code)
         assert ids[state] in {e["resource"]["id"] for e in found.get("entry", [])}, state
+
+
+async def test_text_the_app_api_took_reads_as_valid_fhir_strings(client: Client, factory: Factory) -> None:
+    """A name with a no-break space, a line separator and a form feed (accepted by the app API:
+    people paste such text) reads back as an R4 string: the suite's validator checks the answer."""
+    admin = {"Authorization": f"Bearer {await factory.admin_token()}"}
+    name = "Poste\u00a0de\u2028santé\x0cNord"
+    body = {"name": name, "kind": "health_post", "timezone": "Asia/Phnom_Penh", "country": "KH"}
+    created = await client.post("/v1/facilities", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    read = await fhir_get(client, f"/fhir/Organization/{created.json()['id']}", admin)
+    assert read["name"] == "Poste de santé\ufffdNord"

