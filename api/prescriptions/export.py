@@ -25,6 +25,7 @@ import msgspec
 import structlog
 
 from api.fhir.clinical import to_fhir
+from api.fhir_text import fhir_strings
 from domain.record import store
 from infra.config import Settings
 from infra.db import Pool
@@ -58,7 +59,7 @@ class FhirMedicationRequestExporter:
         self._client = httpx.AsyncClient(headers=headers, timeout=timeout_s)
 
     async def export(self, medication_request: dict[str, Any]) -> None:
-        response = await self._client.post(self._url, content=msgspec.json.encode(medication_request))
+        response = await self._client.post(self._url, content=fhir_strings(msgspec.json.encode(medication_request)))
         if response.is_success:
             return
         final = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
