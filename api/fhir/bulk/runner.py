@@ -20,6 +20,7 @@ import structlog
 
 from api.fhir import admin
 from api.fhir.clinical import KIND_OF, Resource, to_fhir
+from api.fhir_text import fhir_strings
 from domain.export import audit, jobs, rows
 from domain.export.jobs import Job, OutputFile
 from infra.config import Settings
@@ -124,7 +125,7 @@ class ExportRunner:
         batches, build = self._batches(conn, job, resource_type)
         try:
             async for batch in batches:
-                await writer.write(b"".join(self._encode(build(row)) + b"\n" for row in batch))
+                await writer.write(b"".join(fhir_strings(self._encode(build(row))) + b"\n" for row in batch))
                 count += len(batch)
                 total += len(batch)
                 if count >= LINES_PER_FILE:
