@@ -199,7 +199,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--practitioners", type=int, default=50)
     parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument(
+        "--kinds", default=",".join(MIX), help="the kinds to run alone, comma-separated (default: every kind)"
+    )
+    parser.add_argument("--no-mix", action="store_true", help="skip the mix: only /health and the kinds alone")
     args = parser.parse_args(argv)
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    if unknown := [kind for kind in kinds if kind not in MIX]:
+        parser.error(f"unknown kinds {unknown}; the kinds are {', '.join(MIX)}")
 
     with bench_environment("spean-bench-mixed") as bench:
         scene = asyncio.run(
@@ -220,10 +227,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         database = urlsplit(bench.database_url).path.lstrip("/")
         with spean_server(env, port, args.workers, bench.folder / "server.log") as server:
             load = (server.pid, database, port, scene_file, args)
-            mixed = _run(*load, args.seconds, run=0)
+            mixed = _run(*load, 0.5 if args.no_mix else args.seconds, run=0)
             trivial = _run(*load, args.trivial_seconds, run=1, trivial=True)
             alone = {
-                kind: _run(*load, args.kind_seconds, run=2 + n, only=kind) for n, kind in enumerate(MIX)
+                kind: _run(*load, args.kind_seconds, run=2 + n, only=kind)
+                for n, kind in enumerate(MIX) if kind in kinds
             } if args.kind_seconds else {}  # fmt: skip
     return _report(args, scene, mixed, trivial, alone)
 
@@ -284,7 +292,7 @@ def _report(
         weighted = 0.0
         for kind, phase in alone.items():
             values = phase.latencies.get(kind, [])
-            weighted += MIX[kind] / 100 * (phase.app_ms + phase.db_ms)
+            weighted += MIX[kind] / 100 * (phase.app_ms + phase.db_ms) if len(alone) == len(MIX) else 0
             print(
                 f"  {kind:14} {phase.ok(kind) / phase.elapsed:8.0f} {_ms(values, 99):8.1f} {phase.app_ms:8.2f} "
                 f"{phase.db_ms:8.2f} {phase.app_ms / trivial.app_ms:9.1f}  {phase.statuses.get(kind, {})}"
@@ -293,10 +301,11 @@ def _report(
                 Row("mixed", f"app CPU per {kind} (alone)", phase.app_ms, "ms", trivial.app_ms, "GET /health", False,
                     f"+ {phase.db_ms:.2f} ms PostgreSQL")
             )  # fmt: skip
-        print(
-            f"  weighted by the mix: {weighted:.2f} ms of CPU per answer, app and PostgreSQL: at most "
-            f"{cores / weighted * 1000:.0f} answers/s on {cores} cores if nothing else ran"
-        )
+        if weighted:
+            print(
+                f"  weighted by the mix: {weighted:.2f} ms of CPU per answer, app and PostgreSQL: at most "
+                f"{cores / weighted * 1000:.0f} answers/s on {cores} cores if nothing else ran"
+            )
     return rows
 
 
