@@ -37,6 +37,10 @@ DRAIN_S = 1.5
 # (readiness seen by the balancer, not only by the process), also on a loaded machine.
 HEALTH_SETTLE_S = 2.0
 RECONNECT = {1012, 1013}  # service restart; try again later
+# least_conn, as deploy/Caddyfile: Debian's Caddy 2.6's round_robin shares one counter between
+# concurrent selections, so with one process out of rotation a request can be turned to the
+# stopped one twice and find "no upstreams available" (a bare 503 that Caddy before 2.7 does not
+# retry for a POST); least_conn looks at every process and takes any that is in rotation.
 CADDYFILE = """{{
 \tadmin off
 \tauto_https off
@@ -207,11 +211,12 @@ async def test_a_rolling_restart_under_load_fails_no_request_and_keeps_the_call(
                         headers = {**patient_headers, "Idempotency-Key": secrets.token_hex(16)}
                         r = await http.post("/v1/me/devices", json=body, headers=headers)
                         for _ in range(3):
-                            # Caddy does not retry a POST on another process itself: once in a
-                            # while, as one process stops, it answers its own bare 503 ("no
-                            # upstreams available", no body from Spean). The app sends the same
-                            # request again with the same Idempotency-Key, which is what the key
-                            # is for: it is written once whichever attempt arrives.
+                            # Should Caddy find no process in rotation (both health checks
+                            # failed at once on a starved machine), it answers its own bare 503
+                            # ("no upstreams available", no body from Spean) and, before 2.7,
+                            # does not retry a POST. The app sends the same request again with
+                            # the same Idempotency-Key, which is what the key is for: it is
+                            # written once whichever attempt arrives. Counted apart.
                             if r.status_code != 503 or r.content:
                                 break
                             retried["POST after the balancer's 503"] += 1
