@@ -56,6 +56,18 @@ class PatientLogin:
 
 
 @dataclass(frozen=True)
+class Consultation:
+    """A video consultation starting in five minutes, booked by the post's CHW: its room is open."""
+
+    appointment_id: uuid.UUID
+    specialist: Staff
+    chw: Staff
+    patient: PatientLogin
+    centre: uuid.UUID
+    post: uuid.UUID
+
+
+@dataclass(frozen=True)
 class Network:
     """A reference centre with one specialist (a specialty of its own, open every day 08:00-12:00
     in 30-minute slots) and a health post that refers to it."""
@@ -166,6 +178,12 @@ class Factory:
         appointment_id = uuid.UUID(booked["id"])
         await move(self.db, appointment_id, start_in_min=5)
         return patient, appointment_id
+
+    async def consultation(self) -> Consultation:
+        """A scene's consultation starting in five minutes (consultation_soon), with its cast."""
+        scene = await self.scene()
+        patient, appointment_id = await self.consultation_soon(scene)
+        return Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
 
     async def patient_login(self, facility_id: uuid.UUID) -> PatientLogin:
         """A patient registered with a phone, and that phone signed in."""

@@ -20,7 +20,8 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 from playwright.async_api import ViewportSize
 
-from tests.invitations.conftest import Consultation, Live, new_guest_phone, sms_link
+from tests.factory import Consultation
+from tests.invitations.conftest import Live, new_guest_phone, sms_link
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 
@@ -107,7 +108,7 @@ async def _hears(page: Any, peer: str) -> dict[str, float]:
 
 
 async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_hears_the_call(
-    live: Live, inv_twilio: TwilioServer, consultation: Consultation
+    live: Live, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     from playwright.async_api import async_playwright
 
@@ -148,7 +149,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
                 "() => document.getElementById('invite-result').textContent.startsWith('Invitation sent')",
                 timeout=20_000,
             )
-            link = await sms_link(inv_twilio, phone)
+            link = await sms_link(twilio, phone)
             assert link.url.startswith(f"{live.urls[0]}/join/km#")
             assert "ការពិគ្រោះតាមវីដេអូ" in link.body  # Khmer
 

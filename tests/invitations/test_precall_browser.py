@@ -28,9 +28,11 @@ from playwright.async_api import ViewportSize
 from infra.config import Settings
 from infra.embedded import free_port
 from realtime.guest_page import texts
-from tests.invitations.conftest import Consultation, _twilio_env, invite, new_guest_phone, sms_link
+from tests.factory import Consultation
+from tests.invitations.conftest import invite, new_guest_phone, sms_link
 from tests.invitations.test_browser import ARGS, CHROMIUM
 from tests.live import server_env, start_server, wait_ready
+from tests.twilio_app import TwilioAppConfig
 from tests.twilio_server import TwilioServer
 
 IP, TC = shutil.which("ip") or "/usr/sbin/ip", shutil.which("tc") or "/usr/sbin/tc"
@@ -53,12 +55,17 @@ class Server:
 
 @pytest.fixture(scope="module")
 def echo_server(
-    inv_settings: Settings, inv_twilio: TwilioServer, tmp_path_factory: pytest.TempPathFactory
+    sms_settings: Settings,
+    twilio: TwilioServer,
+    twilio_app_config: TwilioAppConfig,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """One server on every address (the namespace reaches it through the veth pair)."""
     folder = tmp_path_factory.mktemp("precall")
     port = free_port()
-    env = server_env(inv_settings, folder, SPEAN_DB_POOL_MAX="3", **_twilio_env(inv_twilio, f"http://127.0.0.1:{port}"))
+    env = server_env(
+        sms_settings, folder, SPEAN_DB_POOL_MAX="3", **twilio_app_config.server_env(twilio, f"http://127.0.0.1:{port}")
+    )
     # STUN/TURN as configured for the suite point at nothing here: gathering must not hang on them.
     proc = start_server(env, port, folder / "server.log", "--no-migrate", "--host", "0.0.0.0")  # noqa: S104 (the veth too)
     try:
@@ -128,11 +135,11 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
         _ip("netns", "del", name)
 
 
-async def _guest_link(inv_client: Any, inv_twilio: TwilioServer, c: Consultation, locale: str) -> str:
+async def _guest_link(sms_client: Any, twilio: TwilioServer, c: Consultation, locale: str) -> str:
     phone = new_guest_phone()
-    answer = await invite(inv_client, c.appointment_id, c.specialist.token, phone=phone, locale=locale)
+    answer = await invite(sms_client, c.appointment_id, c.specialist.token, phone=phone, locale=locale)
     assert answer.status_code == 201, answer.text
-    link = await sms_link(inv_twilio, phone)
+    link = await sms_link(twilio, phone)
     return f"/join/{link.locale}#{link.token}"
 
 
@@ -157,9 +164,9 @@ async def _check(
 
 
 async def test_on_an_open_link_the_check_finds_video_fine(
-    echo_server: Server, inv_client: Any, inv_twilio: TwilioServer, consultation: Consultation
+    echo_server: Server, sms_client: Any, twilio: TwilioServer, consultation: Consultation
 ) -> None:
-    link = await _guest_link(inv_client, inv_twilio, consultation, "en")
+    link = await _guest_link(sms_client, twilio, consultation, "en")
     pw, browser, page, state = await _check(
         CHROMIUM, echo_server.url() + link, {"viewport": PHONE_SIZE, "is_mobile": True}
     )
@@ -185,9 +192,9 @@ async def test_on_an_open_link_the_check_finds_video_fine(
 
 
 async def test_on_a_throttled_link_the_check_suggests_sound_only_and_the_guest_joins_so(
-    echo_server: Server, throttled: Namespace, inv_client: Any, inv_twilio: TwilioServer, consultation: Consultation
+    echo_server: Server, throttled: Namespace, sms_client: Any, twilio: TwilioServer, consultation: Consultation
 ) -> None:
-    link = await _guest_link(inv_client, inv_twilio, consultation, "km")
+    link = await _guest_link(sms_client, twilio, consultation, "km")
     pw, browser, page, state = await _check(
         throttled.chromium,
         echo_server.url(throttled.host_ip) + link,

@@ -17,8 +17,9 @@ from av import VideoFrame
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
 from infra.config import Settings
+from tests.factory import Consultation
 from tests.realtime.client import Signal
-from tests.realtime.conftest import Consultation, Servers
+from tests.realtime.conftest import Servers
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

@@ -22,8 +22,8 @@ from consult_reports import fonts
 from infra.config import Settings
 from realtime.guest_page import LANGUAGES
 from realtime.rooms import Rooms
-from tests.factory import Factory, Scene, move
-from tests.realtime.conftest import Consultation, Servers
+from tests.factory import Consultation, Factory, Scene, move
+from tests.realtime.conftest import Servers
 from tests.realtime.test_browser import ARGS, CHROMIUM
 
 TABLET: ViewportSize = {"width": 1024, "height": 768}
@@ -114,7 +114,7 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
     scene: Scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     await _clocks_at_midday(db, scene)
-    c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    c = Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
     seeded = await _prepare(factory, db, c, scene.post, check_in=False)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -237,7 +237,7 @@ async def test_another_facilitys_specialist_sees_nothing_of_the_patient(
     scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     await _clocks_at_midday(db, scene)
-    c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    c = Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
     seeded = await _prepare(factory, db, c, scene.post)
     stranger = await factory.staff(await factory.facility())
     async with async_playwright() as pw:
