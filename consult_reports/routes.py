@@ -20,7 +20,6 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -29,7 +28,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.request_id import request_id_of
-from api.transaction import NO_TRANSACTION, after_commit
+from api.transaction import NO_TRANSACTION, send_after_commit
 from consult_reports import fonts, pdf
 from consult_reports.texts import FALLBACK, text
 from domain.audit import trail
@@ -82,7 +81,7 @@ class ReportController(Controller):
             )  # fmt: skip
             if sms_id is not None:  # a refused SMS (STOP, budget) leaves the report in the app only
                 await report.attach_sms(conn, appointment_id, sms_id)
-                after_commit(request.scope, partial(outbox.deliver, [sms_id]))
+                send_after_commit(request.scope, outbox, sms_id)
             made.sent_to_patient = sms_id is not None
         return made
 
