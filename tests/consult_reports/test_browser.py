@@ -6,34 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from playwright.async_api import FilePayload, ViewportSize
 
 from sms.ussd import pin
+from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.consult_reports.test_report import completed, make, sms_link
 from tests.factory import Consultation, auth
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n" + b"%" * 64 + b"\n%%EOF\n"
 
@@ -46,9 +34,7 @@ async def shot(page: Any, name: str) -> None:
         await page.screenshot(path=os.path.join(folder, f"{name}.png"))
 
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 async def test_files_in_the_chat_of_the_specialists_page(

@@ -11,12 +11,14 @@ from typing import Any
 from infra.config import Settings
 from infra.embedded import free_port
 from realtime.guest_page import texts
+from tests.browser import CHROMIUM, GUEST_ARGS, needs_chromium
 from tests.factory import Consultation
-from tests.invitations.test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401 (skipped without chromium)
 from tests.invitations.test_precall_browser import PHONE_SIZE, _guest_link
 from tests.live import server_env, start_server, wait_ready
 from tests.twilio_app import TwilioAppConfig
 from tests.twilio_server import TwilioServer
+
+pytestmark = needs_chromium
 
 _STATUS = "(text) => document.getElementById('status').textContent === text"
 
@@ -44,7 +46,7 @@ async def test_the_guest_page_comes_back_after_a_server_restart_in_its_place(
     waiting = texts("fr")["join_waiting"]
     try:
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=GUEST_ARGS)
             page = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
             await page.goto(f"http://127.0.0.1:{port}{link}")
             await page.click("#join")

@@ -28,9 +28,9 @@ from playwright.async_api import ViewportSize
 from infra.config import Settings
 from infra.embedded import free_port
 from realtime.guest_page import texts
+from tests.browser import CHROMIUM, GUEST_ARGS, needs_chromium
 from tests.factory import Consultation
 from tests.invitations.conftest import invite, new_guest_phone, sms_link
-from tests.invitations.test_browser import ARGS, CHROMIUM
 from tests.live import server_env, start_server, wait_ready
 from tests.twilio_app import TwilioAppConfig
 from tests.twilio_server import TwilioServer
@@ -40,9 +40,7 @@ PHONE_SIZE: ViewportSize = {"width": 360, "height": 740}
 LINK_RATE, LINK_QUEUE = "160kbit", "600ms"  # a weak 2G/3G link: below what video needs
 NETEM = "delay 300ms 50ms loss 8%"  # used instead where the kernel has sch_netem
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ async def _check(
     from playwright.async_api import async_playwright
 
     pw = await async_playwright().start()
-    args = [*ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"] if secure else ARGS
+    args = [*GUEST_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"] if secure else GUEST_ARGS
     browser = await pw.chromium.launch(executable_path=executable, args=args)
     page = await (await browser.new_context(**context_args)).new_page()
     await page.goto(url, timeout=60_000)
@@ -232,7 +230,7 @@ async def test_the_patients_consultation_page_checks_before_joining(
 
     c = consultation
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=GUEST_ARGS)
         try:
             page = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
             await page.goto(
