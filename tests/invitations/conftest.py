@@ -132,14 +132,8 @@ class Link:
 
 
 async def sms_link(twilio: TwilioServer, phone: str) -> Link:
-    """The invitation link in the latest SMS the Twilio stand-in took for `phone` (sent right
-    after commit; if that hand-over failed, a ledger loop sends it within seconds)."""
-    for _ in range(300):
-        if twilio.sent_to(phone):
-            break
-        await asyncio.sleep(0.05)
-    assert twilio.sent_to(phone), f"no SMS reached {phone}"
-    body = twilio.sent_to(phone)[-1]
+    """The invitation link in the latest SMS the Twilio stand-in took for `phone`."""
+    body = await twilio.latest_to(phone)
     match = _LINK.search(body)
     assert match is not None, body
     return Link(match[1], match[2], match[3], body)
