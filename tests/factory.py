@@ -194,6 +194,12 @@ class Factory:
         assert user_id is not None  # a registered patient's phone may sign in
         return PatientLogin(patient_id, phone, await self.token_for(user_id), user_id)
 
+    async def post_with_patient(self) -> tuple[uuid.UUID, Staff, uuid.UUID]:
+        """(a health post, its CHW, a patient of the post with a phone number of their own)."""
+        post = await self.facility(kind="health_post")
+        chw = await self.staff(post, role="chw")
+        return post, chw, await self.patient(post, token=chw.token, phone=new_phone())
+
     async def scene(self) -> Scene:
         centre = await self.facility()
         post = await self.facility(kind="health_post")
