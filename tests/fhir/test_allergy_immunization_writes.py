@@ -13,6 +13,7 @@ import asyncpg
 from api.fhir.errors import code_of
 from tests.factory import Factory
 from tests.fhir.test_resources import Client, fhir_get, validate
+from tests.fhir.test_writes import create_checked
 
 BASE = "http://127.0.0.1:8000"
 SNOMED = "http://snomed.info/sct"
@@ -58,22 +59,8 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
 async def test_create_read_back_and_audit(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     post, chw, patient = await factory.post_with_patient()
     for resource in (allergy(patient), immunization(patient)):
-        validate(resource)
-        kind = resource["resourceType"]
-        response = await client.post(f"/fhir/{kind}", json=resource, headers=chw.headers)
-        assert response.status_code == 201, response.text
-        created = response.json()
-        validate(created)
-        assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
-        assert response.headers["etag"] == 'W/"1"'
-        assert created == await fhir_get(client, f"/fhir/{kind}/{created['id']}", chw.headers)
-        assert _content(created) == _content(resource), kind
-        audited = await db.fetchval(
-            "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_id = $1 AND actor_user_id = $2"
-            " AND resource_type = $3",
-            created["id"], chw.user_id, kind,
-        )  # fmt: skip
-        assert audited == 1, kind
+        created = await create_checked(client, db, resource, chw)
+        assert _content(created) == _content(resource), resource["resourceType"]
     shot = await fhir_get(client, "/fhir/Immunization", chw.headers, patient=str(patient))
     assert shot["entry"][0]["resource"]["performer"] == [{"actor": {"reference": f"Organization/{post}"}}]
     # One record, one write path: the app API shows what FHIR wrote.

@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.fhir.errors import code_of
-from tests.factory import Factory, new_phone
+from tests.factory import Factory, Staff, new_phone
 from tests.fhir.test_resources import fhir_get, validate
 
 Client = AsyncTestClient[Litestar]
@@ -59,24 +59,33 @@ def clinical(patient: uuid.UUID | str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+async def create_checked(client: Client, db: asyncpg.Pool, resource: dict[str, Any], staff: Staff) -> dict[str, Any]:
+    """`resource` (valid R4) created over FHIR by `staff`: 201, valid, version 1 at its Location,
+    what a read of that version and of the resource return, and audited once."""
+    validate(resource)
+    kind = resource["resourceType"]
+    response = await client.post(f"/fhir/{kind}", json=resource, headers=staff.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    validate(created)
+    assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["last-modified"].endswith("GMT")
+    assert created == await fhir_get(client, response.headers["location"].removeprefix(BASE), staff.headers)
+    assert created == await fhir_get(client, f"/fhir/{kind}/{created['id']}", staff.headers)
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_type = $1 AND resource_id = $2"
+        " AND actor_user_id = $3",
+        kind, created["id"], staff.user_id,
+    )  # fmt: skip
+    assert audited == 1, kind
+    return created
+
+
 async def test_create_each_clinical_type_and_read_it_back(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     _, chw, patient = await factory.post_with_patient()
     for resource in clinical(patient):
-        validate(resource)
-        kind = resource["resourceType"]
-        response = await client.post(f"/fhir/{kind}", json=resource, headers=chw.headers)
-        assert response.status_code == 201, response.text
-        created = response.json()
-        validate(created)
-        assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
-        assert response.headers["etag"] == 'W/"1"'
-        assert response.headers["last-modified"].endswith("GMT")
-        assert created == await fhir_get(client, response.headers["location"].removeprefix(BASE), chw.headers)
-        audited = await db.fetchval(
-            "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_id = $1 AND actor_user_id = $2",
-            created["id"], chw.user_id,
-        )  # fmt: skip
-        assert audited == 1, kind
+        await create_checked(client, db, resource, chw)
     # What the app API shows is what FHIR wrote: one record, one write path.
     record = (await client.get(f"/v1/patients/{patient}/record", headers=chw.headers)).json()["items"]
     assert sorted(e["kind"] for e in record) == ["condition", "encounter", "observation", "prescription"]
