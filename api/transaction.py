@@ -51,9 +51,11 @@ import contextlib
 import hashlib
 import random
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from functools import partial
+from typing import Any, NamedTuple, Protocol, cast
 
 import asyncpg
 import structlog
@@ -461,3 +463,14 @@ def finish_with(scope: Scope, statement: Statement) -> None:
 def after_commit(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:
     """Run `callback` after this request's transaction commits (never if it rolls back)."""
     scope.setdefault(SCOPE_AFTER_COMMIT, []).append(callback)  # type: ignore[misc]
+
+
+class _Sender(Protocol):
+    async def deliver(self, ids: Iterable[uuid.UUID]) -> None: ...
+
+
+def send_after_commit(scope: Scope, outbox: _Sender, sms_id: uuid.UUID | None) -> None:
+    """The SMS this request queued in the outbox leaves as soon as the transaction commits,
+    rather than on the outbox loop's next pass; nothing to do where none was queued."""
+    if sms_id is not None:
+        after_commit(scope, partial(outbox.deliver, [sms_id]))

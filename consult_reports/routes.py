@@ -20,7 +20,6 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -29,7 +28,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn, DbPool
 from api.request_id import request_id_of
-from api.transaction import NO_TRANSACTION, after_commit
+from api.transaction import NO_TRANSACTION, send_after_commit
 from consult_reports import fonts, pdf
 from consult_reports.texts import FALLBACK, text
 from domain.audit import trail
@@ -82,7 +81,7 @@ class ReportController(Controller):
             )  # fmt: skip
             if sms_id is not None:  # a refused SMS (STOP, budget) leaves the report in the app only
                 await report.attach_sms(conn, appointment_id, sms_id)
-                after_commit(request.scope, partial(outbox.deliver, [sms_id]))
+                send_after_commit(request.scope, outbox, sms_id)
             made.sent_to_patient = sms_id is not None
         return made
 
@@ -143,12 +142,22 @@ def _wants_page(request: Request[Any, Any, Any]) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+_PAGE_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Forbidden: 403, RateLimited: 429}
+
+
 def _refuse(request: Request[Any, Any, Any], error: DomainError, language: str) -> Response[bytes]:
     """A browser is shown the page again with what went wrong; an API client gets the error."""
-    if not _wants_page(request):
+    status = _PAGE_STATUS.get(type(error))
+    # What the page has no words for (a dependency down: Unavailable) leaves as the error
+    # contract's problem, for a browser too, rather than failing here on a missing text.
+    if not _wants_page(request) or status is None or error.code not in _PROBLEM_TEXT:
         raise error
-    status = {NotFound: 404, Conflict: 409, Forbidden: 403, RateLimited: 429}[type(error)]
     return _page(str(error.extra.get("language") or language), status, error.code)
+
+
+def _no_such_link(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """A token no link can have (the shape of the ones we mint): not looked up."""
+    return _refuse(request, NotFound("report_link_not_found", "this link opens no report"), FALLBACK)
 
 
 @get(
@@ -160,7 +169,7 @@ def _refuse(request: Request[Any, Any, Any], error: DomainError, language: str) 
 )
 async def report_page(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
     if not _TOKEN.match(token):
-        return _refuse(request, NotFound("report_link_not_found", "this link opens no report"), FALLBACK)
+        return _no_such_link(request)
     async with request.app.state.pool.acquire() as conn:
         try:
             linked = await report.by_link(conn, token)
@@ -201,7 +210,7 @@ _REFUSALS: dict[str, Callable[[], DomainError]] = {
 )
 async def open_report(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[bytes]:
     if not _TOKEN.match(token):
-        return _refuse(request, NotFound("report_link_not_found", "this link opens no report"), FALLBACK)
+        return _no_such_link(request)
     form = await request.form()
     given = str(form.get("pin") or "").strip()
     try:

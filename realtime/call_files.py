@@ -17,15 +17,14 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn
 from api.transaction import after_commit
+from api.uploads import raw_file
 from domain import call_files
 from domain.call_files import CallFile
-from domain.record import attachments
 from domain.record.types import Entry
 from infra.storage import BlobStore
 from realtime import messages as m
@@ -45,6 +44,11 @@ async def announce(rooms: Rooms, appointment_id: uuid.UUID, message: dict[str, A
         await rooms.append_and_publish(
             room, "server", peer_id, m.encode(message), m.encode({"from": "server", "to": peer_id, "msg": message})
         )
+
+
+def _announce_after_commit(request: Request[Any, Any, Any], appointment_id: uuid.UUID, message: dict[str, Any]) -> None:
+    """What the request changed is told to the room once it is committed, never before."""
+    after_commit(request.scope, partial(announce, request.app.state.rtc_rooms, appointment_id, message))
 
 
 def file_message(shared: CallFile) -> dict[str, Any]:
@@ -74,23 +78,13 @@ class CallFileController(Controller):
         settings: Config,
         name: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> CallFile:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in attachments.MEDIA_TYPES:  # as the record's attachments answer
-            given = content_type or "no Content-Type"
-            detail = f"share one of {', '.join(attachments.MEDIA_TYPES)} (the raw file), not {given}"
-            raise HTTPException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=detail)
-        body = await request.body()
-        if len(body) > settings.attachment_max_bytes:
-            detail = f"files are at most {settings.attachment_max_bytes} bytes"
-            raise HTTPException(status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=detail)
+        content_type, body = await raw_file(request, settings.attachment_max_bytes, "share")
         blobs: BlobStore = request.app.state.blobs
         shared = await call_files.share(
             conn, principal, blobs, appointment_id, body, content_type=content_type, name=name,
             max_bytes=settings.attachment_max_bytes,
         )  # fmt: skip
-        after_commit(
-            request.scope, partial(announce, request.app.state.rtc_rooms, appointment_id, file_message(shared))
-        )
+        _announce_after_commit(request, appointment_id, file_message(shared))
         return shared
 
     @get("/", summary="The files shared in the consultation, oldest first")
@@ -137,5 +131,5 @@ class CallFileController(Controller):
     ) -> Entry:
         entry = await call_files.file_into_record(conn, principal, appointment_id, file_id)
         filed = {"type": "file_filed", "file": str(file_id), "entry": str(entry.id)}
-        after_commit(request.scope, partial(announce, request.app.state.rtc_rooms, appointment_id, filed))
+        _announce_after_commit(request, appointment_id, filed)
         return entry

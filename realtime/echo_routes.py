@@ -37,9 +37,7 @@ class GuestCredentials(msgspec.Struct, kw_only=True):
     device: BrowserKey
 
 
-class GuestEchoOffer(msgspec.Struct, kw_only=True):
-    token: Secret
-    device: BrowserKey
+class GuestEchoOffer(GuestCredentials, kw_only=True):
     sdp: Sdp
 
 
@@ -83,9 +81,7 @@ async def echo_call(request: Request[Principal, Any, Any], data: JSONBody[EchoOf
     opt=_OPT,
 )
 async def guest_ice_servers(request: Request[Any, Any, Any], data: JSONBody[GuestCredentials]) -> IceServers:
-    async with request.app.state.pool.acquire() as conn:
-        who = await guest.identify(conn, data.token, data.device)
-    return ice_servers_for(request.app.state.settings, f"guest:{who.invitation_id}")
+    return await _guest_ice_servers(request, data)
 
 
 @post(
@@ -96,8 +92,14 @@ async def guest_ice_servers(request: Request[Any, Any, Any], data: JSONBody[Gues
     opt=_OPT,
 )
 async def guest_echo_call(request: Request[Any, Any, Any], data: JSONBody[GuestEchoOffer]) -> EchoAnswer:
-    async with request.app.state.pool.acquire() as conn:
-        who = await guest.identify(conn, data.token, data.device)
+    ice = await _guest_ice_servers(request, data)
     echo = _echo(request)
-    ice = ice_servers_for(request.app.state.settings, f"guest:{who.invitation_id}")
     return EchoAnswer(sdp=await echo.answer(data.sdp, ice), seconds=echo.seconds)
+
+
+async def _guest_ice_servers(request: Request[Any, Any, Any], credentials: GuestCredentials) -> IceServers:
+    """The STUN/TURN servers of the guest whose opened link and browser these are (refused as
+    guest.identify refuses: a link not opened, opened by another browser, revoked, expired)."""
+    async with request.app.state.pool.acquire() as conn:
+        who = await guest.identify(conn, credentials.token, credentials.device)
+    return ice_servers_for(request.app.state.settings, f"guest:{who.invitation_id}")

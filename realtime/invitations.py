@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Config, Conn
 from api.request_id import request_id_of
-from api.transaction import after_commit
+from api.transaction import after_commit, send_after_commit
 from domain.errors import RateLimited
 from domain.fields import Code, Name, Phone
 from domain.invitations import guest, manage
@@ -81,7 +81,7 @@ class InvitationController(Controller):
             base_url=settings.public_base_url,
             default_region=settings.default_region,
         )
-        after_commit(request.scope, partial(outbox.deliver, [sms_id]))
+        send_after_commit(request.scope, outbox, sms_id)
         return invitation
 
     @get("/", summary="The consultation's invitations, oldest first")

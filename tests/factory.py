@@ -56,6 +56,18 @@ class PatientLogin:
 
 
 @dataclass(frozen=True)
+class Consultation:
+    """A video consultation starting in five minutes, booked by the post's CHW: its room is open."""
+
+    appointment_id: uuid.UUID
+    specialist: Staff
+    chw: Staff
+    patient: PatientLogin
+    centre: uuid.UUID
+    post: uuid.UUID
+
+
+@dataclass(frozen=True)
 class Network:
     """A reference centre with one specialist (a specialty of its own, open every day 08:00-12:00
     in 30-minute slots) and a health post that refers to it."""
@@ -167,6 +179,12 @@ class Factory:
         await move(self.db, appointment_id, start_in_min=5)
         return patient, appointment_id
 
+    async def consultation(self) -> Consultation:
+        """A scene's consultation starting in five minutes (consultation_soon), with its cast."""
+        scene = await self.scene()
+        patient, appointment_id = await self.consultation_soon(scene)
+        return Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
+
     async def patient_login(self, facility_id: uuid.UUID) -> PatientLogin:
         """A patient registered with a phone, and that phone signed in."""
         phone = new_phone()
@@ -175,6 +193,12 @@ class Factory:
             user_id = await users.login(conn, phone)
         assert user_id is not None  # a registered patient's phone may sign in
         return PatientLogin(patient_id, phone, await self.token_for(user_id), user_id)
+
+    async def post_with_patient(self) -> tuple[uuid.UUID, Staff, uuid.UUID]:
+        """(a health post, its CHW, a patient of the post with a phone number of their own)."""
+        post = await self.facility(kind="health_post")
+        chw = await self.staff(post, role="chw")
+        return post, chw, await self.patient(post, token=chw.token, phone=new_phone())
 
     async def scene(self) -> Scene:
         centre = await self.facility()

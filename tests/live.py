@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from infra.config import Settings
@@ -57,3 +59,19 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
             pass
         assert time.monotonic() < deadline, f"server on {port} not ready:\n{log.read_text()}"
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(env: dict[str, str], ports: list[int], folder: Path, *args: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One `spean serve ARGS...` per port, each logging to `folder`/server-PORT.log, all ready;
+    stopped (SIGTERM, then waited for) afterwards. The list is the caller's to replace a process in."""
+    procs = [start_server(env, port, folder / f"server-{port}.log", *args) for port in ports]
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            wait_ready(port, proc, folder / f"server-{port}.log")
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(15)

@@ -10,6 +10,7 @@ raises as TwilioRestException. Failures can be scripted: the next n requests ans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -57,6 +58,17 @@ class TwilioServer:
     def sent_to(self, phone: str) -> list[str]:
         with self._lock:
             return [m.form["Body"] for m in self.messages if m.form.get("To") == phone]
+
+    async def latest_to(self, phone: str) -> str:
+        """The latest SMS this server took for `phone`, once one has come (an app sends right
+        after its transaction commits; if that hand-over failed, its ledger loop within seconds)."""
+        for _ in range(300):
+            if self.sent_to(phone):
+                break
+            await asyncio.sleep(0.05)
+        sent = self.sent_to(phone)
+        assert sent, f"no SMS reached {phone}"
+        return sent[-1]
 
     def answer(self, path: str, authorization: str, raw: bytes) -> tuple[int, dict[str, object], dict[str, str]]:
         match = _PATH.match(path)

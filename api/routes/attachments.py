@@ -6,11 +6,10 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from api.deps import Caller, Config, Conn, DbPool
+from api.uploads import raw_file
 from domain.record import attachments
 from domain.record.types import Entry
 from infra.storage import BlobStore
@@ -38,17 +37,7 @@ class AttachmentController(Controller):
         title: Annotated[str | None, QueryParameter(max_length=200)] = None,
         encounter_id: FromQuery[uuid.UUID | None] = None,
     ) -> Entry:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        # What every other route answers for a body it does not take, or one over its limit:
-        # 415 and 413, before the domain's own checks of the bytes.
-        if content_type not in attachments.MEDIA_TYPES:
-            given = content_type or "no Content-Type"
-            detail = f"attach one of {', '.join(attachments.MEDIA_TYPES)} (the raw file), not {given}"
-            raise HTTPException(status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=detail)
-        body = await request.body()
-        if len(body) > settings.attachment_max_bytes:
-            detail = f"attachments are at most {settings.attachment_max_bytes} bytes"
-            raise HTTPException(status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=detail)
+        content_type, body = await raw_file(request, settings.attachment_max_bytes, "attach")
         return await attachments.add(
             conn, principal, _blobs(request), patient_id, body, content_type=content_type,
             title=title, encounter_id=encounter_id, max_bytes=settings.attachment_max_bytes,

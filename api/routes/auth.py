@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Any
 
 import structlog
@@ -14,7 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from api.deps import Config, Conn
 from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
-from api.transaction import after_commit
+from api.transaction import send_after_commit
 from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
@@ -79,8 +78,7 @@ class AuthController(Controller):
                 essential=True,
                 secret=True,
             )
-        if queued:  # sent as soon as this transaction commits (the loop would, within a second)
-            after_commit(request.scope, partial(outbox.deliver, [queued]))
+        send_after_commit(request.scope, outbox, queued)
         return NegotiatedResponse(
             OtpSent(phone=phone, expires_in=settings.otp_ttl_s),
             status_code=HTTP_202_ACCEPTED,

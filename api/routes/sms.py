@@ -12,7 +12,6 @@ The inbound answer is an empty TwiML <Response/>: the reply SMS goes through the
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from litestar import Controller, Request, Response, post
@@ -22,7 +21,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from api.deps import Config, Conn
-from api.transaction import after_commit
+from api.transaction import send_after_commit
 from domain.errors import Forbidden, InvalidInput
 from domain.phone import normalize
 from infra.config import Settings
@@ -111,8 +110,7 @@ async def receive(request: Request[Any, Any, Any], settings: Settings, conn: Con
         body=body,
         default_region=settings.default_region,
     )
-    if reply:
-        after_commit(request.scope, partial(outbox.deliver, [reply]))
+    send_after_commit(request.scope, outbox, reply)
 
 
 class SmsWebhookController(Controller):

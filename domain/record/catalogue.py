@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from stdnum import verhoeff
+
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -73,40 +75,11 @@ _SCTID = re.compile(r"^[1-9][0-9]{5,17}$")
 _CVX_CODE = re.compile(r"^[0-9]{1,3}$")
 _LOCAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 
-# Verhoeff's tables: the last digit of a SNOMED CT identifier checks the others.
-_MULTIPLY = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-]
-_PERMUTE = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
-    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-]
-
 
 def is_sctid(code: str) -> bool:
     """A well-formed SNOMED CT identifier: 6 to 18 digits whose Verhoeff check digit holds, so
     a slipped digit is caught before it names another concept."""
-    if not _SCTID.match(code):
-        return False
-    check = 0
-    for i, digit in enumerate(reversed(code)):
-        check = _MULTIPLY[check][_PERMUTE[i % 8][int(digit)]]
-    return check == 0
+    return bool(_SCTID.match(code)) and verhoeff.is_valid(code)
 
 
 def is_vaccine_code(system: str, code: str) -> bool:

@@ -6,35 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from playwright.async_api import FilePayload, ViewportSize
 
 from sms.ussd import pin
-from tests.consult_reports.conftest import Consultation
+from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.consult_reports.test_report import completed, make, sms_link
-from tests.factory import auth
+from tests.factory import Consultation, auth
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n" + b"%" * 64 + b"\n%%EOF\n"
 
@@ -47,14 +34,12 @@ async def shot(page: Any, name: str) -> None:
         await page.screenshot(path=os.path.join(folder, f"{name}.png"))
 
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 async def test_files_in_the_chat_of_the_specialists_page(
     rep_live: str,
-    rep_db: asyncpg.Pool,
+    sms_db: asyncpg.Pool,
     consultation: Consultation,
     tmp_path: object,
 ) -> None:
@@ -104,7 +89,7 @@ async def test_files_in_the_chat_of_the_specialists_page(
                 # File it into the record: one click.
                 await chip.locator(".file-into-record").click()
                 await chip.locator(".file-into-record", has_text="Filed in the record").wait_for()
-                filed = await rep_db.fetchval("SELECT filed_entry_id FROM call_files WHERE id = $1", uuid.UUID(file_id))
+                filed = await sms_db.fetchval("SELECT filed_entry_id FROM call_files WHERE id = $1", uuid.UUID(file_id))
                 assert filed is not None
                 await shot(page, "specialist-call-files")
             finally:
@@ -115,9 +100,9 @@ async def test_files_in_the_chat_of_the_specialists_page(
 
 async def test_the_report_links_page_at_phone_size(
     rep_live: str,
-    rep_client: AsyncTestClient[Litestar],
-    rep_db: asyncpg.Pool,
-    rep_twilio: TwilioServer,
+    sms_client: AsyncTestClient[Litestar],
+    sms_db: asyncpg.Pool,
+    twilio: TwilioServer,
     consultation: Consultation,
 ) -> None:
     """The patient's page from the SMS, in Khmer on a small phone: it asks for the PIN, and says so
@@ -125,11 +110,11 @@ async def test_the_report_links_page_at_phone_size(
     from playwright.async_api import async_playwright
 
     c = consultation
-    await completed(rep_client, rep_db, c, "km")
-    status, made = await make(rep_client, c, c.specialist.token)
+    await completed(sms_client, sms_db, c, "km")
+    status, made = await make(sms_client, c, c.specialist.token)
     assert status == 201, made
-    _, url, _ = await sms_link(rep_twilio, c.patient.phone)
-    async with rep_db.acquire() as conn:
+    _, url, _ = await sms_link(twilio, c.patient.phone)
+    async with sms_db.acquire() as conn:
         await pin.set_pin(conn, c.patient.patient_id, "2580")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)

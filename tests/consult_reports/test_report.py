@@ -21,8 +21,7 @@ from domain.record.report import Finding, Medication, ReportContent
 from notifications.plan import plan
 from sms import texts as sms_texts
 from sms.ussd import pin
-from tests.consult_reports.conftest import Consultation
-from tests.factory import auth
+from tests.factory import Consultation, auth
 from tests.twilio_server import TwilioServer
 
 Client = AsyncTestClient[Litestar]
@@ -115,52 +114,47 @@ async def make(client: Client, c: Consultation, token: str) -> tuple[int, dict[s
 
 
 async def sms_link(twilio: TwilioServer, phone: str) -> tuple[str, str, str]:
-    for _ in range(300):
-        if twilio.sent_to(phone):
-            break
-        await asyncio.sleep(0.05)
-    assert twilio.sent_to(phone), f"no SMS reached {phone}"
-    body = twilio.sent_to(phone)[-1]
+    body = await twilio.latest_to(phone)
     match = _LINK.search(body)
     assert match is not None, body
     return body, match[1], match[2]
 
 
 async def test_only_the_specialist_makes_the_report_of_a_completed_consultation(
-    rep_client: Client, rep_db: asyncpg.Pool, consultation: Consultation
+    sms_client: Client, sms_db: asyncpg.Pool, consultation: Consultation
 ) -> None:
     c = consultation
-    status, body = await make(rep_client, c, c.specialist.token)
+    status, body = await make(sms_client, c, c.specialist.token)
     assert (status, body["code"]) == (409, "consultation_not_completed")
-    await completed(rep_client, rep_db, c, "fr")
-    status, body = await make(rep_client, c, c.chw.token)
+    await completed(sms_client, sms_db, c, "fr")
+    status, body = await make(sms_client, c, c.chw.token)
     assert (status, body["code"]) == (403, "specialist_only")
-    status, body = await make(rep_client, c, c.patient.token)
+    status, body = await make(sms_client, c, c.patient.token)
     assert (status, body["code"]) == (403, "specialist_only")
 
 
 @needs_pdftotext
 async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
-    rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
+    sms_client: Client, sms_db: asyncpg.Pool, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
-    await completed(rep_client, rep_db, c, "vi")
-    status, made = await make(rep_client, c, c.specialist.token)
+    await completed(sms_client, sms_db, c, "vi")
+    status, made = await make(sms_client, c, c.specialist.token)
     assert status == 201, made
     assert (made["language"], made["sent_to_patient"]) == ("vi", True)
     # In the record: a PDF attachment of the patient, made from their record, in Vietnamese.
-    content = await rep_client.get(f"/v1/record/{made['entry_id']}/content", headers=c.specialist.headers)
+    content = await sms_client.get(f"/v1/record/{made['entry_id']}/content", headers=c.specialist.headers)
     assert content.headers["content-type"] == "application/pdf"
     extracted = text_of(content.content)
     for words in ("Báo cáo tư vấn khám bệnh", "Amlodipine (mã C08CA01)", "trong 30 ngày", "Quay lại trạm y tế"):
         assert squeeze(words) in extracted
     # The health post hears of it in the app (the outbox event the worker plans).
-    event = await rep_db.fetchval(
+    event = await sms_db.fetchval(
         "SELECT count(*) FROM outbox WHERE topic = 'record.report_ready' AND payload->>'entry_id' = $1",
         made["entry_id"],
     )
     assert event == 1
-    async with rep_db.acquire() as conn:
+    async with sms_db.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT id, payload FROM outbox WHERE topic = 'record.report_ready' AND payload->>'entry_id' = $1",
             made["entry_id"],
@@ -170,83 +164,83 @@ async def test_the_report_is_filed_in_the_record_and_its_sms_link_needs_the_pin(
     assert [(p.user_id, p.kind, p.channel) for p in planned] == [(c.chw.user_id, "report_ready", "push")]
     assert planned[0].body == sms_texts.text(planned[0].language, "report_ready_staff")
     # The patient's SMS: a link, no health detail.
-    body, url, token = await sms_link(rep_twilio, c.patient.phone)
+    body, url, token = await sms_link(twilio, c.patient.phone)
     assert "Amlodipine" not in body
     assert "I10" not in body
     assert url.endswith(f"/r/{token}")
     # Asking again gives the same report, and sends nothing more.
-    again_status, again = await make(rep_client, c, c.specialist.token)
+    again_status, again = await make(sms_client, c, c.specialist.token)
     assert (again_status, again["entry_id"]) == (201, made["entry_id"])
     await asyncio.sleep(0.3)
-    assert len(rep_twilio.sent_to(c.patient.phone)) == 1
+    assert len(twilio.sent_to(c.patient.phone)) == 1
     # The link's page asks for the PIN, in the patient's language.
-    page = await rep_client.get(f"/r/{token}", headers={"Accept": "text/html"})
+    page = await sms_client.get(f"/r/{token}", headers={"Accept": "text/html"})
     assert page.status_code == 200
     assert "Nhập mã PIN kết quả" in page.text
     # Without a PIN set, without the PIN, with a wrong one: no PDF.
-    refused = await rep_client.post(f"/r/{token}", data={"pin": "1234"})
+    refused = await sms_client.post(f"/r/{token}", data={"pin": "1234"})
     assert (refused.status_code, refused.json()["code"]) == (409, "pin_not_set")
-    async with rep_db.acquire() as conn:
+    async with sms_db.acquire() as conn:
         await pin.set_pin(conn, c.patient.patient_id, "2580")
-    refused = await rep_client.post(f"/r/{token}", data={})
+    refused = await sms_client.post(f"/r/{token}", data={})
     assert (refused.status_code, refused.json()["code"]) == (403, "wrong_pin")
-    shown = await rep_client.post(f"/r/{token}", data={"pin": "1111"}, headers={"Accept": "text/html"})
+    shown = await sms_client.post(f"/r/{token}", data={"pin": "1111"}, headers={"Accept": "text/html"})
     assert shown.status_code == 403
     assert "Mã PIN không đúng" in shown.text
     assert shown.headers["content-type"].startswith("text/html")
     # Signed in (the patient's app), the record's own route serves it without a PIN.
-    signed_in = await rep_client.get(f"/v1/record/{made['entry_id']}/content", headers=c.patient.headers)
+    signed_in = await sms_client.get(f"/v1/record/{made['entry_id']}/content", headers=c.patient.headers)
     assert signed_in.content == content.content
     # The right PIN: the PDF.
-    opened = await rep_client.post(f"/r/{token}", data={"pin": "2580"})
+    opened = await sms_client.post(f"/r/{token}", data={"pin": "2580"})
     assert opened.status_code == 200
     assert opened.headers["content-type"] == "application/pdf"
     assert opened.content == content.content
-    reads = await rep_db.fetch(
+    reads = await sms_db.fetch(
         """SELECT outcome FROM audit_events WHERE purpose = 'results_pin' AND patient_id = $1 ORDER BY id""",
         c.patient.patient_id,
     )
     assert [r["outcome"] for r in reads] == ["refused", "refused", "refused", "success"]
     # An unknown link: nothing.
-    gone = await rep_client.post(f"/r/{'x' * 32}", data={"pin": "2580"})
+    gone = await sms_client.post(f"/r/{'x' * 32}", data={"pin": "2580"})
     assert (gone.status_code, gone.json()["code"]) == (404, "report_link_not_found")
 
 
 async def test_pin_tries_on_a_report_link_are_capped(
-    rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
+    sms_client: Client, sms_db: asyncpg.Pool, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
-    await completed(rep_client, rep_db, c, "km")
-    status, made = await make(rep_client, c, c.specialist.token)
+    await completed(sms_client, sms_db, c, "km")
+    status, made = await make(sms_client, c, c.specialist.token)
     assert status == 201, made
-    _, _, token = await sms_link(rep_twilio, c.patient.phone)
-    async with rep_db.acquire() as conn:
+    _, _, token = await sms_link(twilio, c.patient.phone)
+    async with sms_db.acquire() as conn:
         await pin.set_pin(conn, c.patient.patient_id, "2580")
     codes = []
     for _ in range(pin.MAX_ATTEMPTS):
-        codes.append((await rep_client.post(f"/r/{token}", data={"pin": "0000"})).json()["code"])
+        codes.append((await sms_client.post(f"/r/{token}", data={"pin": "0000"})).json()["code"])
     assert codes == ["wrong_pin"] * (pin.MAX_ATTEMPTS - 1) + ["pin_locked"]
     # Locked: even the right PIN is refused until the lock passes.
-    locked = await rep_client.post(f"/r/{token}", data={"pin": "2580"})
+    locked = await sms_client.post(f"/r/{token}", data={"pin": "2580"})
     assert (locked.status_code, locked.json()["code"]) == (429, "pin_locked")
-    await rep_db.execute(
+    await sms_db.execute(
         "UPDATE consultation_reports SET link_expires_at = now() - interval '1 second' WHERE appointment_id = $1",
         c.appointment_id,
     )
-    expired = await rep_client.get(f"/r/{token}", headers={"Accept": "text/html"})
+    expired = await sms_client.get(f"/r/{token}", headers={"Accept": "text/html"})
     assert expired.status_code == 409
     assert "របាយការណ៍" in expired.text
 
 
 async def test_two_requests_at_once_make_one_report(
-    rep_client: Client, rep_db: asyncpg.Pool, rep_twilio: TwilioServer, consultation: Consultation
+    sms_client: Client, sms_db: asyncpg.Pool, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
-    await completed(rep_client, rep_db, c, "en")
-    answers = await asyncio.gather(*(make(rep_client, c, c.specialist.token) for _ in range(3)))
+    await completed(sms_client, sms_db, c, "en")
+    answers = await asyncio.gather(*(make(sms_client, c, c.specialist.token) for _ in range(3)))
     assert {status for status, _ in answers} == {201}
     assert len({made["entry_id"] for _, made in answers}) == 1
-    count = await rep_db.fetchval(
+    count = await sms_db.fetchval(
         "SELECT count(*) FROM record_entries WHERE patient_id = $1 AND kind = 'attachment'", c.patient.patient_id
     )
     assert count == 1

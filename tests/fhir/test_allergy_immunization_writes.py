@@ -11,8 +11,9 @@ from typing import Any
 import asyncpg
 
 from api.fhir.errors import code_of
-from tests.factory import Factory, Staff, new_phone
+from tests.factory import Factory
 from tests.fhir.test_resources import Client, fhir_get, validate
+from tests.fhir.test_writes import create_checked
 
 BASE = "http://127.0.0.1:8000"
 SNOMED = "http://snomed.info/sct"
@@ -55,32 +56,11 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k not in DERIVED}
 
 
-async def _setup(factory: Factory) -> tuple[uuid.UUID, Staff, uuid.UUID]:
-    post = await factory.facility(kind="health_post")
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token, phone=new_phone())
-    return post, chw, patient
-
-
 async def test_create_read_back_and_audit(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    post, chw, patient = await _setup(factory)
+    post, chw, patient = await factory.post_with_patient()
     for resource in (allergy(patient), immunization(patient)):
-        validate(resource)
-        kind = resource["resourceType"]
-        response = await client.post(f"/fhir/{kind}", json=resource, headers=chw.headers)
-        assert response.status_code == 201, response.text
-        created = response.json()
-        validate(created)
-        assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
-        assert response.headers["etag"] == 'W/"1"'
-        assert created == await fhir_get(client, f"/fhir/{kind}/{created['id']}", chw.headers)
-        assert _content(created) == _content(resource), kind
-        audited = await db.fetchval(
-            "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_id = $1 AND actor_user_id = $2"
-            " AND resource_type = $3",
-            created["id"], chw.user_id, kind,
-        )  # fmt: skip
-        assert audited == 1, kind
+        created = await create_checked(client, db, resource, chw)
+        assert _content(created) == _content(resource), resource["resourceType"]
     shot = await fhir_get(client, "/fhir/Immunization", chw.headers, patient=str(patient))
     assert shot["entry"][0]["resource"]["performer"] == [{"actor": {"reference": f"Organization/{post}"}}]
     # One record, one write path: the app API shows what FHIR wrote.
@@ -94,7 +74,7 @@ async def test_create_read_back_and_audit(client: Client, factory: Factory, db: 
 
 async def test_what_the_server_emits_posts_back_as_the_same(client: Client, factory: Factory) -> None:
     """GET a resource written through the app API, strip id and meta, POST it: the same content."""
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     written: list[dict[str, Any]] = [
         {"kind": "allergy", "substance": "Penicillin", "snomed_code": "373270004", "category": "medication",
          "criticality": "high", "reaction": "hives", "severity": "moderate", "onset": "2020-05-01T01:00:00Z",
@@ -123,7 +103,7 @@ async def test_what_the_server_emits_posts_back_as_the_same(client: Client, fact
 
 
 async def test_update_with_if_match(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     for resource, change in (
         (allergy(patient), {"criticality": "low", "clinicalStatus": {"coding": [{"system": CLINICAL,
                                                                                   "code": "inactive"}]}}),
@@ -175,7 +155,7 @@ async def test_update_with_if_match(client: Client, factory: Factory, db: asyncp
 async def test_conditional_create(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     """If-None-Exist finds a Patient by identifier (a transaction resent finds its patient and
     adds to their record), and an entry of these types by their search parameters."""
-    post, chw, _ = await _setup(factory)
+    post, chw, _ = await factory.post_with_patient()
     health_id = uuid.uuid4().hex[:10]
 
     def bundle() -> dict[str, Any]:
@@ -243,7 +223,7 @@ async def test_conditional_create(client: Client, factory: Factory, db: asyncpg.
 async def test_transaction_is_all_or_nothing_and_batch_per_entry(
     client: Client, factory: Factory, db: asyncpg.Pool
 ) -> None:
-    post, chw, _ = await _setup(factory)
+    post, chw, _ = await factory.post_with_patient()
     health_id = uuid.uuid4().hex[:10]
     patient_url, encounter_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
     entries: list[dict[str, Any]] = [
@@ -299,7 +279,7 @@ async def test_transaction_is_all_or_nothing_and_batch_per_entry(
 
 
 async def test_bad_input_is_refused_with_its_code(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     a, i = allergy(patient), immunization(patient)
     cases: list[tuple[dict[str, Any], int, str, str | None]] = [
         (a | {"code": {"coding": [{"system": SNOMED, "code": "373270005"}], "text": "Penicillin"}}, 422,
@@ -357,7 +337,7 @@ async def test_bad_input_is_refused_with_its_code(client: Client, factory: Facto
 
 
 async def test_validate(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     for resource in (allergy(patient), immunization(patient)):
         response = await client.post(f"/fhir/{resource['resourceType']}/$validate", json=resource,
                                      headers=chw.headers)  # fmt: skip
@@ -396,7 +376,7 @@ async def test_another_facility_is_refused(client: Client, factory: Factory, db:
     """The app API's rule: another facility's clinician neither reads nor writes the record without
     the patient's consent; a consent opens the record to reading, and writing stays with those who
     treat the patient (home facility, a consultation, a referral)."""
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     other = await factory.facility()
     clinician = await factory.staff(other, role="clinician")
     written = {}

@@ -17,7 +17,7 @@ from infra.embedded import free_port
 from tests.factory import Factory
 from tests.fhir.test_resources import validate
 from tests.fhir.test_writes import temperature
-from tests.live import server_env, start_server, wait_ready
+from tests.live import server_env, serving
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,8 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     folder = tmp_path_factory.mktemp("fhir-client")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = folder / "server.log"
-    proc = start_server(server_env(settings, folder, SPEAN_PUBLIC_BASE_URL=base), port, log, "--no-migrate")
-    try:
-        wait_ready(port, proc, log)
+    with serving(server_env(settings, folder, SPEAN_PUBLIC_BASE_URL=base), [port], folder, "--no-migrate"):
         yield f"{base}/fhir"
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def plain(resource: Any) -> dict[str, Any]:

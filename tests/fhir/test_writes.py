@@ -59,31 +59,33 @@ def clinical(patient: uuid.UUID | str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-async def _setup(factory: Factory) -> tuple[uuid.UUID, Staff, uuid.UUID]:
-    post = await factory.facility(kind="health_post")
-    chw = await factory.staff(post, role="chw")
-    patient = await factory.patient(post, token=chw.token, phone=new_phone())
-    return post, chw, patient
+async def create_checked(client: Client, db: asyncpg.Pool, resource: dict[str, Any], staff: Staff) -> dict[str, Any]:
+    """`resource` (valid R4) created over FHIR by `staff`: 201, valid, version 1 at its Location,
+    what a read of that version and of the resource return, and audited once."""
+    validate(resource)
+    kind = resource["resourceType"]
+    response = await client.post(f"/fhir/{kind}", json=resource, headers=staff.headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    validate(created)
+    assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["last-modified"].endswith("GMT")
+    assert created == await fhir_get(client, response.headers["location"].removeprefix(BASE), staff.headers)
+    assert created == await fhir_get(client, f"/fhir/{kind}/{created['id']}", staff.headers)
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_type = $1 AND resource_id = $2"
+        " AND actor_user_id = $3",
+        kind, created["id"], staff.user_id,
+    )  # fmt: skip
+    assert audited == 1, kind
+    return created
 
 
 async def test_create_each_clinical_type_and_read_it_back(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     for resource in clinical(patient):
-        validate(resource)
-        kind = resource["resourceType"]
-        response = await client.post(f"/fhir/{kind}", json=resource, headers=chw.headers)
-        assert response.status_code == 201, response.text
-        created = response.json()
-        validate(created)
-        assert response.headers["location"] == f"{BASE}/fhir/{kind}/{created['id']}/_history/1"
-        assert response.headers["etag"] == 'W/"1"'
-        assert response.headers["last-modified"].endswith("GMT")
-        assert created == await fhir_get(client, response.headers["location"].removeprefix(BASE), chw.headers)
-        audited = await db.fetchval(
-            "SELECT count(*) FROM audit_events WHERE action = 'create' AND resource_id = $1 AND actor_user_id = $2",
-            created["id"], chw.user_id,
-        )  # fmt: skip
-        assert audited == 1, kind
+        await create_checked(client, db, resource, chw)
     # What the app API shows is what FHIR wrote: one record, one write path.
     record = (await client.get(f"/v1/patients/{patient}/record", headers=chw.headers)).json()["items"]
     assert sorted(e["kind"] for e in record) == ["condition", "encounter", "observation", "prescription"]
@@ -97,7 +99,7 @@ async def test_create_each_clinical_type_and_read_it_back(client: Client, factor
 
 
 async def test_prefer_return(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     minimal = await client.post("/fhir/Observation", json=temperature(patient),
                                 headers={**chw.headers, "Prefer": "return=minimal"})  # fmt: skip
     assert minimal.status_code == 201
@@ -111,7 +113,7 @@ async def test_prefer_return(client: Client, factory: Factory, db: asyncpg.Pool)
 
 
 async def test_update_is_a_new_version_named_by_if_match(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     created = (await client.post("/fhir/Observation", json=temperature(patient, 37.5), headers=chw.headers)).json()
     path = f"/fhir/Observation/{created['id']}"
     changed = {**created, "valueQuantity": {**created["valueQuantity"], "value": 38.5}}
@@ -152,7 +154,7 @@ async def test_update_is_a_new_version_named_by_if_match(client: Client, factory
 
 async def test_every_clinical_type_takes_back_what_it_gave(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     """A resource read from this server can be sent back as an update, as it is."""
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     for resource in clinical(patient):
         kind = resource["resourceType"]
         created = (await client.post(f"/fhir/{kind}", json=resource, headers=chw.headers)).json()
@@ -168,7 +170,7 @@ async def test_every_clinical_type_takes_back_what_it_gave(client: Client, facto
 
 
 async def test_writes_follow_the_app_api_rules(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    post, chw, patient = await _setup(factory)
+    post, chw, patient = await factory.post_with_patient()
     stranger = await factory.staff(await factory.facility(), role="chw")
     refused = await client.post("/fhir/Observation", json=temperature(patient), headers=stranger.headers)
     assert refused.status_code == 403
@@ -186,7 +188,7 @@ async def test_writes_follow_the_app_api_rules(client: Client, factory: Factory,
 
 
 async def test_hostile_input_is_a_4xx_outcome(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     good = temperature(patient)
     cases: list[tuple[str, Any, dict[str, str]]] = [
         ("/fhir/Observation", {**good, "resourceType": "Patient"}, {}),
@@ -287,7 +289,7 @@ async def test_patient_create_update_and_conditional_create(client: Client, fact
 
 
 async def test_a_retried_create_writes_once(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    _, chw, patient = await _setup(factory)
+    _, chw, patient = await factory.post_with_patient()
     headers = {**chw.headers, "Idempotency-Key": uuid.uuid4().hex}
     first = await client.post("/fhir/Observation", json=temperature(patient), headers=headers)
     second = await client.post("/fhir/Observation", json=temperature(patient), headers=headers)

@@ -10,37 +10,23 @@ import array
 import asyncio
 import math
 import os
-import shutil
 from typing import Any
 
-import pytest
 from aiortc import RTCIceCandidate, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, VideoFrame
 from playwright.async_api import ViewportSize
 
-from tests.invitations.conftest import Consultation, Live, new_guest_phone, sms_link
+from tests.browser import CHROMIUM, GUEST_ARGS, needs_chromium
+from tests.factory import Consultation
+from tests.invitations.conftest import Live, new_guest_phone, sms_link
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE_SIZE: ViewportSize = {"width": 360, "height": 740}  # a small Android phone
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 class Tone(AudioStreamTrack):
@@ -107,7 +93,7 @@ async def _hears(page: Any, peer: str) -> dict[str, float]:
 
 
 async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_hears_the_call(
-    live: Live, inv_twilio: TwilioServer, consultation: Consultation
+    live: Live, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     from playwright.async_api import async_playwright
 
@@ -122,7 +108,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
         pc.addTrack(Tone())
     phone = new_guest_phone()
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=GUEST_ARGS)
         try:
             specialist = await (await browser.new_context()).new_page()
             await specialist.goto(
@@ -148,7 +134,7 @@ async def test_an_interpreter_invited_by_sms_joins_from_the_link_and_sees_and_he
                 "() => document.getElementById('invite-result').textContent.startsWith('Invitation sent')",
                 timeout=20_000,
             )
-            link = await sms_link(inv_twilio, phone)
+            link = await sms_link(twilio, phone)
             assert link.url.startswith(f"{live.urls[0]}/join/km#")
             assert "ការពិគ្រោះតាមវីដេអូ" in link.body  # Khmer
 

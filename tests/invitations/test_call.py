@@ -16,8 +16,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.factory import Factory, auth, iso, move, next_local
-from tests.invitations.conftest import Consultation, Link, Live, eventually, invite, new_guest_phone, sms_link
+from tests.factory import Consultation, Factory, auth, iso, move, next_local
+from tests.invitations.conftest import Link, Live, eventually, invite, new_guest_phone, sms_link
 from tests.realtime.client import Signal
 from tests.twilio_server import TwilioServer
 
@@ -57,14 +57,14 @@ async def _guest(url: str, token: str, device: str, appointment_id: object, **ex
 
 async def test_a_guest_waits_is_admitted_like_the_patient_and_the_room_says_who_is_who(
     live: Live,
-    inv_client: Client,
-    inv_twilio: TwilioServer,
-    inv_db: asyncpg.Pool,
+    sms_client: Client,
+    twilio: TwilioServer,
+    sms_db: asyncpg.Pool,
     consultation: Consultation,
     http: httpx.AsyncClient,
 ) -> None:
     c = consultation
-    invitation, link = await _invited(inv_client, inv_twilio, c)
+    invitation, link = await _invited(sms_client, twilio, c)
     device = _device()
     await _opened(http, live.urls[0], link, device)
     patient = await Signal.open(live.ws(0))
@@ -116,7 +116,7 @@ async def test_a_guest_waits_is_admitted_like_the_patient_and_the_room_says_who_
     await guest.send(type="offer", to=_specialist_peer(ready), sdp="v=0 guest offer")
     offer = await specialist.next("offer")
     assert (offer["from"], offer["sdp"]) == (ready["peer"], "v=0 guest offer")
-    audit = await inv_db.fetchrow(
+    audit = await sms_db.fetchrow(
         "SELECT actor_user_id, actor_role, purpose, patient_id FROM audit_events "
         "WHERE action = 'join_call' AND resource_id = $1",
         invitation["id"],
@@ -128,7 +128,7 @@ async def test_a_guest_waits_is_admitted_like_the_patient_and_the_room_says_who_
         "interpreter",
         c.patient.patient_id,
     )
-    listed = await inv_client.get(f"/v1/appointments/{c.appointment_id}/invitations", headers=c.specialist.headers)
+    listed = await sms_client.get(f"/v1/appointments/{c.appointment_id}/invitations", headers=c.specialist.headers)
     assert [i["state"] for i in listed.json()["items"]] == ["joined"]
     # The guest leaves: the call goes on.
     await guest.send(type="leave")
@@ -145,21 +145,21 @@ def _specialist_peer(ready: dict[str, Any]) -> str:
 
 async def test_the_guest_credential_joins_its_own_consultation_and_nothing_else(
     live: Live,
-    inv_client: Client,
-    inv_factory: Factory,
-    inv_twilio: TwilioServer,
-    inv_db: asyncpg.Pool,
+    sms_client: Client,
+    sms_factory: Factory,
+    twilio: TwilioServer,
+    sms_db: asyncpg.Pool,
     consultation: Consultation,
     http: httpx.AsyncClient,
 ) -> None:
     c = consultation
-    _, link = await _invited(inv_client, inv_twilio, c)
-    _, unopened = await _invited(inv_client, inv_twilio, c)
+    _, link = await _invited(sms_client, twilio, c)
+    _, unopened = await _invited(sms_client, twilio, c)
     device = _device()
     await _opened(http, live.urls[1], link, device)
     # Another consultation of the same specialist, with another patient of the post.
-    other_patient = await inv_factory.patient(c.post, token=c.chw.token)
-    other = await inv_factory.post(
+    other_patient = await sms_factory.patient(c.post, token=c.chw.token)
+    other = await sms_factory.post(
         "/v1/appointments",
         {
             "patient_id": str(other_patient),
@@ -184,7 +184,7 @@ async def test_the_guest_credential_joins_its_own_consultation_and_nothing_else(
         errors = [m["code"] for m in signal.seen if m["type"] == "error"]
         assert errors == [code or "invalid_guest_credentials"], (first, signal.seen)
     # When the room has closed (an hour after the end), the link no longer joins.
-    await move(inv_db, c.appointment_id, start_in_min=-150)
+    await move(sms_db, c.appointment_id, start_in_min=-150)
     late = await _guest(live.ws(0), link.token, device, c.appointment_id)
     assert await late.closed_with() == 4409
     assert [m["code"] for m in late.seen if m["type"] == "error"] == ["outside_consultation_window"]
@@ -192,14 +192,14 @@ async def test_the_guest_credential_joins_its_own_consultation_and_nothing_else(
 
 async def test_revoking_takes_a_joined_guest_out_of_the_room_from_the_other_worker(
     live: Live,
-    inv_client: Client,
-    inv_twilio: TwilioServer,
-    inv_db: asyncpg.Pool,
+    sms_client: Client,
+    twilio: TwilioServer,
+    sms_db: asyncpg.Pool,
     consultation: Consultation,
     http: httpx.AsyncClient,
 ) -> None:
     c = consultation
-    invitation, link = await _invited(inv_client, inv_twilio, c, role="family_member", language=None)
+    invitation, link = await _invited(sms_client, twilio, c, role="family_member", language=None)
     device = _device()
     await _opened(http, live.urls[1], link, device)
     specialist = await Signal.open(live.ws(0))
@@ -225,7 +225,7 @@ async def test_revoking_takes_a_joined_guest_out_of_the_room_from_the_other_work
         assert await again.closed_with() == 4403
         assert [m["code"] for m in again.seen if m["type"] == "error"] == ["invitation_revoked"]
     await eventually(
-        inv_db,
+        sms_db,
         "SELECT count(*) FROM audit_events WHERE action = 'revoke_invitation' AND resource_id = $1",
         invitation["id"],
         expect=1,
@@ -235,9 +235,9 @@ async def test_revoking_takes_a_joined_guest_out_of_the_room_from_the_other_work
 
 async def test_two_people_opening_one_link_at_once_one_gets_in(
     live: Live,
-    inv_client: Client,
-    inv_twilio: TwilioServer,
-    inv_db: asyncpg.Pool,
+    sms_client: Client,
+    twilio: TwilioServer,
+    sms_db: asyncpg.Pool,
     consultation: Consultation,
     http: httpx.AsyncClient,
 ) -> None:
@@ -245,7 +245,7 @@ async def test_two_people_opening_one_link_at_once_one_gets_in(
     browser owns the link, the other is told it is used, and only the owner joins the room."""
     c = consultation
     for _ in range(4):  # the consultation's four guests
-        invitation, link = await _invited(inv_client, inv_twilio, c)
+        invitation, link = await _invited(sms_client, twilio, c)
         devices = (_device(), _device())
         answers = await asyncio.gather(
             *(
@@ -265,7 +265,7 @@ async def test_two_people_opening_one_link_at_once_one_gets_in(
         assert (await inside.next("ready"))["state"] == "waiting"
         await inside.send(type="leave")
         await inside.close()
-        outcomes = await inv_db.fetch(
+        outcomes = await sms_db.fetch(
             "SELECT outcome FROM audit_events WHERE action = 'open_invitation' AND resource_id = $1", invitation["id"]
         )
         assert sorted(r["outcome"] for r in outcomes) == ["refused", "success"]

@@ -11,31 +11,42 @@ from typing import Any
 from infra.config import Settings
 from infra.embedded import free_port
 from realtime.guest_page import texts
-from tests.invitations.conftest import Consultation, _twilio_env
-from tests.invitations.test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401 (skipped without chromium)
+from tests.browser import CHROMIUM, GUEST_ARGS, needs_chromium
+from tests.factory import Consultation
 from tests.invitations.test_precall_browser import PHONE_SIZE, _guest_link
 from tests.live import server_env, start_server, wait_ready
+from tests.twilio_app import TwilioAppConfig
 from tests.twilio_server import TwilioServer
+
+pytestmark = needs_chromium
 
 _STATUS = "(text) => document.getElementById('status').textContent === text"
 
 
 async def test_the_guest_page_comes_back_after_a_server_restart_in_its_place(
-    inv_settings: Settings, inv_client: Any, inv_twilio: TwilioServer, consultation: Consultation, tmp_path: Any
+    sms_settings: Settings,
+    sms_client: Any,
+    twilio: TwilioServer,
+    twilio_app_config: TwilioAppConfig,
+    consultation: Consultation,
+    tmp_path: Any,
 ) -> None:
     from playwright.async_api import async_playwright
 
     port = free_port()
     env = server_env(
-        inv_settings, tmp_path, SPEAN_DB_POOL_MAX="3", **_twilio_env(inv_twilio, f"http://127.0.0.1:{port}")
+        sms_settings,
+        tmp_path,
+        SPEAN_DB_POOL_MAX="3",
+        **twilio_app_config.server_env(twilio, f"http://127.0.0.1:{port}"),
     )
     proc = start_server(env, port, tmp_path / "first.log", "--no-migrate")
     wait_ready(port, proc, tmp_path / "first.log")
-    link = await _guest_link(inv_client, inv_twilio, consultation, "fr")
+    link = await _guest_link(sms_client, twilio, consultation, "fr")
     waiting = texts("fr")["join_waiting"]
     try:
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=GUEST_ARGS)
             page = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
             await page.goto(f"http://127.0.0.1:{port}{link}")
             await page.click("#join")

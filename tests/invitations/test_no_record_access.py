@@ -12,7 +12,8 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from tests.invitations.conftest import Consultation, invite, new_guest_phone, sms_link
+from tests.factory import Consultation
+from tests.invitations.conftest import invite, new_guest_phone, sms_link
 from tests.twilio_server import TwilioServer
 
 Client = AsyncTestClient[Litestar]
@@ -38,17 +39,17 @@ RECORD_ROUTES = {
 
 
 async def test_the_guest_credential_reaches_no_route_but_the_call(
-    inv_client: Client, inv_twilio: TwilioServer, consultation: Consultation
+    sms_client: Client, twilio: TwilioServer, consultation: Consultation
 ) -> None:
     c = consultation
     phone = new_guest_phone()
-    created = await invite(inv_client, c.appointment_id, c.specialist.token, phone=phone)
+    created = await invite(sms_client, c.appointment_id, c.specialist.token, phone=phone)
     assert created.status_code == 201, created.text
-    link = await sms_link(inv_twilio, phone)
+    link = await sms_link(twilio, phone)
     device = secrets.token_urlsafe(24)
-    opened = await inv_client.post("/v1/invitations/open", json={"token": link.token, "device": device})
+    opened = await sms_client.post("/v1/invitations/open", json={"token": link.token, "device": device})
     assert opened.status_code == 200, opened.text
-    note = await inv_client.post(
+    note = await sms_client.post(
         f"/v1/patients/{c.patient.patient_id}/record",
         json={"kind": "note", "text": "Interpreter needed: Khmer"},
         headers=c.chw.headers,
@@ -65,7 +66,7 @@ async def test_the_guest_credential_reaches_no_route_but_the_call(
         "ident": str(c.patient.patient_id),
     }
     credentials = [link.token, device, f"{link.token}.{device}", f"{link.token}:{device}", f"{device}{link.token}"]
-    app = inv_client.app
+    app = sms_client.app
     tried: set[str] = set()
     public: set[str] = set()
     for route in app.routes:
@@ -78,7 +79,7 @@ async def test_the_guest_credential_reaches_no_route_but_the_call(
                     continue
                 path = _PARAM.sub(lambda m: ids.get(m[1], str(uuid.uuid4())), route.path)
                 for credential in credentials:
-                    answer = await inv_client.request(
+                    answer = await sms_client.request(
                         method,
                         path,
                         headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"},

@@ -28,9 +28,11 @@ from playwright.async_api import ViewportSize
 from infra.config import Settings
 from infra.embedded import free_port
 from realtime.guest_page import texts
-from tests.invitations.conftest import Consultation, _twilio_env, invite, new_guest_phone, sms_link
-from tests.invitations.test_browser import ARGS, CHROMIUM
+from tests.browser import CHROMIUM, GUEST_ARGS, needs_chromium
+from tests.factory import Consultation
+from tests.invitations.conftest import invite, new_guest_phone, sms_link
 from tests.live import server_env, start_server, wait_ready
+from tests.twilio_app import TwilioAppConfig
 from tests.twilio_server import TwilioServer
 
 IP, TC = shutil.which("ip") or "/usr/sbin/ip", shutil.which("tc") or "/usr/sbin/tc"
@@ -38,9 +40,7 @@ PHONE_SIZE: ViewportSize = {"width": 360, "height": 740}
 LINK_RATE, LINK_QUEUE = "160kbit", "600ms"  # a weak 2G/3G link: below what video needs
 NETEM = "delay 300ms 50ms loss 8%"  # used instead where the kernel has sch_netem
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,17 @@ class Server:
 
 @pytest.fixture(scope="module")
 def echo_server(
-    inv_settings: Settings, inv_twilio: TwilioServer, tmp_path_factory: pytest.TempPathFactory
+    sms_settings: Settings,
+    twilio: TwilioServer,
+    twilio_app_config: TwilioAppConfig,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     """One server on every address (the namespace reaches it through the veth pair)."""
     folder = tmp_path_factory.mktemp("precall")
     port = free_port()
-    env = server_env(inv_settings, folder, SPEAN_DB_POOL_MAX="3", **_twilio_env(inv_twilio, f"http://127.0.0.1:{port}"))
+    env = server_env(
+        sms_settings, folder, SPEAN_DB_POOL_MAX="3", **twilio_app_config.server_env(twilio, f"http://127.0.0.1:{port}")
+    )
     # STUN/TURN as configured for the suite point at nothing here: gathering must not hang on them.
     proc = start_server(env, port, folder / "server.log", "--no-migrate", "--host", "0.0.0.0")  # noqa: S104 (the veth too)
     try:
@@ -128,11 +133,11 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
         _ip("netns", "del", name)
 
 
-async def _guest_link(inv_client: Any, inv_twilio: TwilioServer, c: Consultation, locale: str) -> str:
+async def _guest_link(sms_client: Any, twilio: TwilioServer, c: Consultation, locale: str) -> str:
     phone = new_guest_phone()
-    answer = await invite(inv_client, c.appointment_id, c.specialist.token, phone=phone, locale=locale)
+    answer = await invite(sms_client, c.appointment_id, c.specialist.token, phone=phone, locale=locale)
     assert answer.status_code == 201, answer.text
-    link = await sms_link(inv_twilio, phone)
+    link = await sms_link(twilio, phone)
     return f"/join/{link.locale}#{link.token}"
 
 
@@ -144,7 +149,7 @@ async def _check(
     from playwright.async_api import async_playwright
 
     pw = await async_playwright().start()
-    args = [*ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"] if secure else ARGS
+    args = [*GUEST_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"] if secure else GUEST_ARGS
     browser = await pw.chromium.launch(executable_path=executable, args=args)
     page = await (await browser.new_context(**context_args)).new_page()
     await page.goto(url, timeout=60_000)
@@ -157,9 +162,9 @@ async def _check(
 
 
 async def test_on_an_open_link_the_check_finds_video_fine(
-    echo_server: Server, inv_client: Any, inv_twilio: TwilioServer, consultation: Consultation
+    echo_server: Server, sms_client: Any, twilio: TwilioServer, consultation: Consultation
 ) -> None:
-    link = await _guest_link(inv_client, inv_twilio, consultation, "en")
+    link = await _guest_link(sms_client, twilio, consultation, "en")
     pw, browser, page, state = await _check(
         CHROMIUM, echo_server.url() + link, {"viewport": PHONE_SIZE, "is_mobile": True}
     )
@@ -185,9 +190,9 @@ async def test_on_an_open_link_the_check_finds_video_fine(
 
 
 async def test_on_a_throttled_link_the_check_suggests_sound_only_and_the_guest_joins_so(
-    echo_server: Server, throttled: Namespace, inv_client: Any, inv_twilio: TwilioServer, consultation: Consultation
+    echo_server: Server, throttled: Namespace, sms_client: Any, twilio: TwilioServer, consultation: Consultation
 ) -> None:
-    link = await _guest_link(inv_client, inv_twilio, consultation, "km")
+    link = await _guest_link(sms_client, twilio, consultation, "km")
     pw, browser, page, state = await _check(
         throttled.chromium,
         echo_server.url(throttled.host_ip) + link,
@@ -225,7 +230,7 @@ async def test_the_patients_consultation_page_checks_before_joining(
 
     c = consultation
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=GUEST_ARGS)
         try:
             page = await (await browser.new_context(viewport=PHONE_SIZE, is_mobile=True)).new_page()
             await page.goto(

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from infra.config import Settings
 from realtime.echo import EchoPeers
 from spean.app import create_app
-from tests.factory import Factory, auth
-from tests.invitations.conftest import Consultation, Link, invite, new_guest_phone, sms_link
+from tests.factory import Consultation, Factory, auth
+from tests.invitations.conftest import Link, invite, new_guest_phone, sms_link
 from tests.twilio_server import TwilioServer
 
 Client = AsyncTestClient[Litestar]
@@ -48,11 +48,11 @@ def _grey() -> VideoFrame:
 
 
 @pytest.fixture
-async def small(inv_settings: Settings) -> AsyncIterator[Client]:
+async def small(sms_settings: Settings) -> AsyncIterator[Client]:
     """An app whose worker keeps one echo peer at most, for 2 s, and lets a link be opened 3
     times and an address 5 times per window."""
     settings = msgspec.structs.replace(
-        inv_settings, echo_peers_max=1, echo_seconds=2, invitation_open_per_ip=5, invitation_open_per_token=3
+        sms_settings, echo_peers_max=1, echo_seconds=2, invitation_open_per_ip=5, invitation_open_per_token=3
     )
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
@@ -85,12 +85,12 @@ def _tracks(pc: RTCPeerConnection) -> asyncio.Queue[Any]:
     return queue
 
 
-async def test_the_patient_gets_their_own_frames_back(inv_client: Client, consultation: Consultation) -> None:
+async def test_the_patient_gets_their_own_frames_back(sms_client: Client, consultation: Consultation) -> None:
     pc = RTCPeerConnection()
     frames = _tracks(pc)
     try:
         sdp = await _offer(pc)
-        answer = await inv_client.post(
+        answer = await sms_client.post(
             "/v1/rtc/echo",
             json={"appointment_id": str(consultation.appointment_id), "sdp": sdp},
             headers=auth(consultation.patient.token),
@@ -110,41 +110,41 @@ async def _guest_link(client: Client, twilio: TwilioServer, c: Consultation) -> 
 
 
 async def test_a_guest_tests_with_their_opened_link_and_nobody_else_does(
-    inv_client: Client, inv_twilio: TwilioServer, consultation: Consultation, inv_factory: Factory
+    sms_client: Client, twilio: TwilioServer, consultation: Consultation, sms_factory: Factory
 ) -> None:
-    link = await _guest_link(inv_client, inv_twilio, consultation)
+    link = await _guest_link(sms_client, twilio, consultation)
     device = secrets.token_urlsafe(24)
     keys = {"token": link.token, "device": device}
     # Not opened yet on this browser: no STUN/TURN, no echo.
-    refused = await inv_client.post("/v1/invitations/ice-servers", json=keys)
+    refused = await sms_client.post("/v1/invitations/ice-servers", json=keys)
     assert (refused.status_code, refused.json()["code"]) == (401, "invalid_guest_credentials")
-    assert (await inv_client.post("/v1/invitations/open", json=keys)).status_code == 200
-    ice = await inv_client.post("/v1/invitations/ice-servers", json=keys)
+    assert (await sms_client.post("/v1/invitations/open", json=keys)).status_code == 200
+    ice = await sms_client.post("/v1/invitations/ice-servers", json=keys)
     assert ice.status_code == 200, ice.text
     turn = [s for s in ice.json()["ice_servers"] if s.get("credential")]
     assert turn
-    assert turn[0]["username"].endswith(":guest:" + (await _invitation_id(inv_client, consultation)))
+    assert turn[0]["username"].endswith(":guest:" + (await _invitation_id(sms_client, consultation)))
     pc = RTCPeerConnection()
     frames = _tracks(pc)
     try:
-        answer = await inv_client.post("/v1/invitations/echo", json={**keys, "sdp": await _offer(pc)})
+        answer = await sms_client.post("/v1/invitations/echo", json={**keys, "sdp": await _offer(pc)})
         assert answer.status_code == 200, answer.text
         await _own_frames_back(pc, answer.json(), frames)
     finally:
         await pc.close()
     # Another browser with the same link, a signed-in stranger, nobody: refused.
-    stranger = await inv_client.post(
+    stranger = await sms_client.post(
         "/v1/invitations/echo", json={"token": link.token, "device": secrets.token_urlsafe(24), "sdp": "v=0"}
     )
     assert (stranger.status_code, stranger.json()["code"]) == (401, "invalid_guest_credentials")
-    other = await inv_factory.scene()
-    foreign = await inv_client.post(
+    other = await sms_factory.scene()
+    foreign = await sms_client.post(
         "/v1/rtc/echo",
         json={"appointment_id": str(consultation.appointment_id), "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"},
         headers=auth(other.specialist.token),
     )
     assert (foreign.status_code, foreign.json()["code"]) == (403, "not_a_participant")
-    anonymous = await inv_client.post(
+    anonymous = await sms_client.post(
         "/v1/rtc/echo", json={"appointment_id": str(consultation.appointment_id), "sdp": "v=0"}
     )
     assert anonymous.status_code == 401
@@ -155,15 +155,15 @@ async def _invitation_id(client: Client, c: Consultation) -> str:
     return str(listed.json()["items"][-1]["id"])
 
 
-async def test_an_offer_that_is_not_one_is_refused(inv_client: Client, consultation: Consultation) -> None:
+async def test_an_offer_that_is_not_one_is_refused(sms_client: Client, consultation: Consultation) -> None:
     for sdp, code in [("hello", "invalid_sdp"), ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "invalid_sdp")]:
-        answer = await inv_client.post(
+        answer = await sms_client.post(
             "/v1/rtc/echo",
             json={"appointment_id": str(consultation.appointment_id), "sdp": sdp},
             headers=auth(consultation.patient.token),
         )
         assert (answer.status_code, answer.json()["code"]) == (422, code), answer.text
-    assert inv_client.app.state.rtc_echo.open == 0  # a refused offer keeps no peer
+    assert sms_client.app.state.rtc_echo.open == 0  # a refused offer keeps no peer
 
 
 async def test_a_worker_keeps_no_more_echo_peers_than_its_cap_and_closes_each_in_time(
@@ -199,12 +199,12 @@ async def test_a_worker_keeps_no_more_echo_peers_than_its_cap_and_closes_each_in
 
 
 async def test_opening_links_is_rate_limited_per_link_and_per_address(
-    small: Client, inv_client: Client, inv_twilio: TwilioServer, consultation: Consultation, inv_settings: Settings
+    small: Client, sms_client: Client, twilio: TwilioServer, consultation: Consultation, sms_settings: Settings
 ) -> None:
-    redis = Redis.from_url(inv_settings.redis_url)
+    redis = Redis.from_url(sms_settings.redis_url)
     await redis.delete("spean:rate:invitation_open:ip:testclient")  # this test's address, from earlier runs
     await redis.aclose()
-    link = await _guest_link(inv_client, inv_twilio, consultation)
+    link = await _guest_link(sms_client, twilio, consultation)
     keys = {"token": link.token, "device": secrets.token_urlsafe(24)}
     for _ in range(3):  # a reload, an answer lost: the same browser opens again
         assert (await small.post("/v1/invitations/open", json=keys)).status_code == 200

@@ -17,7 +17,7 @@ from infra.config import Settings
 from infra.embedded import free_port
 from tests.factory import Factory, Staff, new_phone
 from tests.fhir.test_resources import validate
-from tests.live import server_env, start_server, wait_ready
+from tests.live import server_env, serving
 from tests.national.test_registration import CCCD, new_cccd
 
 Client = AsyncTestClient[Litestar]
@@ -146,14 +146,8 @@ def live(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     folder = tmp_path_factory.mktemp("national")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = folder / "server.log"
-    proc = start_server(server_env(settings, folder, SPEAN_PUBLIC_BASE_URL=base), port, log, "--no-migrate")
-    try:
-        wait_ready(port, proc, log)
+    with serving(server_env(settings, folder, SPEAN_PUBLIC_BASE_URL=base), [port], folder, "--no-migrate"):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 async def test_fhirpy_searches_by_national_identifier_and_matches(live: str, people: People) -> None:

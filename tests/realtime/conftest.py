@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,8 @@ import pytest
 
 from infra.config import Settings
 from infra.embedded import free_port
-from tests.factory import Factory, PatientLogin, Staff
-from tests.live import server_env, start_server, wait_ready
+from tests.factory import Consultation, Factory
+from tests.live import server_env, serving, start_server, wait_ready
 
 
 @dataclass
@@ -47,10 +46,7 @@ def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         SPEAN_STUN_URLS="stun:127.0.0.1:3478",
     )
     ports = [free_port(), free_port()]
-    procs = [start_server(env, port, folder / f"server-{port}.log", "--no-migrate") for port in ports]
-    try:
-        for port, proc in zip(ports, procs, strict=True):
-            wait_ready(port, proc, folder / f"server-{port}.log")
+    with serving(env, ports, folder, "--no-migrate") as procs:
         yield Servers(
             f"ws://127.0.0.1:{ports[0]}",
             f"ws://127.0.0.1:{ports[1]}",
@@ -60,24 +56,8 @@ def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             ports,
             folder,
         )
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(15)
-
-
-@dataclass(frozen=True)
-class Consultation:
-    appointment_id: uuid.UUID
-    specialist: Staff
-    chw: Staff
-    patient: PatientLogin
 
 
 @pytest.fixture
 async def consultation(factory: Factory) -> Consultation:
-    """An appointment starting in five minutes: its room is open."""
-    scene = await factory.scene()
-    patient, appointment_id = await factory.consultation_soon(scene)
-    return Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    return await factory.consultation()

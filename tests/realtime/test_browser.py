@@ -4,12 +4,10 @@ the same signalling server, and the patient receives the page's camera video."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 
 import asyncpg
-import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
@@ -17,24 +15,12 @@ from av import VideoFrame
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
 from infra.config import Settings
+from tests.browser import ARGS, CHROMIUM, needs_chromium
+from tests.factory import Consultation
 from tests.realtime.client import Signal
-from tests.realtime.conftest import Consultation, Servers
+from tests.realtime.conftest import Servers
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
+pytestmark = needs_chromium
 
 
 async def test_specialist_page_calls_an_aiortc_patient(

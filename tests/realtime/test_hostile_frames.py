@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from tests.factory import Consultation
 from tests.realtime.client import Signal
-from tests.realtime.conftest import Consultation, Servers
+from tests.realtime.conftest import Servers
 
 _DEEP_OBJECT = '{"a":' * 5000 + "1" + "}" * 5000
 HOSTILE_FRAMES: list[str | bytes] = [

@@ -29,8 +29,8 @@ from websockets.exceptions import ConnectionClosed
 
 from infra.config import Settings
 from infra.embedded import free_port
+from tests.factory import Consultation
 from tests.live import server_env, start_server, wait_ready
-from tests.realtime.conftest import Consultation
 
 DRAIN_S = 1.5
 # Ten of the balancer's health intervals: what a deployment waits between two pods' restarts

@@ -15,9 +15,9 @@ import httpx
 from domain.identity.tokens import issue_access_token
 from domain.principal import Principal
 from infra.config import Settings
-from tests.factory import Factory, auth
+from tests.factory import Consultation, Factory, auth
 from tests.realtime.client import Signal
-from tests.realtime.conftest import Consultation, Servers
+from tests.realtime.conftest import Servers
 
 
 async def test_waiting_room_relay_across_workers_resume_and_end(

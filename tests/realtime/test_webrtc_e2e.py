@@ -10,8 +10,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
+from tests.factory import Consultation
 from tests.realtime.client import Signal
-from tests.realtime.conftest import Consultation, Servers
+from tests.realtime.conftest import Servers
 
 
 async def test_aiortc_peers_exchange_video_and_data_across_workers(

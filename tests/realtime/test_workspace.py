@@ -5,7 +5,6 @@ size; and its API, GET /v1/me/consultation-queue."""
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from datetime import UTC, datetime
 from importlib import resources
@@ -22,9 +21,9 @@ from consult_reports import fonts
 from infra.config import Settings
 from realtime.guest_page import LANGUAGES
 from realtime.rooms import Rooms
-from tests.factory import Factory, Scene, move
-from tests.realtime.conftest import Consultation, Servers
-from tests.realtime.test_browser import ARGS, CHROMIUM
+from tests.browser import ARGS, CHROMIUM, needs_chromium
+from tests.factory import Consultation, Factory, Scene, move
+from tests.realtime.conftest import Servers
 
 TABLET: ViewportSize = {"width": 1024, "height": 768}
 
@@ -88,9 +87,6 @@ async def _clocks_at_midday(db: asyncpg.Pool, scene: Scene) -> None:
     await db.execute("UPDATE facilities SET timezone = $1 WHERE id = ANY($2::uuid[])", zone, [scene.centre, scene.post])
 
 
-pytestmark_browser = pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
-
-
 def _fonts_missing() -> str | None:
     """Why the report cannot be written here (it needs fonts-khmeros and fonts-dejavu-core), or None."""
     try:
@@ -104,7 +100,7 @@ def _fonts_missing() -> str | None:
 needs_report_fonts = pytest.mark.skipif(_fonts_missing() is not None, reason=str(_fonts_missing()))
 
 
-@pytestmark_browser
+@needs_chromium
 @needs_report_fonts
 async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consultation(
     rtc_servers: Servers, factory: Factory, db: asyncpg.Pool
@@ -114,7 +110,7 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
     scene: Scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     await _clocks_at_midday(db, scene)
-    c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    c = Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
     seeded = await _prepare(factory, db, c, scene.post, check_in=False)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -228,7 +224,7 @@ async def test_the_workspace_shows_the_queue_the_summary_and_completes_the_consu
     )
 
 
-@pytestmark_browser
+@needs_chromium
 async def test_another_facilitys_specialist_sees_nothing_of_the_patient(
     rtc_servers: Servers, factory: Factory, db: asyncpg.Pool
 ) -> None:
@@ -237,7 +233,7 @@ async def test_another_facilitys_specialist_sees_nothing_of_the_patient(
     scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     await _clocks_at_midday(db, scene)
-    c = Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    c = Consultation(appointment_id, scene.specialist, scene.chw, patient, scene.centre, scene.post)
     seeded = await _prepare(factory, db, c, scene.post)
     stranger = await factory.staff(await factory.facility())
     async with async_playwright() as pw:

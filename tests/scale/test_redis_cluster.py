@@ -41,10 +41,9 @@ from sms import conversation
 from sms.outbox import SmsOutbox, budget_key, policy_from
 from sms.sender import LogSmsSender
 from sms.ussd.session import Session, SessionStore
-from tests.factory import Factory
+from tests.factory import Consultation, Factory
 from tests.fault.servers import wait_until
-from tests.live import server_env, start_server, wait_ready
-from tests.realtime.conftest import Consultation
+from tests.live import server_env, serving
 from tests.realtime.test_rolling_restart import Peer
 from tests.scale.redis_servers import Cluster, own_cluster
 from tests.scale.servers import until
@@ -73,24 +72,13 @@ class TwoProcesses:
 def two_processes(settings: Settings, cluster: Cluster, tmp_path: Path) -> Iterator[TwoProcesses]:
     env = server_env(settings, tmp_path, REDIS_URL=cluster.url, SPEAN_RTC_GRACE="60")
     ports = [free_port(), free_port()]
-    procs = [start_server(env, port, tmp_path / f"server-{port}.log", "--no-migrate") for port in ports]
-    try:
-        for port, proc in zip(ports, procs, strict=True):
-            wait_ready(port, proc, tmp_path / f"server-{port}.log")
+    with serving(env, ports, tmp_path, "--no-migrate") as procs:
         yield TwoProcesses([f"127.0.0.1:{p}" for p in ports], procs)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(15)
 
 
 @pytest.fixture
 async def consultation(factory: Factory) -> Consultation:
-    """An appointment starting in five minutes: its room is open."""
-    scene = await factory.scene()
-    patient, appointment_id = await factory.consultation_soon(scene)
-    return Consultation(appointment_id, scene.specialist, scene.chw, patient)
+    return await factory.consultation()
 
 
 async def _relayed(sender: Peer, receiver: Peer, text: str, within_s: float = 5) -> bool:

@@ -1,10 +1,10 @@
-"""An app sending through the real Twilio SDK to a local Twilio-speaking server (tests/twilio_server.py),
-on its own database so the main suite's app (log sender) never claims its messages."""
+"""An app sending through the real Twilio SDK to a local Twilio-speaking server, on its own
+database so the main suite's app (log sender) never claims its messages (tests/twilio_app.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -13,14 +13,14 @@ from litestar.testing import AsyncTestClient
 from twilio.request_validator import RequestValidator
 
 from infra import redis_client
-from infra.config import Settings, load_settings
-from infra.db import create_pool
+from infra.config import Settings
 from sms.outbox import SmsOutbox, policy_from
 from sms.sender import LogSmsSender
-from spean.app import create_app
-from tests.conftest import new_database
-from tests.factory import Factory
-from tests.twilio_server import TwilioServer, running
+from tests import twilio_app
+from tests.twilio_app import TwilioAppConfig
+
+# This package's own app (tests/twilio_app.py).
+twilio, sms_database_url, sms_settings, sms_client, sms_db, sms_factory = twilio_app.FIXTURES
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-test-auth-token"
@@ -28,65 +28,19 @@ FROM_NUMBER = "+85523900900"
 PUBLIC_BASE_URL = "https://spean.example.org"
 
 
-@pytest.fixture(scope="session")
-def twilio() -> Iterator[TwilioServer]:
-    with running(ACCOUNT_SID, AUTH_TOKEN) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-async def sms_database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
-    async with new_database(servers[0], "spean_test_sms") as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def sms_settings(sms_database_url: str, settings: Settings, twilio: TwilioServer) -> Settings:
-    return load_settings(
-        {
-            "SPEAN_SMS_SENDER": "twilio",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_FROM_NUMBER": FROM_NUMBER,
-            "TWILIO_API_BASE_URL": twilio.base_url,
-            "SPEAN_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-            "SPEAN_SMS_HOURLY_BUDGET": str(10**9),  # shared by every run on this Redis (tests/conftest.py)
-        },
-        env="test",
-        database_url=sms_database_url,
-        redis_url=settings.redis_url,
-        data_dir=settings.data_dir,
-        secret_key=settings.secret_key,
-        auto_migrate=False,
-        log_level="warning",
-        otp_per_ip_per_hour=100_000,
+@pytest.fixture(scope="package")
+def twilio_app_config() -> TwilioAppConfig:
+    return TwilioAppConfig(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        from_number=FROM_NUMBER,
+        database_prefix="spean_test_sms",
+        public_base_url=PUBLIC_BASE_URL,
+        settings={"otp_per_ip_per_hour": 100_000},
     )
 
 
-@pytest.fixture(scope="session")
-def sms_app(sms_settings: Settings) -> Litestar:
-    return create_app(sms_settings)
-
-
-@pytest.fixture(scope="session")
-async def sms_client(sms_app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(sms_app) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="session")
-async def sms_db(sms_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(sms_database_url, min_size=1, max_size=5)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="session")
-async def sms_factory(sms_client: AsyncTestClient[Litestar], sms_db: asyncpg.Pool, sms_settings: Settings) -> Factory:
-    return Factory(sms_client, sms_db, sms_settings)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def sms_queue(sms_db: asyncpg.Pool, sms_settings: Settings) -> AsyncIterator[SmsOutbox]:
     """The ledger as the domain writes to it, on the tests' own loop (the app's outbox lives on
     the test client's loop): what it queues, the app's sender loop sends through Twilio."""

@@ -5,6 +5,7 @@ owner sees any of it; to anyone else, and once cancelled or expired, it is 404."
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
@@ -26,6 +27,10 @@ from domain.export.jobs import Job
 from domain.principal import Principal
 from infra.config import Settings
 from infra.storage import BlobStore
+
+# A file's name as file_url writes it: its index in the manifest. ASCII digits only, and few: a
+# name such as "².ndjson" (str.isdigit) or thousands of digits is no file, not an int() error.
+_FILE_NAME = re.compile(r"(0|[1-9][0-9]{0,5})\.ndjson", re.ASCII)
 
 
 def file_url(settings: Settings, job_id: uuid.UUID, index: int) -> str:
@@ -85,11 +90,11 @@ class BulkStatusController(Controller):
         principal: Principal = request.scope["user"]  # the caller dependencies chain through the transaction
         async with request.app.state.pool.acquire() as conn:
             job = await jobs.owned(conn, principal, job_id)
-        index, _, suffix = name.partition(".")
-        if job.status != "completed" or suffix != "ndjson" or not index.isdigit() or int(index) >= len(job.output):
+        named = _FILE_NAME.fullmatch(name)
+        if job.status != "completed" or named is None or int(named[1]) >= len(job.output):
             raise NotFound("export_file_not_found", "no such file in this export")
         blobs: BlobStore = request.app.state.blobs
-        pieces = await blobs.chunks(job.output[int(index)].key)
+        pieces = await blobs.chunks(job.output[int(named[1])].key)
         if pieces is None:
             raise NotFound("export_file_not_found", "this file is no longer stored")
         return Stream(_relay(pieces), media_type=NDJSON[0])

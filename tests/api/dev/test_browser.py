@@ -4,7 +4,6 @@ code and walk to a booking and to the appointment list. And a production server 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +15,9 @@ import pytest
 from infra.config import Settings
 from infra.embedded import free_port
 from sms import texts
+from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.factory import Factory, Network, new_phone
 from tests.live import server_env, start_server, wait_ready
-from tests.realtime.test_browser import ARGS, CHROMIUM
-
-needs_chromium = pytest.mark.skipif(
-    shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"
-)
 
 
 def _serve(settings: Settings, folder: Path, env_name: str) -> Iterator[str]:
