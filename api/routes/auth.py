@@ -106,9 +106,12 @@ class AuthController(Controller):
         token = await refresh.issue(conn, user_id, settings.refresh_token_ttl_s)
         return await _token_pair(conn, request, user_id, token)
 
-    # Every effect is in the database transaction, and a reuse is only revoked once no kept
-    # answer of the same Idempotency-Key explains it (after_rollback): the key is written with
-    # the answer, one round trip less than claiming it first.
+    # Every effect is in the database transaction, so the Idempotency-Key is written with the
+    # answer (one round trip less than claiming it first). A reuse is revoked after the request's
+    # transaction rolled back (after_rollback): only then is the token's row lock, which a loser of
+    # a concurrent rotation holds, released (revoking before, from another connection, waited for
+    # it until the command timeout: a 503 and no revocation), and only if no kept answer of the
+    # same key explains the reuse (the phone's own resend gets that answer instead).
     @post("/refresh", status_code=HTTP_200_OK, opt={**_PUBLIC, **LATE_KEY}, summary="Rotate a refresh token")
     async def refresh_tokens(
         self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], settings: Config, conn: Conn

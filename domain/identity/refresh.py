@@ -16,7 +16,9 @@ from infra.db import Connection
 
 class RefreshTokenReused(Unauthenticated):
     """A used token came back. The caller must revoke `family_id` in a transaction of its own:
-    the request's transaction rolls back with this error, and the revocation must survive it."""
+    the request's transaction rolls back with this error, and the revocation must survive it.
+    Only once that transaction has ended: a loser of a concurrent rotation holds the token's row
+    lock (see _ROTATE), which a revocation from inside the request would wait on for ever."""
 
     def __init__(self, family_id: uuid.UUID) -> None:
         super().__init__("refresh_token_reused", "refresh token used twice: the session is revoked")
@@ -49,11 +51,12 @@ class Rotated(NamedTuple):
 
 
 # One statement: read the token with its user, claim it, issue its successor, and read the user's
-# roles for the access token (six round trips became one). The claim is a conditional UPDATE
-# (used_at IS NULL, re-checked on the row's latest version if a concurrent rotation holds it)
-# rather than a row lock, so a reuse is detected without this transaction holding locks that the
-# caller's revocation would wait on. It is skipped when the snapshot already refuses the token;
-# the expiry is left to the caller's clock, which rolls a claim of an expired token back.
+# roles for the access token (five round trips became one). The claim is a conditional UPDATE:
+# a concurrent rotation of the same token waits for the first to end, then re-checks used_at on
+# the row's latest version and claims nothing, so one of them wins. The loser keeps that row
+# locked until its transaction ends (PostgreSQL locks the latest version before re-checking it),
+# hence RefreshTokenReused's rule. The claim is skipped when the snapshot already refuses the
+# token; the expiry is left to the caller's clock, which rolls a claim of an expired token back.
 _ROTATE = """
     WITH t AS MATERIALIZED (
         SELECT t.id, t.user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at, u.disabled_at, u.is_system_admin
