@@ -38,6 +38,13 @@ dropped and the route's exception handling answers instead, exactly as if the ha
 (api.errors, the one mapper; a lost race runs the request again, as below). A handler that
 answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
 
+One read (routes marked ONE_READ: record reads): the handler's whole work is ONE statement that
+reads and audits itself (domain.record.reads inserts the read's audit events in the statement
+that reads the rows), so it runs in that statement's own implicit transaction: the read and its
+audit commit together or not at all, without the BEGIN and COMMIT round trips that were two
+thirds of such a request's database traffic. Nothing else writes: a refusal inserts nothing and
+is audited apart (it would be rolled back otherwise too). Only without an Idempotency-Key (a GET).
+
 Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
 release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
 Retry-After, never a bare 500, and the half-dead connection is terminated rather than pooled.
@@ -75,11 +82,14 @@ log = structlog.get_logger(__name__)
 
 SCOPE_CONN = "spean.conn"
 SCOPE_AFTER_COMMIT = "spean.after_commit"  # callables run once the request's transaction committed
+SCOPE_AFTER_ROLLBACK = "spean.after_rollback"  # callables run once the request was refused
 SCOPE_FINAL = "spean.final"  # the attempt's _Final: the statement a ONE_STATEMENT route hands over
 NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no database
 LATE_KEY = {"idempotency": "late"}  # route opt: claim the Idempotency-Key with the answer (see above)
 # Route opt: the handler only reads and hands its one write to `finish_with` (see above).
 ONE_STATEMENT = {"idempotency": "late", "transaction": "one_statement"}
+# Route opt: the handler's only database work is one statement, its own transaction (see above).
+ONE_READ = {"transaction": "one_read"}
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
@@ -180,6 +190,19 @@ class TransactionMiddleware:
             messages = problem_messages(
                 scope, 503, "concurrent_update", "the request met a concurrent one: send it again", retry_after_s=1
             )
+        if not _succeeded(messages):
+            # Refused, and settled so (a late key's kept answer would have replaced the refusal):
+            # what must outlive the rolled-back transaction goes now, before the answer leaves.
+            failed: list[Callable[[], Awaitable[None]]] = scope.get(SCOPE_AFTER_ROLLBACK, [])  # type: ignore[assignment]
+            try:
+                for callback in failed:
+                    await callback()
+            except Exception as exc:
+                if (dependency := outage.unavailable(exc)) is None:
+                    raise
+                dependency.down(exc)
+                await _send_unavailable(send, scope, dependency)
+                return
         for message in messages:
             await send(message)
         if _succeeded(messages):
@@ -201,6 +224,7 @@ class TransactionMiddleware:
         scope = request.scope
         scope.pop(RETRY_SCOPE_KEY, None)  # type: ignore[misc]
         scope[SCOPE_AFTER_COMMIT] = []  # type: ignore[literal-required]  # a rolled-back attempt's go with it
+        scope[SCOPE_AFTER_ROLLBACK] = []  # type: ignore[literal-required]
         if not fresh:  # the framework's own exception handling must not think the answer has left
             ScopeState.from_scope(scope).response_started = False
         principal = _principal_of(scope)
@@ -210,10 +234,11 @@ class TransactionMiddleware:
         one_statement = (
             handler is not None and handler.opt.get("transaction") == "one_statement" and (request.key is None or late)
         )
+        one_read = handler is not None and handler.opt.get("transaction") == "one_read" and request.key is None
         captured: list[Message] = []
         async with reads.connection(scope) as conn:  # the primary's, or a replica's (api.reads)
             try:
-                async with contextlib.nullcontext() if one_statement else conn.transaction():
+                async with contextlib.nullcontext() if one_statement or one_read else conn.transaction():
                     fingerprint = b""
                     if request.key is not None:
                         fingerprint = _fingerprint(scope, request.body.complete)
@@ -348,7 +373,9 @@ async def _kept_answer(request: _Request) -> list[Message] | None:
         try:
             if await _claim(conn, principal, request.key, fingerprint, state.settings.idempotency_ttl_s):
                 return None
+            # The answer is the kept one (or a 422 for another body), as if this run never happened.
             scope[SCOPE_AFTER_COMMIT] = []  # type: ignore[literal-required]  # the failed run's go with it
+            scope[SCOPE_AFTER_ROLLBACK] = []  # type: ignore[literal-required]
             return await _replay(conn, scope, principal, request.key, fingerprint)
         finally:
             await transaction.rollback()
@@ -458,6 +485,13 @@ def finish_with(scope: Scope, statement: Statement) -> None:
     if final.statement is not None:
         raise RuntimeError("a request hands over one statement")
     final.statement = statement
+
+
+def after_rollback(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once this request is answered with an error and its transaction rolled back,
+    before the answer leaves; never if it succeeded, nor if its Idempotency-Key replays a kept
+    answer instead (a late key: the refusal met the effects of the request's own earlier run)."""
+    scope.setdefault(SCOPE_AFTER_ROLLBACK, []).append(callback)  # type: ignore[misc]
 
 
 def after_commit(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:

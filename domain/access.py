@@ -99,10 +99,20 @@ async def _home_if(
     )
     if row is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
-    if not row["allowed"]:
-        raise Forbidden("patient_access_denied", detail)
+    refuse_unless(row["allowed"], detail)
     home: uuid.UUID = row["home_facility_id"]
     return home
+
+
+def refuse_unless(allowed: bool, detail: str = "you may not access this patient's data") -> None:
+    """The refusal of a patient that PATIENT_VISIBLE (or another rule) did not allow."""
+    if not allowed:
+        raise Forbidden("patient_access_denied", detail)
+
+
+def may_write_record(principal: Principal) -> bool:
+    """The role half of require_can_write_record (the other half is PATIENT_VISIBLE)."""
+    return any(principal.has_role(role) for role in CLINICAL_ROLES)
 
 
 def require_system_admin(principal: Principal) -> None:
@@ -177,7 +187,7 @@ async def require_can_write_record(conn: Connection, principal: Principal, patie
 
     Returns the patient's home facility."""
     home = await require_can_read_patient(conn, principal, patient_id)
-    if not any(principal.has_role(role) for role in CLINICAL_ROLES):
+    if not may_write_record(principal):
         raise Forbidden("role_required", "only a CHW, clinician or specialist writes to the record")
     return home
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import structlog
@@ -13,13 +14,13 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from api.deps import Config, Conn
 from api.negotiation import NegotiatedResponse
 from api.schemas import OtpRequest, OtpSent, RefreshRequest, TokenPair, TokenRequest
-from api.transaction import send_after_commit
+from api.transaction import LATE_KEY, after_rollback, send_after_commit
 from domain.errors import InvalidInput, Unauthenticated
 from domain.identity import refresh, users
 from domain.identity.tokens import issue_access_token
 from domain.phone import normalize
 from infra.config import Settings
-from infra.db import Connection
+from infra.db import Connection, Pool
 from sms import texts
 from sms.outbox import SmsOutbox
 
@@ -33,6 +34,11 @@ async def _token_pair(conn: Connection, request: Request[Any, Any, Any], user_id
     principal = await users.load_principal(conn, user_id)
     access = issue_access_token(principal, request.app.state.secret_key, settings.access_token_ttl_s)
     return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=settings.access_token_ttl_s)
+
+
+async def _revoke_family(pool: Pool, family_id: uuid.UUID) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await refresh.revoke_family(conn, family_id)
 
 
 class AuthController(Controller):
@@ -99,17 +105,24 @@ class AuthController(Controller):
         token = await refresh.issue(conn, user_id, settings.refresh_token_ttl_s)
         return await _token_pair(conn, request, user_id, token)
 
-    @post("/refresh", status_code=HTTP_200_OK, opt=_PUBLIC, summary="Rotate a refresh token")
+    # Every effect is in the database transaction, so the Idempotency-Key is written with the
+    # answer (one round trip less than claiming it first). A reuse is revoked after the request's
+    # transaction rolled back (after_rollback): only then is the token's row lock, which a loser of
+    # a concurrent rotation holds, released (revoking before, from another connection, waited for
+    # it until the command timeout: a 503 and no revocation), and only if no kept answer of the
+    # same key explains the reuse (the phone's own resend gets that answer instead).
+    @post("/refresh", status_code=HTTP_200_OK, opt={**_PUBLIC, **LATE_KEY}, summary="Rotate a refresh token")
     async def refresh_tokens(
         self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest], settings: Config, conn: Conn
     ) -> TokenPair:
         try:
-            user_id, token = await refresh.rotate(conn, data.refresh_token, settings.refresh_token_ttl_s)
+            principal, token = await refresh.rotate(conn, data.refresh_token, settings.refresh_token_ttl_s)
         except refresh.RefreshTokenReused as reused:
-            async with request.app.state.pool.acquire() as own, own.transaction():
-                await refresh.revoke_family(own, reused.family_id)
+            # The request's transaction rolls back with the 401; the revocation must survive it.
+            after_rollback(request.scope, partial(_revoke_family, request.app.state.pool, reused.family_id))
             raise
-        return await _token_pair(conn, request, user_id, token)
+        access = issue_access_token(principal, request.app.state.secret_key, settings.access_token_ttl_s)
+        return TokenPair(access_token=access, refresh_token=token, expires_in=settings.access_token_ttl_s)
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, opt=_PUBLIC, summary="Revoke a session")
     async def logout(self, data: JSONBody[RefreshRequest], conn: Conn) -> None:

@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn, DbPool
-from api.transaction import LATE_KEY
+from api.transaction import LATE_KEY, ONE_READ
 from domain.fields import Reason, Version
 from domain.record import consultation, service
 from domain.record.consultation import Completed, ConsultationResults
@@ -44,7 +44,8 @@ class RecordController(Controller):
     ) -> Entry:
         return await service.write(conn, principal, patient_id, data)
 
-    @get("/v1/patients/{patient_id:uuid}/record", summary="A patient's current record, most recent first")
+    # Reads are one statement each, which audits itself (domain.record.reads): no BEGIN/COMMIT.
+    @get("/v1/patients/{patient_id:uuid}/record", opt=ONE_READ, summary="A patient's current record, most recent first")
     async def patient_record(
         self,
         patient_id: FromPath[uuid.UUID],
@@ -60,7 +61,7 @@ class RecordController(Controller):
         )
         return RecordPage(items=items)
 
-    @get("/v1/record/{entry_id:uuid}", summary="The current version of an entry")
+    @get("/v1/record/{entry_id:uuid}", opt=ONE_READ, summary="The current version of an entry")
     async def read(self, entry_id: FromPath[uuid.UUID], conn: Conn, principal: Caller, pool: DbPool) -> Entry:
         return await service.get(conn, principal, entry_id, pool=pool)
 

@@ -11,8 +11,9 @@ import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from domain.identity import refresh, users
 from domain.identity.otp import OtpPolicy, OtpService
-from domain.identity.tokens import issue_access_token
+from domain.identity.tokens import VerifiedTokens, issue_access_token
 from domain.principal import Principal
 from infra import redis_client, redis_keys
 from infra.config import Settings
@@ -196,6 +197,55 @@ class TestTokens:
         assert reused.json()["code"] == "refresh_token_reused"
         after = await client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
         assert after.json()["code"] == "refresh_token_revoked"
+
+    async def test_a_retry_with_the_same_key_replays_and_keeps_the_session(
+        self, client: Client, factory: Factory, sms_outbox: LogSmsSender
+    ) -> None:
+        """The phone lost the answer and sends the same request again: the kept answer, not a
+        reuse (the key is written with the answer, so the rotation finds the token used first)."""
+        pair = await _sign_in(client, sms_outbox, await known_phone(factory))
+        body, headers = {"refresh_token": pair["refresh_token"]}, {"Idempotency-Key": f"refresh-{new_phone()}"}
+        first = await client.post("/v1/auth/refresh", json=body, headers=headers)
+        again = await client.post("/v1/auth/refresh", json=body, headers=headers)
+        assert first.status_code == again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        # The session lives on; the same token under another key is a copy, and ends it.
+        later = await client.post("/v1/auth/refresh", json={"refresh_token": first.json()["refresh_token"]})
+        assert later.status_code == 200, later.text
+        copied = await client.post("/v1/auth/refresh", json=body, headers={"Idempotency-Key": f"copy-{new_phone()}"})
+        assert copied.json()["code"] == "refresh_token_reused"
+        after = await client.post("/v1/auth/refresh", json={"refresh_token": later.json()["refresh_token"]})
+        assert after.json()["code"] == "refresh_token_revoked"
+
+    async def test_an_expired_token_is_refused_and_not_consumed(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """The rotation claims the token before the expiry is judged: the refusal rolls it back."""
+        async with db.acquire() as conn:
+            user_id = await users.ensure_user(conn, new_phone())
+            token = await refresh.issue(conn, user_id, -1)
+        response = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert (response.status_code, response.json()["code"]) == (401, "refresh_token_expired")
+        rows = await db.fetch("SELECT used_at, revoked_at FROM refresh_tokens WHERE user_id = $1", user_id)
+        assert [(r["used_at"], r["revoked_at"]) for r in rows] == [(None, None)]
+
+    async def test_the_rotated_access_token_carries_the_current_roles(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """Roles, practitioner and administrator flag are read in the rotation's statement."""
+        centre = await factory.facility()
+        specialist = await factory.staff(centre)
+        post = await factory.facility(kind="health_post")
+        async with db.acquire() as conn:
+            await users.grant_role(conn, specialist.user_id, post, "facility_admin")
+            token = await refresh.issue(conn, specialist.user_id, 600)
+            expected = await users.load_principal(conn, specialist.user_id)
+        response = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert response.status_code == 200, response.text
+        verified = VerifiedTokens(client.app.state.secret_key).principal(response.json()["access_token"])
+        assert verified == expected
+        assert len(verified.memberships) == 2
 
     async def test_logout_revokes(self, client: Client, factory: Factory, sms_outbox: LogSmsSender) -> None:
         pair = await _sign_in(client, sms_outbox, await known_phone(factory))

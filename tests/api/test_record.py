@@ -110,6 +110,63 @@ class TestWrite:
         )
         assert response.json()["code"] == "role_required"
 
+    async def test_a_write_is_audited_as_the_long_way_audits_it(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """A vital is written in one statement with its audit event; a prescription the long way
+        (service.insert_new): both events say the same things of their entry."""
+        scene = await factory.scene()
+        vital = await write(client, scene, TEMPERATURE)
+        prescription = await write(
+            client, scene, {"kind": "prescription", "drug": "Paracetamol", "dose": "500 mg", "route": "oral",
+                            "frequency": "3 times a day", "duration_days": 5},
+        )  # fmt: skip
+        events = {
+            r["resource_id"]: r
+            for r in await db.fetch(
+                """SELECT actor_user_id, actor_role, facility_id, patient_id, action, resource_type, resource_id,
+                          purpose, channel, outcome, request_id IS NOT NULL AS has_request
+                   FROM audit_events WHERE patient_id = $1 AND action = 'create' AND resource_type <> 'Patient'""",
+                scene.patient,
+            )
+        }
+        assert set(events) == {vital["id"], prescription["id"]}
+        fast, slow = dict(events[vital["id"]]), dict(events[prescription["id"]])
+        assert (fast.pop("resource_type"), slow.pop("resource_type")) == ("Observation", "MedicationRequest")
+        assert fast.pop("resource_id") == vital["id"]
+        assert slow.pop("resource_id") == prescription["id"]
+        assert fast == slow
+        assert (fast["actor_user_id"], fast["facility_id"], fast["has_request"]) == (
+            scene.chw.user_id,
+            scene.post,
+            True,
+        )
+
+    async def test_a_refused_write_writes_nothing_and_refuses_in_order(
+        self, client: Client, factory: Factory, db: asyncpg.Pool
+    ) -> None:
+        """Patient, then access, then role, then content: whichever path the write takes."""
+        scene = await factory.scene()
+        stranger = await factory.staff(await factory.facility(kind="health_post"), role="chw")
+        admin = {"Authorization": f"Bearer {await factory.facility_admin(scene.post)}"}
+        bad = {**TEMPERATURE, "value": 382}
+        cases = [
+            (uuid.uuid4(), TEMPERATURE, scene.chw.headers, 404, "patient_not_found"),
+            (uuid.uuid4(), bad, scene.chw.headers, 404, "patient_not_found"),
+            (scene.patient, TEMPERATURE, stranger.headers, 403, "patient_access_denied"),
+            (scene.patient, bad, stranger.headers, 403, "patient_access_denied"),
+            (scene.patient, bad, admin, 403, "role_required"),
+            (scene.patient, bad, scene.chw.headers, 422, "implausible_value"),
+        ]
+        for patient, body, headers, status, code in cases:
+            response = await client.post(f"/v1/patients/{patient}/record", json=body, headers=headers)
+            assert (response.status_code, response.json()["code"]) == (status, code), (patient, body)
+        assert await db.fetchval("SELECT count(*) FROM record_entries WHERE patient_id = $1", scene.patient) == 0
+        assert not await db.fetchval(
+            "SELECT count(*) FROM audit_events WHERE patient_id = $1 AND action = 'create' AND resource_id <> $1::text",
+            scene.patient,
+        )
+
 
 class TestVersions:
     async def test_correction_keeps_history_and_checks_the_version(
