@@ -55,7 +55,8 @@ class Rotated(NamedTuple):
 # a concurrent rotation of the same token waits for the first to end, then re-checks used_at on
 # the row's latest version and claims nothing, so one of them wins. The loser keeps that row
 # locked until its transaction ends (PostgreSQL locks the latest version before re-checking it),
-# hence RefreshTokenReused's rule. The claim is skipped when the snapshot already refuses the
+# hence RefreshTokenReused's rule. A sign-out that revoked the token meanwhile is seen the same way
+# (revoked_at is re-checked on that latest version): no successor outlives it. The claim is skipped when the snapshot already refuses the
 # token; the expiry is left to the caller's clock, which rolls a claim of an expired token back.
 _ROTATE = """
     WITH t AS MATERIALIZED (
@@ -63,7 +64,7 @@ _ROTATE = """
         FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1),
     claimed AS (
         UPDATE refresh_tokens r SET used_at = now() FROM t
-        WHERE r.id = t.id AND r.used_at IS NULL
+        WHERE r.id = t.id AND r.used_at IS NULL AND r.revoked_at IS NULL
           AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.disabled_at IS NULL
         RETURNING r.user_id, r.family_id),
     issued AS (
@@ -108,7 +109,10 @@ async def rotate(conn: Connection, token: str, ttl_s: int) -> Rotated:
 
 
 async def revoke(conn: Connection, token: str) -> None:
-    family = await conn.fetchval("SELECT family_id FROM refresh_tokens WHERE token_hash = $1", _hash(token))
+    """Sign out: revoke the token's whole family. The token's row is locked first, so a rotation of
+    it in flight ends before the family is revoked, and revoke_family's statement, a snapshot taken
+    after that, sees the successor the rotation issued (read in one statement, it was missed)."""
+    family = await conn.fetchval("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE", _hash(token))
     if family is None:
         raise Unauthenticated("invalid_refresh_token", "unknown refresh token")
     await revoke_family(conn, family)

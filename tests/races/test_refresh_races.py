@@ -67,3 +67,25 @@ async def test_one_request_sent_again_at_once_is_one_rotation_replayed(
         assert all(r["revoked_at"] is None for r in rows)
         next_one = await _rotate(http, live, 1, answers[0].json()["refresh_token"], None)
         assert next_one.status_code == 200, next_one.text
+
+
+async def test_a_logout_racing_a_rotation_ends_every_token_of_the_session(
+    live: Live, http: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    """Sign-out and a rotation of the same token at once, on two processes, either order: once
+    both have answered, no token of that session can be rotated any more (a successor issued by
+    the rotation is revoked with the rest, and a rotation that comes second issues none)."""
+    for round_no in range(ROUNDS * 4):
+        user_id, token = await _session(db)
+        first, second = (0, 1) if round_no % 2 else (1, 0)
+        logout, rotation = await asyncio.gather(
+            http.post(f"{live.url(first)}/v1/auth/logout", json={"refresh_token": token}),
+            _rotate(http, live, second, token, None),
+        )
+        assert logout.status_code == 204, logout.text
+        assert rotation.status_code in (200, 401), rotation.text
+        rows = await db.fetch("SELECT revoked_at FROM refresh_tokens WHERE user_id = $1", user_id)
+        assert all(r["revoked_at"] is not None for r in rows), (rotation.status_code, len(rows))
+        if rotation.status_code == 200:
+            after = await _rotate(http, live, 0, rotation.json()["refresh_token"], None)
+            assert after.json()["code"] == "refresh_token_revoked"
