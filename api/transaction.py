@@ -38,6 +38,10 @@ dropped and the route's exception handling answers instead, exactly as if the ha
 (api.errors, the one mapper; a lost race runs the request again, as below). A handler that
 answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
 
+One read (routes marked ONE_READ: free slots): the handler reads in one statement and writes
+nothing, so it runs in no transaction, as a ONE_STATEMENT route's reads do: that statement is its
+own snapshot, and BEGIN and COMMIT were two of its three round trips.
+
 Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
 release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
 Retry-After, never a bare 500, and the half-dead connection is terminated rather than pooled.
@@ -78,6 +82,8 @@ NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no d
 LATE_KEY = {"idempotency": "late"}  # route opt: claim the Idempotency-Key with the answer (see above)
 # Route opt: the handler only reads and hands its one write to `finish_with` (see above).
 ONE_STATEMENT = {"idempotency": "late", "transaction": "one_statement"}
+# Route opt: the handler reads in ONE statement and writes nothing (see above).
+ONE_READ = {"transaction": "one_statement"}
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
