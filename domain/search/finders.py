@@ -79,7 +79,7 @@ async def entries(
     Each patient whose entries are returned is audited once (search of the Record, with the basis
     as purpose); a search naming `patient_id` is checked and audited for it even when empty."""
     grants: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
-    if patient_id is not None and spec.limit > 0 and not spec.total and not trail.kept_aside(conn):
+    if patient_id is not None and entries_in_one_statement(conn, spec, patient_id):
         return await _patient_entries(conn, principal, spec, pool=pool, kinds=kinds, patient_id=patient_id,
                                       versions=versions, include_errors=include_errors)  # fmt: skip
     if patient_id is not None:
@@ -104,6 +104,12 @@ async def entries(
             patient_ids=[reader_patient], facility_id=access.authoring_facility(principal, home), purpose=basis,
         )  # fmt: skip
     return Found([store.to_entry(r) for r in rows], keys, more, total)
+
+
+def entries_in_one_statement(conn: Connection, spec: Spec, patient_id: uuid.UUID | None) -> bool:
+    """Whether `entries` reads this page in ONE statement (a patient named, no total asked, not on
+    a replica, whose audit is kept aside): a caller may then leave it out of any transaction."""
+    return patient_id is not None and spec.limit > 0 and not spec.total and not trail.kept_aside(conn)
 
 
 def _entry_conditions(b: Sql, kinds: list[str], *, versions: bool, include_errors: bool) -> list[str]:
