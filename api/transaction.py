@@ -38,12 +38,19 @@ dropped and the route's exception handling answers instead, exactly as if the ha
 (api.errors, the one mapper; a lost race runs the request again, as below). A handler that
 answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
 
-One read (routes marked ONE_READ: record reads): the handler's whole work is ONE statement that
-reads and audits itself (domain.record.reads inserts the read's audit events in the statement
-that reads the rows), so it runs in that statement's own implicit transaction: the read and its
-audit commit together or not at all, without the BEGIN and COMMIT round trips that were two
-thirds of such a request's database traffic. Nothing else writes: a refusal inserts nothing and
-is audited apart (it would be rolled back otherwise too). Only without an Idempotency-Key (a GET).
+One read (routes marked ONE_READ: record reads, free slots, the sync pull): the handler's whole
+database work is ONE statement, which reads and, where the read is audited, audits itself
+(domain.record.reads and the sync page insert their audit events in the statement that reads the
+rows), so it runs in that statement's own implicit transaction: the read and its audit commit
+together or not at all, without the BEGIN and COMMIT round trips that were two thirds of such a
+request's database traffic. Nothing else writes: a refusal inserts nothing and is audited apart.
+Only without an Idempotency-Key (a GET); with one, the classic claim in a transaction.
+
+On demand (routes marked ON_DEMAND: FHIR searches): whether a request runs one statement or
+several is known only once the handler has read it (a FHIR search of one patient's record with
+no _include is one statement, most others are several). The transaction begins when the handler
+asks (`begin`), before its first statement; a handler that never asks runs its one statement
+alone, as a ONE_READ route does. Once begun, it commits or rolls back as any other.
 
 Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
 release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
@@ -90,6 +97,9 @@ LATE_KEY = {"idempotency": "late"}  # route opt: claim the Idempotency-Key with 
 ONE_STATEMENT = {"idempotency": "late", "transaction": "one_statement"}
 # Route opt: the handler's only database work is one statement, its own transaction (see above).
 ONE_READ = {"transaction": "one_read"}
+# Route opt: the handler begins the transaction itself when it will run more than one statement.
+ON_DEMAND = {"transaction": "on_demand"}
+SCOPE_BEGIN = "spean.begin"  # an ON_DEMAND route's `begin`
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
@@ -126,6 +136,29 @@ class _Final:
         args = _claim_args(principal, key, fingerprint, ttl_s, answer)
         self.claimed = await statement.run(conn, _CLAIM, args)
         self.taken = not self.claimed
+
+
+class _OnDemand:
+    """The request's transaction, begun only if the handler asks; then settled as
+    `conn.transaction()` would be: committed when the block ends normally, else rolled back."""
+
+    __slots__ = ("conn", "transaction")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.transaction: Any = None
+
+    async def begin(self) -> None:
+        if self.transaction is None:
+            self.transaction = self.conn.transaction()
+            await self.transaction.start()
+
+    async def __aenter__(self) -> _OnDemand:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self.transaction is not None:
+            await self.transaction.__aexit__(*exc_info)
 
 
 class TransactionMiddleware:
@@ -238,7 +271,15 @@ class TransactionMiddleware:
         captured: list[Message] = []
         async with reads.connection(scope) as conn:  # the primary's, or a replica's (api.reads)
             try:
-                async with contextlib.nullcontext() if one_statement or one_read else conn.transaction():
+                settled: contextlib.AbstractAsyncContextManager[Any]
+                if one_statement or one_read:
+                    settled = contextlib.nullcontext()
+                elif handler is not None and handler.opt.get("transaction") == "on_demand" and request.key is None:
+                    settled = _OnDemand(conn)
+                    scope[SCOPE_BEGIN] = settled.begin  # type: ignore[literal-required]
+                else:
+                    settled = conn.transaction()
+                async with settled:
                     fingerprint = b""
                     if request.key is not None:
                         fingerprint = _fingerprint(scope, request.body.complete)
@@ -286,6 +327,7 @@ class TransactionMiddleware:
             finally:
                 scope.pop(SCOPE_CONN, None)  # type: ignore[misc]
                 scope.pop(SCOPE_FINAL, None)  # type: ignore[misc]
+                scope.pop(SCOPE_BEGIN, None)  # type: ignore[misc]
         return captured
 
 
@@ -492,6 +534,14 @@ def after_rollback(scope: Scope, callback: Callable[[], Awaitable[None]]) -> Non
     before the answer leaves; never if it succeeded, nor if its Idempotency-Key replays a kept
     answer instead (a late key: the refusal met the effects of the request's own earlier run)."""
     scope.setdefault(SCOPE_AFTER_ROLLBACK, []).append(callback)  # type: ignore[misc]
+
+
+async def begin(scope: Scope) -> None:
+    """Begin the request's transaction now, if its route is ON_DEMAND (else it is already open, or
+    the route runs in none): call it before the first statement of a request that runs several."""
+    start: Callable[[], Awaitable[None]] | None = scope.get(SCOPE_BEGIN)  # type: ignore[assignment]
+    if start is not None:
+        await start()
 
 
 def after_commit(scope: Scope, callback: Callable[[], Awaitable[None]]) -> None:

@@ -15,6 +15,7 @@ from litestar import Controller, Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, Parameter
 
+from api import transaction
 from api.deps import Caller, Config, Conn, DbPool
 from api.errors import InputRejected
 from api.fhir import admin
@@ -28,6 +29,7 @@ from api.fhir.params import APPOINTMENT, TYPES, SearchType
 from api.fhir.query import bad, decode_cursor, encode_cursor, parse, strict
 from api.fhir.runners import RUNNERS, Ctx, included
 from api.fhir.trail import provenance
+from api.transaction import ON_DEMAND
 from domain import access, patients
 from domain.audit import trail
 from domain.consent import service as consent
@@ -81,7 +83,7 @@ def _route(t: SearchType) -> HTTPRouteHandler:
         return await self._search(t.name, request, conn, principal, settings, pool)
 
     search.__name__ = search.__qualname__ = f"search_{t.name}"
-    return get(f"/{t.name}", summary=f"Search {t.name}", operation_class=documented(t))(search)
+    return get(f"/{t.name}", summary=f"Search {t.name}", operation_class=documented(t), opt=ON_DEMAND)(search)
 
 
 class FhirSearchController(Controller):
@@ -92,7 +94,12 @@ class FhirSearchController(Controller):
     # `/Consent`, there for reads, to `/{resource_type}`), each documented from the table.
     locals().update({f"search_{name}": _route(t) for name, t in TYPES.items()})
 
-    @get("/{resource_type:str}", summary="Any other type: 404 unknown_resource_type", include_in_schema=False)
+    @get(
+        "/{resource_type:str}",
+        summary="Any other type: 404 unknown_resource_type",
+        include_in_schema=False,
+        opt=ON_DEMAND,
+    )
     async def search_other(
         self,
         resource_type: SearchableType,
@@ -126,7 +133,17 @@ class FhirSearchController(Controller):
             keyset, backwards, _ = decode_cursor(q.cursor, q.order)
             after, before = (None, keyset) if backwards else (keyset, None)
         ctx = Ctx(conn, principal, pool, base)
-        matches, found = await RUNNERS[t.name](ctx, q.spec(after, before), q)
+        spec = q.spec(after, before)
+        one_statement = (
+            t.name in KIND_OF
+            and not q.includes
+            and not q.revincludes
+            and isinstance(patient := q.pins.get("patient"), uuid.UUID)
+            and finders.entries_in_one_statement(conn, spec, patient)
+        )
+        if not one_statement:  # else its check, audit and page need no transaction around them
+            await transaction.begin(request.scope)
+        matches, found = await RUNNERS[t.name](ctx, spec, q)
         extra, outcome = await included(ctx, q, matches) if matches else ([], None)
         if q.elements is not None:
             matches = [subset(r, q.elements) for r in matches]

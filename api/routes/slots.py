@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ from litestar.params import FromQuery, QueryParameter
 
 from api.deps import Caller, Conn
 from api.schemas import SlotOut, SlotPage
+from api.transaction import ONE_READ
 from domain.booking import availability
 
 
@@ -19,7 +20,7 @@ class SlotController(Controller):
     path = "/v1/slots"
     tags = ["booking"]
 
-    @get("/", summary="Free slots in a date range (facility-local dates)")
+    @get("/", opt=ONE_READ, summary="Free slots in a date range (facility-local dates)")
     async def search(
         self,
         conn: Conn,
@@ -40,20 +41,30 @@ class SlotController(Controller):
             facility_id=facility_id,
             practitioner_id=practitioner_id,
             mode=mode,
+            limit=limit,
         )
-        items = []
-        for slot in slots[:limit]:
-            zone = ZoneInfo(slot.timezone)
-            items.append(
+        # Back-to-back slots share instants (one's end is the next one's start): each instant is
+        # written in its zone once (a time zone conversion and its text are most of a slot's cost).
+        local: dict[tuple[datetime, str], str] = {}
+
+        def local_text(instant: datetime, timezone: str) -> str:
+            text = local.get((instant, timezone))
+            if text is None:
+                text = local[(instant, timezone)] = instant.astimezone(ZoneInfo(timezone)).isoformat()
+            return text
+
+        return SlotPage(
+            items=[
                 SlotOut(
                     practitioner_id=slot.practitioner_id,
                     facility_id=slot.facility_id,
                     start=slot.start,
                     end=slot.end,
-                    start_local=slot.start.astimezone(zone).isoformat(),
-                    end_local=slot.end.astimezone(zone).isoformat(),
+                    start_local=local_text(slot.start, slot.timezone),
+                    end_local=local_text(slot.end, slot.timezone),
                     timezone=slot.timezone,
                     modes=list(slot.modes),
                 )
-            )
-        return SlotPage(items=items)
+                for slot in slots
+            ]
+        )

@@ -98,6 +98,13 @@ def written_later(conn: Connection) -> Iterator[list[Event]]:
         _ASIDE.reset(token)
 
 
+def kept_aside(conn: Connection) -> bool:
+    """Whether events `record` is asked to write on `conn` are kept aside (a replica's): a
+    statement that inserts its own audit events cannot run there."""
+    aside = _ASIDE.get()
+    return aside is not None and aside[0] is conn
+
+
 async def write(conn: Connection, events: list[Event]) -> None:
     """Write events kept aside by `written_later`."""
     for event in events:

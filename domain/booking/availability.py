@@ -15,7 +15,7 @@ from asyncpg import Record
 
 from domain import access
 from domain.booking.locks import lock_practitioner
-from domain.booking.slots import Busy, Rule, Slot, expand, slot_at
+from domain.booking.slots import Busy, Rule, Slot, merged, slot_at
 from domain.errors import InvalidInput
 from domain.fields import Code, Int32
 from domain.principal import Principal
@@ -131,6 +131,47 @@ async def replace_rules(
     return await rules_of(conn, [practitioner_id], facility_id=facility_id)
 
 
+_RULE_COLUMNS = """r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
+                   r.slot_minutes, r.modes, r.valid_from, r.valid_until"""
+
+
+def _rules_sql(
+    practitioner_ids: Sequence[uuid.UUID] | None,
+    facility_id: uuid.UUID | None,
+    specialty: str | None,
+    mode: str | None,
+    args: list[object],
+) -> str:
+    """SELECT of the rules matching the filters given (their values appended to `args`).
+
+    Only the filters given are written, so each combination is its own prepared statement with a
+    plan of its own (an index scan on the practitioner, kept as PostgreSQL's generic plan), where
+    `($1 IS NULL OR ...)` for every filter made it plan anew on each call or scan every rule."""
+
+    def arg(value: object, cast: str) -> str:
+        args.append(value)
+        return f"${len(args)}::{cast}"
+
+    joins = "availability_rules r JOIN facilities f ON f.id = r.facility_id"
+    conditions = ["true"]
+    if practitioner_ids is not None:
+        conditions.append(f"r.practitioner_id = ANY({arg(list(practitioner_ids), 'uuid[]')})")
+    if facility_id is not None:
+        conditions.append(f"r.facility_id = {arg(facility_id, 'uuid')}")
+    if specialty is not None:
+        joins += " JOIN practitioners p ON p.id = r.practitioner_id"
+        conditions.append(f"{arg(specialty, 'text')} = ANY(p.specialties)")
+    if mode is not None:
+        conditions.append(f"{arg(mode, 'text')} = ANY(r.modes)")
+    return f"SELECT {_RULE_COLUMNS} FROM {joins} WHERE {' AND '.join(conditions)}"
+
+
+def _in_order(rules: list[Rule]) -> list[Rule]:
+    # PostgreSQL orders uuids as their bytes, Python as their integers: the same order.
+    rules.sort(key=lambda r: (r.practitioner_id.int, r.weekday, r.start_local))
+    return rules
+
+
 async def rules_of(
     conn: Connection,
     practitioner_ids: Sequence[uuid.UUID] | None = None,
@@ -139,23 +180,10 @@ async def rules_of(
     specialty: str | None = None,
     mode: str | None = None,
 ) -> list[Rule]:
-    rows = await conn.fetch(
-        """SELECT r.practitioner_id, r.facility_id, f.timezone, r.weekday, r.start_local, r.end_local,
-                  r.slot_minutes, r.modes, r.valid_from, r.valid_until
-           FROM availability_rules r
-           JOIN facilities f ON f.id = r.facility_id
-           JOIN practitioners p ON p.id = r.practitioner_id
-           WHERE ($1::uuid[] IS NULL OR r.practitioner_id = ANY($1))
-             AND ($2::uuid IS NULL OR r.facility_id = $2)
-             AND ($3::text IS NULL OR $3 = ANY(p.specialties))
-             AND ($4::text IS NULL OR $4 = ANY(r.modes))
-           ORDER BY r.practitioner_id, r.weekday, r.start_local""",
-        None if practitioner_ids is None else list(practitioner_ids),
-        facility_id,
-        specialty,
-        mode,
-    )
-    return [_to_rule(r) for r in rows]
+    """Rules in order of practitioner, weekday and start."""
+    args: list[object] = []
+    rows = await conn.fetch(_rules_sql(practitioner_ids, facility_id, specialty, mode, args), *args)
+    return _in_order([_to_rule(r) for r in rows])
 
 
 def _to_rule(r: Record) -> Rule:
@@ -178,46 +206,73 @@ class BusyMap(msgspec.Struct, frozen=True):
     by_facility: dict[uuid.UUID, list[Busy]]  # closures block every practitioner there
 
 
-async def busy_intervals(
-    conn: Connection,
-    practitioner_ids: Sequence[uuid.UUID],
-    facility_ids: Sequence[uuid.UUID],
-    start: datetime,
-    end: datetime,
-) -> BusyMap:
-    """Leave, facility closures and active appointments overlapping [start, end)."""
-    rows = await conn.fetch(
-        """SELECT practitioner_id, NULL::uuid AS facility_id, start_at AS s, end_at AS e FROM appointments
-           WHERE practitioner_id = ANY($1) AND status = ANY($5) AND start_at < $4 AND end_at > $3
+def _busy_sql(practitioners: str, facilities: str, start: str, end: str, statuses: str) -> str:
+    """Leave, facility closures and active appointments overlapping [start, end): rows of
+    (practitioner_id, facility_id, s, e), facility_id NULL for appointments and practitioner_id
+    NULL for closures; arguments as SQL expressions (arrays of ids)."""
+    return f"""SELECT practitioner_id, NULL::uuid AS facility_id, start_at AS s, end_at AS e FROM appointments
+           WHERE practitioner_id = ANY({practitioners}) AND status = ANY({statuses})
+             AND start_at < {end} AND end_at > {start}
            UNION ALL
            SELECT practitioner_id, facility_id, starts_at, ends_at FROM availability_exceptions
-           WHERE (practitioner_id = ANY($1) OR facility_id = ANY($2)) AND starts_at < $4 AND ends_at > $3""",
-        list(practitioner_ids),
-        list(facility_ids),
-        start,
-        end,
-        list(ACTIVE),
+           WHERE (practitioner_id = ANY({practitioners}) OR facility_id = ANY({facilities}))
+             AND starts_at < {end} AND ends_at > {start}"""
+
+
+def _add_busy(busy: BusyMap, row: Record) -> None:
+    interval = Busy(row["s"], row["e"])
+    if row["practitioner_id"] is not None:
+        busy.by_practitioner[row["practitioner_id"]].append(interval)
+    else:
+        busy.by_facility[row["facility_id"]].append(interval)
+
+
+async def _rules_and_busy(
+    conn: Connection,
+    practitioner_ids: Sequence[uuid.UUID] | None,
+    facility_id: uuid.UUID | None,
+    specialty: str | None,
+    mode: str | None,
+    start: datetime,
+    end: datetime,
+) -> tuple[list[Rule], BusyMap]:
+    """rules_of, then the busy intervals of their practitioners and facilities, in ONE statement
+    (one round trip and one snapshot where there were two): a rule's row has no busy interval
+    (`s` is NULL), a busy row no rule."""
+    args: list[object] = []
+    rules_sql = _rules_sql(practitioner_ids, facility_id, specialty, mode, args)
+    window = [f"${len(args) + 1}::timestamptz", f"${len(args) + 2}::timestamptz", f"${len(args) + 3}::text[]"]
+    args += [start, end, list(ACTIVE)]
+    busy_sql = _busy_sql(
+        "ARRAY(SELECT DISTINCT practitioner_id FROM rules)", "ARRAY(SELECT DISTINCT facility_id FROM rules)", *window
     )
+    rows = await conn.fetch(
+        f"""WITH rules AS MATERIALIZED ({rules_sql})
+            SELECT rules.*, NULL::timestamptz AS s, NULL::timestamptz AS e FROM rules
+            UNION ALL
+            SELECT busy.practitioner_id, busy.facility_id, {", ".join(["NULL"] * 8)}, busy.s, busy.e
+            FROM ({busy_sql}) busy""",
+        *args,
+    )
+    rules: list[Rule] = []
     busy = BusyMap(defaultdict(list), defaultdict(list))
     for row in rows:
-        interval = Busy(row["s"], row["e"])
-        if row["practitioner_id"] is not None:
-            busy.by_practitioner[row["practitioner_id"]].append(interval)
+        if row["s"] is None:
+            rules.append(_to_rule(row))
         else:
-            busy.by_facility[row["facility_id"]].append(interval)
-    return busy
+            _add_busy(busy, row)
+    return _in_order(rules), busy
 
 
-def free_slots(rules: Sequence[Rule], busy: BusyMap, first_day: date, last_day: date) -> list[Slot]:
+def _groups(rules: Sequence[Rule], busy: BusyMap) -> list[tuple[list[Rule], list[Busy]]]:
+    """Rules by (practitioner, facility), in order of first appearance, each with what blocks it."""
     groups: dict[tuple[uuid.UUID, uuid.UUID], list[Rule]] = defaultdict(list)
     for rule in rules:
         groups[(rule.practitioner_id, rule.facility_id)].append(rule)
-    slots: list[Slot] = []
-    for (practitioner_id, facility_id), group in groups.items():
-        blocked = busy.by_practitioner.get(practitioner_id, []) + busy.by_facility.get(facility_id, [])
-        slots.extend(expand(group, first_day, last_day, blocked))
-    slots.sort(key=lambda s: (s.start, s.practitioner_id.int))  # the order of their text, without making it
-    return slots
+    return [
+        (group, busy.by_practitioner.get(practitioner_id, []) + busy.by_facility.get(facility_id, []))
+        for (practitioner_id, facility_id), group in groups.items()
+    ]
 
 
 async def list_free_slots(
@@ -230,33 +285,31 @@ async def list_free_slots(
     specialty: str | None = None,
     mode: str | None = None,
     not_before: datetime | None = None,
+    limit: int | None = None,
 ) -> list[Slot]:
+    """Free slots in order of start (then practitioner), from `not_before` (now), the first
+    `limit` of them (all if None)."""
     if last_day < first_day:
         raise InvalidInput("invalid_date_range", "'to' is before 'from'", field="to")
     if (last_day - first_day).days > MAX_RANGE_DAYS:
         raise InvalidInput("date_range_too_long", f"at most {MAX_RANGE_DAYS} days at once", field="to")
-    rules = await rules_of(
-        conn,
-        None if practitioner_id is None else [practitioner_id],
-        facility_id=facility_id,
-        specialty=specialty,
-        mode=mode,
-    )
-    if not rules:
-        return []
     # Local dates may sit up to 14 h either side of UTC dates.
     window_start = datetime.combine(first_day, time.min, tzinfo=UTC) - timedelta(days=1)
     window_end = datetime.combine(last_day, time.max, tzinfo=UTC) + timedelta(days=1)
-    busy = await busy_intervals(
+    rules, busy = await _rules_and_busy(
         conn,
-        sorted({r.practitioner_id for r in rules}),
-        sorted({r.facility_id for r in rules}),
+        None if practitioner_id is None else [practitioner_id],
+        facility_id,
+        specialty,
+        mode,
         window_start,
         window_end,
     )
-    slots = free_slots(rules, busy, first_day, last_day)
+    if not rules:
+        return []
     cutoff = not_before or datetime.now(UTC)
-    return [s for s in slots if s.start >= cutoff]
+    upcoming = (s for s in merged(_groups(rules, busy), first_day, last_day) if s.start >= cutoff)
+    return list(itertools.islice(upcoming, limit))
 
 
 def slot_rules_sql(practitioner: str, start: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ yields no slot, and one that occurs twice (fall back) yields its first occurrenc
 from __future__ import annotations
 
 import bisect
+import heapq
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -112,31 +113,57 @@ class _Blocked:
         return i >= 0 and self.ends[i] > start
 
 
+def _rule_days(rule: Rule, first_day: date, last_day: date) -> Iterator[date]:
+    """The local dates in [first_day, last_day] the rule is valid on and falls on."""
+    for day in _local_dates(max(first_day, rule.valid_from), min(last_day, rule.valid_until or last_day)):
+        if day.isoweekday() == rule.weekday:
+            yield day
+
+
+def _day_slots(rule: Rule, day: date, zone: ZoneInfo, blocked: _Blocked) -> Iterator[Slot]:
+    """`rule`'s slots on local `day` that overlap nothing blocked, in order of start."""
+    step = timedelta(minutes=rule.slot_minutes)
+    for start in _starts(rule, day, zone):
+        end = start + step
+        if not blocked.overlaps(start, end):
+            yield Slot(
+                practitioner_id=rule.practitioner_id,
+                facility_id=rule.facility_id,
+                start=start,
+                end=end,
+                timezone=rule.timezone,
+                modes=rule.modes,
+            )
+
+
+def _order(slot: Slot) -> tuple[datetime, int]:
+    return slot.start, slot.practitioner_id.int  # the order of their text, without making it
+
+
 def expand(rules: Iterable[Rule], first_day: date, last_day: date, busy: Iterable[Busy] = ()) -> list[Slot]:
     """Slots of `rules` whose local date lies in [first_day, last_day], minus any overlapping `busy`."""
     blocked = _Blocked(busy)
     slots: list[Slot] = []
     for rule in rules:
         zone = ZoneInfo(rule.timezone)
-        step = timedelta(minutes=rule.slot_minutes)
-        for day in _local_dates(max(first_day, rule.valid_from), min(last_day, rule.valid_until or last_day)):
-            if day.isoweekday() != rule.weekday:
-                continue
-            for start in _starts(rule, day, zone):
-                end = start + step
-                if not blocked.overlaps(start, end):
-                    slots.append(
-                        Slot(
-                            practitioner_id=rule.practitioner_id,
-                            facility_id=rule.facility_id,
-                            start=start,
-                            end=end,
-                            timezone=rule.timezone,
-                            modes=rule.modes,
-                        )
-                    )
-    slots.sort(key=lambda s: (s.start, s.practitioner_id.int))  # the order of their text, without making it
+        for day in _rule_days(rule, first_day, last_day):
+            slots.extend(_day_slots(rule, day, zone, blocked))
+    slots.sort(key=_order)
     return slots
+
+
+def merged(groups: Iterable[tuple[Iterable[Rule], Iterable[Busy]]], first_day: date, last_day: date) -> Iterator[Slot]:
+    """The slots of every group (rules, busy) as `expand` gives them, all in one order, made as
+    they are taken: a caller that wants the first 50 of a day's 288 makes about 50. The order is
+    exactly that of expanding each group and one stable sort: each rule's day comes out in order,
+    and heapq.merge breaks ties by the place of its input, here the order `expand` appends in."""
+    days: list[Iterator[Slot]] = []
+    for rules, busy in groups:
+        blocked = _Blocked(busy)
+        for rule in rules:
+            zone = ZoneInfo(rule.timezone)
+            days += (_day_slots(rule, day, zone, blocked) for day in _rule_days(rule, first_day, last_day))
+    return heapq.merge(*days, key=_order)
 
 
 def slot_at(rule: Rule, start: datetime) -> Slot | None:

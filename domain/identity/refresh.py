@@ -56,8 +56,9 @@ class Rotated(NamedTuple):
 # the row's latest version and claims nothing, so one of them wins. The loser keeps that row
 # locked until its transaction ends (PostgreSQL locks the latest version before re-checking it),
 # hence RefreshTokenReused's rule. A sign-out that revoked the token meanwhile is seen the same way
-# (revoked_at is re-checked on that latest version): no successor outlives it. The claim is skipped when the snapshot already refuses the
-# token; the expiry is left to the caller's clock, which rolls a claim of an expired token back.
+# (revoked_at is re-checked on that latest version): no successor outlives it. The claim is
+# skipped when the snapshot already refuses the token; the expiry is left to the caller's clock,
+# which rolls a claim of an expired token back.
 _ROTATE = """
     WITH t AS MATERIALIZED (
         SELECT t.id, t.user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at, u.disabled_at, u.is_system_admin

@@ -14,6 +14,7 @@ Three round trips (basis, rows, audit) became one: each cost ~0.07 ms of the wor
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import NamedTuple
 
 from domain import access
@@ -57,9 +58,15 @@ class _Args:
         return f"${len(self.values)}::{cast}"
 
 
-def _audit(args: _Args, principal: Principal, events: list[tuple[str, str, str]], otherwise: str = "NULL") -> str:
+def audit_sql(
+    args: Callable[[object, str], str],
+    principal: Principal,
+    events: list[tuple[str, str, str]],
+    otherwise: str = "NULL",
+) -> str:
     """The INSERT of the read's events (action, resource type, resource id: SQL expressions over
-    the source `s`, which has patient_id, home_facility_id and basis), in the given order, if `s`
+    the source `s`; `args(value, type)` adds a parameter and returns its placeholder, after
+    access.record_args' own $1-$3, which has patient_id, home_facility_id and basis), in the given order, if `s`
     has a basis. The facility is the reader's (access.authoring_facility: the patient's home if
     the reader works there in a clinical role, else the reader's own; $1 is those facilities),
     or `otherwise` if the reader has none."""
@@ -99,7 +106,7 @@ async def patient_entries(
         WITH s AS MATERIALIZED (
             SELECT p.id AS patient_id, p.home_facility_id, {access.RECORD_BASIS} AS basis
             FROM patients p WHERE p.id = {patient}),
-        audited AS ({_audit(args, principal, events)})
+        audited AS ({audit_sql(args, principal, events)})
         SELECT s.home_facility_id AS read_home, s.basis AS read_basis, r.*
         FROM s LEFT JOIN LATERAL (
             SELECT {COLUMNS} FROM record_entries
@@ -126,7 +133,7 @@ async def entry(conn: Connection, principal: Principal, entry_id: uuid.UUID) -> 
         s AS MATERIALIZED (
             SELECT e.id, e.kind, e.patient_id, e.facility_id, p.home_facility_id, {access.RECORD_BASIS} AS basis
             FROM e JOIN patients p ON p.id = e.patient_id),
-        audited AS ({_audit(args, principal, events, otherwise="s.facility_id")})
+        audited AS ({audit_sql(args, principal, events, otherwise="s.facility_id")})
         SELECT s.home_facility_id AS read_home, s.basis AS read_basis, e.* FROM e CROSS JOIN s"""
     row = await conn.fetchrow(sql, *args.values)
     if row is None:

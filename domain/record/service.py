@@ -231,7 +231,7 @@ async def _audit(
     )
 
 
-async def _refuse(
+async def refuse(
     pool: Pool,
     principal: Principal,
     patient_id: uuid.UUID,
@@ -260,12 +260,12 @@ async def require_read(
     resource_type: str,
     resource_id: uuid.UUID,
 ) -> access.RecordAccess:
-    """access.require_can_read_record, auditing a refusal as _refuse does: for the callers that
+    """access.require_can_read_record, auditing a refusal as refuse does: for the callers that
     check one patient before reading rows of their own (FHIR searches naming a patient)."""
     try:
         return await access.require_can_read_record(conn, principal, patient_id)
     except Forbidden:
-        await _refuse(pool, principal, patient_id, action=action, resource_type=resource_type, resource_id=resource_id)
+        await refuse(pool, principal, patient_id, action=action, resource_type=resource_type, resource_id=resource_id)
 
 
 async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, pool: Pool) -> Entry:
@@ -274,7 +274,7 @@ async def get(conn: Connection, principal: Principal, entry_id: uuid.UUID, *, po
         raise NotFound("entry_not_found", "no such record entry")
     entry, read = found
     if read.basis is None:
-        await _refuse(
+        await refuse(
             pool, principal, entry.patient_id, action="read", resource_type=RESOURCE_TYPE[entry.kind],
             resource_id=entry.id,
         )  # fmt: skip
@@ -306,7 +306,7 @@ async def _patient_entries(
     if read is None:
         raise NotFound("patient_not_found", "no such patient", field="patient_id")
     if read.basis is None:
-        await _refuse(pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id)
+        await refuse(pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id)
     return read.entries
 
 

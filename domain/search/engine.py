@@ -13,6 +13,7 @@ the access rules (domain/access.py), so no fragment depends on another's positio
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -336,9 +337,17 @@ async def fetch_page(
         total = await conn.fetchval(count_sql + " AS matched", *total_b.args)
     if spec.limit == 0:
         return [], [], False, total
-    backwards = spec.before is not None
-    order = [k.reversed() for k in spec.order] if backwards else spec.order
-    start = spec.before if backwards else spec.after
+    sql = page_sql(b, select=select, from_=from_, filters=filters, spec=spec, group_by=group_by)
+    return (*page_of(await conn.fetch(sql, *b.args), spec), total)
+
+
+def page_sql(b: Sql, *, select: str, from_: str, filters: list[str], spec: Spec, group_by: str | None = None) -> str:
+    """The SELECT of one page (spec.limit + 1 rows, each with its keyset as _k0, _k1...), in the
+    direction read, given the access rule and the criteria (`where`) as `filters`: for a caller
+    that runs it inside a statement of its own (page_order, page_of)."""
+    filters = list(filters)
+    order = page_order(spec)
+    start = spec.before if spec.before is not None else spec.after
     if start is not None:
         filters.append(_keyset(order, start, b))
     keys = ", ".join(f"{k.expr} AS _k{i}" for i, k in enumerate(spec.order))
@@ -346,14 +355,24 @@ async def fetch_page(
     if group_by:
         sql += f" GROUP BY {group_by}"
     sql += " ORDER BY " + ", ".join(f"{k.expr} {'DESC' if k.desc else 'ASC'}" for k in order)
-    sql += f" LIMIT {b(spec.limit + 1)}"
-    rows = list(await conn.fetch(sql, *b.args))
-    more = len(rows) > spec.limit
-    rows = rows[: spec.limit]
-    if backwards:
+    return sql + f" LIMIT {b(spec.limit + 1)}"
+
+
+def page_order(spec: Spec) -> list[Key]:
+    """The order page_sql reads in (the keys reversed when reading `before` a keyset)."""
+    return [k.reversed() for k in spec.order] if spec.before is not None else spec.order
+
+
+def page_of(
+    fetched: Sequence[asyncpg.Record], spec: Spec
+) -> tuple[list[asyncpg.Record], list[tuple[object, ...]], bool]:
+    """(rows in order, keysets, more) from page_sql's rows."""
+    more = len(fetched) > spec.limit
+    rows = list(fetched[: spec.limit])
+    if spec.before is not None:
         rows.reverse()
     keysets = [tuple(r[f"_k{i}"] for i in range(len(spec.order))) for r in rows]
-    return rows, keysets, more, total
+    return rows, keysets, more
 
 
 def in_range(value: datetime | None, c: DateIs) -> bool:

@@ -25,12 +25,14 @@ from domain.booking import model as appointment_model
 from domain.booking.appointments import Appointment
 from domain.consent import service as consent_service
 from domain.consent.service import Consent
+from domain.errors import NotFound
 from domain.principal import Principal
 from domain.record import service as record_service
 from domain.record import store
+from domain.record.reads import audit_sql
 from domain.record.types import Entry
 from domain.referral.service import Referral, to_referral
-from domain.search.engine import Spec, Sql, fetch_page
+from domain.search.engine import Spec, Sql, fetch_page, page_of, page_order, page_sql, where
 from infra.db import Connection, Pool
 
 T = TypeVar("T")
@@ -77,6 +79,9 @@ async def entries(
     Each patient whose entries are returned is audited once (search of the Record, with the basis
     as purpose); a search naming `patient_id` is checked and audited for it even when empty."""
     grants: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
+    if patient_id is not None and entries_in_one_statement(conn, spec, patient_id):
+        return await _patient_entries(conn, principal, spec, pool=pool, kinds=kinds, patient_id=patient_id,
+                                      versions=versions, include_errors=include_errors)  # fmt: skip
     if patient_id is not None:
         grant = await record_service.require_read(
             conn, pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
@@ -89,11 +94,7 @@ async def entries(
     else:
         b = Sql(*access.record_args(principal))
         conditions, columns, from_ = [], _ENTRY_COLUMNS, _RECORD_FROM
-    conditions.append(f"e.kind = ANY({b(kinds)}::text[])")
-    if not versions:
-        conditions.append("e.status <> 'superseded'")
-    if not include_errors:
-        conditions.append("e.status <> 'entered_in_error'")
+    conditions += _entry_conditions(b, kinds, versions=versions, include_errors=include_errors)
     rows, keys, more, total = await fetch_page(conn, b, select=columns, from_=from_, conditions=conditions, spec=spec)
     for row in rows:
         grants.setdefault(row["patient_id"], (row["_home"], row["_basis"]))
@@ -103,6 +104,67 @@ async def entries(
             patient_ids=[reader_patient], facility_id=access.authoring_facility(principal, home), purpose=basis,
         )  # fmt: skip
     return Found([store.to_entry(r) for r in rows], keys, more, total)
+
+
+def entries_in_one_statement(conn: Connection, spec: Spec, patient_id: uuid.UUID | None) -> bool:
+    """Whether `entries` reads this page in ONE statement (a patient named, no total asked, not on
+    a replica, whose audit is kept aside): a caller may then leave it out of any transaction."""
+    return patient_id is not None and spec.limit > 0 and not spec.total and not trail.kept_aside(conn)
+
+
+def _entry_conditions(b: Sql, kinds: list[str], *, versions: bool, include_errors: bool) -> list[str]:
+    conditions = [f"e.kind = ANY({b(kinds)}::text[])"]
+    if not versions:
+        conditions.append("e.status <> 'superseded'")
+    if not include_errors:
+        conditions.append("e.status <> 'entered_in_error'")
+    return conditions
+
+
+async def _patient_entries(
+    conn: Connection,
+    principal: Principal,
+    spec: Spec,
+    *,
+    pool: Pool,
+    kinds: list[str],
+    patient_id: uuid.UUID,
+    versions: bool,
+    include_errors: bool,
+) -> Found[Entry]:
+    """One patient's page (no total asked) as ONE statement: the basis (the check above), the
+    search's audit event and the rows, as domain.record.reads does for the app API's reads: three
+    round trips became one. The event is the one `trail.record` writes above, column for column."""
+    b = Sql(*access.record_args(principal))
+    patient = f"{b(patient_id)}::uuid"
+    filters = [
+        f"e.patient_id = {patient}",
+        "s.basis IS NOT NULL",
+        *_entry_conditions(b, kinds, versions=versions, include_errors=include_errors),
+        where(spec.criteria, b),
+    ]
+    events = [(f"{b('search')}::text", f"{b('Record')}::text", f"{patient}::text")]
+    audit = audit_sql(lambda value, cast: f"{b(value)}::{cast}", principal, events)
+    page = page_sql(b, select=_PINNED_COLUMNS, from_="record_entries e", filters=filters, spec=spec)
+    order = ", ".join(f"page._k{i} {'DESC' if k.desc else 'ASC'}" for i, k in enumerate(page_order(spec)))
+    fetched = await conn.fetch(
+        f"""WITH s AS MATERIALIZED (
+                SELECT p.id AS patient_id, p.home_facility_id, {access.RECORD_BASIS} AS basis
+                FROM patients p WHERE p.id = {patient}),
+            audited AS ({audit})
+            SELECT s.home_facility_id AS _read_home, s.basis AS _read_basis, page.*
+            FROM s LEFT JOIN LATERAL ({page}) page ON true
+            ORDER BY {order}""",
+        *b.args,
+    )
+    if not fetched:
+        raise NotFound("patient_not_found", "no such patient", field="patient_id")
+    if fetched[0]["_read_basis"] is None:
+        await record_service.refuse(
+            pool, principal, patient_id, action="search", resource_type="Record", resource_id=patient_id
+        )
+    rows, keys, more = page_of(fetched if fetched[0]["id"] is not None else [], spec)
+    return Found([store.to_entry(r) for r in rows], keys, more, None)
 
 
 _PATIENT_COLUMNS, _PATIENT_FROM = _split(patients._SELECT)

@@ -247,3 +247,38 @@ async def test_phone_in_national_or_international_form(client: Client, world: Wo
         assert matched(await search(client, "/fhir/Patient", world.chw.headers, [("phone", value)])) == {patient}
     refused = await client.get("/fhir/Patient", params={"phone": "12"}, headers=world.chw.headers)
     assert (refused.status_code, code_of(refused.json())) == (400, "invalid_search_value")
+
+
+async def test_a_search_naming_a_patient_reads_and_audits_alike_counted_or_not(
+    client: Client, world: World, db: asyncpg.Pool
+) -> None:
+    """A page of one patient's entries is read, checked and audited in one statement, unless a
+    total is asked (then by the general path): both find the same page and write the same event."""
+    h = world.chw.headers
+    user = await db.fetchval("SELECT user_id FROM practitioners WHERE id = $1", world.chw.practitioner_id)
+    columns = """actor_user_id, actor_role, facility_id, patient_id, action, resource_type, resource_id, purpose,
+                 channel, outcome"""
+
+    async def read(params: Params) -> tuple[list[str], list[str], list[tuple[object, ...]]]:
+        before = await db.fetchval("SELECT coalesce(max(id), 0) FROM audit_events")
+        bundle = await search(client, "/fhir/Observation", h, params)
+        events = await db.fetch(
+            f"SELECT {columns} FROM audit_events WHERE id > $1 AND actor_user_id = $2 ORDER BY id", before, user
+        )
+        links = [link["relation"] for link in bundle["link"]]
+        return [e["resource"]["id"] for e in bundle.get("entry", [])], links, [tuple(e) for e in events]
+
+    for params in (
+        [("patient", world.a)],
+        [("patient", world.a), ("date", "ge2026-02-01")],
+        [("patient", world.a), ("date", "lt2026-02-01")],
+        [("patient", world.a), ("_count", "1")],
+        [("patient", world.a), ("_sort", "-date"), ("_count", "2")],
+        [("patient", world.a), ("code", "no-such-code")],
+    ):
+        one_statement = await read(params)
+        counted = await read([*params, ("_total", "accurate")])
+        assert one_statement[0] == counted[0], params
+        assert one_statement[1] == counted[1], params
+        assert one_statement[2] == counted[2], params
+        assert [(e[4], e[5], e[6]) for e in one_statement[2]] == [("search", "Record", world.a)], params

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from domain.booking.slots import Busy, Rule, expand
+from domain.booking.slots import Busy, Rule, expand, merged
 
 P, F = uuid.uuid4(), uuid.uuid4()
 
@@ -122,3 +123,29 @@ class TestEveryDayOfTheYear:
         free = [s.start - at for s in expand([rule], day, day, busy)]
         blocked = {timedelta(minutes=m) for m in (0, 15, 30, 45, 90)}
         assert free == [timedelta(minutes=m) for m in range(0, 240, 15) if timedelta(minutes=m) not in blocked]
+
+
+def test_merged_gives_what_expanding_each_group_and_one_stable_sort_gave() -> None:
+    """Slots made lazily (domain.booking.slots.merged) come in the old order, ties included: one
+    practitioner with rules at two facilities starting at the same instants, another practitioner
+    in another zone, busy time, a DST change, several days; any prefix is the old list's prefix."""
+    other, elsewhere = uuid.uuid4(), uuid.uuid4()
+
+    def rule(practitioner: uuid.UUID, facility: uuid.UUID, tz: str, weekday: int, start: time, minutes: int) -> Rule:
+        return Rule(practitioner_id=practitioner, facility_id=facility, timezone=tz, weekday=weekday,
+                    start_local=start, end_local=time(23, 0), slot_minutes=minutes, modes=("video",),
+                    valid_from=date(2020, 1, 1))  # fmt: skip
+
+    first, last = date(2026, 3, 6), date(2026, 3, 10)  # Europe/London keeps GMT; New York springs forward on the 8th
+    groups = [
+        ([rule(P, F, "America/New_York", d, time(1, 0), 30) for d in range(1, 8)],
+         [Busy(datetime(2026, 3, 9, 14, tzinfo=UTC), datetime(2026, 3, 9, 16, tzinfo=UTC))]),
+        ([rule(P, elsewhere, "America/New_York", d, time(1, 0), 15) for d in range(1, 8)], []),
+        ([rule(other, F, "Europe/London", d, time(6, 0), 20) for d in (5, 6, 7, 1)], []),
+    ]  # fmt: skip
+    old = [slot for rules, busy in groups for slot in expand(rules, first, last, busy)]
+    old.sort(key=lambda s: (s.start, s.practitioner_id.int))
+    new = list(merged(groups, first, last))
+    assert new == old
+    assert len({(s.start, s.practitioner_id) for s in old}) < len(old)  # ties were there to keep in order
+    assert list(itertools.islice(merged(groups, first, last), 37)) == old[:37]
