@@ -38,6 +38,13 @@ dropped and the route's exception handling answers instead, exactly as if the ha
 (api.errors, the one mapper; a lost race runs the request again, as below). A handler that
 answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
 
+Autocommit (routes marked AUTOCOMMIT: the sync pull): the handler runs in no transaction, and
+each of its statements commits on its own, so BEGIN and COMMIT cost no round trips. Only for
+handlers whose every write is a single statement that must commit before the answer leaves and
+needs nothing after it, as a read whose audit rows are written by the statement that reads:
+the rows are committed when it returns, and an answer that fails later is at worst audited
+without having left. (An Idempotency-Key on such a route gets the classic claim, in a transaction.)
+
 Outages: when PostgreSQL is away (refused or dropped connections, a shutdown, a rollback or
 release that meets the dead connection), nothing has been sent yet, so the answer is a 503 with
 Retry-After, never a bare 500, and the half-dead connection is terminated rather than pooled.
@@ -78,6 +85,7 @@ NO_TRANSACTION = {"transaction": False}  # route opt for handlers that need no d
 LATE_KEY = {"idempotency": "late"}  # route opt: claim the Idempotency-Key with the answer (see above)
 # Route opt: the handler only reads and hands its one write to `finish_with` (see above).
 ONE_STATEMENT = {"idempotency": "late", "transaction": "one_statement"}
+AUTOCOMMIT = {"transaction": "autocommit"}  # route opt: each statement of the handler commits alone (see above)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = {b"content-type", b"location", b"etag"}
 MAX_BODY = 1_048_576
@@ -206,7 +214,9 @@ class TransactionMiddleware:
         ttl_s = state.settings.idempotency_ttl_s
         handler = scope.get("route_handler")
         one_statement = (
-            handler is not None and handler.opt.get("transaction") == "one_statement" and (request.key is None or late)
+            handler is not None
+            and handler.opt.get("transaction") in ("one_statement", "autocommit")
+            and (request.key is None or late)
         )
         captured: list[Message] = []
         async with reads.connection(scope) as conn:  # the primary's, or a replica's (api.reads)
