@@ -38,13 +38,15 @@ dropped and the route's exception handling answers instead, exactly as if the ha
 (api.errors, the one mapper; a lost race runs the request again, as below). A handler that
 answers 2xx without a statement wrote nothing, and its key is claimed with its answer alone.
 
-One read (routes marked ONE_READ: record reads, free slots, the sync pull): the handler's whole
-database work is ONE statement, which reads and, where the read is audited, audits itself
+One read (routes marked ONE_READ: record reads, free slots, the sync pull): the handler writes in
+at most ONE statement, which reads and, where the read is audited, audits itself
 (domain.record.reads and the sync page insert their audit events in the statement that reads the
 rows), so it runs in that statement's own implicit transaction: the read and its audit commit
 together or not at all, without the BEGIN and COMMIT round trips that were two thirds of such a
-request's database traffic. Nothing else writes: a refusal inserts nothing and is audited apart.
-Only without an Idempotency-Key (a GET); with one, the classic claim in a transaction.
+request's database traffic. Reads before it are snapshots of their own (the sync horizon must be
+one, read before the page). Nothing else writes: a refusal inserts nothing and is audited apart;
+an answer that fails after the statement is at worst audited without having left. Only without
+an Idempotency-Key (a GET); with one, the classic claim in a transaction.
 
 On demand (routes marked ON_DEMAND: FHIR searches): whether a request runs one statement or
 several is known only once the handler has read it (a FHIR search of one patient's record with

@@ -10,6 +10,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from api.deps import Caller, Conn
+from api.transaction import ONE_READ
 from domain.record import sync
 from domain.record.sync import Change, Outcome, Page
 
@@ -26,7 +27,8 @@ class SyncController(Controller):
     path = "/v1/sync"
     tags = ["sync"]
 
-    @get("/", summary="Record changes of your facility's patients since a cursor")
+    # No request transaction: the page, with its audit rows, is one statement (domain.record.sync).
+    @get("/", opt=ONE_READ, summary="Record changes of your facility's patients since a cursor")
     async def pull(
         self,
         conn: Conn,

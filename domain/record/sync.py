@@ -84,13 +84,15 @@ def _cursor(value: str) -> tuple[int, int]:
 # sorted every change after the cursor (21 ms for 16,000 changes, 2 ms this way). Patients are
 # walked per facility (patients_feed is (home_facility_id, tx, change_seq)): with `= ANY` on the
 # first column the index gives no order, and every patient of the facility after the cursor was
-# read and sorted for each page (2,000 patients: 1.7 ms of a page's 8.6 ms).
+# read and sorted for each page (2,000 patients: 1.7 ms of a page's 8.6 ms). An entry version
+# travels whole (`entry`, the row the walk read anyway), so the page needs no second lookup of it.
 _FEED = """
-    (SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq FROM record_entries e JOIN patients p ON p.id = e.patient_id
+    (SELECT 'entry' AS what, e.id, e.version, e.tx, e.seq, e AS entry
+     FROM record_entries e JOIN patients p ON p.id = e.patient_id
      WHERE p.home_facility_id = ANY($1::uuid[]) AND (e.tx, e.seq) > ($2::bigint, $3) AND e.tx < $4::bigint
      ORDER BY e.tx, e.seq LIMIT $5)
     UNION ALL
-    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq FROM unnest($1::uuid[]) AS f(id)
+    (SELECT 'patient', p.id, p.version, p.tx, p.change_seq, NULL::record_entries FROM unnest($1::uuid[]) AS f(id)
      CROSS JOIN LATERAL (
         SELECT p.id, p.version, p.tx, p.change_seq FROM patients p
         WHERE p.home_facility_id = f.id AND (p.tx, p.change_seq) > ($2::bigint, $3) AND p.tx < $4::bigint
@@ -99,19 +101,27 @@ _FEED = """
 
 
 # One page: the feed's next `limit` + 1 changes ($1-$5 as _FEED; $5 is limit + 1) in order, each
-# entry version's columns beside its position (one primary-key lookup each: `(id, version) IN
-# (unnest …)` had the planner hash the whole table), and the page's audit events: one per patient
-# touched by the first `limit` ($6) changes, in the order they are first touched (trail.record's
-# rule; $7-$10 the caller). One statement instead of three (feed, versions, audit).
+# entry version's columns beside its position (unpacked from the row the feed carried: looking
+# each up again by primary key was a third of a 1,000-entry page's PostgreSQL time), each
+# patient's current row (the columns patients.from_row reads, one primary-key lookup each;
+# entries and patients share only `id` and `version`, the feed's own, so a row of either kind
+# carries both under those names), and the page's audit events: one per patient touched by the
+# first `limit` ($6) changes, in the order they are first touched (trail.record's rule; $7-$10
+# the caller). One statement instead of four (feed, versions, patients, audit).
+_ENTRY_ONLY = ", ".join(
+    f"(f.entry).{c.strip()}" for c in store.COLUMNS.split(",") if c.strip() not in ("id", "version")
+)
+_PATIENT_ONLY = ", ".join(
+    f"pt.{c}" for c in ("names", "birth_date", "birth_year", "sex", "phone", "preferred_language", "preferred_channel",
+                        "home_facility_id", "identifiers", "created_at", "updated_at")
+)  # fmt: skip
 _PAGE = f"""
     WITH f AS MATERIALIZED (
-        SELECT what, id, version, tx, seq FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5),
+        SELECT what, id, version, tx, seq, entry FROM ({_FEED}) f ORDER BY f.tx, f.seq LIMIT $5),
     page AS MATERIALIZED (
         SELECT f.what, f.id AS feed_id, f.tx AS feed_tx, f.seq AS feed_seq,
-               row_number() OVER (ORDER BY f.tx, f.seq) AS n, r.*
-        FROM f LEFT JOIN LATERAL (
-            SELECT {store.COLUMNS} FROM record_entries r
-            WHERE f.what = 'entry' AND r.id = f.id AND r.version = f.version LIMIT 1) r ON true),
+               row_number() OVER (ORDER BY f.tx, f.seq) AS n, f.id, f.version, {_ENTRY_ONLY}, {_PATIENT_ONLY}
+        FROM f LEFT JOIN LATERAL ({patients.ROWS} WHERE f.what = 'patient' AND p.id = f.id GROUP BY p.id) pt ON true),
     audited AS (
         INSERT INTO audit_events (actor_user_id, actor_role, facility_id, patient_id, action, resource_type,
                                   resource_id, purpose, channel, outcome, request_id)
@@ -125,7 +135,9 @@ _PAGE = f"""
 async def pull(conn: Connection, principal: Principal, *, since: str, limit: int) -> Page:
     """Changes after the cursor `tx.seq` up to the horizon below which every writer of the feed
     has finished (see migration 0011): a cursor never passes a change. The horizon is read in a
-    statement of its own, so the feed query's snapshot (READ COMMITTED) is taken after it."""
+    statement of its own, so the feed query's snapshot (READ COMMITTED) is taken after it. The page
+    and its audit rows are one statement: in a transaction or not (the route runs it in none), the
+    audit commits with the read or the read fails."""
     tx, seq = _cursor(since)
     facilities = _sync_facilities(principal)
     horizon = await conn.fetchval("SELECT sync_feed_horizon()")
@@ -135,10 +147,9 @@ async def pull(conn: Connection, principal: Principal, *, since: str, limit: int
     )  # fmt: skip
     page = feed[:limit]
     changes = [store.to_entry(r) for r in page if r["what"] == "entry"]
-    registered = [r["feed_id"] for r in page if r["what"] == "patient"]
-    found = await patients.load_many(conn, registered) if registered else {}
+    registered = [patients.from_row(r) for r in page if r["what"] == "patient"]
     cursor = f"{page[-1]['feed_tx']}.{page[-1]['feed_seq']}" if page else since
-    return Page(changes=changes, patients=[found[p] for p in registered], cursor=cursor, more=len(feed) > limit)
+    return Page(changes=changes, patients=registered, cursor=cursor, more=len(feed) > limit)
 
 
 async def push(conn: Connection, principal: Principal, changes: list[Change]) -> list[Outcome]:

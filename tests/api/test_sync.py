@@ -159,6 +159,50 @@ class TestPull:
         empty, events = await pull(entries["cursor"])
         assert (empty["changes"], empty["patients"], events) == ([], [], [])
 
+    async def test_a_page_carries_each_patient_as_a_read_gives_it(self, client: Client, factory: Factory) -> None:
+        """The page's patients (read with the feed, in its one statement) are what GET /v1/patients/{id}
+        answers: every field, identifiers included, and in feed order among entries of other kinds."""
+        scene = await factory.scene()
+        phone = f"+8551277{secrets.randbelow(10**5):05d}"
+        ids = [{"system": "urn:kh:hid", "value": f"HID-{uuid.uuid4().hex[:8]}"},
+               {"system": "urn:kh:nid", "value": f"NID-{uuid.uuid4().hex[:8]}"}]  # fmt: skip
+        second = await factory.patient(scene.post, token=scene.chw.token, phone=phone, identifiers=ids, sex="female")
+        await push(client, scene, [{"client_id": "p", "patient_id": str(second), "entry": temperature(37)}])
+        page = (await client.get("/v1/sync", headers=scene.chw.headers)).json()
+        assert [p["id"] for p in page["patients"]] == [str(scene.patient), str(second)]
+        for synced in page["patients"]:
+            read = await client.get(f"/v1/patients/{synced['id']}", headers=scene.chw.headers)
+            assert read.status_code == 200, read.text
+            assert synced == read.json()
+        assert sorted((i["system"], i["value"]) for i in page["patients"][1]["identifiers"]) == sorted(
+            (i["system"], i["value"]) for i in ids
+        )
+        assert [c["patient_id"] for c in page["changes"]] == [str(second)]
+
+    async def test_a_page_is_read_and_audited_outside_a_transaction(
+        self, client: Client, factory: Factory, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No BEGIN/COMMIT round trips around a page (api.transaction ONE_READ): its audit rows are
+        committed by the statement that reads it, before the answer leaves."""
+        from domain.record import sync
+
+        scene = await factory.scene()
+        seen: list[bool] = []
+        pull = sync.pull
+
+        async def watched(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            page = await pull(conn, *args, **kwargs)
+            seen.append(conn.is_in_transaction())
+            return page
+
+        monkeypatch.setattr(sync, "pull", watched)
+        request_id = f"sync-autocommit-{uuid.uuid4().hex}"
+        response = await client.get("/v1/sync", headers={**scene.chw.headers, "X-Request-ID": request_id})
+        assert response.status_code == 200, response.text
+        assert seen == [False]
+        audited = await db.fetch("SELECT patient_id FROM audit_events WHERE request_id = $1", request_id)
+        assert [r["patient_id"] for r in audited] == [scene.patient]
+
     async def test_msgpack_is_smaller_and_bad_cursors_refused(self, client: Client, factory: Factory) -> None:
         scene = await factory.scene()
         await push(client, scene, [{"client_id": "m", "patient_id": str(scene.patient), "entry": temperature(37)}])

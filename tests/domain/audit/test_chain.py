@@ -152,6 +152,30 @@ async def test_an_unsealed_row_takes_only_its_seal(factory: Factory, db: asyncpg
             await transaction.rollback()
 
 
+async def test_the_append_only_guard_names_every_column_but_the_seal(db: asyncpg.Pool) -> None:
+    """The guard is the trigger's WHEN condition (migration 0031), which names the columns: a column
+    added to audit_events without being named there could be changed after the fact, unseen until
+    sealed. Every column but the three the sealer writes must appear in it, on both sides."""
+    columns = await db.fetch(
+        """SELECT attname FROM pg_attribute WHERE attrelid = 'audit_events'::regclass AND attnum > 0
+           AND NOT attisdropped AND attname NOT IN ('seal_seq', 'prev_id', 'hash')"""
+    )
+    guard = await db.fetchval(
+        """SELECT pg_get_triggerdef(oid) FROM pg_trigger
+           WHERE tgrelid = 'audit_events'::regclass AND tgname = 'audit_events_append_only'"""
+    )
+    assert "BEFORE UPDATE" in guard
+    for (column,) in columns:
+        assert f"old.{column}" in guard, f"{column} is not guarded"
+        assert f"new.{column}" in guard, f"{column} is not guarded"
+    never = await db.fetchval(
+        """SELECT pg_get_triggerdef(oid) FROM pg_trigger
+           WHERE tgrelid = 'audit_events'::regclass AND tgname = 'audit_events_never_deleted'"""
+    )
+    assert "BEFORE DELETE" in never
+    assert "WHEN" not in never
+
+
 async def test_cli_verify_audit_exits_3_on_tampering(
     factory: Factory, db: asyncpg.Pool, raw: asyncpg.Connection, database_url: str, servers: tuple[str, str]
 ) -> None:
