@@ -23,12 +23,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from infra import outage
 from infra.config import Settings
 from infra.db import Connection, Pool
-from notifications.plan import CALL_TTL_S, Planned, patients_of, plan
+from notifications.plan import CALL_TTL_S, Event, Planned, plan_events
 from notifications.push import Outcome, Push, PushSender
 from notifications.wake import Wake, first_of
 from sms.outbox import SmsOutbox
@@ -132,18 +133,18 @@ class Worker:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    events = await _lock_events(conn)
-                    known = await patients_of(conn, [e["payload"] for e in events])
-                    offsets = self._settings.reminder_offsets_min
-                    planned = [
-                        (event["id"], p)
-                        for event in events
-                        for p in await plan(conn, event["id"], event["topic"], event["payload"], offsets, known)
-                    ]
-                    await _insert(conn, planned)
-                    await conn.execute(
-                        "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])", [e["id"] for e in events]
+                    # Taken and marked planned in one statement: the mark is undone with the
+                    # transaction if the plan fails, and locks the rows as FOR UPDATE would.
+                    events = _events(
+                        await conn.fetch(
+                            """UPDATE outbox SET processed_at = now()
+                                WHERE id IN (SELECT id FROM outbox WHERE processed_at IS NULL AND available_at <= now()
+                                              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                            RETURNING id, topic, payload""",
+                            PLAN_BATCH,
+                        )
                     )
+                    await _insert(conn, await plan_events(conn, events, self._settings.reminder_offsets_min))
                 return len(events)
             except Exception as exc:
                 if outage.unavailable(exc) is not None:
@@ -152,24 +153,21 @@ class Worker:
 
     async def _plan_one_by_one(self, conn: Connection) -> int:
         async with conn.transaction():
-            events = await _lock_events(conn)
+            events = _events(await _lock_events(conn))
             for event in events:
                 try:
                     async with conn.transaction():  # a savepoint
-                        planned = await plan(
-                            conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
-                        )
-                        await _insert(conn, [(event["id"], p) for p in planned])
-                        await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event["id"])
+                        await _insert(conn, await plan_events(conn, [event], self._settings.reminder_offsets_min))
+                        await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event.id)
                 except Exception as exc:
                     if outage.unavailable(exc) is not None:
                         raise
-                    log.exception("outbox_event_unplanned", outbox_id=event["id"], topic=event["topic"])
+                    log.exception("outbox_event_unplanned", outbox_id=event.id, topic=event.topic)
                     await conn.execute(
                         """UPDATE outbox SET attempts = attempts + 1,
                                   available_at = now() + make_interval(secs => least(600, 2 ^ attempts))
                             WHERE id = $1""",
-                        event["id"],
+                        event.id,
                     )
         return len(events)
 
@@ -353,34 +351,43 @@ async def _lock_events(conn: Connection) -> list[Any]:
     )
 
 
+def _events(rows: list[Any]) -> list[Event]:
+    return sorted((Event(r["id"], r["topic"], r["payload"]) for r in rows), key=lambda e: e.id)
+
+
 async def _insert(conn: Connection, planned: list[tuple[int, Planned]]) -> None:
+    """The batch's messages in one statement (column arrays, not a row per execution)."""
     if not planned:
         return
-    await conn.executemany(
+    await conn.execute(
         """INSERT INTO notifications (key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone,
                                       language, title, body, data, channel, available_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()))
+           SELECT key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone, language, title, body,
+                  data::jsonb, channel, coalesce(available_at, now())
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                         $14::timestamptz[])
+                  AS n (key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone, language, title,
+                        body, data, channel, available_at)
            ON CONFLICT (key) DO NOTHING""",
-        [
-            (
-                p.key,
-                outbox_id,
-                p.kind,
-                p.priority,
-                p.user_id,
-                p.patient_id,
-                p.appointment_id,
-                p.phone,
-                p.language,
-                p.title,
-                p.body,
-                p.data,
-                p.channel,
-                p.available_at,
-            )
-            for outbox_id, p in planned
-        ],
+        [p.key for _, p in planned],
+        [outbox_id for outbox_id, _ in planned],
+        [p.kind for _, p in planned],
+        [p.priority for _, p in planned],
+        [p.user_id for _, p in planned],
+        [p.patient_id for _, p in planned],
+        [p.appointment_id for _, p in planned],
+        [p.phone for _, p in planned],
+        [p.language for _, p in planned],
+        [p.title for _, p in planned],
+        [p.body for _, p in planned],
+        [_JSON.encode(p.data).decode() for _, p in planned],
+        [p.channel for _, p in planned],
+        [p.available_at for _, p in planned],
     )
+
+
+_JSON = msgspec.json.Encoder()
 
 
 async def _still_due(conn: Connection, n: dict[str, Any]) -> bool:
