@@ -32,7 +32,7 @@ from infra.db import Connection, Pool
 from notifications.plan import CALL_TTL_S, Event, Planned, plan_events
 from notifications.push import Outcome, Push, PushSender
 from notifications.wake import Wake, first_of
-from sms.outbox import SmsOutbox
+from sms.outbox import Rendered, SmsOutbox
 
 log = structlog.get_logger("spean.notifications")
 
@@ -190,7 +190,7 @@ class Worker:
             by_push = [n for n in claimed if not (n["channel"] == "sms" and n["phone"])]
             live = await _live_devices(conn, by_push)
             due = await _still_due(conn, [n for n in claimed if n["kind"].startswith("reminder_")])
-            ended: list[tuple[dict[str, Any], str, str]] = []
+            ended: list[tuple[dict[str, Any], str, str | None]] = []
             unreached: list[tuple[dict[str, Any], str]] = []
             for n in claimed:
                 if n["kind"].startswith("reminder_") and n["id"] not in due:
@@ -208,7 +208,7 @@ class Worker:
             # without a device (hundreds in a batch).
             await self._finish_all(conn, ended)
             await self._fall_back_all(conn, unreached)
-        await asyncio.gather(self._send_pushes(pushes), *(self._send_sms(n) for n in sms))
+        await asyncio.gather(self._send_pushes(pushes), self._send_sms(sms))
         return len(claimed)
 
     async def _claim(self) -> list[dict[str, Any]]:
@@ -261,30 +261,32 @@ class Worker:
                     refused.append((n, errors))
             await self._fall_back_all(conn, refused)
 
-    async def _send_sms(self, n: dict[str, Any]) -> None:
-        """Hand the message to the SMS ledger (sms.outbox) in one transaction with this row's end:
+    async def _send_sms(self, ns: list[dict[str, Any]]) -> None:
+        """Hand the messages to the SMS ledger (sms.outbox) in one transaction with their rows' end:
         the ledger applies STOP, the country list and the budget, sends after commit and retries;
-        its idempotency key (this notification's) keeps a retried hand-over from queuing it twice."""
+        its idempotency key (each notification's) keeps a retried hand-over from queuing it twice."""
+        if not ns:
+            return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                message_id, refusal = await self._sms.record(
+                answers = await self._sms.record_many(
                     conn,
-                    to=n["phone"],
-                    body=n["body"],
-                    template=n["kind"],
-                    language=n["language"],
-                    key=f"notification:{n['key']}",
+                    [Rendered(n["phone"], n["body"], n["kind"], n["language"], f"notification:{n['key']}") for n in ns],
                 )
-                if refusal is None:
-                    await self._finish(conn, n, state="sent")
-                else:  # STOP, a country outside the list, the hourly budget: not sent, and why
-                    await self._finish(conn, n, state="cancelled", error=f"sms refused: {refusal}")
+                # Refused (STOP, a country outside the list, the hourly budget): not sent, and why.
+                await self._finish_all(
+                    conn,
+                    [
+                        (n, "sent", None) if refusal is None else (n, "cancelled", f"sms refused: {refusal}")
+                        for n, (_, refusal) in zip(ns, answers, strict=True)
+                    ],
+                )
         except Exception as exc:
             async with self._pool.acquire() as conn:
-                await self._retry(conn, n, f"sms: {exc}", 0.0)
+                for n in ns:
+                    await self._retry(conn, n, f"sms: {exc}", 0.0)
             return
-        if message_id is not None:
-            await self._sms.deliver([message_id])
+        await self._sms.deliver([message_id for message_id, _ in answers if message_id is not None])
 
     async def _fall_back_all(self, conn: Connection, unreached: list[tuple[dict[str, Any], str]]) -> None:
         """No push reached these people (each with why): SMS instead, not for a silent sync, which
@@ -361,7 +363,7 @@ class Worker:
         elif state == "failed":
             log.warning("notification_dead_lettered", notification=str(n["id"]), kind=n["kind"], error=error)
 
-    async def _finish_all(self, conn: Connection, ends: list[tuple[dict[str, Any], str, str]]) -> None:
+    async def _finish_all(self, conn: Connection, ends: list[tuple[dict[str, Any], str, str | None]]) -> None:
         """`_finish` for many messages (each with its state and error) in one statement."""
         if not ends:
             return
