@@ -23,21 +23,23 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from infra import outage
 from infra.config import Settings
 from infra.db import Connection, Pool
-from notifications.plan import CALL_TTL_S, Planned, patients_of, plan
+from notifications.plan import CALL_TTL_S, Event, Planned, plan_events
 from notifications.push import Outcome, Push, PushSender
 from notifications.wake import Wake, first_of
-from sms.outbox import SmsOutbox
+from sms.outbox import Rendered, SmsOutbox
 
 log = structlog.get_logger("spean.notifications")
 
 PLAN_BATCH = 500
 SEND_BATCH = 500
 BACKOFF_CAP_S = 600.0
+LINGER_S = 0.05  # between rounds that were not full: at most this much later, many events a round
 
 
 class Worker:
@@ -74,6 +76,11 @@ class Worker:
             planned, delivered = await asyncio.gather(self._step(self.plan_once), self._step(self.deliver_once))
             if not planned and not delivered:
                 await self._sleep(stop, woken, poll_s)
+            elif planned < PLAN_BATCH and delivered < SEND_BATCH:
+                # Keeping up: a round costs a dozen statements however few events it takes, so
+                # let a few more commit first (never saying it sleeps: no NOTIFY meanwhile).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LINGER_S)
 
     async def _sleep(self, stop: asyncio.Event, woken: asyncio.Event, poll_s: float) -> None:
         """Wait for an outbox commit or the next poll. Commits NOTIFY only while a listening
@@ -132,18 +139,18 @@ class Worker:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    events = await _lock_events(conn)
-                    known = await patients_of(conn, [e["payload"] for e in events])
-                    offsets = self._settings.reminder_offsets_min
-                    planned = [
-                        (event["id"], p)
-                        for event in events
-                        for p in await plan(conn, event["id"], event["topic"], event["payload"], offsets, known)
-                    ]
-                    await _insert(conn, planned)
-                    await conn.execute(
-                        "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])", [e["id"] for e in events]
+                    # Taken and marked planned in one statement: the mark is undone with the
+                    # transaction if the plan fails, and locks the rows as FOR UPDATE would.
+                    events = _events(
+                        await conn.fetch(
+                            """UPDATE outbox SET processed_at = now()
+                                WHERE id IN (SELECT id FROM outbox WHERE processed_at IS NULL AND available_at <= now()
+                                              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                            RETURNING id, topic, payload""",
+                            PLAN_BATCH,
+                        )
                     )
+                    await _insert(conn, await plan_events(conn, events, self._settings.reminder_offsets_min))
                 return len(events)
             except Exception as exc:
                 if outage.unavailable(exc) is not None:
@@ -152,24 +159,21 @@ class Worker:
 
     async def _plan_one_by_one(self, conn: Connection) -> int:
         async with conn.transaction():
-            events = await _lock_events(conn)
+            events = _events(await _lock_events(conn))
             for event in events:
                 try:
                     async with conn.transaction():  # a savepoint
-                        planned = await plan(
-                            conn, event["id"], event["topic"], event["payload"], self._settings.reminder_offsets_min
-                        )
-                        await _insert(conn, [(event["id"], p) for p in planned])
-                        await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event["id"])
+                        await _insert(conn, await plan_events(conn, [event], self._settings.reminder_offsets_min))
+                        await conn.execute("UPDATE outbox SET processed_at = now() WHERE id = $1", event.id)
                 except Exception as exc:
                     if outage.unavailable(exc) is not None:
                         raise
-                    log.exception("outbox_event_unplanned", outbox_id=event["id"], topic=event["topic"])
+                    log.exception("outbox_event_unplanned", outbox_id=event.id, topic=event.topic)
                     await conn.execute(
                         """UPDATE outbox SET attempts = attempts + 1,
                                   available_at = now() + make_interval(secs => least(600, 2 ^ attempts))
                             WHERE id = $1""",
-                        event["id"],
+                        event.id,
                     )
         return len(events)
 
@@ -185,9 +189,12 @@ class Worker:
             # SMS preferred but no phone: a push, if there is a device
             by_push = [n for n in claimed if not (n["channel"] == "sms" and n["phone"])]
             live = await _live_devices(conn, by_push)
+            due = await _still_due(conn, [n for n in claimed if n["kind"].startswith("reminder_")])
+            ended: list[tuple[dict[str, Any], str, str | None]] = []
+            unreached: list[tuple[dict[str, Any], str]] = []
             for n in claimed:
-                if n["kind"].startswith("reminder_") and not await _still_due(conn, n):
-                    await self._finish(conn, n, state="cancelled", error="the appointment moved or was cancelled")
+                if n["kind"].startswith("reminder_") and n["id"] not in due:
+                    ended.append((n, "cancelled", "the appointment moved or was cancelled"))
                     continue
                 if n["channel"] == "sms" and n["phone"]:
                     sms.append(n)
@@ -196,8 +203,12 @@ class Worker:
                 if devices:
                     pushes += [(n, _push(n, token), device_id) for device_id, token in devices]
                 else:
-                    await self._fall_back(conn, n, "no live device")
-        await asyncio.gather(self._send_pushes(pushes), *(self._send_sms(n) for n in sms))
+                    unreached.append((n, "no live device"))
+            # Settled together: a statement per message was most of the worker's CPU for people
+            # without a device (hundreds in a batch).
+            await self._finish_all(conn, ended)
+            await self._fall_back_all(conn, unreached)
+        await asyncio.gather(self._send_pushes(pushes), self._send_sms(sms))
         return len(claimed)
 
     async def _claim(self) -> list[dict[str, Any]]:
@@ -237,6 +248,7 @@ class Worker:
                     )
             sent = {nid for nid, results in by_notification.items() if any(r.verdict == "sent" for r in results)}
             await self._finish_sent(conn, list(sent))
+            refused: list[tuple[dict[str, Any], str]] = []
             for nid, results in by_notification.items():
                 n = rows[nid]
                 errors = "; ".join(r.error for r in results if r.error)
@@ -246,49 +258,59 @@ class Worker:
                     after = max((r.retry_after_s or 0.0) for r in results)
                     await self._retry(conn, n, errors, after)
                 else:  # every device's token is dead or refused for good
-                    await self._fall_back(conn, n, errors)
+                    refused.append((n, errors))
+            await self._fall_back_all(conn, refused)
 
-    async def _send_sms(self, n: dict[str, Any]) -> None:
-        """Hand the message to the SMS ledger (sms.outbox) in one transaction with this row's end:
+    async def _send_sms(self, ns: list[dict[str, Any]]) -> None:
+        """Hand the messages to the SMS ledger (sms.outbox) in one transaction with their rows' end:
         the ledger applies STOP, the country list and the budget, sends after commit and retries;
-        its idempotency key (this notification's) keeps a retried hand-over from queuing it twice."""
+        its idempotency key (each notification's) keeps a retried hand-over from queuing it twice."""
+        if not ns:
+            return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                message_id, refusal = await self._sms.record(
+                answers = await self._sms.record_many(
                     conn,
-                    to=n["phone"],
-                    body=n["body"],
-                    template=n["kind"],
-                    language=n["language"],
-                    key=f"notification:{n['key']}",
+                    [Rendered(n["phone"], n["body"], n["kind"], n["language"], f"notification:{n['key']}") for n in ns],
                 )
-                if refusal is None:
-                    await self._finish(conn, n, state="sent")
-                else:  # STOP, a country outside the list, the hourly budget: not sent, and why
-                    await self._finish(conn, n, state="cancelled", error=f"sms refused: {refusal}")
+                # Refused (STOP, a country outside the list, the hourly budget): not sent, and why.
+                await self._finish_all(
+                    conn,
+                    [
+                        (n, "sent", None) if refusal is None else (n, "cancelled", f"sms refused: {refusal}")
+                        for n, (_, refusal) in zip(ns, answers, strict=True)
+                    ],
+                )
         except Exception as exc:
             async with self._pool.acquire() as conn:
-                await self._retry(conn, n, f"sms: {exc}", 0.0)
+                for n in ns:
+                    await self._retry(conn, n, f"sms: {exc}", 0.0)
             return
-        if message_id is not None:
-            await self._sms.deliver([message_id])
+        await self._sms.deliver([message_id for message_id, _ in answers if message_id is not None])
 
-    async def _fall_back(self, conn: Connection, n: dict[str, Any], why: str) -> None:
-        """No push reached the person: SMS instead (not for a silent sync, which says nothing)."""
-        if n["priority"] == "silent":
-            await self._finish(conn, n, state="cancelled", error=why)
-        elif n["phone"]:
+    async def _fall_back_all(self, conn: Connection, unreached: list[tuple[dict[str, Any], str]]) -> None:
+        """No push reached these people (each with why): SMS instead, not for a silent sync, which
+        says nothing; two statements for the lot."""
+        to_sms = [(n, why) for n, why in unreached if n["priority"] != "silent" and n["phone"]]
+        if to_sms:
             await conn.execute(
-                """UPDATE notifications
+                """UPDATE notifications n
                       SET channel = 'sms', available_at = now(), claimed_by = NULL, claimed_until = NULL,
-                          last_error = $3, updated_at = now()
-                    WHERE id = $1 AND claimed_by = $2""",
-                n["id"],
+                          last_error = u.why, updated_at = now()
+                     FROM unnest($1::uuid[], $3::text[]) AS u (id, why)
+                    WHERE n.id = u.id AND n.claimed_by = $2""",
+                [n["id"] for n, _ in to_sms],
                 self.id,
-                why,
+                [why for _, why in to_sms],
             )
-        else:
-            await self._finish(conn, n, state="failed", error=f"{why}; no phone for SMS")
+        await self._finish_all(
+            conn,
+            [
+                (n, "cancelled", why) if n["priority"] == "silent" else (n, "failed", f"{why}; no phone for SMS")
+                for n, why in unreached
+                if n["priority"] == "silent" or not n["phone"]
+            ],
+        )
 
     async def _retry(self, conn: Connection, n: dict[str, Any], error: str, retry_after_s: float) -> None:
         if n["attempts"] >= self._settings.notify_max_attempts:
@@ -341,6 +363,32 @@ class Worker:
         elif state == "failed":
             log.warning("notification_dead_lettered", notification=str(n["id"]), kind=n["kind"], error=error)
 
+    async def _finish_all(self, conn: Connection, ends: list[tuple[dict[str, Any], str, str | None]]) -> None:
+        """`_finish` for many messages (each with its state and error) in one statement."""
+        if not ends:
+            return
+        done = set(
+            await conn.fetchval(
+                """WITH done AS (
+                       UPDATE notifications n
+                          SET state = e.state, sent_at = CASE WHEN e.state = 'sent' THEN now() END, claimed_by = NULL,
+                              claimed_until = NULL, last_error = coalesce(e.error, n.last_error), updated_at = now()
+                         FROM unnest($1::uuid[], $3::text[], $4::text[]) AS e (id, state, error)
+                        WHERE n.id = e.id AND n.claimed_by = $2
+                    RETURNING n.id)
+                   SELECT coalesce(array_agg(id), '{}') FROM done""",
+                [n["id"] for n, _, _ in ends],
+                self.id,
+                [state for _, state, _ in ends],
+                [error for _, _, error in ends],
+            )
+        )
+        for n, state, error in ends:
+            if n["id"] not in done:
+                log.warning("notification_claim_lost", notification=str(n["id"]), worker=str(self.id))
+            elif state == "failed":
+                log.warning("notification_dead_lettered", notification=str(n["id"]), kind=n["kind"], error=error)
+
 
 async def _lock_events(conn: Connection) -> list[Any]:
     return list(
@@ -353,45 +401,57 @@ async def _lock_events(conn: Connection) -> list[Any]:
     )
 
 
+def _events(rows: list[Any]) -> list[Event]:
+    return sorted((Event(r["id"], r["topic"], r["payload"]) for r in rows), key=lambda e: e.id)
+
+
 async def _insert(conn: Connection, planned: list[tuple[int, Planned]]) -> None:
+    """The batch's messages in one statement (column arrays, not a row per execution)."""
     if not planned:
         return
-    await conn.executemany(
+    await conn.execute(
         """INSERT INTO notifications (key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone,
                                       language, title, body, data, channel, available_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now()))
+           SELECT key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone, language, title, body,
+                  data::jsonb, channel, coalesce(available_at, now())
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::uuid[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                         $14::timestamptz[])
+                  AS n (key, outbox_id, kind, priority, user_id, patient_id, appointment_id, phone, language, title,
+                        body, data, channel, available_at)
            ON CONFLICT (key) DO NOTHING""",
-        [
-            (
-                p.key,
-                outbox_id,
-                p.kind,
-                p.priority,
-                p.user_id,
-                p.patient_id,
-                p.appointment_id,
-                p.phone,
-                p.language,
-                p.title,
-                p.body,
-                p.data,
-                p.channel,
-                p.available_at,
-            )
-            for outbox_id, p in planned
-        ],
+        [p.key for _, p in planned],
+        [outbox_id for outbox_id, _ in planned],
+        [p.kind for _, p in planned],
+        [p.priority for _, p in planned],
+        [p.user_id for _, p in planned],
+        [p.patient_id for _, p in planned],
+        [p.appointment_id for _, p in planned],
+        [p.phone for _, p in planned],
+        [p.language for _, p in planned],
+        [p.title for _, p in planned],
+        [p.body for _, p in planned],
+        [_JSON.encode(p.data).decode() for _, p in planned],
+        [p.channel for _, p in planned],
+        [p.available_at for _, p in planned],
     )
 
 
-async def _still_due(conn: Connection, n: dict[str, Any]) -> bool:
-    start = dt.datetime.fromisoformat(n["data"]["start"])
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM appointments WHERE id = $1 AND status = 'booked' AND start_at = $2)",
-            n["appointment_id"],
-            start,
-        )
+_JSON = msgspec.json.Encoder()
+
+
+async def _still_due(conn: Connection, reminders: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """The reminders whose appointment is still booked at the time they were planned for."""
+    if not reminders:
+        return set()
+    rows = await conn.fetch(
+        """SELECT r.id FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS r (id, appointment_id, start_at)
+             JOIN appointments a ON a.id = r.appointment_id AND a.status = 'booked' AND a.start_at = r.start_at""",
+        [n["id"] for n in reminders],
+        [n["appointment_id"] for n in reminders],
+        [dt.datetime.fromisoformat(n["data"]["start"]) for n in reminders],
     )
+    return {r["id"] for r in rows}
 
 
 Devices = dict[uuid.UUID, list[tuple[uuid.UUID, str]]]  # notification id → (device id, FCM token)

@@ -27,10 +27,10 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 import phonenumbers
 import structlog
@@ -60,6 +60,16 @@ class OutboxPolicy:
     hourly_budget: int
     max_attempts: int
     status_callback_url: str | None
+
+
+class Rendered(NamedTuple):
+    """A message already rendered from the catalogues, to record under `key` (`record_many`)."""
+
+    to: str
+    body: str
+    template: str
+    language: str
+    key: str
 
 
 def policy_from(countries: str, hourly_budget: int, max_attempts: int, public_base_url: str) -> OutboxPolicy:
@@ -153,6 +163,65 @@ class SmsOutbox:
             return None, refusal
         return (message_id if inserted is not None else None), None
 
+    async def record_many(
+        self, conn: Connection, messages: Sequence[Rendered]
+    ) -> list[tuple[uuid.UUID | None, str | None]]:
+        """`record` for many messages (not essential, not secret: notifications' texts), in
+        three statements and one budget count for the lot; each answer as `record` gives it, the
+        budget spent in the messages' order."""
+        if not messages:
+            return []
+        refusals: list[str | None] = [
+            None if _region(m.to) in self._policy.countries else "country_not_allowed" for m in messages
+        ]
+        asked = list({m.to for m, r in zip(messages, refusals, strict=True) if r is None})
+        stopped = set(
+            await conn.fetchval(
+                "SELECT coalesce(array_agg(phone), '{}') FROM sms_opt_outs WHERE phone = ANY($1::text[])", asked
+            )
+            if asked
+            else ()
+        )
+        refusals = [r or ("opted_out" if m.to in stopped else None) for m, r in zip(messages, refusals, strict=True)]
+        spending = [i for i, r in enumerate(refusals) if r is None]
+        allowed = await self.spend_budget(len(spending)) if spending else 0
+        for i in spending[allowed:]:
+            refusals[i] = "hourly_budget"
+        ids = [uuid.uuid4() for _ in messages]
+        sizes = [segments.count(m.body) for m in messages]
+        inserted = set(
+            await conn.fetchval(
+                """WITH added AS (
+                       INSERT INTO sms_messages (id, idempotency_key, to_phone, template, language, body, secret,
+                                                 essential, segments, encoding, status, last_error)
+                       SELECT id, key, to_phone, template, language, body, false, false, parts, encoding,
+                              CASE WHEN refusal IS NULL THEN 'queued' ELSE 'refused' END, refusal
+                         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                     $7::int[], $8::text[], $9::text[])
+                              AS m (id, key, to_phone, template, language, body, parts, encoding, refusal)
+                       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)
+                   SELECT coalesce(array_agg(id), '{}') FROM added""",
+                ids,
+                [m.key for m in messages],
+                [m.to for m in messages],
+                [m.template for m in messages],
+                [m.language if m.language in texts.LANGUAGES else texts.FALLBACK for m in messages],
+                [m.body for m in messages],
+                [size.parts for size in sizes],
+                [size.encoding for size in sizes],
+                refusals,
+            )
+        )
+        answers: list[tuple[uuid.UUID | None, str | None]] = []
+        for m, message_id, refusal in zip(messages, ids, refusals, strict=True):
+            if refusal:
+                REFUSED.labels(reason=refusal).inc()
+                log.info("sms_refused", reason=refusal, to=m.to, template=m.template)
+                answers.append((None, refusal))
+            else:
+                answers.append((message_id if message_id in inserted else None, None))
+        return answers
+
     async def _refusal(self, conn: Connection, to: str, essential: bool) -> str | None:
         if _region(to) not in self._policy.countries:
             return "country_not_allowed"
@@ -165,18 +234,24 @@ class SmsOutbox:
     def allowed_country(self, phone: str) -> bool:
         return _region(phone) in self._policy.countries
 
-    async def spend_budget(self) -> bool:
-        """Count one SMS against this hour's global budget; False (metric, log line) once spent."""
+    @overload
+    async def spend_budget(self) -> bool: ...
+    @overload
+    async def spend_budget(self, count: int) -> int: ...
+    async def spend_budget(self, count: int | None = None) -> bool | int:
+        """Count one SMS (or `count`) against this hour's global budget: whether it may go (how
+        many of them may, the first ones); a metric and a log line once spent."""
         key = budget_key()
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
+            pipe.incrby(key, 1 if count is None else count)
             pipe.expire(key, 7200, nx=True)
             used, _ = await pipe.execute()
-        if int(used) <= self._policy.hourly_budget:
-            return True
-        BUDGET_TRIPS.labels(budget="hourly").inc()
-        log.warning("sms_budget_tripped", budget="hourly", limit=self._policy.hourly_budget, used=int(used))
-        return False
+        spent = 1 if count is None else count
+        allowed = max(0, min(spent, self._policy.hourly_budget - (int(used) - spent)))
+        if allowed < spent:
+            BUDGET_TRIPS.labels(budget="hourly").inc()
+            log.warning("sms_budget_tripped", budget="hourly", limit=self._policy.hourly_budget, used=int(used))
+        return allowed == 1 if count is None else allowed
 
     # -- 2. after commit ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ listening connection is lost or cannot be made. Real `spean worker` processes.""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -25,12 +26,15 @@ async def _pushed(fcm: FcmServer, token: str, appointment: str) -> bool:
     return any(m["data"].get("appointment_id") == appointment for m in fcm.to(token))
 
 
-def _idle(db: asyncpg.Pool) -> Callable[[], Awaitable[bool]]:
-    async def idle() -> bool:
-        due = "SELECT count(*) FROM outbox WHERE processed_at IS NULL AND available_at <= now()"
-        return await db.fetchval(due) == 0 and bool(await db.fetchval("SELECT count(*) FROM outbox_sleepers"))
+def _asleep(db: asyncpg.Pool, worker: uuid.UUID) -> Callable[[], Awaitable[bool]]:
+    """This worker (its own row, not one another worker left) says it sleeps, and no event waits."""
 
-    return idle
+    async def asleep() -> bool:
+        said = "SELECT EXISTS (SELECT FROM outbox_sleepers WHERE worker = $1 AND until > now())"
+        due = "SELECT EXISTS (SELECT FROM outbox WHERE processed_at IS NULL AND available_at <= now())"
+        return bool(await db.fetchval(said, worker)) and not await db.fetchval(due)
+
+    return asleep
 
 
 async def test_a_commit_wakes_an_idle_worker(
@@ -42,9 +46,13 @@ async def test_a_commit_wakes_an_idle_worker(
     await register(factory, patient.token, f"wake-{unique}")
     _, log = start_worker(SPEAN_WORKER_POLL_MS="600000")
     await wait_for(lambda: "outbox_listening" in log.read_text(), what="the worker listening")
+    ready = re.search(r"worker ([0-9a-f-]{36}) ready", log.read_text())
+    assert ready is not None
     # The suite's database holds every earlier test's events, which this worker plans first: only
     # once it has none left to plan does it sleep, and only then is the next push the commit's.
-    await wait_for(_idle(db), timeout_s=120, what="the worker through the suite's earlier events")
+    # Its own row says so: a worker killed by an earlier test leaves one behind for a day.
+    asleep = _asleep(db, uuid.UUID(ready[1]))
+    await wait_for(asleep, timeout_s=300, what="the worker through the suite's earlier events, asleep")
     for at in ("09:00", "09:30"):  # twice: it goes back to waiting, and is woken again
         appointment = await book(factory, scene, patient.patient_id, at)
         await wait_for(partial(_pushed, fcm, f"wake-{unique}", appointment), what="the push, woken by the commit")
