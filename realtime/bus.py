@@ -70,6 +70,16 @@ async def next_reply(pubsub: PubSub) -> list[Any]:
     return reply
 
 
+def fan_out(listeners: list[Listener], data: str) -> None:
+    """Hand a room's message to each of its local listeners. One that fails is logged and stops
+    neither the others nor the reader, which serves every room of the worker."""
+    for listener in list(listeners):
+        try:
+            listener(data)
+        except Exception:
+            log.exception("rtc_deliver_failed")
+
+
 class Bus:
     """Subscriptions follow the local listeners. While Redis is away the pump retries with a
     growing pause (one log line per outage), then subscribes afresh to exactly the rooms that
@@ -177,5 +187,4 @@ class Bus:
                 continue
             listeners = self._listeners.get(redis_keys.rtc_room_of_live(reply[1]))
             if listeners:
-                for listener in list(listeners):
-                    listener(reply[2])
+                fan_out(listeners, reply[2])

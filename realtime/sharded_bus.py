@@ -27,7 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from infra import outage, redis_keys
-from realtime.bus import Listener, as_is, next_reply
+from realtime.bus import Listener, as_is, fan_out, next_reply
 
 log = structlog.get_logger(__name__)
 
@@ -174,8 +174,7 @@ class ShardedBus:
             if reply[0] == "smessage":
                 listeners = self._listeners.get(redis_keys.rtc_room_of_live(reply[1]))
                 if listeners:
-                    for listener in list(listeners):
-                        listener(reply[2])
+                    fan_out(listeners, reply[2])
                 continue
             if message is None:
                 continue

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from infra import redis_client
 from infra.config import Settings
-from infra.embedded import free_port
+from infra.embedded import EmbeddedServices, free_port
 from tests.factory import Factory, PatientLogin, Staff
 from tests.live import server_env, start_server, wait_ready
 
@@ -81,3 +83,16 @@ async def consultation(factory: Factory) -> Consultation:
     scene = await factory.scene()
     patient, appointment_id = await factory.consultation_soon(scene)
     return Consultation(appointment_id, scene.specialist, scene.chw, patient)
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """An embedded Redis of the test's own, for tests that flush scripts or kill connections."""
+    services = EmbeddedServices(tmp_path / "data")
+    try:
+        client = redis_client.connect(services.start_redis())
+        assert isinstance(client, Redis)
+        yield client
+        await client.aclose()
+    finally:
+        services.stop()

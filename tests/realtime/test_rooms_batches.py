@@ -1,34 +1,19 @@
-"""realtime.rooms: relayed messages go to Redis in batches, on a Redis of the test's own (it
+"""realtime.rooms: relayed messages go to Redis in batches (on a Redis of the test's own: it
 flushes scripts and kills connections, which a shared server's other users would feel)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
-from infra import redis_client
-from infra.embedded import EmbeddedServices
+from realtime.bus import Bus
 from realtime.rooms import Rooms, log_key
 
 
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
-    services = EmbeddedServices(tmp_path / "data")
-    try:
-        client = redis_client.connect(services.start_redis())
-        assert isinstance(client, Redis)
-        yield client
-        await client.aclose()
-    finally:
-        services.stop()
-
-
-async def test_a_batch_keeps_each_message_in_order_and_refuses_only_an_absent_peer(redis: Redis) -> None:
+async def test_a_batch_keeps_each_message_in_order_and_refuses_only_an_absent_peer(private_redis: Redis) -> None:
+    redis = private_redis
     rooms = Rooms(redis, grace_s=5)
     room = str(uuid.uuid4())
     sender, _ = await rooms.add(room, "user-a", "specialist", "admitted")
@@ -49,10 +34,11 @@ async def test_a_batch_keeps_each_message_in_order_and_refuses_only_an_absent_pe
     assert await redis.exists(log_key(room))
 
 
-async def test_a_batch_survives_lost_scripts_and_dead_connections(redis: Redis) -> None:
+async def test_a_batch_survives_lost_scripts_and_dead_connections(private_redis: Redis) -> None:
     """After a Redis restart or failover the scripts are gone and every pooled connection is dead:
     the next relayed messages still go through (the script is loaded again, the connection made
     afresh), none is refused for it."""
+    redis = private_redis
     rooms = Rooms(redis, grace_s=5)
     room = str(uuid.uuid4())
     sender, _ = await rooms.add(room, "user-a", "specialist", "admitted")
@@ -62,3 +48,29 @@ async def test_a_batch_survives_lost_scripts_and_dead_connections(redis: Redis) 
     seqs = await asyncio.gather(*(rooms.append_and_publish(room, sender, None, "{}", "{}") for _ in range(5)))
     assert all(seq is not None for seq in seqs)
     assert len(await rooms.since(room, None)) == 6
+
+
+async def test_a_listener_that_fails_stops_neither_the_others_nor_the_bus(private_redis: Redis) -> None:
+    bus = Bus(private_redis)
+    room = str(uuid.uuid4())
+    heard: list[str] = []
+    all_heard = asyncio.Event()
+
+    def broken(_: str) -> None:
+        raise RuntimeError("a socket's own failure")
+
+    def hear(data: str) -> None:
+        heard.append(data)
+        if len(heard) == 3:
+            all_heard.set()
+
+    await bus.start()
+    try:
+        await bus.join(room, broken)
+        await bus.join(room, hear)
+        for n in range(3):
+            await bus.publish(room, f"m{n}")
+        await asyncio.wait_for(all_heard.wait(), 10)
+        assert heard == ["m0", "m1", "m2"]
+    finally:
+        await bus.stop()
