@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from infra import outage, redis_client, redis_keys
@@ -49,6 +51,33 @@ async def as_is(response: Any) -> Any:
     """The pub/sub connection's push handler. redis-py's default one builds a debug log line,
     str() of every message, SDPs included, whatever the log level: ~5% of a relaying worker."""
     return response
+
+
+async def next_reply(pubsub: PubSub) -> list[Any]:
+    """The next reply on a subscribed connection, read straight from it: ["message", channel,
+    data] (["smessage", ...] for a shard channel) or a subscription's confirmation.
+
+    `PubSub.get_message` wraps each read in a retry policy, a timer, a health check, a dict and
+    a metrics call, several times the read itself for every relayed message. Here a failed read
+    raises, and the bus subscribes afresh (as it did when get_message raised); the read waits
+    without a timer, since closing the pub/sub (`Bus._drop`, `ShardedBus._close_locked`) ends it."""
+    conn = pubsub.connection
+    if conn is None:
+        raise RedisConnectionError("the pub/sub connection was closed")
+    reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False, push_request=True)
+    if not isinstance(reply, list):
+        raise RedisConnectionError(f"unexpected reply on a pub/sub connection: {reply!r}"[:200])
+    return reply
+
+
+def fan_out(listeners: list[Listener], data: str) -> None:
+    """Hand a room's message to each of its local listeners. One that fails is logged and stops
+    neither the others nor the reader, which serves every room of the worker."""
+    for listener in list(listeners):
+        try:
+            listener(data)
+        except Exception:
+            log.exception("rtc_deliver_failed")
 
 
 class Bus:
@@ -140,20 +169,22 @@ class Bus:
                     outage.REDIS.up()
                     backoff.reset()
                     continue
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                reply = await next_reply(pubsub)
+                if reply[0] != "message":  # (un)subscribe confirmations: redis-py's bookkeeping
+                    await pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._pubsub is not pubsub:
+                    continue  # closed by a join or leave that failed, or replaced: no news
                 if (dependency := outage.unavailable(exc)) is not None:
                     dependency.down(exc)
                 else:
                     log.exception("rtc_bus_read_failed")
-                if self._pubsub is pubsub:  # not one a join has made meanwhile
-                    await self._drop()
+                await self._drop()
                 await asyncio.sleep(backoff.next())
                 continue
-            if message is None or message.get("type") != "message":
-                continue
-            room = redis_keys.rtc_room_of_live(str(message["channel"]))
-            for listener in list(self._listeners.get(room, ())):
-                listener(str(message["data"]))
+            listeners = self._listeners.get(redis_keys.rtc_room_of_live(reply[1]))
+            if listeners:
+                fan_out(listeners, reply[2])

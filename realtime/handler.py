@@ -34,6 +34,7 @@ from realtime import messages as m
 from realtime.bus import RoomBus
 from realtime.rooms import PeerState, Rooms
 from realtime.turn import ice_servers_for
+from realtime.ws_protocol import DIRECT_SEND, DirectSend
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,7 @@ class PeerSession:
         "bucket",
         "bus",
         "close_code",
+        "direct",
         "finished",
         "guest",
         "guest_keys",
@@ -110,6 +112,8 @@ class PeerSession:
         self.bus: RoomBus = state.rtc_bus
         self.pool = state.pool
         self.outbox: deque[str | None] | None = None
+        # Writes a frame at once when nothing is queued before it (uvicorn with realtime.ws_protocol)
+        self.direct = cast("DirectSend | None", (socket.scope.get("extensions") or {}).get(DIRECT_SEND))
         self.writer: asyncio.Task[None] | None = None
         self.bucket = TokenBucket(RATE_PER_S, BURST)
         self.strikes = 0
@@ -131,8 +135,11 @@ class PeerSession:
 
     async def receive(self, within_s: float | None = None) -> m.Incoming | None:
         """The next well-formed message; None for a malformed one (already answered)."""
-        async with asyncio.timeout(within_s):
+        if within_s is None:
             event = await self.socket.receive()
+        else:
+            async with asyncio.timeout(within_s):
+                event = await self.socket.receive()
         if event["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(detail="peer went away", code=event.get("code", 1000))
         frame = cast("str | bytes", event.get("text") or event.get("bytes") or b"")
@@ -158,9 +165,12 @@ class PeerSession:
         self._enqueue(m.encode(message))
 
     def _enqueue(self, item: str | None) -> None:
-        """Queue a frame (None: close after the frames before it); a writer task runs only while
-        there is something to write, so an idle socket costs no task of its own."""
+        """Write a frame at once if nothing is queued before it and the socket takes it now;
+        else queue it (None: close after the frames before it) for a writer task, which runs
+        only while there is something to write, so an idle socket costs no task of its own."""
         if self.outbox is None:
+            if item is not None and self.direct is not None and self.direct.send_now(item):
+                return  # written: no queue, no task
             self.outbox = deque()
         elif len(self.outbox) >= MAX_QUEUED and item is not None:
             # A peer that stopped reading: drop it rather than grow memory.

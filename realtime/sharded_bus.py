@@ -27,7 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from infra import outage, redis_keys
-from realtime.bus import Listener, as_is
+from realtime.bus import Listener, as_is, fan_out, next_reply
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +157,10 @@ class ShardedBus:
     async def _read(self, shard: _Shard) -> None:
         while True:
             try:
-                message = await shard.pubsub.get_message(timeout=1.0)
+                reply = await next_reply(shard.pubsub)
+                message = None
+                if reply[0] != "smessage":  # (un)subscriptions: redis-py's bookkeeping
+                    message = await shard.pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -168,14 +171,15 @@ class ShardedBus:
                 async with self._lock:
                     await self._lose_locked(shard)
                 return
+            if reply[0] == "smessage":
+                listeners = self._listeners.get(redis_keys.rtc_room_of_live(reply[1]))
+                if listeners:
+                    fan_out(listeners, reply[2])
+                continue
             if message is None:
                 continue
             kind = message.get("type")
-            if kind == "smessage":
-                room = redis_keys.rtc_room_of_live(str(message["channel"]))
-                for listener in list(self._listeners.get(room, ())):
-                    listener(str(message["data"]))
-            elif kind == "sunsubscribe":
+            if kind == "sunsubscribe":
                 # Redis unsubscribes a shard channel whose slot this node gave up; one we left
                 # ourselves is no longer in _where for this shard.
                 room = redis_keys.rtc_room_of_live(str(message["channel"]))

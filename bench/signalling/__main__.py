@@ -26,10 +26,13 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -116,12 +119,59 @@ def raise_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run_load(args: list[str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.signalling.load", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the {args[0]} load failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+def run_load(args: list[str], window: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run a load process to its end; `window` is called with each marker line it prints
+    ("relaying", "relayed"), at the moment it prints it."""
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: nobody reads it until the end
+        load = subprocess.Popen(
+            [sys.executable, "-m", "bench.signalling.load", *args], stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        assert load.stdout is not None
+        lines = []
+        for line in load.stdout:
+            if line.strip() in ("relaying", "relayed") and window is not None:
+                window(line.strip())
+            lines.append(line)
+        if load.wait() != 0:
+            errors.seek(0)
+            raise RuntimeError(f"the {args[0]} load failed:\n{errors.read()[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+class Window:
+    """The servers' CPU between a relay load's markers, and py-spy on them meanwhile if asked."""
+
+    def __init__(self, pids: list[int], profile: Path | None, name: str, seconds: float) -> None:
+        self.pids, self.profile, self.name, self.seconds = pids, profile, name, seconds
+        self.cpu_s = 0.0
+        self._spies: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self, marker: str) -> None:
+        cpu = sum(process_tree_cpu(pid) for pid in self.pids)
+        if marker == "relaying":
+            self.cpu_s = -cpu
+            if self.profile is not None:
+                self._spies = start_profiles(self.pids, self.profile / self.name, self.seconds)
+        else:
+            self.cpu_s += cpu
+            for spy in self._spies:
+                spy.wait()
+
+
+def start_profiles(pids: list[int], folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each server process for `seconds` (raw collapsed stacks, idle left out)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    options = ["--rate", "200", "--duration", str(max(int(seconds), 1)), "--format", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(pid), *options, "--output", str(folder / f"server-{i}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, pid in enumerate(pids)
+    ]
 
 
 def summary(name: str, latencies: list[float], seconds: float) -> str:
@@ -140,6 +190,7 @@ class IdleLoad:
         self.folder, self.mode, self.a, self.b = folder, mode, a, b
         self.loaders: list[subprocess.Popen[str]] = []
         self.sizes: list[tuple[int, int]] = []  # (sockets open, servers' RSS)
+        self.summaries: list[dict[str, Any]] = []  # what each load process said at the end
 
     def add(self, plan: list[dict[str, str]], sockets: int, pids: list[int]) -> None:
         path = self.folder / f"{self.mode}-{len(self.loaders)}.json"
@@ -185,7 +236,20 @@ class IdleLoad:
                 loader.stdin.write("done\n")
                 loader.stdin.flush()
         for loader in self.loaders:
+            assert loader.stdout is not None
+            with contextlib.suppress(ValueError):
+                self.summaries.append(json.loads(loader.stdout.readline() or "null") or {})
             loader.wait(120)
+
+    def opening(self) -> str:
+        """How the sockets were opened: seconds, joins retried, join latency (worst step)."""
+        steps = [x for x in self.summaries if x]
+        if not steps:
+            return ""
+        seconds = sum(x.get("open_seconds", 0.0) for x in steps)
+        retried = sum(x.get("retried", 0) for x in steps)
+        p99 = max((x["join_p99"] for x in steps if "join_p99" in x), default=float("nan"))
+        return f"opened in {seconds:.0f} s, {retried} join(s) retried, join p99 {p99 * 1000:.0f} ms"
 
 
 @contextlib.contextmanager
@@ -210,9 +274,20 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--ws", default=None, help="`spean serve --ws` (default: the product's)")
+    parser.add_argument("--profile", type=Path, help="record both servers with py-spy while relaying, into this folder")
+    parser.add_argument("--no-echo", action="store_true", help="skip the bare server's references (to iterate)")
     args = parser.parse_args(argv)
     raise_open_files(2 * args.rooms + 4 * args.active + 1024)
     steps = max(2, -(-args.rooms // 5000))  # memory is read after each step of at most 5,000 rooms
+    phases: list[tuple[str, float]] = []
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases.append((name, now - clock))
+        clock = now
+
     with bench_environment("spean-bench-rtc") as bench:
         tmp, database_url, redis_url, secret = bench.folder, bench.database_url, bench.redis_url, bench.secret
         plan = asyncio.run(seed(database_url, args.rooms + 2 * args.active, secret))
@@ -222,23 +297,30 @@ def main(argv: list[str] | None = None) -> list[Row]:
         extra = ("--ws", args.ws) if args.ws else ()
         port_a, port_b = free_port(), free_port()
         a, b = f"ws://127.0.0.1:{port_a}", f"ws://127.0.0.1:{port_b}"
+        phase("seed")
         with (
             spean_server(env, port_a, 1, tmp / "a.log", extra) as server_a,
             spean_server(env, port_b, 1, tmp / "b.log", extra) as server_b,
         ):
             idle = IdleLoad(tmp, "idle", a, b)
+            servers = [server_a.pid, server_b.pid]
+            phase("start servers")
             try:
                 size = -(-len(idle_plan) // steps)
                 for part in range(0, len(idle_plan), size):
                     chunk = idle_plan[part : part + size]
-                    idle.add(chunk, 2 * len(chunk), [server_a.pid, server_b.pid])
+                    idle.add(chunk, 2 * len(chunk), servers)
+                phase("open idle sockets")
                 (tmp / "same.json").write_text(json.dumps(relay_plan[: args.active]))
                 (tmp / "cross.json").write_text(json.dumps(relay_plan[args.active :]))
                 common = ["--rate", str(args.rate), "--seconds", str(args.seconds)]
-                same = run_load(["relay", "--plan", str(tmp / "same.json"), "--a", a, "--b", a, *common])
-                cpu_before = process_tree_cpu(server_a.pid) + process_tree_cpu(server_b.pid)
-                cross = run_load(["relay", "--plan", str(tmp / "cross.json"), "--a", a, "--b", b, *common])
-                relay_cpu_s = process_tree_cpu(server_a.pid) + process_tree_cpu(server_b.pid) - cpu_before
+                same_window = Window(servers, args.profile, "one-worker", args.seconds)
+                same = run_load(["relay", "--plan", str(tmp / "same.json"), "--a", a, "--b", a, *common], same_window)
+                phase("relay, one worker")
+                cross_window = Window(servers, args.profile, "two-workers", args.seconds)
+                cross_plan = ["--plan", str(tmp / "cross.json"), "--a", a, "--b", b]
+                cross = run_load(["relay", *cross_plan, *common], cross_window)
+                phase("relay, two workers")
             except Exception:
                 for log in ("a.log", "b.log"):  # what the servers said, before the folder goes
                     lines = (tmp / log).read_text(errors="replace").splitlines()
@@ -246,35 +328,46 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 raise
             finally:
                 idle.close()
-        with echo_server(tmp) as (echo_url, echo_pid):
-            # As many idle sockets on the bare server as one Spean worker holds, in as many steps.
-            bare = IdleLoad(tmp, "hold", echo_url, echo_url)
-            try:
-                size = -(-args.rooms // steps)
-                for part in range(0, args.rooms, size):
-                    count = min(size, args.rooms - part)
-                    bare.add([{}] * count, count, [echo_pid])
-            finally:
-                bare.close()
-            echo = run_load(["echo", "--a", echo_url, "--connections", str(args.active), *common])
-    relayed = max(len(cross["latencies"]), 1)
-    cpu_us = relay_cpu_s / relayed * 1e6
+        bare = None
+        echo: dict[str, Any] = {"latencies": []}
+        if not args.no_echo:
+            with echo_server(tmp) as (echo_url, echo_pid):
+                # As many idle sockets on the bare server as one Spean worker holds, in as many steps.
+                bare = IdleLoad(tmp, "hold", echo_url, echo_url)
+                try:
+                    size = -(-args.rooms // steps)
+                    for part in range(0, args.rooms, size):
+                        count = min(size, args.rooms - part)
+                        bare.add([{}] * count, count, [echo_pid])
+                finally:
+                    bare.close()
+                echo = run_load(["echo", "--a", echo_url, "--connections", str(args.active), *common])
+            phase("bare server")
+    same_us = same_window.cpu_s / max(len(same["latencies"]), 1) * 1e6
+    cpu_us = cross_window.cpu_s / max(len(cross["latencies"]), 1) * 1e6
+    load1, load5, _ = os.getloadavg()
     print(
         f"bench/signalling  rooms={args.rooms} active={args.active} rate={args.rate:g}/s "
-        f"seconds={args.seconds:g} cores={os.cpu_count()}"
+        f"seconds={args.seconds:g} cores={os.cpu_count()} load average {load1:.1f} (5 min {load5:.1f})"
     )
     print(
         f"  idle sockets                 {idle.sockets:8d}      server memory "
-        f"{idle.sizes[-1][1] / 2**20:7.0f} MiB   per socket {idle.per_socket / 1024:5.1f} KiB"
+        f"{idle.sizes[-1][1] / 2**20:7.0f} MiB   per socket {idle.per_socket / 1024:5.1f} KiB   {idle.opening()}"
     )
-    print(
-        f"  bare websockets server       {bare.sockets:8d}      server memory "
-        f"{bare.sizes[-1][1] / 2**20:7.0f} MiB   per socket {bare.per_socket / 1024:5.1f} KiB"
-    )
+    if bare is not None:
+        print(
+            f"  bare websockets server       {bare.sockets:8d}      server memory "
+            f"{bare.sizes[-1][1] / 2**20:7.0f} MiB   per socket {bare.per_socket / 1024:5.1f} KiB"
+        )
     print(summary("relay, one worker", same["latencies"], args.seconds))
     print(summary("relay, two workers (Redis)", cross["latencies"], args.seconds))
-    print(summary("raw echo server", echo["latencies"], args.seconds))
-    print(f"  server CPU per relayed message (two workers, idle sockets open) {cpu_us:6.0f} µs")
+    if bare is not None:
+        print(summary("raw echo server", echo["latencies"], args.seconds))
+    print(f"  server CPU per relayed message, one worker   {same_us:6.0f} µs (both servers, idle sockets open)")
+    print(f"  server CPU per relayed message, two workers  {cpu_us:6.0f} µs")
+    print("  phases: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases))
+    if bare is None:
+        return []
     return rows_of(args.rate, idle, bare, same["latencies"], cross["latencies"], echo["latencies"], cpu_us)
 
 

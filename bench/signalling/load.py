@@ -5,6 +5,15 @@ idle:    join every room in the plan (specialist on A, patient on B), print "rea
 hold:    the same with plain sockets to A (a bare server: no auth, no rooms), one per plan entry.
 relay:   in each planned room the specialist admits the patient, then chats at a fixed total
          rate; prints the one-way latencies (sender and receiver share this process's clock).
+         "relaying" and "relayed" lines mark the measured window (the caller reads the servers'
+         CPU at each, so that joining and leaving the rooms is not counted per message).
+
+Sockets are opened with a bounded number of joins in flight (`IN_FLIGHT`): the opening rate
+follows what the servers can authenticate (each join is a PostgreSQL transaction), instead of a
+burst whose tail waits in the servers' queues. A join the server refuses only for the moment
+(its auth or join timeout ran out while it was starved of CPU by a loaded machine, or 1013: try
+again) is retried, as the apps do, after a pause; how many were retried is in the summary, so a
+run that needed it says so.
 echo:    the same sends to a raw echo server, for the baseline.
 """
 
@@ -20,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedError
+
+IN_FLIGHT = 32  # joins under way at once, per load process
+RETRIES = 5
+# What the server says when it could not take a socket in time or a dependency was away for a
+# moment: the apps reconnect after a pause (README, "Video consultations").
+_RETRYABLE = {"auth_timeout", "join_timeout", "redis_unavailable", "postgres_unavailable"}
+retried = 0
+join_seconds: list[float] = []
 
 
 async def _open(url: str) -> ClientConnection:
     return await connect(url, open_timeout=60, ping_interval=None, max_queue=64)
 
 
-async def _join(url: str, token: str, room: str) -> tuple[ClientConnection, dict[str, Any]]:
+async def _join_once(url: str, token: str, room: str) -> tuple[ClientConnection, dict[str, Any]]:
     ws = await _open(f"{url}/v1/rtc")
     await ws.send(json.dumps({"type": "auth", "token": token}))
     await ws.send(json.dumps({"type": "join", "appointment_id": room}))
@@ -35,7 +53,34 @@ async def _join(url: str, token: str, room: str) -> tuple[ClientConnection, dict
         if message["type"] == "ready":
             return ws, message
         if message["type"] == "error":
-            raise RuntimeError(message)
+            await ws.close()
+            raise RefusedError(message)
+
+
+class RefusedError(RuntimeError):
+    def __init__(self, message: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.code = str(message.get("code"))
+
+
+async def _join(url: str, token: str, room: str) -> tuple[ClientConnection, dict[str, Any]]:
+    global retried
+    for attempt in range(RETRIES + 1):
+        started = time.perf_counter()
+        try:
+            joined = await _join_once(url, token, room)
+        except RefusedError as exc:
+            if exc.code not in _RETRYABLE or attempt == RETRIES:
+                raise
+        except ConnectionClosedError as exc:  # closed before its `error` frame was read
+            if exc.rcvd is None or exc.rcvd.code not in (4408, 1013) or attempt == RETRIES:
+                raise
+        else:
+            join_seconds.append(time.perf_counter() - started)
+            return joined
+        retried += 1
+        await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def _gather_limited(coros: list[Any], limit: int) -> list[Any]:
@@ -51,18 +96,25 @@ async def _gather_limited(coros: list[Any], limit: int) -> list[Any]:
 async def idle(plan: list[dict[str, str]], a: str, b: str) -> None:
     started = time.perf_counter()
     sockets = await _gather_limited(
-        [_join(a, r["specialist"], r["room"]) for r in plan] + [_join(b, r["patient"], r["room"]) for r in plan], 64
+        [_join(a, r["specialist"], r["room"]) for r in plan] + [_join(b, r["patient"], r["room"]) for r in plan],
+        IN_FLIGHT,
     )
+    opened = time.perf_counter() - started
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for ws, _ in sockets:
         await ws.close()
-    print(json.dumps({"sockets": len(sockets), "join_seconds": time.perf_counter() - started}), flush=True)
+    print(json.dumps({"sockets": len(sockets), "open_seconds": opened, **_join_figures()}), flush=True)
+
+
+def _join_figures() -> dict[str, Any]:
+    ordered = sorted(join_seconds) or [float("nan")]
+    return {"retried": retried, "join_p50": ordered[len(ordered) // 2], "join_p99": ordered[len(ordered) * 99 // 100]}
 
 
 async def hold(count: int, url: str) -> None:
     started = time.perf_counter()
-    sockets = await _gather_limited([_open(url) for _ in range(count)], 64)
+    sockets = await _gather_limited([_open(url) for _ in range(count)], IN_FLIGHT)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for ws in sockets:
@@ -109,12 +161,14 @@ async def relay(plan: list[dict[str, str]], a: str, b: str, rate: float, seconds
 
     tasks = [sender(s, i * interval / len(pairs)) for i, (s, _) in enumerate(pairs)]
     tasks += [receiver(p) for _, p in pairs]
+    print("relaying", flush=True)
     await asyncio.gather(*tasks)
+    print("relayed", flush=True)
     for spec, patient in pairs:
         await spec.send(json.dumps({"type": "end"}))
         await patient.close()
         await spec.close()
-    print(json.dumps({"latencies": latencies, "seconds": seconds}), flush=True)
+    print(json.dumps({"latencies": latencies, "seconds": seconds, **_join_figures()}), flush=True)
 
 
 async def echo(url: str, connections: int, rate: float, seconds: float) -> None:

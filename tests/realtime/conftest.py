@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from infra import redis_client
 from infra.config import Settings
-from infra.embedded import free_port
+from infra.embedded import EmbeddedServices, free_port
 from tests.factory import Consultation, Factory
 from tests.live import server_env, serving, start_server, wait_ready
 
@@ -61,3 +63,16 @@ def rtc_servers(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 async def consultation(factory: Factory) -> Consultation:
     return await factory.consultation()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """An embedded Redis of the test's own, for tests that flush scripts or kill connections."""
+    services = EmbeddedServices(tmp_path / "data")
+    try:
+        client = redis_client.connect(services.start_redis())
+        assert isinstance(client, Redis)
+        yield client
+        await client.aclose()
+    finally:
+        services.stop()
