@@ -6,14 +6,10 @@ import msgspec
 from litestar.types import Message, Scope, Send
 
 from api.errors import error_document
+from api.raw_headers import header
 from api.request_id import request_id_of
 
-
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
+__all__ = ["header", "problem_messages", "send_problem"]
 
 
 async def send_problem(

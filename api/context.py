@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
@@ -19,8 +18,6 @@ from prometheus_client import Counter, Histogram
 from api.errors import status_of
 from api.request_id import request_id_of
 from infra import logging as logs
-
-log = structlog.get_logger("spean.access")
 
 REQUESTS = Counter("spean_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -74,5 +71,5 @@ class RequestContextMiddleware:
             method = scope.get("method", "")
             _observe(method, route, status, elapsed)
             if route not in ("/health", "/metrics"):
-                log.info("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
+                logs.access(method, route, status, round(elapsed * 1000, 2))
             logs.request_id.reset(bound)

@@ -26,6 +26,7 @@ from litestar.response.base import ASGIResponse
 from litestar.serialization import default_serializer
 
 from api.fhir_text import fhir_strings
+from api.raw_headers import header
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 # An instant as msgspec writes it, unless it is in UTC (…Z): with an offset, or naive. Fields named
@@ -50,8 +51,9 @@ class NegotiatedResponse(Response[Any]):
         return super().render(content, media_type, enc_hook)
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
+        # Accept read from the scope: Litestar's header map is built for nothing else on most answers.
         if self.media_type in (None, MediaType.JSON, MediaType.JSON.value) and wants_msgpack(
-            request.headers.get("accept", "")
+            header(request.scope, b"accept") or ""
         ):
             self.media_type = "application/msgpack"
             self.headers.setdefault("vary", "Accept")

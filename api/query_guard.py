@@ -129,7 +129,11 @@ class InputGuardMiddleware:
         handler = scope.get("route_handler")
         kinds: dict[str, tuple[Kind | None, bool]] = {}
         if isinstance(handler, HTTPRouteHandler):
-            kinds = self._kinds.get(id(handler)) or self._kinds.setdefault(id(handler), query_kinds(handler))
+            # Once per route (one without query parameters has an empty table: not "missing").
+            cached = self._kinds.get(id(handler))
+            if cached is None:
+                cached = self._kinds[id(handler)] = query_kinds(handler)
+            kinds = cached
         seen: set[str] = set()
         for pair in scope["query_string"].split(b"&"):
             if not pair:

@@ -184,6 +184,12 @@ class TransactionMiddleware:
             if body is None:
                 await send_problem(send, scope, 413, "payload_too_large", f"the body exceeds {MAX_BODY} bytes")
                 return
+            limits = getattr(handler, "resolve_request_max_body_size", None)  # HTTP route handlers'
+            if limits is not None and ((limit := limits()) is None or len(body) <= limit):
+                # Read whole already: the handler's request takes it from here rather than
+                # streaming it again through the replaying receive (a larger one still is, and
+                # meets the route's limit there).
+                ScopeState.from_scope(scope).body = body
         if scope["app"].state.migrations_pending:
             # Started while PostgreSQL was away: the schema is brought up to date in the background.
             await _send_unavailable(send, scope, outage.POSTGRES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from infra.db import create_pool
 
@@ -49,4 +50,35 @@ async def test_a_connection_terminated_in_use_gives_its_turn_back(database_url: 
                     conn.terminate()
         assert await pool.fetchval("SELECT 1") == 1
     finally:
+        await pool.close()
+
+
+async def test_an_idle_connection_is_released_without_a_task_of_its_own(database_url: str) -> None:
+    """asyncpg releases in a shielded task; an idle connection's release cannot wait on anything
+    and is made in place (a task and an event loop turn per request less). One released inside a
+    transaction still goes asyncpg's way: rolled back, and usable again."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        made.append(getattr(coro, "__qualname__", repr(coro)))
+        return factory(loop, coro, **kwargs) if factory is not None else asyncio.Task(coro, loop=loop, **kwargs)
+
+    try:
+        loop.set_task_factory(counting)
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        assert made == []
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TEMPORARY TABLE left_open (x int)")
+        await pool.release(conn)
+        assert made == ["PoolConnectionHolder.release"]
+        async with pool.acquire() as conn:  # the one connection, its transaction rolled back
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+    finally:
+        loop.set_task_factory(factory)
         await pool.close()
