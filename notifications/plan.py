@@ -402,6 +402,28 @@ def _appointment(
     return out
 
 
+def _notice(
+    person: _Person,
+    e: Event,
+    kind: str,
+    template: str,
+    data: dict[str, str],
+    now: dt.datetime,
+    appointment_id: uuid.UUID | None = None,
+) -> Planned:
+    """A plain notice of `e` to one person: keyed by the event, the kind and the person, its text
+    the catalogue's `template` in their language."""
+    return _message(
+        person,
+        key=f"{e.id}:{kind}:{person.tag}",
+        kind=kind,
+        body=text(person.language, template),
+        data=data,
+        now=now,
+        appointment_id=appointment_id,
+    )
+
+
 def _referral(e: Event, batch: _Batch, now: dt.datetime) -> list[Planned]:
     referral_id = e.payload["referral_id"]
     row = batch.referrals.get(uuid.UUID(referral_id))
@@ -411,16 +433,7 @@ def _referral(e: Event, batch: _Batch, now: dt.datetime) -> list[Planned]:
     person = batch.patients[row["patient_id"]] if e.topic.startswith("patient.") else batch.staff[_referrer_ask(row)]
     if person is None:
         return []
-    return [
-        _message(
-            person,
-            key=f"{e.id}:referral_answered:{person.tag}",
-            kind="referral_answered",
-            body=text(person.language, "referral_answered"),
-            data={"referral_id": referral_id},
-            now=now,
-        )
-    ]
+    return [_notice(person, e, "referral_answered", "referral_answered", {"referral_id": referral_id}, now)]
 
 
 def _result_ready(e: Event, batch: _Batch, now: dt.datetime) -> list[Planned]:
@@ -431,32 +444,12 @@ def _result_ready(e: Event, batch: _Batch, now: dt.datetime) -> list[Planned]:
     patient = batch.patients[uuid.UUID(payload["patient_id"])]
     data = {"encounter_id": payload["encounter_id"]}
     appointment_id = uuid.UUID(payload["appointment_id"]) if payload.get("appointment_id") else None
-    out = [
-        _message(
-            patient,
-            key=f"{e.id}:result_ready:{patient.tag}",
-            kind="result_ready",
-            body=text(patient.language, "sms_result_ready"),
-            data=data,
-            now=now,
-            appointment_id=appointment_id,
-        )
-    ]
+    out = [_notice(patient, e, "result_ready", "sms_result_ready", data, now, appointment_id)]
     row = None if appointment_id is None else batch.appointments.get(appointment_id)
     booker_ask = None if row is None else _booker_ask(row)
     booker = None if booker_ask is None else batch.staff[booker_ask]
     if booker is not None:
-        out.append(
-            _message(
-                booker,
-                key=f"{e.id}:result_ready:{booker.tag}",
-                kind="result_ready",
-                body=text(booker.language, "result_ready_staff"),
-                data=data,
-                now=now,
-                appointment_id=appointment_id,
-            )
-        )
+        out.append(_notice(booker, e, "result_ready", "result_ready_staff", data, now, appointment_id))
     return out
 
 
@@ -480,17 +473,7 @@ def _report_ready(e: Event, batch: _Batch, now: dt.datetime) -> list[Planned]:
     for person in people:
         if person is None or any(p.user_id == person.user_id for p in out):
             continue
-        out.append(
-            _message(
-                person,
-                key=f"{e.id}:report_ready:{person.tag}",
-                kind="report_ready",
-                body=text(person.language, "report_ready_staff"),
-                data=data,
-                now=now,
-                appointment_id=appointment_id,
-            )
-        )
+        out.append(_notice(person, e, "report_ready", "report_ready_staff", data, now, appointment_id))
     return out
 
 
