@@ -63,13 +63,16 @@ class OutboxPolicy:
 
 
 class Rendered(NamedTuple):
-    """A message already rendered from the catalogues, to record under `key` (`record_many`)."""
+    """A message already rendered from the catalogues, to record under `key` (`record_many`).
+    Essential: sent despite STOP (sign-in codes); secret: its text is not kept if refused."""
 
     to: str
     body: str
     template: str
     language: str
     key: str
+    essential: bool = False
+    secret: bool = False
 
 
 def policy_from(countries: str, hourly_budget: int, max_attempts: int, public_base_url: str) -> OutboxPolicy:
@@ -136,45 +139,22 @@ class SmsOutbox:
     ) -> tuple[uuid.UUID | None, str | None]:
         """Record a message already rendered from the catalogues (a notification's text) under the
         same rules: (its id if it is to be sent, the reason it was refused)."""
-        size = segments.count(body)
-        refusal = await self._refusal(conn, to, essential)
-        message_id = uuid.uuid4()
-        inserted = await conn.fetchval(
-            """INSERT INTO sms_messages (id, idempotency_key, to_phone, template, language, body, secret, essential,
-                                         segments, encoding, status, last_error)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
-            message_id,
-            key,
-            to,
-            template,
-            language if language in texts.LANGUAGES else texts.FALLBACK,
-            None if (secret and refusal) else body,
-            secret,
-            essential,
-            size.parts,
-            size.encoding,
-            "refused" if refusal else "queued",
-            refusal,
-        )
-        if refusal:
-            REFUSED.labels(reason=refusal).inc()
-            log.info("sms_refused", reason=refusal, to=to, template=template)
-            return None, refusal
-        return (message_id if inserted is not None else None), None
+        message = Rendered(to, body, template, language, key, essential, secret)
+        return (await self.record_many(conn, [message]))[0]
 
     async def record_many(
         self, conn: Connection, messages: Sequence[Rendered]
     ) -> list[tuple[uuid.UUID | None, str | None]]:
-        """`record` for many messages (not essential, not secret: notifications' texts), in
-        three statements and one budget count for the lot; each answer as `record` gives it, the
-        budget spent in the messages' order."""
+        """Record rendered messages in `conn`'s transaction, in at most two statements and one
+        budget count for the lot. The rules, in order: the country, then STOP (unless essential),
+        then this hour's budget, spent in the messages' order. Each answer: (its id if it is to be
+        sent, None if refused or already recorded under its key; the reason it was refused)."""
         if not messages:
             return []
         refusals: list[str | None] = [
             None if _region(m.to) in self._policy.countries else "country_not_allowed" for m in messages
         ]
-        asked = list({m.to for m, r in zip(messages, refusals, strict=True) if r is None})
+        asked = list({m.to for m, r in zip(messages, refusals, strict=True) if r is None and not m.essential})
         stopped = set(
             await conn.fetchval(
                 "SELECT coalesce(array_agg(phone), '{}') FROM sms_opt_outs WHERE phone = ANY($1::text[])", asked
@@ -182,7 +162,10 @@ class SmsOutbox:
             if asked
             else ()
         )
-        refusals = [r or ("opted_out" if m.to in stopped else None) for m, r in zip(messages, refusals, strict=True)]
+        refusals = [
+            r or ("opted_out" if m.to in stopped and not m.essential else None)
+            for m, r in zip(messages, refusals, strict=True)
+        ]
         spending = [i for i, r in enumerate(refusals) if r is None]
         allowed = await self.spend_budget(len(spending)) if spending else 0
         for i in spending[allowed:]:
@@ -194,11 +177,13 @@ class SmsOutbox:
                 """WITH added AS (
                        INSERT INTO sms_messages (id, idempotency_key, to_phone, template, language, body, secret,
                                                  essential, segments, encoding, status, last_error)
-                       SELECT id, key, to_phone, template, language, body, false, false, parts, encoding,
-                              CASE WHEN refusal IS NULL THEN 'queued' ELSE 'refused' END, refusal
+                       SELECT id, key, to_phone, template, language,
+                              CASE WHEN secret AND refusal IS NOT NULL THEN NULL ELSE body END, secret, essential,
+                              parts, encoding, CASE WHEN refusal IS NULL THEN 'queued' ELSE 'refused' END, refusal
                          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                     $7::int[], $8::text[], $9::text[])
-                              AS m (id, key, to_phone, template, language, body, parts, encoding, refusal)
+                                     $7::int[], $8::text[], $9::text[], $10::bool[], $11::bool[])
+                              AS m (id, key, to_phone, template, language, body, parts, encoding, refusal, secret,
+                                    essential)
                        ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)
                    SELECT coalesce(array_agg(id), '{}') FROM added""",
                 ids,
@@ -210,6 +195,8 @@ class SmsOutbox:
                 [size.parts for size in sizes],
                 [size.encoding for size in sizes],
                 refusals,
+                [m.secret for m in messages],
+                [m.essential for m in messages],
             )
         )
         answers: list[tuple[uuid.UUID | None, str | None]] = []
@@ -221,15 +208,6 @@ class SmsOutbox:
             else:
                 answers.append((message_id if message_id in inserted else None, None))
         return answers
-
-    async def _refusal(self, conn: Connection, to: str, essential: bool) -> str | None:
-        if _region(to) not in self._policy.countries:
-            return "country_not_allowed"
-        if not essential and await conn.fetchval("SELECT true FROM sms_opt_outs WHERE phone = $1", to):
-            return "opted_out"
-        if not await self.spend_budget():
-            return "hourly_budget"
-        return None
 
     def allowed_country(self, phone: str) -> bool:
         return _region(phone) in self._policy.countries
